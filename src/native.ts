@@ -172,6 +172,21 @@ export function runBench(opts: BenchOptions): Promise<BenchRow[]> {
   return Promise.reject(new NativeError('not implemented yet: runBench ' + JSON.stringify(opts)));
 }
 
+/**
+ * The fused sampling-step kernel alone, on the CPU backend (float32): returns the
+ * new x [N, C, HW] from modelOut ([N or 2N, Cout, HW]) and noise [N, C, HW].
+ * Lets tests drive the real kernel with an oracle model output.
+ */
+export function sampleStepKernel(
+  modelOut: Float32Array,
+  x: Float32Array,
+  noise: Float32Array,
+  dims: { N: number; C: number; HW: number; learnSigma: boolean },
+  coefs: SampleStepCoefs,
+): Float32Array {
+  throw new NativeError('not implemented yet' + modelOut.length + x.length + noise.length + dims.N + coefs.mode);
+}
+
 export class DiTModel {
   readonly config: ModelConfig;
   readonly device: Device;
@@ -233,6 +248,10 @@ export class DiTModel {
     opts?: { useEma?: boolean },
   ): Promise<Float32Array> {
     return Promise.reject(new NativeError('not implemented yet' + x.length + t + y.length + coefs.mode + String(opts)));
+  }
+  /** n standard normals from the model's Philox noise stream (advances it); e.g. x_T. */
+  drawNoise(n: number): Float32Array {
+    throw new NativeError('not implemented yet' + n);
   }
   /** Frees native memory; the object is unusable afterwards. */
   dispose(): void {}
