@@ -1,0 +1,223 @@
+#include "convert.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace speed_napi {
+
+void throw_error(Napi::Env env, const std::string& msg, bool type) {
+  if (type) throw Napi::TypeError::New(env, msg);
+  throw Napi::Error::New(env, msg);
+}
+
+static const char* typed_name(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: return "Int8Array";
+    case napi_uint8_array: return "Uint8Array";
+    case napi_uint8_clamped_array: return "Uint8ClampedArray";
+    case napi_int16_array: return "Int16Array";
+    case napi_uint16_array: return "Uint16Array";
+    case napi_int32_array: return "Int32Array";
+    case napi_uint32_array: return "Uint32Array";
+    case napi_float32_array: return "Float32Array";
+    case napi_float64_array: return "Float64Array";
+    case napi_bigint64_array: return "BigInt64Array";
+    case napi_biguint64_array: return "BigUint64Array";
+    default: return "TypedArray";
+  }
+}
+
+std::string describe(const Napi::Value& v) {
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsTypedArray()) return std::string("a ") + typed_name(v.As<Napi::TypedArray>().TypedArrayType());
+  if (v.IsArray()) return "an Array";
+  if (v.IsString()) return "a string";
+  if (v.IsNumber()) return "the number " + v.ToString().Utf8Value();
+  if (v.IsBoolean()) return "a boolean";
+  if (v.IsFunction()) return "a function";
+  if (v.IsBuffer() || v.IsArrayBuffer()) return "a buffer";
+  if (v.IsObject()) return "an object";
+  return "an unsupported value";
+}
+
+Napi::TypedArray require_typed(const Napi::Value& v, napi_typedarray_type type,
+                               const std::string& what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw_error(v.Env(), what + " must be a " + typed_name(type) + ", got " + describe(v), true);
+  return v.As<Napi::TypedArray>();
+}
+
+template <typename E>
+static std::vector<E> copy_typed(const Napi::Value& v, napi_typedarray_type type,
+                                 const std::string& what) {
+  Napi::TypedArray a = require_typed(v, type, what);
+  size_t n = a.ElementLength();
+  std::vector<E> out(n);
+  if (n) {
+    const uint8_t* base = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+    std::memcpy(out.data(), base, n * sizeof(E));
+  }
+  return out;
+}
+
+std::vector<float> copy_f32(const Napi::Value& v, const std::string& what) {
+  return copy_typed<float>(v, napi_float32_array, what);
+}
+std::vector<int32_t> copy_i32(const Napi::Value& v, const std::string& what) {
+  return copy_typed<int32_t>(v, napi_int32_array, what);
+}
+std::vector<double> copy_f64(const Napi::Value& v, const std::string& what) {
+  return copy_typed<double>(v, napi_float64_array, what);
+}
+
+const float* view_f32(const Napi::Value& v, const std::string& what, size_t* n) {
+  Napi::TypedArray a = require_typed(v, napi_float32_array, what);
+  *n = a.ElementLength();
+  if (*n == 0) return nullptr;
+  return reinterpret_cast<const float*>(static_cast<const uint8_t*>(a.ArrayBuffer().Data()) +
+                                        a.ByteOffset());
+}
+
+Napi::Float32Array make_f32(Napi::Env env, const float* data, size_t n) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, n);
+  if (n) std::memcpy(a.Data(), data, n * sizeof(float));
+  return a;
+}
+
+Napi::Object require_object(const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray() || v.IsFunction())
+    throw_error(v.Env(), what + " must be an object, got " + describe(v), true);
+  return v.As<Napi::Object>();
+}
+
+double require_finite(const Napi::Value& v, const std::string& what) {
+  if (!v.IsNumber()) throw_error(v.Env(), what + " must be a number, got " + describe(v), true);
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throw_error(v.Env(), what + " must be a finite number, got " + describe(v));
+  return d;
+}
+
+double require_number(const Napi::Object& o, const char* key, const std::string& what) {
+  return require_finite(o.Get(key), what + "." + key);
+}
+
+int64_t require_int(const Napi::Value& v, const std::string& what, int64_t lo, int64_t hi) {
+  double d = require_finite(v, what);
+  if (d != std::floor(d) || std::fabs(d) > 9007199254740991.0)
+    throw_error(v.Env(), what + " must be an integer, got " + describe(v));
+  if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
+    throw_error(v.Env(), what + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                             "], got " + describe(v));
+  return static_cast<int64_t>(d);
+}
+
+bool require_bool(const Napi::Object& o, const char* key, const std::string& what) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean())
+    throw_error(o.Env(), what + "." + key + " must be a boolean, got " + describe(v), true);
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string require_string(const Napi::Value& v, const std::string& what) {
+  if (!v.IsString()) throw_error(v.Env(), what + " must be a string, got " + describe(v), true);
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// ---- DiTConfig ----------------------------------------------------------------------
+
+static const int64_t kIntMax = 2147483647;
+
+static speed::DiTConfig config_read(const Napi::Object& o, speed::DiTConfig c, bool all,
+                                    const std::string& what) {
+  auto has = [&](const char* k) { return all || !o.Get(k).IsUndefined(); };
+  auto i = [&](const char* k, int lo) {
+    return static_cast<int>(require_int(o.Get(k), what + "." + k, lo, kIntMax));
+  };
+  if (has("inputSize")) c.input_size = i("inputSize", 1);
+  if (has("patchSize")) c.patch_size = i("patchSize", 1);
+  if (has("inChannels")) c.in_channels = i("inChannels", 1);
+  if (has("hiddenSize")) c.hidden_size = i("hiddenSize", 1);
+  if (has("depth")) c.depth = i("depth", 1);
+  if (has("numHeads")) c.num_heads = i("numHeads", 1);
+  if (has("mlpRatio")) {
+    c.mlp_ratio = require_number(o, "mlpRatio", what);
+    if (!(c.mlp_ratio > 0))
+      throw_error(o.Env(), what + ".mlpRatio must be > 0, got " + std::to_string(c.mlp_ratio));
+  }
+  if (has("numClasses")) c.num_classes = i("numClasses", 0);
+  if (has("classDropoutProb")) {
+    c.class_dropout_prob = require_number(o, "classDropoutProb", what);
+    if (c.class_dropout_prob < 0 || c.class_dropout_prob >= 1)
+      throw_error(o.Env(), what + ".classDropoutProb must be in [0, 1), got " +
+                               std::to_string(c.class_dropout_prob));
+  }
+  if (has("learnSigma")) c.learn_sigma = require_bool(o, "learnSigma", what);
+  try {
+    c.validate();
+  } catch (const std::exception& e) {
+    throw_error(o.Env(), what + ": " + e.what());
+  }
+  return c;
+}
+
+speed::DiTConfig config_from_js(const Napi::Value& v, const std::string& what) {
+  return config_read(require_object(v, what), speed::DiTConfig(), true, what);
+}
+
+speed::DiTConfig config_merge_js(const Napi::Value& v, speed::DiTConfig base,
+                                 const std::string& what) {
+  if (v.IsUndefined() || v.IsNull()) return base;
+  return config_read(require_object(v, what), base, false, what);
+}
+
+Napi::Object config_to_js(Napi::Env env, const speed::DiTConfig& c) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("inputSize", c.input_size);
+  o.Set("patchSize", c.patch_size);
+  o.Set("inChannels", c.in_channels);
+  o.Set("hiddenSize", c.hidden_size);
+  o.Set("depth", c.depth);
+  o.Set("numHeads", c.num_heads);
+  o.Set("mlpRatio", c.mlp_ratio);
+  o.Set("numClasses", c.num_classes);
+  o.Set("classDropoutProb", c.class_dropout_prob);
+  o.Set("learnSigma", c.learn_sigma);
+  return o;
+}
+
+speed::Slot slot_from_js(const Napi::Value& v, const std::string& what) {
+  std::string s = v.IsUndefined() ? "model" : require_string(v, what);
+  if (s == "model") return speed::Slot::Model;
+  if (s == "ema") return speed::Slot::EMA;
+  if (s == "adam_m") return speed::Slot::AdamM;
+  if (s == "adam_v") return speed::Slot::AdamV;
+  if (s == "grad") return speed::Slot::Grad;
+  throw_error(v.Env(), what + " must be one of 'model', 'ema', 'adam_m', 'adam_v', 'grad', got '" +
+                           s + "'");
+}
+
+speed::SampleStepCoefs coefs_from_js(const Napi::Value& v, const std::string& what) {
+  Napi::Object o = require_object(v, what);
+  speed::SampleStepCoefs c;
+  std::string mode = require_string(o.Get("mode"), what + ".mode");
+  if (mode == "ddpm") c.mode = speed::SampleStepCoefs::DDPM;
+  else if (mode == "ddim") c.mode = speed::SampleStepCoefs::DDIM;
+  else throw_error(o.Env(), what + ".mode must be 'ddpm' or 'ddim', got '" + mode + "'");
+  c.sqrt_recip_abar = require_number(o, "sqrtRecipAbar", what);
+  c.sqrt_recipm1_abar = require_number(o, "sqrtRecipm1Abar", what);
+  c.coef1 = require_number(o, "coef1", what);
+  c.coef2 = require_number(o, "coef2", what);
+  c.log_beta = require_number(o, "logBeta", what);
+  c.post_log_var = require_number(o, "postLogVar", what);
+  c.sqrt_abar_prev = require_number(o, "sqrtAbarPrev", what);
+  c.eps_coef = require_number(o, "epsCoef", what);
+  c.sigma = require_number(o, "sigma", what);
+  c.add_noise = require_bool(o, "addNoise", what);
+  c.clip_x0 = require_bool(o, "clipX0", what);
+  c.cfg = require_bool(o, "cfg", what);
+  c.guidance = require_number(o, "guidance", what);
+  return c;
+}
+
+}  // namespace speed_napi

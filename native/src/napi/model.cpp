@@ -1,0 +1,468 @@
+#include "model.h"
+
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "convert.h"
+#include "guard.h"
+#include "speed/cpu.h"
+#include "speed/cuda.h"
+#include "speed/philox.h"
+#include "worker.h"
+
+namespace speed_napi {
+
+namespace {
+
+const double kMaxSafe = 9007199254740991.0;  // Number.MAX_SAFE_INTEGER
+
+std::string slot_name(speed::Slot s) {
+  switch (s) {
+    case speed::Slot::Model: return "model";
+    case speed::Slot::EMA: return "ema";
+    case speed::Slot::AdamM: return "adam_m";
+    case speed::Slot::AdamV: return "adam_v";
+    case speed::Slot::Grad: return "grad";
+  }
+  return "?";
+}
+
+// "N*C*H*W = 8*4*32*32 = 32768"
+std::string dims_text(const char* names, std::initializer_list<size_t> dims) {
+  std::string prod, out = std::string(names) + " = ";
+  size_t total = 1;
+  for (size_t d : dims) {
+    prod += (prod.empty() ? "" : "*") + std::to_string(d);
+    total *= d;
+  }
+  return out + prod + " = " + std::to_string(total);
+}
+
+size_t product(std::initializer_list<size_t> dims) {
+  size_t p = 1;
+  for (size_t d : dims) p *= d;
+  return p;
+}
+
+void check_length(Napi::Env env, const std::string& what, size_t got, const char* names,
+                  std::initializer_list<size_t> dims) {
+  if (got != product(dims))
+    throw_error(env, what + " has " + std::to_string(got) + " elements, expected " +
+                         dims_text(names, dims));
+}
+
+const speed::ParamInfo* find_param(const speed::DiT<float>& m, const std::string& name) {
+  for (const auto& p : m.params())
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+}  // namespace
+
+Napi::Function Model::Init(Napi::Env env) {
+  return DefineClass(
+      env, "Model",
+      {
+          InstanceMethod<&Model::Params>("params"),
+          InstanceMethod<&Model::NumTrainable>("numTrainable"),
+          InstanceMethod<&Model::GetConfig>("config"),
+          InstanceMethod<&Model::ReadParam>("readParam"),
+          InstanceMethod<&Model::WriteParam>("writeParam"),
+          InstanceMethod<&Model::SetTables>("setTables"),
+          InstanceMethod<&Model::GetNoiseState>("getNoiseState"),
+          InstanceMethod<&Model::SetNoiseState>("setNoiseState"),
+          InstanceMethod<&Model::GetStep>("getStep"),
+          InstanceMethod<&Model::SetStep>("setStep"),
+          InstanceMethod<&Model::TrainStep>("trainStep"),
+          InstanceMethod<&Model::Forward>("forward"),
+          InstanceMethod<&Model::SampleStep>("sampleStep"),
+          InstanceMethod<&Model::DrawNoise>("drawNoise"),
+          InstanceMethod<&Model::Dispose>("dispose"),
+          InstanceMethod<&Model::Busy>("busy"),
+          InstanceMethod<&Model::Steps>("steps"),
+      });
+}
+
+// new Model(config, { device, threads, cudaDevice, cudaMath, seed, noiseSeed })
+Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
+  Napi::Env env = info.Env();
+  const std::string w = "DiTModel.create";
+  cfg_ = config_from_js(info[0], w + ": config");
+  Napi::Object o = require_object(info[1], w + ": options");
+  Napi::Value dev = o.Get("device");
+  device_ = dev.IsUndefined() ? "cpu" : require_string(dev, w + ": device");
+  if (device_ != "cpu" && device_ != "cuda")
+    throw_error(env, w + ": device must be 'cpu' or 'cuda', got '" + device_ + "'");
+  uint64_t seed = static_cast<uint64_t>(require_int(o.Get("seed"), w + ": seed", 0, static_cast<int64_t>(kMaxSafe)));
+  Napi::Value ns = o.Get("noiseSeed");
+  uint64_t noise_seed = ns.IsUndefined() ? seed
+      : static_cast<uint64_t>(require_int(ns, w + ": noiseSeed", 0, static_cast<int64_t>(kMaxSafe)));
+
+  guard(env, w, [&] {
+    std::shared_ptr<speed::Backend<float>> backend;
+    if (device_ == "cpu") {
+      Napi::Value th = o.Get("threads");
+      int threads = th.IsUndefined() ? 0 : static_cast<int>(require_int(th, w + ": threads", 0, 4096));
+      backend = speed::make_cpu_backend<float>(threads);
+    } else {
+      std::string why;
+      if (!speed::cuda_available(&why))
+        throw_error(env, w + ": device 'cuda' is not available: " + why);
+      speed::CudaOptions co;
+      Napi::Value cd = o.Get("cudaDevice");
+      co.device = cd.IsUndefined() ? 0 : static_cast<int>(require_int(cd, w + ": cudaDevice", 0, 1024));
+      Napi::Value cm = o.Get("cudaMath");
+      std::string math = cm.IsUndefined() ? "bf16" : require_string(cm, w + ": cudaMath");
+      if (math == "bf16") co.math = speed::CudaMath::BF16;
+      else if (math == "tf32") co.math = speed::CudaMath::TF32;
+      else if (math == "fp32") co.math = speed::CudaMath::FP32;
+      else throw_error(env, w + ": cudaMath must be 'bf16', 'tf32' or 'fp32', got '" + math + "'");
+      backend = speed::make_cuda_backend(co);
+    }
+    model_ = std::make_unique<speed::DiT<float>>(cfg_, backend);
+    model_->init(seed);
+    model_->set_noise_state(noise_seed, 0);
+  });
+}
+
+// The GC finalizer: frees native memory when the JS object dies undisposed.
+// A running worker holds a reference to the object, so this never races it.
+Model::~Model() = default;
+
+speed::DiT<float>& Model::usable(Napi::Env env, const char* what) {
+  if (!model_)
+    throw_error(env, std::string(what) + ": the model has been disposed; create a new DiTModel");
+  if (!busy_.empty())
+    throw_error(env, std::string(what) + ": model is busy with " + busy_ +
+                         "; await the previous call");
+  return *model_;
+}
+
+void Model::check_labels(Napi::Env env, const std::vector<int32_t>& y, int N,
+                         const std::string& what) const {
+  if (cfg_.num_classes == 0) {
+    if (!y.empty() && y.size() != static_cast<size_t>(N))
+      throw_error(env, what + " has " + std::to_string(y.size()) + " elements, expected N = " +
+                           std::to_string(N) + " (or 0: the model is unconditional)");
+    return;
+  }
+  if (y.size() != static_cast<size_t>(N))
+    throw_error(env, what + " has " + std::to_string(y.size()) + " elements, expected N = " +
+                         std::to_string(N));
+  const int hi = cfg_.class_dropout_prob > 0 ? cfg_.num_classes : cfg_.num_classes - 1;
+  for (size_t i = 0; i < y.size(); ++i)
+    if (y[i] < 0 || y[i] > hi)
+      throw_error(env, what + "[" + std::to_string(i) + "] = " + std::to_string(y[i]) +
+                           " is out of range: expected a label in [0, " + std::to_string(hi) + "]" +
+                           (cfg_.class_dropout_prob > 0
+                                ? " (" + std::to_string(cfg_.num_classes) + " = the null label)"
+                                : " (no null label: classDropoutProb is 0)"));
+}
+
+void Model::check_times(Napi::Env env, const std::vector<int32_t>& t, const std::string& what,
+                        bool need_tables) const {
+  if (need_tables && steps_ == 0)
+    throw_error(env, what + ": no diffusion tables; call setTables first");
+  for (size_t i = 0; i < t.size(); ++i)
+    if (t[i] < 0 || (steps_ > 0 && t[i] >= steps_))
+      throw_error(env, what + "[" + std::to_string(i) + "] = " + std::to_string(t[i]) +
+                           " is out of range: expected a time step in [0, " +
+                           (steps_ > 0 ? std::to_string(steps_) + ")" : "T)"));
+}
+
+Napi::Value Model::Params(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "params");
+  const auto& ps = m.params();
+  Napi::Array arr = Napi::Array::New(env, ps.size());
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", ps[i].name);
+    Napi::Array shape = Napi::Array::New(env, ps[i].shape.size());
+    for (size_t j = 0; j < ps[i].shape.size(); ++j)
+      shape.Set(static_cast<uint32_t>(j), Napi::Number::New(env, static_cast<double>(ps[i].shape[j])));
+    o.Set("shape", shape);
+    o.Set("numel", Napi::Number::New(env, static_cast<double>(ps[i].numel)));
+    o.Set("trainable", ps[i].trainable);
+    arr.Set(static_cast<uint32_t>(i), o);
+  }
+  return arr;
+}
+
+Napi::Value Model::NumTrainable(const Napi::CallbackInfo& info) {
+  auto& m = usable(info.Env(), "numTrainable");
+  return Napi::Number::New(info.Env(), static_cast<double>(m.num_trainable()));
+}
+
+Napi::Value Model::GetConfig(const Napi::CallbackInfo& info) {
+  return config_to_js(info.Env(), cfg_);
+}
+
+// readParam(name, slot) -> Float32Array
+Napi::Value Model::ReadParam(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "readParam");
+  std::string name = require_string(info[0], "readParam: name");
+  speed::Slot slot = slot_from_js(info[1], "readParam: slot");
+  const speed::ParamInfo* p = find_param(m, name);
+  if (!p) throw_error(env, "readParam: unknown parameter '" + name + "' (see params() for the names)");
+  Napi::Float32Array out = Napi::Float32Array::New(env, p->numel);
+  guard(env, "readParam('" + name + "', '" + slot_name(slot) + "')",
+        [&] { m.read_param(name, slot, out.Data()); });
+  return out;
+}
+
+// writeParam(name, slot, Float32Array)
+Napi::Value Model::WriteParam(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "writeParam");
+  std::string name = require_string(info[0], "writeParam: name");
+  speed::Slot slot = slot_from_js(info[1], "writeParam: slot");
+  const speed::ParamInfo* p = find_param(m, name);
+  if (!p) throw_error(env, "writeParam: unknown parameter '" + name + "' (see params() for the names)");
+  size_t n = 0;
+  const float* data = view_f32(info[2], "writeParam: data", &n);
+  if (n != p->numel)
+    throw_error(env, "writeParam: data for '" + name + "' has " + std::to_string(n) +
+                         " elements, expected " + std::to_string(p->numel));
+  guard(env, "writeParam('" + name + "', '" + slot_name(slot) + "')",
+        [&] { m.write_param(name, slot, data); });
+  return env.Undefined();
+}
+
+// setTables({ sqrtAbar, sqrt1mAbar, ... }: Float64Array)
+Napi::Value Model::SetTables(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "setTables");
+  Napi::Object o = require_object(info[0], "setTables: tables");
+  speed::DiffusionTables tab;
+  struct Key { const char* name; std::vector<double>* dst; };
+  const Key keys[] = {{"sqrtAbar", &tab.sqrt_abar},       {"sqrt1mAbar", &tab.sqrt_1m_abar},
+                      {"sqrtRecipAbar", &tab.sqrt_recip_abar},
+                      {"sqrtRecipm1Abar", &tab.sqrt_recipm1_abar},
+                      {"coef1", &tab.coef1},              {"coef2", &tab.coef2},
+                      {"logBeta", &tab.log_beta},         {"postLogVar", &tab.post_log_var}};
+  for (const Key& k : keys) {
+    *k.dst = copy_f64(o.Get(k.name), std::string("setTables: tables.") + k.name);
+    if (k.dst->empty()) throw_error(env, std::string("setTables: tables.") + k.name + " is empty, expected T >= 1 values");
+    if (k.dst->size() > 2147483647u) throw_error(env, std::string("setTables: tables.") + k.name + " is too long");
+    if (k.dst->size() != tab.sqrt_abar.size())
+      throw_error(env, std::string("setTables: tables.") + k.name + " has " +
+                           std::to_string(k.dst->size()) + " values, expected T = " +
+                           std::to_string(tab.sqrt_abar.size()) + " (the length of tables.sqrtAbar)");
+    for (size_t i = 0; i < k.dst->size(); ++i)
+      if (!std::isfinite((*k.dst)[i]))
+        throw_error(env, std::string("setTables: tables.") + k.name + "[" + std::to_string(i) +
+                             "] is not finite, expected finite values");
+  }
+  guard(env, "setTables", [&] { m.set_tables(tab); });
+  steps_ = tab.steps();
+  return env.Undefined();
+}
+
+Napi::Value Model::GetNoiseState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "getNoiseState");
+  if (static_cast<double>(m.noise_offset()) > kMaxSafe || static_cast<double>(m.noise_seed()) > kMaxSafe)
+    throw_error(env, "getNoiseState: the noise state no longer fits a JS safe integer");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("seed", Napi::Number::New(env, static_cast<double>(m.noise_seed())));
+  o.Set("offset", Napi::Number::New(env, static_cast<double>(m.noise_offset())));
+  return o;
+}
+
+// setNoiseState(seed, offset)
+Napi::Value Model::SetNoiseState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "setNoiseState");
+  int64_t seed = require_int(info[0], "setNoiseState: seed", 0, static_cast<int64_t>(kMaxSafe));
+  int64_t offset = require_int(info[1], "setNoiseState: offset", 0, static_cast<int64_t>(kMaxSafe));
+  m.set_noise_state(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+  return env.Undefined();
+}
+
+Napi::Value Model::GetStep(const Napi::CallbackInfo& info) {
+  auto& m = usable(info.Env(), "getStep");
+  return Napi::Number::New(info.Env(), static_cast<double>(m.step()));
+}
+
+Napi::Value Model::SetStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "setStep");
+  m.set_step(require_int(info[0], "setStep: step", 0, static_cast<int64_t>(kMaxSafe)));
+  return env.Undefined();
+}
+
+// trainStep(x0, t, y, weight, hp) -> Promise<{loss, mse, vb, gradNorm, skipped, step}>
+Napi::Value Model::TrainStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string w = "trainStep";
+  auto& m = usable(env, "trainStep");
+  // Copies: JS may mutate its arrays while the worker runs.
+  auto x0 = std::make_shared<std::vector<float>>(copy_f32(info[0], w + ": batch.x0"));
+  auto t = std::make_shared<std::vector<int32_t>>(copy_i32(info[1], w + ": batch.t"));
+  auto y = std::make_shared<std::vector<int32_t>>(copy_i32(info[2], w + ": batch.y"));
+  auto weight = std::make_shared<std::vector<float>>(copy_f32(info[3], w + ": batch.weight"));
+  const int N = static_cast<int>(t->size());
+  if (t->empty() || t->size() > 1000000)
+    throw_error(env, w + ": batch.t has " + std::to_string(t->size()) + " elements, expected N >= 1 time steps");
+  const size_t C = cfg_.in_channels, H = cfg_.input_size;
+  check_length(env, w + ": batch.x0", x0->size(), "N*C*H*W", {size_t(N), C, H, H});
+  check_labels(env, *y, N, w + ": batch.y");
+  check_length(env, w + ": batch.weight", weight->size(), "N", {size_t(N)});
+  for (size_t i = 0; i < weight->size(); ++i)
+    if (!std::isfinite((*weight)[i]))
+      throw_error(env, w + ": batch.weight[" + std::to_string(i) + "] is not finite, expected finite weights");
+  check_times(env, *t, w + ": batch.t", true);
+  if (y->empty()) y->assign(N, 0);  // unconditional: labels are ignored
+
+  Napi::Object h = require_object(info[4], w + ": hp");
+  speed::TrainHyper hp;
+  hp.optim.lr = require_number(h, "lr", w + ": hp");
+  hp.optim.beta1 = require_number(h, "beta1", w + ": hp");
+  hp.optim.beta2 = require_number(h, "beta2", w + ": hp");
+  hp.optim.eps = require_number(h, "eps", w + ": hp");
+  hp.optim.weight_decay = require_number(h, "weightDecay", w + ": hp");
+  hp.optim.max_grad_norm = require_number(h, "maxGradNorm", w + ": hp");
+  hp.optim.ema_decay = require_number(h, "emaDecay", w + ": hp");
+  hp.vb_scale = require_number(h, "vbScale", w + ": hp");
+  auto range = [&](const char* key, double v, bool ok, const char* expect) {
+    if (!ok) throw_error(env, w + ": hp." + key + " = " + std::to_string(v) + ", expected " + expect);
+  };
+  range("lr", hp.optim.lr, hp.optim.lr >= 0, ">= 0");
+  range("beta1", hp.optim.beta1, hp.optim.beta1 >= 0 && hp.optim.beta1 < 1, "a value in [0, 1)");
+  range("beta2", hp.optim.beta2, hp.optim.beta2 >= 0 && hp.optim.beta2 < 1, "a value in [0, 1)");
+  range("eps", hp.optim.eps, hp.optim.eps > 0, "> 0");
+  range("weightDecay", hp.optim.weight_decay, hp.optim.weight_decay >= 0, ">= 0");
+  range("emaDecay", hp.optim.ema_decay, hp.optim.ema_decay <= 1, "<= 1 (< 0: no EMA)");
+  range("vbScale", hp.vb_scale, hp.vb_scale >= 0, ">= 0");
+
+  auto result = std::make_shared<speed::TrainResult>();
+  busy_ = "trainStep";
+  auto* worker = new PromiseWorker(
+      env, w,
+      [&m, x0, t, y, weight, hp, N, result] {
+        *result = m.train_step(x0->data(), t->data(), y->data(), weight->data(), N, hp);
+      },
+      [result](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("loss", make_f32(e, result->loss.data(), result->loss.size()));
+        o.Set("mse", make_f32(e, result->mse.data(), result->mse.size()));
+        o.Set("vb", make_f32(e, result->vb.data(), result->vb.size()));
+        o.Set("gradNorm", Napi::Number::New(e, result->grad_norm));
+        o.Set("skipped", Napi::Boolean::New(e, result->skipped));
+        o.Set("step", Napi::Number::New(e, static_cast<double>(result->step)));
+        return o;
+      },
+      [this] { release_busy(); }, Value());
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+// forward(x, t, y, useEma) -> Promise<Float32Array [N, Cout, H, W]>
+Napi::Value Model::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string w = "forward";
+  auto& m = usable(env, "forward");
+  auto x = std::make_shared<std::vector<float>>(copy_f32(info[0], w + ": x"));
+  auto t = std::make_shared<std::vector<int32_t>>(copy_i32(info[1], w + ": t"));
+  auto y = std::make_shared<std::vector<int32_t>>(copy_i32(info[2], w + ": y"));
+  bool use_ema = info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+  const int N = static_cast<int>(t->size());
+  if (t->empty() || t->size() > 1000000)
+    throw_error(env, w + ": t has " + std::to_string(t->size()) + " elements, expected N >= 1 time steps");
+  const size_t C = cfg_.in_channels, H = cfg_.input_size;
+  check_length(env, w + ": x", x->size(), "N*C*H*W", {size_t(N), C, H, H});
+  check_labels(env, *y, N, w + ": y");
+  check_times(env, *t, w + ": t", false);
+  if (y->empty()) y->assign(N, 0);
+  auto out = std::make_shared<std::vector<float>>(size_t(N) * cfg_.out_channels() * H * H);
+
+  busy_ = "forward";
+  auto* worker = new PromiseWorker(
+      env, w, [&m, x, t, y, N, out, use_ema] { m.forward(x->data(), t->data(), y->data(), N, out->data(), use_ema); },
+      [out](Napi::Env e) -> Napi::Value { return make_f32(e, out->data(), out->size()); },
+      [this] { release_busy(); }, Value());
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+// sampleStep(x, t, y, coefs, useEma) -> Promise<Float32Array> (x is not modified)
+Napi::Value Model::SampleStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string w = "sampleStep";
+  auto& m = usable(env, "sampleStep");
+  auto x = std::make_shared<std::vector<float>>(copy_f32(info[0], w + ": x"));
+  if (steps_ == 0) throw_error(env, w + ": no diffusion tables; call setTables first");
+  int t = static_cast<int>(require_int(info[1], w + ": t", 0, steps_ - 1));
+  auto y = std::make_shared<std::vector<int32_t>>(copy_i32(info[2], w + ": y"));
+  speed::SampleStepCoefs coefs = coefs_from_js(info[3], w + ": coefs");
+  bool use_ema = info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
+  const size_t C = cfg_.in_channels, H = cfg_.input_size, per = C * H * H;
+  if (x->empty() || x->size() % per != 0)
+    throw_error(env, w + ": x has " + std::to_string(x->size()) +
+                         " elements, expected a positive multiple of C*H*W = " + std::to_string(C) +
+                         "*" + std::to_string(H) + "*" + std::to_string(H) + " = " + std::to_string(per));
+  const int N = static_cast<int>(x->size() / per);
+  check_labels(env, *y, N, w + ": y");
+  if (coefs.cfg && (cfg_.num_classes == 0 || cfg_.class_dropout_prob <= 0))
+    throw_error(env, w + ": coefs.cfg needs a class-conditional model with a null label "
+                         "(numClasses > 0 and classDropoutProb > 0)");
+  if (y->empty()) y->assign(N, 0);
+
+  busy_ = "sampleStep";
+  auto* worker = new PromiseWorker(
+      env, w, [&m, x, t, y, N, coefs, use_ema] { m.sample_step(x->data(), t, y->data(), N, coefs, use_ema); },
+      [x](Napi::Env e) -> Napi::Value { return make_f32(e, x->data(), x->size()); },
+      [this] { release_busy(); }, Value());
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+// drawNoise(n) -> Float32Array of n normals from the model's stream (advances it)
+Napi::Value Model::DrawNoise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "drawNoise");
+  int64_t n = require_int(info[0], "drawNoise: n", 0, int64_t(1) << 32);
+  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(n));
+  if (n == 0) return out;
+  guard(env, "drawNoise", [&] {
+    speed::Backend<float>& be = m.backend();
+    const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+    void* buf = be.alloc_bytes(bytes);
+    try {
+      be.normal(static_cast<float*>(buf), static_cast<size_t>(n), m.noise_seed(), m.noise_offset());
+      be.to_host(out.Data(), buf, bytes);
+    } catch (...) {
+      be.free_bytes(buf);
+      throw;
+    }
+    be.free_bytes(buf);
+    m.set_noise_state(m.noise_seed(), m.noise_offset() + speed::philox_blocks(static_cast<uint64_t>(n)));
+  });
+  return out;
+}
+
+Napi::Value Model::Dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!busy_.empty())
+    throw_error(env, "dispose: model is busy with " + busy_ + "; await the previous call");
+  model_.reset();
+  return env.Undefined();
+}
+
+Napi::Value Model::Busy(const Napi::CallbackInfo& info) {
+  if (busy_.empty()) return info.Env().Null();
+  return Napi::String::New(info.Env(), busy_);
+}
+
+Napi::Value Model::Steps(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), steps_);
+}
+
+}  // namespace speed_napi
