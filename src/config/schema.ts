@@ -1,0 +1,246 @@
+// The configuration schema: every key speed-train understands, with its type,
+// default, allowed range and a one-line doc. Hand-written (no schema library)
+// so that error messages can name the file and key path and suggest a key.
+
+export type Leaf =
+  | { kind: 'int'; default: number | null; min?: number; max?: number; nullable?: boolean; doc: string }
+  | { kind: 'number'; default: number | null; min?: number; max?: number; exclusiveMin?: boolean; nullable?: boolean; doc: string }
+  | { kind: 'bool'; default: boolean; doc: string }
+  | { kind: 'string'; default: string | null; nullable?: boolean; doc: string; pattern?: RegExp; patternDoc?: string }
+  | { kind: 'enum'; default: string; values: readonly string[]; doc: string }
+  | { kind: 'numbers'; default: number[]; length?: number; min?: number; max?: number; doc: string }
+  | { kind: 'ints'; default: number[] | null; nullable?: boolean; min?: number; doc: string }
+  /** a respacing spec like "250", "10,15,20" or "ddim50" (YAML may give a number) */
+  | { kind: 'steps'; default: string; doc: string };
+
+export interface Section {
+  kind: 'section';
+  doc: string;
+  keys: Record<string, Node>;
+}
+export type Node = Leaf | Section;
+
+const section = (doc: string, keys: Record<string, Node>): Section => ({ kind: 'section', doc, keys });
+
+const SAMPLING = ['uniform', 'speed', 'speed_boundary', 'no_dual', 'lognorm', 'clts'] as const;
+const WEIGHTING = ['none', 'speed', 'p2', 'min_snr', 'theory'] as const;
+const SCHEDULES = ['linear', 'cosine', 'squaredcos_cap_v2', 'quad', 'const'] as const;
+
+/** Keys shared by `sample:` and `inference:` (how images are generated). */
+const generationKeys = (guidance: number): Record<string, Node> => ({
+  ckpt: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory (or "latest" / null: the newest in experiment_dir/checkpoints)' },
+  sampler: { kind: 'enum', default: 'ddpm', values: ['ddpm', 'ddim'], doc: 'reverse process' },
+  steps: { kind: 'steps', default: '250', doc: 'respacing: "250", "10,15,20" or "ddim50"' },
+  eta: { kind: 'number', default: 0, min: 0, max: 1, doc: 'DDIM eta (0 = deterministic)' },
+  guidance_scale: { kind: 'number', default: guidance, min: 0, doc: 'classifier-free guidance scale (1 = off)' },
+  clip_denoised: { kind: 'bool', default: true, doc: 'clip x0_hat to [-1, 1] at every step' },
+  use_ema: { kind: 'bool', default: true, doc: 'sample from the EMA weights (false: the raw weights)' },
+  batch_size: { kind: 'int', default: 32, min: 1, doc: 'images per forward batch (CFG doubles it)' },
+  out: { kind: 'string', default: null, nullable: true, doc: 'output path (default: inside experiment_dir)' },
+});
+
+export const SCHEMA: Section = section('speed-train configuration', {
+  experiment_dir: { kind: 'string', default: 'results/run', doc: 'folder of this run: config.yaml, metrics.jsonl, checkpoints/, samples' },
+  seed: { kind: 'int', default: 0, min: 0, max: 2 ** 31 - 1, doc: 'seed of every random stream (model init, noise, time steps, data order)' },
+  log_every: { kind: 'int', default: 100, min: 1, doc: 'steps between metrics.jsonl lines' },
+  ckpt_every: { kind: 'int', default: 5000, min: 0, doc: 'steps between checkpoints (0: only at the end)' },
+  max_training_steps: { kind: 'int', default: 0, min: 0, doc: 'optimizer steps to train (0: use epochs)' },
+  epochs: { kind: 'int', default: 0, min: 0, doc: 'epochs to train when max_training_steps is 0' },
+  device: { kind: 'enum', default: 'cpu', values: ['cpu', 'cuda'], doc: 'backend' },
+  threads: { kind: 'int', default: 0, min: 0, max: 1024, doc: 'CPU threads (0: all cores)' },
+  cuda_math: { kind: 'enum', default: 'bf16', values: ['bf16', 'tf32', 'fp32'], doc: 'CUDA matrix-product precision' },
+  resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from, or "latest"' },
+  sample_at_end: { kind: 'bool', default: true, doc: 'write a sample grid (the sample: settings) when training ends' },
+  model: section('DiT network', {
+    name: {
+      kind: 'string', default: 'DiT-S/2', doc: 'preset DiT-{Ti,S,B,L,XL}/{2,4,8}',
+      pattern: /^DiT-(Ti|S|B|L|XL)\/(2|4|8)$/, patternDoc: 'DiT-{Ti,S,B,L,XL}/{2,4,8}, e.g. DiT-S/2',
+    },
+    input_size: { kind: 'int', default: 32, min: 1, doc: 'H = W of the model input (image size, or latent size)' },
+    in_channels: { kind: 'int', default: 4, min: 1, doc: 'input channels (3 for RGB, 4 for SD-VAE latents)' },
+    num_classes: { kind: 'int', default: 1000, min: 0, doc: 'class count (0: unconditional)' },
+    class_dropout_prob: { kind: 'number', default: 0.1, min: 0, max: 1, doc: 'label dropout for classifier-free guidance' },
+    learn_sigma: { kind: 'bool', default: true, doc: 'predict the variance too (IDDPM hybrid loss)' },
+    depth: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset depth (tiny test models)' },
+    hidden_size: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset width' },
+    num_heads: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset head count' },
+    mlp_ratio: { kind: 'number', default: 4, min: 0, exclusiveMin: true, doc: 'MLP width / hidden size' },
+  }),
+  diffusion: section('forward process, SpeeD time-step sampling and loss weighting', {
+    schedule: { kind: 'enum', default: 'linear', values: SCHEDULES, doc: 'noise schedule' },
+    diffusion_steps: { kind: 'int', default: 1000, min: 2, max: 100000, doc: 'T' },
+    sampling: { kind: 'enum', default: 'uniform', values: SAMPLING, doc: 'time-step sampler' },
+    weighting: { kind: 'enum', default: 'none', values: WEIGHTING, doc: 'per-time-step loss weights' },
+    k: { kind: 'number', default: 5, min: 0, exclusiveMin: true, doc: 'SpeeD: probability ratio below tau' },
+    tau: { kind: 'int', default: 700, min: 1, doc: 'SpeeD: threshold time step' },
+    lam: { kind: 'number', default: 0.6, min: 0.5, max: 1, doc: 'SpeeD: weights lie in [1 - lam, lam]' },
+    p2_k: { kind: 'number', default: 1, min: 0, doc: 'P2 weighting k' },
+    p2_gamma: { kind: 'number', default: 1, min: 0, doc: 'P2 weighting gamma' },
+    min_snr_gamma: { kind: 'number', default: 5, min: 0, exclusiveMin: true, doc: 'Min-SNR gamma' },
+    lognorm_mean: { kind: 'number', default: 0, doc: 'logit-normal sampler mean' },
+    lognorm_std: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'logit-normal sampler std' },
+    clts_mu: { kind: 'number', default: 0.5, doc: 'CLTS: mean of the Gaussian part (fraction of T)' },
+    clts_sigma: { kind: 'number', default: 0.2, min: 0, exclusiveMin: true, doc: 'CLTS: std of the Gaussian part (fraction of T)' },
+    clts_target_steps: { kind: 'int', default: 10000, min: 1, doc: 'CLTS: steps until the curriculum is complete' },
+    rescale_learned_sigmas: { kind: 'bool', default: false, doc: 'multiply vb by T/1000 (IDDPM RESCALED_MSE)' },
+  }),
+  optimizer: section('optimizer', {
+    name: { kind: 'enum', default: 'adamw', values: ['adamw'], doc: 'optimizer' },
+    lr: { kind: 'number', default: 1e-4, min: 0, exclusiveMin: true, doc: 'learning rate' },
+    betas: { kind: 'numbers', default: [0.9, 0.999], length: 2, min: 0, max: 1, doc: 'Adam betas [beta1, beta2]' },
+    eps: { kind: 'number', default: 1e-8, min: 0, exclusiveMin: true, doc: 'Adam epsilon' },
+    weight_decay: { kind: 'number', default: 0, min: 0, doc: 'decoupled weight decay' },
+    max_grad_norm: { kind: 'number', default: 0, min: 0, doc: 'global grad-norm clip (0: off)' },
+    warmup_steps: { kind: 'int', default: 0, min: 0, doc: 'linear LR warm-up steps' },
+  }),
+  ema: section('exponential moving average of the weights', {
+    decay: { kind: 'number', default: 0.9999, min: 0, max: 1, doc: 'EMA decay per step' },
+  }),
+  data: section('training data', {
+    name: { kind: 'enum', default: 'synthetic', values: ['synthetic', 'image_folder', 'latents'], doc: 'dataset kind' },
+    root: { kind: 'string', default: null, nullable: true, doc: 'image_folder: folder of class subfolders; latents: the [N,C,H,W] float32 .npy' },
+    labels: { kind: 'string', default: null, nullable: true, doc: 'latents: labels .npy [N] (default: <root without .npy>_labels.npy)' },
+    batch_size: { kind: 'int', default: 256, min: 1, doc: 'global batch size' },
+    image_size: { kind: 'int', default: 32, min: 1, doc: 'image side after centre crop and resize' },
+    channels: { kind: 'int', default: 3, min: 1, doc: 'channels of the data (3 for RGB images)' },
+    num_classes: { kind: 'int', default: 10, min: 0, doc: 'labels must lie in [0, num_classes)' },
+    num_samples: { kind: 'int', default: 10000, min: 1, doc: 'synthetic: images per epoch' },
+    random_flip: { kind: 'bool', default: true, doc: 'random horizontal flip' },
+    center_crop: { kind: 'bool', default: true, doc: 'image_folder: centre-crop and resize (false: every image must be image_size square)' },
+    skip_bad_files: { kind: 'bool', default: false, doc: 'warn and skip unreadable files instead of failing' },
+    latent_scale: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'latents are multiplied by this (SD-VAE: 0.18215)' },
+  }),
+  sample: section('-p sample: a PNG grid', {
+    ...generationKeys(4.0),
+    sample_classes: { kind: 'ints', default: null, nullable: true, min: 0, doc: 'classes of the grid rows (null: all)' },
+    num_per_class: { kind: 'int', default: 8, min: 1, doc: 'images per class (grid columns)' },
+  }),
+  inference: section('-p inference: many samples as PNGs + samples.npz', {
+    ...generationKeys(1.5),
+    num_samples: { kind: 'int', default: 50000, min: 1, doc: 'images to generate' },
+    per_proc_batch_size: { kind: 'int', default: 32, min: 1, doc: 'images per batch' },
+    save_png: { kind: 'bool', default: true, doc: 'also write one PNG per image' },
+  }),
+  train: section('-p train: overrides of the global keys while training', {}),
+});
+
+/** Phase sections whose keys may also override the global ones for that phase. */
+export const PHASES = ['train', 'sample', 'inference'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface GenerationConfig {
+  ckpt: string | null;
+  sampler: 'ddpm' | 'ddim';
+  steps: string;
+  eta: number;
+  guidance_scale: number;
+  clip_denoised: boolean;
+  use_ema: boolean;
+  batch_size: number;
+  out: string | null;
+}
+
+/** The resolved configuration (after merge, interpolation, validation). */
+export interface Config {
+  experiment_dir: string;
+  seed: number;
+  log_every: number;
+  ckpt_every: number;
+  max_training_steps: number;
+  epochs: number;
+  device: 'cpu' | 'cuda';
+  threads: number;
+  cuda_math: 'bf16' | 'tf32' | 'fp32';
+  resume_training: string | null;
+  sample_at_end: boolean;
+  model: {
+    name: string;
+    input_size: number;
+    in_channels: number;
+    num_classes: number;
+    class_dropout_prob: number;
+    learn_sigma: boolean;
+    depth: number | null;
+    hidden_size: number | null;
+    num_heads: number | null;
+    mlp_ratio: number;
+  };
+  diffusion: {
+    schedule: (typeof SCHEDULES)[number];
+    diffusion_steps: number;
+    sampling: (typeof SAMPLING)[number];
+    weighting: (typeof WEIGHTING)[number];
+    k: number;
+    tau: number;
+    lam: number;
+    p2_k: number;
+    p2_gamma: number;
+    min_snr_gamma: number;
+    lognorm_mean: number;
+    lognorm_std: number;
+    clts_mu: number;
+    clts_sigma: number;
+    clts_target_steps: number;
+    rescale_learned_sigmas: boolean;
+  };
+  optimizer: {
+    name: 'adamw';
+    lr: number;
+    betas: [number, number];
+    eps: number;
+    weight_decay: number;
+    max_grad_norm: number;
+    warmup_steps: number;
+  };
+  ema: { decay: number };
+  data: {
+    name: 'synthetic' | 'image_folder' | 'latents';
+    root: string | null;
+    labels: string | null;
+    batch_size: number;
+    image_size: number;
+    channels: number;
+    num_classes: number;
+    num_samples: number;
+    random_flip: boolean;
+    center_crop: boolean;
+    skip_bad_files: boolean;
+    latent_scale: number;
+  };
+  sample: GenerationConfig & { sample_classes: number[] | null; num_per_class: number };
+  inference: GenerationConfig & { num_samples: number; per_proc_batch_size: number; save_png: boolean };
+  train: Record<string, never>;
+}
+
+/** The schema's defaults as a plain object tree. */
+export function defaultsOf(node: Section = SCHEMA): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(node.keys)) {
+    out[k] = v.kind === 'section' ? defaultsOf(v) : Array.isArray(v.default) ? [...v.default] : v.default;
+  }
+  return out;
+}
+
+/** The node at a dotted path, or undefined. */
+export function nodeAt(path: string[], root: Section = SCHEMA): Node | undefined {
+  let n: Node = root;
+  for (const p of path) {
+    if (n.kind !== 'section' || !Object.hasOwn(n.keys, p)) return undefined;
+    n = n.keys[p];
+  }
+  return n;
+}
+
+/** One line per key: `path  type  default  doc` (for --help-config). */
+export function describeSchema(node: Section = SCHEMA, prefix = ''): string[] {
+  const lines: string[] = [];
+  for (const [k, v] of Object.entries(node.keys)) {
+    const path = prefix ? `${prefix}.${k}` : k;
+    if (v.kind === 'section') lines.push(...describeSchema(v, path));
+    else {
+      const type = v.kind === 'enum' ? v.values.join('|') : v.kind;
+      lines.push(`${path}  (${type}, default ${JSON.stringify(v.default)})  ${v.doc}`);
+    }
+  }
+  return lines;
+}

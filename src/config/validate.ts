@@ -1,0 +1,207 @@
+// Schema validation: unknown keys (with a did-you-mean), types and ranges.
+// Every error names the file that set the value and the dotted key path.
+import { ConfigError } from '../errors.js';
+import type { Provenance, Tree } from './load.js';
+import { PHASES, SCHEMA, type Config, type Leaf, type Section } from './schema.js';
+
+const isMap = (v: unknown): v is Tree => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Levenshtein distance (small strings only). */
+export function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0];
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = d[j];
+      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return d[b.length];
+}
+
+/** Every dotted leaf path of the schema. */
+function allPaths(node: Section, prefix = ''): string[] {
+  return Object.entries(node.keys).flatMap(([k, v]) => {
+    const p = prefix ? `${prefix}.${k}` : k;
+    return v.kind === 'section' ? [p, ...allPaths(v, p)] : [p];
+  });
+}
+
+export function suggest(key: string, candidates: string[], prefix: string): string {
+  let best = '';
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(key.toLowerCase(), c.toLowerCase());
+    if (d < bestD) { bestD = d; best = c; }
+  }
+  if (best && bestD <= Math.max(2, Math.floor(key.length / 3))) return ` (did you mean ${prefix ? prefix + '.' : ''}${best}?)`;
+  // The key may exist elsewhere in the schema: `batch_size` at the top -> data.batch_size.
+  const elsewhere = allPaths(SCHEMA).filter((p) => p.endsWith('.' + key));
+  if (elsewhere.length > 0) return ` (did you mean ${elsewhere.join(' or ')}?)`;
+  return ` (expected one of: ${candidates.join(', ')})`;
+}
+
+/** Rejects keys that the schema does not know; phase sections may hold global keys too. */
+export function checkUnknownKeys(tree: Tree, prov: Provenance): void {
+  const walk = (t: Tree, node: Section, prefix: string, extra?: Section) => {
+    for (const [k, v] of Object.entries(t)) {
+      const p = prefix ? `${prefix}.${k}` : k;
+      let child = Object.hasOwn(node.keys, k) ? node.keys[k] : undefined;
+      if (!child && extra && Object.hasOwn(extra.keys, k) && !(PHASES as readonly string[]).includes(k)) child = extra.keys[k];
+      if (!child) {
+        const cands = [...Object.keys(node.keys), ...(extra ? Object.keys(extra.keys).filter((x) => !(PHASES as readonly string[]).includes(x)) : [])];
+        throw new ConfigError(p, `unknown key${suggest(k, cands, prefix)}`, prov.get(p));
+      }
+      if (child.kind === 'section') {
+        if (!isMap(v)) throw new ConfigError(p, `expected a mapping (section "${child.doc}"), found ${describeValue(v)}`, prov.get(p));
+        const isPhase = prefix === '' && (PHASES as readonly string[]).includes(k);
+        walk(v, child, p, isPhase ? SCHEMA : undefined);
+      }
+    }
+  };
+  walk(tree, SCHEMA, '');
+}
+
+function describeValue(v: unknown): string {
+  if (v === null || v === undefined) return 'null';
+  if (Array.isArray(v)) return `a list ${JSON.stringify(v)}`;
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+function fail(p: string, prov: Provenance, msg: string): never {
+  throw new ConfigError(p, msg, prov.get(p) ?? nearestSource(p, prov));
+}
+
+function nearestSource(p: string, prov: Provenance): string | undefined {
+  for (let q = p; q.includes('.'); ) {
+    q = q.slice(0, q.lastIndexOf('.'));
+    if (prov.has(q)) return prov.get(q);
+  }
+  return undefined;
+}
+
+function checkRange(p: string, prov: Provenance, v: number, leaf: { min?: number; max?: number; exclusiveMin?: boolean }): void {
+  if (!Number.isFinite(v)) fail(p, prov, `expected a finite number, found ${v}`);
+  if (leaf.min !== undefined && (leaf.exclusiveMin ? v <= leaf.min : v < leaf.min)) {
+    fail(p, prov, `${v} is out of range: expected ${leaf.exclusiveMin ? '>' : '>='} ${leaf.min}${leaf.max !== undefined ? ` and <= ${leaf.max}` : ''}`);
+  }
+  if (leaf.max !== undefined && v > leaf.max) fail(p, prov, `${v} is out of range: expected <= ${leaf.max}`);
+}
+
+function validateLeaf(v: unknown, leaf: Leaf, p: string, prov: Provenance): unknown {
+  const nullable = 'nullable' in leaf && leaf.nullable;
+  if (v === null || v === undefined) {
+    if (nullable) return null;
+    fail(p, prov, `expected ${expectation(leaf)}, found null`);
+  }
+  switch (leaf.kind) {
+    case 'int':
+      if (typeof v !== 'number' || !Number.isInteger(v)) fail(p, prov, `expected an integer, found ${describeValue(v)}`);
+      checkRange(p, prov, v, leaf);
+      return v;
+    case 'number':
+      if (typeof v !== 'number') fail(p, prov, `expected a number, found ${describeValue(v)}`);
+      checkRange(p, prov, v, leaf);
+      return v;
+    case 'bool':
+      if (typeof v !== 'boolean') fail(p, prov, `expected true or false, found ${describeValue(v)}`);
+      return v;
+    case 'string':
+      if (typeof v !== 'string') fail(p, prov, `expected a string, found ${describeValue(v)}`);
+      if (leaf.pattern && !leaf.pattern.test(v)) fail(p, prov, `${JSON.stringify(v)} is not valid: expected ${leaf.patternDoc}`);
+      return v;
+    case 'enum':
+      if (typeof v !== 'string' || !leaf.values.includes(v)) {
+        const hint = typeof v === 'string' ? suggest(v, [...leaf.values], '').replace('(expected one of: ', '(one of: ') : '';
+        fail(p, prov, `expected one of ${leaf.values.join(', ')}, found ${describeValue(v)}${hint.startsWith(' (did') ? hint : ''}`);
+      }
+      return v;
+    case 'numbers':
+    case 'ints': {
+      if (!Array.isArray(v)) fail(p, prov, `expected a list of ${leaf.kind === 'ints' ? 'integers' : 'numbers'}, found ${describeValue(v)}`);
+      if (leaf.kind === 'numbers' && leaf.length !== undefined && v.length !== leaf.length) {
+        fail(p, prov, `expected a list of ${leaf.length} numbers, found ${v.length}`);
+      }
+      v.forEach((x, i) => {
+        if (typeof x !== 'number' || (leaf.kind === 'ints' && !Number.isInteger(x))) {
+          fail(p, prov, `element ${i}: expected ${leaf.kind === 'ints' ? 'an integer' : 'a number'}, found ${describeValue(x)}`);
+        }
+        checkRange(`${p}`, prov, x, leaf);
+      });
+      return [...v];
+    }
+    case 'steps': {
+      const s = typeof v === 'number' ? String(v) : v;
+      if (typeof s !== 'string' || !/^(ddim[1-9][0-9]*|[1-9][0-9]*(,[1-9][0-9]*)*)$/.test(s.replace(/\s+/g, ''))) {
+        fail(p, prov, `expected a respacing like "250", "10,15,20" or "ddim50", found ${describeValue(v)}`);
+      }
+      return s.replace(/\s+/g, '');
+    }
+  }
+}
+
+function expectation(leaf: Leaf): string {
+  switch (leaf.kind) {
+    case 'int': return 'an integer';
+    case 'number': return 'a number';
+    case 'bool': return 'true or false';
+    case 'string': return 'a string';
+    case 'enum': return `one of ${leaf.values.join(', ')}`;
+    case 'numbers': return 'a list of numbers';
+    case 'ints': return 'a list of integers';
+    case 'steps': return 'a respacing like "250" or "ddim50"';
+  }
+}
+
+/** Checks every leaf's type and range; returns the normalised tree. */
+export function validateTree(tree: Tree, prov: Provenance): Tree {
+  const walk = (t: Tree, node: Section, prefix: string): Tree => {
+    const out: Tree = {};
+    for (const [k, child] of Object.entries(node.keys)) {
+      const p = prefix ? `${prefix}.${k}` : k;
+      const v = t[k];
+      out[k] = child.kind === 'section' ? walk(isMap(v) ? v : {}, child, p) : validateLeaf(v, child, p, prov);
+    }
+    for (const k of Object.keys(t)) {
+      if (!Object.hasOwn(node.keys, k)) {
+        const p = prefix ? `${prefix}.${k}` : k;
+        throw new ConfigError(p, `unknown key${suggest(k, Object.keys(node.keys), prefix)}`, prov.get(p));
+      }
+    }
+    return out;
+  };
+  return walk(tree, SCHEMA, '');
+}
+
+/** Constraints between keys. */
+export function crossCheck(c: Config, prov: Provenance): void {
+  if (c.diffusion.tau > c.diffusion.diffusion_steps) {
+    fail('diffusion.tau', prov, `${c.diffusion.tau} is out of range: expected 1 <= tau <= diffusion.diffusion_steps (${c.diffusion.diffusion_steps})`);
+  }
+  if (c.data.name !== 'synthetic' && !c.data.root) {
+    fail('data.root', prov, `data.name is ${c.data.name}: expected the path of the ${c.data.name === 'latents' ? 'latents .npy file' : 'image folder'}, found null`);
+  }
+  if (c.data.name !== 'latents') {
+    if (c.model.input_size !== c.data.image_size) {
+      fail('model.input_size', prov, `${c.model.input_size} differs from data.image_size (${c.data.image_size}); the model sees the images as they are`);
+    }
+    if (c.model.in_channels !== c.data.channels) {
+      fail('model.in_channels', prov, `${c.model.in_channels} differs from data.channels (${c.data.channels})`);
+    }
+  }
+  if (c.model.num_classes > 0 && c.data.num_classes > c.model.num_classes) {
+    fail('data.num_classes', prov, `${c.data.num_classes} exceeds model.num_classes (${c.model.num_classes})`);
+  }
+  const patch = Number(c.model.name.split('/')[1]);
+  if (c.model.input_size % patch !== 0) {
+    fail('model.input_size', prov, `${c.model.input_size} is not divisible by the patch size ${patch} of ${c.model.name}`);
+  }
+  for (const cls of c.sample.sample_classes ?? []) {
+    if (c.model.num_classes > 0 && cls >= c.model.num_classes) {
+      fail('sample.sample_classes', prov, `class ${cls} is outside [0, model.num_classes = ${c.model.num_classes})`);
+    }
+  }
+}
