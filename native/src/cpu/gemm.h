@@ -1,0 +1,25 @@
+// Row-major GEMM for the CPU backend:
+//   C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C
+// op(A) = A (lda >= K) or Aᵀ (A stored [K,M], lda >= M); likewise for B.
+// Dispatches to BLAS (SPEED_HAVE_CBLAS) unless the built-in kernel is forced.
+// Both paths give bitwise identical results for any thread count: every C
+// element is reduced over K in an order that depends only on K.
+#pragma once
+#include "threadpool.h"
+
+namespace speed::cpu {
+
+template <typename T>
+void gemm(ThreadPool* pool, bool trans_a, bool trans_b, int M, int N, int K, T alpha,
+          const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc);
+
+// The built-in cache-blocked kernel; pool == nullptr runs on the calling thread
+// (used inside per-task work such as attention).
+template <typename T>
+void gemm_builtin(ThreadPool* pool, bool trans_a, bool trans_b, int M, int N, int K,
+                  T alpha, const T* A, int lda, const T* B, int ldb, T beta, T* C,
+                  int ldc);
+
+bool gemm_uses_blas();  // false when built without BLAS or when forced builtin
+
+}  // namespace speed::cpu
