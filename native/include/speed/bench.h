@@ -1,0 +1,58 @@
+// The native benchmark (issue 2 "Speed"): large-GEMM rate, DiT forward pass,
+// full train step and each kernel alone at a model's shapes, on one backend.
+// Used by native/bench/bench_native.cpp and by the N-API runBench().
+//
+// FLOPs are counted analytically (multiply-add = 2):
+//   gemm M×K×N            2·M·K·N
+//   forward per image     2·(matmul weights)·L + 2·(per-image weights) + depth·4·L²·D
+//   backward              2 × forward; train step = 3 × forward (loss/optimizer ignored)
+//   linear fwd / bwd      2·M·K·N / 4·M·K·N
+//   attention fwd / bwd   4·N·L²·D / 8·N·L²·D
+// Bytes (memory-bound kernels) count each tensor read or written once.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "speed/cuda.h"
+#include "speed/dit.h"
+
+namespace speed {
+
+struct BenchOptions {
+  std::vector<std::string> models{"DiT-S/2@32x4", "DiT-Ti/4@32x3"};  // preset@size x channels
+  std::vector<int> batches{8, 32};
+  std::string device = "cpu";  // "cpu" | "cuda"
+  int threads = 0;             // CPU threads; 0 = all cores
+  int iters = 3;               // timed repetitions (median); one warm-up before
+  bool kernels = true;         // time each kernel alone
+  CudaMath cuda_math = CudaMath::BF16;
+  int gemm_size = 2048;        // the large-GEMM reference: gemm_size^3, float32
+};
+
+struct BenchRow {
+  std::string model;  // "DiT-S/2@32x4", or "-" for the GEMM reference
+  std::string device;
+  int batch = 0;
+  std::string what;   // "gemm", "forward", "train_step", or a kernel name
+  double ms = 0;      // median over iters
+  double images_per_sec = 0;  // 0 for kernels
+  double gflops = 0;          // 0 when not meaningful
+  double gbps = 0;            // 0 when not meaningful
+  double ratio_to_gemm = 0;   // gflops / the GEMM rate of the same run
+};
+
+// "DiT-S/2@32x4" -> preset DiT-S/2, input 32, 4 channels, 1000 classes,
+// dropout 0.1, learn_sigma. Throws speed::Error naming the expected form.
+DiTConfig parse_bench_model(const std::string& spec);
+
+// Runs the benchmark; on_row (optional) sees each row as soon as it is measured.
+std::vector<BenchRow> run_bench(const BenchOptions& opts,
+                                const std::function<void(const BenchRow&)>& on_row = nullptr);
+
+// IDDPM tables of the linear schedule (reference §1) for `steps` >= 2 time steps;
+// for the native bench, dump_case and native tests (TypeScript computes the
+// tables used for training).
+DiffusionTables linear_diffusion_tables(int steps);
+
+}  // namespace speed
