@@ -234,17 +234,17 @@ void builtin(ThreadPool* pool, bool ta, bool tb, int M, int N, int K, T alpha, c
 }
 
 #ifdef SPEED_HAVE_CBLAS
-void blas_threads(int n) {
+// OpenBLAS's own threading splits the K loop differently for different thread
+// counts (measured: 1 and 2 threads give different bits for 300×257×600), so it
+// runs single-threaded and we split C into fixed 256×256 tiles over our pool:
+// each tile is one single-threaded BLAS call whatever the thread count.
+void blas_single_thread() {
 #if defined(OPENBLAS_VERSION) || defined(OPENBLAS_THREAD)
-  // OpenBLAS's thread count is process-wide; set it when a backend with another
-  // size calls. (Its level-3 kernels split C, not K: same bits for any count.)
-  static std::atomic<int> current{-1};
-  if (current.load() != n) {
-    openblas_set_num_threads(n);
-    current.store(n);
-  }
-#else
-  (void)n;
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
 #endif
 }
 inline void blas(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
@@ -274,8 +274,18 @@ void gemm(ThreadPool* pool, bool trans_a, bool trans_b, int M, int N, int K, T a
   if (M <= 0 || N <= 0) return;
 #ifdef SPEED_HAVE_CBLAS
   if (!g_force_builtin.load(std::memory_order_relaxed) && K > 0) {
-    blas_threads(pool ? pool->size() : 1);
-    blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    blas_single_thread();
+    constexpr int TM = 256, TN = 256;
+    const int tm = (M + TM - 1) / TM, tn = (N + TN - 1) / TN;
+    auto tile = [&](int64_t t, int) {
+      const int i0 = static_cast<int>(t / tn) * TM, j0 = static_cast<int>(t % tn) * TN;
+      const T* a = trans_a ? A + i0 : A + static_cast<size_t>(i0) * lda;
+      const T* b = trans_b ? B + static_cast<size_t>(j0) * ldb : B + j0;
+      blas(trans_a, trans_b, std::min(TM, M - i0), std::min(TN, N - j0), K, alpha, a, lda, b,
+           ldb, beta, C + static_cast<size_t>(i0) * ldc + j0, ldc);
+    };
+    if (pool) pool->run(static_cast<int64_t>(tm) * tn, tile);
+    else for (int64_t t = 0; t < static_cast<int64_t>(tm) * tn; ++t) tile(t, 0);
     return;
   }
 #endif
