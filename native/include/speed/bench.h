@@ -50,7 +50,7 @@ DiTConfig parse_bench_model(const std::string& spec);
 std::vector<BenchRow> run_bench(const BenchOptions& opts,
                                 const std::function<void(const BenchRow&)>& on_row = nullptr);
 
-// IDDPM tables of the linear schedule (reference §1) for `steps` >= 2 time steps;
+// IDDPM tables of the linear schedule (reference §1) for `steps` > 20 time steps;
 // for the native bench, dump_case and native tests (TypeScript computes the
 // tables used for training).
 DiffusionTables linear_diffusion_tables(int steps);

@@ -6,7 +6,8 @@
 namespace speed {
 
 DiffusionTables linear_diffusion_tables(int T) {
-  if (T < 2) throw Error("linear_diffusion_tables: steps must be >= 2, got " + std::to_string(T));
+  // beta_max = 20 / T must stay below 1
+  if (T <= 20) throw Error("linear_diffusion_tables: steps must be > 20 for the linear schedule, got " + std::to_string(T));
   const double s = 1000.0 / T, b0 = s * 1e-4, b1 = s * 0.02;
   std::vector<double> beta(T), abar(T), abar_prev(T), pv(T);
   double prod = 1.0;
