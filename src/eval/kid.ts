@@ -1,0 +1,139 @@
+// Kernel Inception Distance (Bińkowski et al. 2018) in any feature space: the
+// unbiased estimate of MMD² with the polynomial kernel k(x, y) = (x·y/d + 1)³,
+// averaged over random subsets (as torch-fidelity and clean-fid do: subsets of
+// min(1000, n) drawn without replacement, 100 of them, std with ddof = 0).
+
+import { checkFeatures } from './fid.js';
+import { sampleWithoutReplacement, seededUniform } from './rng.js';
+
+export interface KidOptions {
+  /** number of subsets (default 100) */
+  subsets?: number;
+  /** points per subset from each set (default min(1000, nx, ny)) */
+  subsetSize?: number;
+  /** seed of the subset draws (default 0) */
+  seed?: number;
+  /** precompute whole kernel matrices (default: when they fit in ~100 MB); same result either way */
+  precompute?: boolean;
+}
+
+export interface KidResult {
+  mean: number;
+  /** standard deviation over subsets (ddof = 0) */
+  std: number;
+  subsets: number;
+  subsetSize: number;
+}
+
+function kernel(dot: number, invDim: number): number {
+  const v = dot * invDim + 1;
+  return v * v * v;
+}
+
+function dot(a: ArrayLike<number>, ai: number, b: ArrayLike<number>, bi: number, d: number): number {
+  let s = 0;
+  for (let k = 0; k < d; k++) s += a[ai + k] * b[bi + k];
+  return s;
+}
+
+/**
+ * Unbiased MMD² between x [m, d] and y [m2, d] with the cubic polynomial kernel:
+ * mean over i≠j of k(xᵢ,xⱼ) + mean over i≠j of k(yᵢ,yⱼ) − 2·mean of k(xᵢ,yⱼ).
+ */
+export function mmd2Unbiased(x: ArrayLike<number>, m: number, y: ArrayLike<number>, m2: number, d: number): number {
+  checkFeatures(x, m, d, 'mmd2Unbiased x');
+  checkFeatures(y, m2, d, 'mmd2Unbiased y');
+  if (m < 2 || m2 < 2) throw new RangeError(`mmd2Unbiased: needs at least 2 points per set, got ${m} and ${m2}`);
+  const inv = 1 / d;
+  let kxx = 0;
+  for (let i = 0; i < m; i++) for (let j = i + 1; j < m; j++) kxx += kernel(dot(x, i * d, x, j * d, d), inv);
+  let kyy = 0;
+  for (let i = 0; i < m2; i++) for (let j = i + 1; j < m2; j++) kyy += kernel(dot(y, i * d, y, j * d, d), inv);
+  let kxy = 0;
+  for (let i = 0; i < m; i++) for (let j = 0; j < m2; j++) kxy += kernel(dot(x, i * d, y, j * d, d), inv);
+  return (2 * kxx) / (m * (m - 1)) + (2 * kyy) / (m2 * (m2 - 1)) - (2 * kxy) / (m * m2);
+}
+
+// Kernel matrices cost memory; precompute them only up to this many entries in all.
+const GRAM_LIMIT = 12_000_000;
+
+function gram(a: ArrayLike<number>, na: number, b: ArrayLike<number>, nb: number, d: number): Float64Array {
+  const g = new Float64Array(na * nb);
+  const inv = 1 / d;
+  const same = a === b && na === nb;
+  for (let i = 0; i < na; i++) {
+    for (let j = same ? i : 0; j < nb; j++) {
+      const v = kernel(dot(a, i * d, b, j * d, d), inv);
+      g[i * nb + j] = v;
+      if (same) g[j * nb + i] = v;
+    }
+  }
+  return g;
+}
+
+function gather(src: ArrayLike<number>, idx: Uint32Array, d: number): Float64Array {
+  const out = new Float64Array(idx.length * d);
+  for (let r = 0; r < idx.length; r++) {
+    const s = idx[r] * d;
+    for (let k = 0; k < d; k++) out[r * d + k] = src[s + k];
+  }
+  return out;
+}
+
+/** KID between features x [nx, d] and y [ny, d]: mean and std of subset MMD² estimates. */
+export function kernelInceptionDistance(
+  x: ArrayLike<number>,
+  nx: number,
+  y: ArrayLike<number>,
+  ny: number,
+  d: number,
+  opts: KidOptions = {},
+): KidResult {
+  checkFeatures(x, nx, d, 'KID samples');
+  checkFeatures(y, ny, d, 'KID reference');
+  const subsets = opts.subsets ?? 100;
+  const m = opts.subsetSize ?? Math.min(1000, nx, ny);
+  if (!Number.isInteger(subsets) || subsets < 1) throw new RangeError(`KID: subsets must be a positive integer, got ${subsets}`);
+  if (!Number.isInteger(m) || m < 2) throw new RangeError(`KID: subset size must be an integer >= 2, got ${m}`);
+  if (m > nx || m > ny) {
+    throw new RangeError(`KID: subset size ${m} exceeds the set sizes (${nx} samples, ${ny} reference); lower kid subset size`);
+  }
+  const rand = seededUniform(opts.seed ?? 0);
+  const values = new Float64Array(subsets);
+  if (opts.precompute ?? nx * nx + ny * ny + nx * ny <= GRAM_LIMIT) {
+    // Small sets: all kernel values once, then each subset only sums table entries.
+    const kxxAll = gram(x, nx, x, nx, d);
+    const kyyAll = gram(y, ny, y, ny, d);
+    const kxyAll = gram(x, nx, y, ny, d);
+    for (let s = 0; s < subsets; s++) {
+      const ix = sampleWithoutReplacement(nx, m, rand);
+      const iy = sampleWithoutReplacement(ny, m, rand);
+      let kxx = 0;
+      let kyy = 0;
+      let kxy = 0;
+      for (let a = 0; a < m; a++) {
+        const rx = ix[a] * nx;
+        const ry = iy[a] * ny;
+        const rxy = ix[a] * ny;
+        for (let b = a + 1; b < m; b++) {
+          kxx += kxxAll[rx + ix[b]];
+          kyy += kyyAll[ry + iy[b]];
+        }
+        for (let b = 0; b < m; b++) kxy += kxyAll[rxy + iy[b]];
+      }
+      values[s] = (2 * kxx) / (m * (m - 1)) + (2 * kyy) / (m * (m - 1)) - (2 * kxy) / (m * m);
+    }
+  } else {
+    for (let s = 0; s < subsets; s++) {
+      const ix = sampleWithoutReplacement(nx, m, rand);
+      const iy = sampleWithoutReplacement(ny, m, rand);
+      values[s] = mmd2Unbiased(gather(x, ix, d), m, gather(y, iy, d), m, d);
+    }
+  }
+  let mean = 0;
+  for (const v of values) mean += v;
+  mean /= subsets;
+  let varSum = 0;
+  for (const v of values) varSum += (v - mean) * (v - mean);
+  return { mean, std: Math.sqrt(varSum / subsets), subsets, subsetSize: m };
+}

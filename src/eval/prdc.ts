@@ -1,0 +1,110 @@
+// Precision and recall with k-nearest-neighbour manifolds (Kynkäänniemi et al.
+// 2019), plus density and coverage (Naeem et al. 2020), which come from the same
+// distances at no extra cost. A point lies on a set's manifold when it is within
+// the k-NN radius (distance to its k-th nearest neighbour in that set, itself
+// excluded) of at least one of the set's points.
+//
+//   precision = share of samples on the reference manifold (fidelity)
+//   recall    = share of reference points on the sample manifold (diversity)
+//   density   = mean number of reference balls holding a sample, / k
+//   coverage  = share of reference balls that hold at least one sample
+
+import { checkFeatures } from './fid.js';
+
+export interface PrdcOptions {
+  /** neighbourhood size (default 3, as in Kynkäänniemi et al.) */
+  k?: number;
+}
+
+export interface PrdcResult {
+  precision: number;
+  recall: number;
+  density: number;
+  coverage: number;
+  k: number;
+}
+
+// Squared distance by differences, so identical points give exactly 0.
+function dist2(a: ArrayLike<number>, ai: number, b: ArrayLike<number>, bi: number, d: number): number {
+  let s = 0;
+  for (let k = 0; k < d; k++) {
+    const t = a[ai + k] - b[bi + k];
+    s += t * t;
+  }
+  return s;
+}
+
+/** Squared distance from each point of x [n, d] to its k-th nearest other point of x. */
+export function knnRadii2(x: ArrayLike<number>, n: number, d: number, k: number): Float64Array {
+  checkFeatures(x, n, d, 'knnRadii2');
+  if (!Number.isInteger(k) || k < 1) throw new RangeError(`k must be a positive integer, got ${k}`);
+  if (n <= k) throw new RangeError(`k-NN radii with k = ${k} need more than ${k} points, got ${n}`);
+  // best[i*k .. i*k+k): the k smallest distances from i to others, ascending.
+  const best = new Float64Array(n * k).fill(Infinity);
+  const insert = (i: number, v: number): void => {
+    const o = i * k;
+    if (v >= best[o + k - 1]) return;
+    let p = k - 1;
+    while (p > 0 && best[o + p - 1] > v) {
+      best[o + p] = best[o + p - 1];
+      p--;
+    }
+    best[o + p] = v;
+  };
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const v = dist2(x, i * d, x, j * d, d);
+      insert(i, v);
+      insert(j, v);
+    }
+  }
+  const r = new Float64Array(n);
+  for (let i = 0; i < n; i++) r[i] = best[i * k + k - 1];
+  return r;
+}
+
+/** Precision, recall, density and coverage of samples [ns, d] against reference [nr, d]. */
+export function precisionRecall(
+  samples: ArrayLike<number>,
+  ns: number,
+  reference: ArrayLike<number>,
+  nr: number,
+  d: number,
+  opts: PrdcOptions = {},
+): PrdcResult {
+  const k = opts.k ?? 3;
+  checkFeatures(samples, ns, d, 'precision/recall samples');
+  checkFeatures(reference, nr, d, 'precision/recall reference');
+  const refR = knnRadii2(reference, nr, d, k);
+  const smpR = knnRadii2(samples, ns, d, k);
+  let onRef = 0; // samples inside some reference ball
+  let densitySum = 0;
+  const refHit = new Uint8Array(nr); // reference point inside some sample ball (recall)
+  const refCovered = new Uint8Array(nr); // reference ball holding some sample (coverage)
+  for (let j = 0; j < ns; j++) {
+    let inside = false;
+    for (let i = 0; i < nr; i++) {
+      const v = dist2(samples, j * d, reference, i * d, d);
+      if (v <= refR[i]) {
+        inside = true;
+        densitySum++;
+        refCovered[i] = 1;
+      }
+      if (v <= smpR[j]) refHit[i] = 1;
+    }
+    if (inside) onRef++;
+  }
+  let recallCount = 0;
+  let coverCount = 0;
+  for (let i = 0; i < nr; i++) {
+    recallCount += refHit[i];
+    coverCount += refCovered[i];
+  }
+  return {
+    precision: onRef / ns,
+    recall: recallCount / nr,
+    density: densitySum / (k * ns),
+    coverage: coverCount / nr,
+    k,
+  };
+}
