@@ -1,0 +1,35 @@
+// Worker thread of ImageFolderDataset: reads and decodes one batch of PNGs so
+// that the main thread (and the native step) never wait on it.
+import { readFileSync } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+
+import { decodePng, type DecodeOptions } from './png.js';
+
+export interface DecodeRequest {
+  id: number;
+  files: string[];
+  flips: Uint8Array;
+  opts: DecodeOptions;
+}
+export interface DecodeReply {
+  id: number;
+  x: Float32Array;
+  /** samples that could not be read: index in the batch and the reason */
+  bad: { i: number; file: string; reason: string }[];
+}
+
+parentPort?.on('message', (req: DecodeRequest) => {
+  const n = req.files.length;
+  const per = req.opts.channels * req.opts.size * req.opts.size;
+  const x = new Float32Array(n * per);
+  const bad: DecodeReply['bad'] = [];
+  for (let i = 0; i < n; i++) {
+    try {
+      decodePng(readFileSync(req.files[i]), req.opts, req.flips[i] === 1, x, i * per);
+    } catch (e) {
+      bad.push({ i, file: req.files[i], reason: (e as Error).message });
+    }
+  }
+  const reply: DecodeReply = { id: req.id, x, bad };
+  parentPort!.postMessage(reply, [x.buffer]);
+});
