@@ -1,0 +1,231 @@
+// DiT training and sampling behaviour: bitwise-identical losses for 1 and 2
+// threads, a non-finite input skips the step and leaves every slot untouched,
+// the loss falls on a fixed batch, and sample_step (with and without
+// classifier-free guidance) equals a manual computation from forward().
+#include <cmath>
+#include <cstring>
+
+#include "speed/philox.h"
+#include "test_dit_util.h"
+
+using namespace speed;
+
+static DiTConfig cfg16() {
+  DiTConfig c;
+  c.input_size = 16;
+  c.patch_size = 2;
+  c.in_channels = 3;
+  c.hidden_size = 64;
+  c.depth = 2;
+  c.num_heads = 4;
+  c.num_classes = 5;
+  c.class_dropout_prob = 0.1;
+  c.learn_sigma = true;
+  return c;
+}
+
+struct Batch {
+  std::vector<float> x0, w;
+  std::vector<int32_t> t, y;
+};
+
+static Batch make_batch(const DiTConfig& c, int N, uint64_t seed, int tmin, int tmax) {
+  std::mt19937_64 rng(seed);
+  Batch b;
+  b.x0 = ditt::normal_vec<float>(rng, size_t(N) * c.in_channels * c.input_size * c.input_size, 0.5);
+  std::uniform_int_distribution<int> dt(tmin, tmax), dy(0, c.num_classes);
+  for (int i = 0; i < N; ++i) {
+    b.t.push_back(dt(rng));
+    b.y.push_back(dy(rng));
+    b.w.push_back(1.0f);
+  }
+  b.t[0] = 0;
+  return b;
+}
+
+static std::vector<float> all_slot(const DiT<float>& m, Slot s) {
+  std::vector<float> v;
+  for (const ParamInfo& p : m.params()) {
+    if (!p.trainable) continue;
+    std::vector<float> x(p.numel);
+    m.read_param(p.name, s, x.data());
+    v.insert(v.end(), x.begin(), x.end());
+  }
+  return v;
+}
+
+static bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+static TrainHyper hyper(double lr) {
+  TrainHyper hp;
+  hp.optim.lr = lr;
+  hp.optim.max_grad_norm = 1.0;
+  hp.optim.ema_decay = 0.99;
+  return hp;
+}
+
+static void test_threads_bitwise() {
+  DiTConfig c = cfg16();
+  const int N = 6;
+  std::vector<std::vector<float>> losses(2), weights(2);
+  for (int k = 0; k < 2; ++k) {
+    DiT<float> m(c, make_cpu_backend<float>(k + 1));
+    m.init(21);
+    m.set_tables(linear_diffusion_tables(1000));
+    m.set_noise_state(99, 0);
+    for (int s = 0; s < 3; ++s) {
+      Batch b = make_batch(c, N, 100 + s, 0, 999);
+      TrainResult r = m.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
+      CHECK(!r.skipped && r.step == s + 1, "step %d: skipped %d step %lld", s, r.skipped, (long long)r.step);
+      CHECK(r.grad_norm > 0 && std::isfinite(r.grad_norm), "grad norm %g", r.grad_norm);
+      losses[k].insert(losses[k].end(), r.loss.begin(), r.loss.end());
+      losses[k].push_back(float(r.grad_norm));
+    }
+    CHECK(m.noise_offset() == 3 * philox_blocks(size_t(N) * 3 * 256), "noise offset %llu after 3 steps",
+          (unsigned long long)m.noise_offset());
+    weights[k] = all_slot(m, Slot::Model);
+  }
+  CHECK(bitwise_equal(losses[0], losses[1]), "losses differ between 1 and 2 threads");
+  CHECK(bitwise_equal(weights[0], weights[1]), "weights differ between 1 and 2 threads");
+}
+
+static void test_nan_skips() {
+  DiTConfig c = cfg16();
+  const int N = 4;
+  DiT<float> m(c, make_cpu_backend<float>(2));
+  m.init(3);
+  m.set_tables(linear_diffusion_tables(1000));
+  Batch b = make_batch(c, N, 5, 0, 999);
+  TrainResult r0 = m.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
+  CHECK(!r0.skipped && r0.step == 1, "first step should apply");
+  std::vector<std::vector<float>> before;
+  for (Slot s : {Slot::Model, Slot::EMA, Slot::AdamM, Slot::AdamV}) before.push_back(all_slot(m, s));
+  b.x0[17] = NAN;
+  TrainResult r = m.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
+  CHECK(r.skipped, "a NaN in x0 must skip the step");
+  CHECK(r.step == 1 && m.step() == 1, "a skipped step must not count (step %lld)", (long long)r.step);
+  int k = 0;
+  for (Slot s : {Slot::Model, Slot::EMA, Slot::AdamM, Slot::AdamV})
+    CHECK(bitwise_equal(before[k++], all_slot(m, s)), "slot %d changed by a skipped step", int(s));
+  b.x0[17] = 0.1f;
+  TrainResult r2 = m.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
+  CHECK(!r2.skipped && r2.step == 2, "training resumes after a skipped step");
+}
+
+static void test_loss_falls() {
+  DiTConfig c = cfg16();
+  const int N = 8;
+  DiT<float> m(c, make_cpu_backend<float>(2));
+  m.init(4);
+  m.set_tables(linear_diffusion_tables(1000));
+  Batch b = make_batch(c, N, 6, 300, 999);
+  std::vector<double> mean_loss;
+  for (int s = 0; s < 30; ++s) {
+    TrainResult r = m.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(2e-3));
+    double l = 0;
+    for (float v : r.mse) l += v / N;
+    mean_loss.push_back(l);
+  }
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) { first += mean_loss[i] / 5; last += mean_loss[25 + i] / 5; }
+  std::printf("mse over 30 steps: first five %.4f, last five %.4f\n", first, last);
+  CHECK(last < 0.7 * first, "mse should fall on a fixed batch: first %.4f last %.4f", first, last);
+}
+
+// forward() twice by hand vs sample_step (DDIM, eta 0) with and without CFG.
+static void test_sample_step() {
+  DiTConfig c = cfg16();
+  c.input_size = 8;
+  const int N = 3, C = c.in_channels, HW = 64, Co = c.out_channels();
+  auto be = make_cpu_backend<float>(2);
+  DiT<float> m(c, be);
+  m.init(8);
+  std::mt19937_64 rng(8);
+  ditt::randomize_params(m, rng, 0.1);  // a new model outputs zeros: make it say something
+  DiffusionTables tb = linear_diffusion_tables(1000);
+  m.set_tables(tb);
+  auto x = ditt::normal_vec<float>(rng, size_t(N) * C * HW, 1.0);
+  std::vector<int32_t> y = {0, 2, 4};
+  const int t = 500, tp = 480;
+  SampleStepCoefs k;
+  k.mode = SampleStepCoefs::DDIM;
+  k.sqrt_recip_abar = tb.sqrt_recip_abar[t];
+  k.sqrt_recipm1_abar = tb.sqrt_recipm1_abar[t];
+  k.sqrt_abar_prev = tb.sqrt_abar[tp];
+  k.eps_coef = tb.sqrt_1m_abar[tp];
+  k.guidance = 3.0;
+
+  auto manual = [&](const std::vector<int32_t>& yu, bool cfg) {
+    std::vector<int32_t> tt(N, t);
+    std::vector<float> oc(size_t(N) * Co * HW), ou(oc.size());
+    m.forward(x.data(), tt.data(), y.data(), N, oc.data(), false);
+    m.forward(x.data(), tt.data(), yu.data(), N, ou.data(), false);
+    std::vector<double> res(x.size());
+    for (int n = 0; n < N; ++n)
+      for (int i = 0; i < C * HW; ++i) {
+        double ec = oc[size_t(n) * Co * HW + i], eu = ou[size_t(n) * Co * HW + i];
+        double e = cfg ? eu + k.guidance * (ec - eu) : ec;
+        double xi = x[size_t(n) * C * HW + i];
+        double x0h = k.sqrt_recip_abar * xi - k.sqrt_recipm1_abar * e;
+        res[size_t(n) * C * HW + i] = k.sqrt_abar_prev * x0h + k.eps_coef * e;
+      }
+    return res;
+  };
+  auto run = [&](bool cfg) {
+    std::vector<float> xs = x;
+    SampleStepCoefs kk = k;
+    kk.cfg = cfg;
+    m.sample_step(xs.data(), t, y.data(), N, kk, false);
+    return xs;
+  };
+  auto maxdiff = [](const std::vector<float>& a, const std::vector<double>& b) {
+    double d = 0;
+    for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+    return d;
+  };
+  std::vector<int32_t> null_y(N, c.num_classes), wrong_y(N, 1);
+  std::vector<float> got_cfg = run(true), got_plain = run(false);
+  double d_null = maxdiff(got_cfg, manual(null_y, true));
+  double d_wrong = maxdiff(got_cfg, manual(wrong_y, true));
+  double d_plain = maxdiff(got_plain, manual(null_y, false));
+  CHECK(d_null < 1e-4, "cfg sample step vs manual with the null label: max diff %g", d_null);
+  CHECK(d_wrong > 1e-2, "cfg must use the null label (a different label gave max diff only %g)", d_wrong);
+  CHECK(d_plain < 1e-4, "plain sample step vs manual: max diff %g", d_plain);
+
+  // DDPM with noise: drawn from the stream, reproducible from the noise state
+  SampleStepCoefs d;
+  d.mode = SampleStepCoefs::DDPM;
+  d.sqrt_recip_abar = tb.sqrt_recip_abar[t];
+  d.sqrt_recipm1_abar = tb.sqrt_recipm1_abar[t];
+  d.coef1 = tb.coef1[t];
+  d.coef2 = tb.coef2[t];
+  d.log_beta = tb.log_beta[t];
+  d.post_log_var = tb.post_log_var[t];
+  d.add_noise = true;
+  m.set_noise_state(77, 10);
+  std::vector<float> a = x, b = x;
+  m.sample_step(a.data(), t, y.data(), N, d, false);
+  CHECK(m.noise_offset() == 10 + philox_blocks(size_t(N) * C * HW), "noise offset after a noisy step: %llu",
+        (unsigned long long)m.noise_offset());
+  m.set_noise_state(77, 10);
+  m.sample_step(b.data(), t, y.data(), N, d, false);
+  CHECK(bitwise_equal(a, b), "same noise state must give the same DDPM step");
+  std::vector<float> cpy = x;
+  m.sample_step(cpy.data(), t, y.data(), N, d, false);  // next draw: different noise
+  CHECK(!bitwise_equal(a, cpy), "the noise stream must advance");
+}
+
+int main() {
+  try {
+    test_threads_bitwise();
+    test_nan_skips();
+    test_loss_falls();
+    test_sample_step();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "FAIL: exception: %s\n", e.what());
+    return 1;
+  }
+  return ditt::finish("test_dit_train");
+}
