@@ -3,7 +3,7 @@
 // models whose every trainable parameter is set to random values.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DiTModel, type ModelConfig } from '../src/native.js';
+import { DiTModel, cpuForceBuiltinGemm, nativeInfo, type ModelConfig } from '../src/native.js';
 import { naiveDiTForward, naivePosEmbed, type NaiveParams } from './helpers/naive-dit.js';
 import { SMALL, relErr, uniformF32 } from './helpers/native-fixtures.js';
 
@@ -49,6 +49,17 @@ test('pos_embed of a new model is the 2D sin-cos embedding of the reference', ()
 test('native forward = naive float64 forward (class-conditional, learned sigma, null label)', async () => {
   const err = await compare(SMALL, [0, 17, 500, 999], [0, 4, 5, 2], 11);
   assert.ok(err < 1e-5, `max relative error ${err}`);
+});
+
+test('native forward = naive float64 forward with the built-in GEMM forced (when BLAS is the default)', async (t) => {
+  if (!nativeInfo().gemm.startsWith('blas')) t.diagnostic('built without BLAS: the built-in GEMM is already the default');
+  cpuForceBuiltinGemm(true);
+  try {
+    const err = await compare(SMALL, [5, 640], [3, 5], 13);
+    assert.ok(err < 1e-5, `max relative error ${err}`);
+  } finally {
+    cpuForceBuiltinGemm(false);
+  }
 });
 
 test('native forward = naive float64 forward (unconditional, fixed sigma, patch 4, 2 heads)', async () => {
