@@ -1,0 +1,122 @@
+// bench_native: the native benchmark without Node (issue 2 "Speed").
+//   bench_native [--device cpu|cuda] [--models DiT-S/2@32x4,DiT-Ti/4@32x3]
+//                [--batches 8,32] [--threads n] [--iters n] [--gemm n]
+//                [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json]
+// Prints an aligned table (rows as they are measured) or JSON lines whose keys
+// are those of src/native.ts BenchRow.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "speed/bench.h"
+#include "speed/cpu.h"
+
+using namespace speed;
+
+static std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  while (a <= s.size()) {
+    size_t b = s.find(',', a);
+    if (b == std::string::npos) b = s.size();
+    if (b > a) out.push_back(s.substr(a, b - a));
+    a = b + 1;
+  }
+  return out;
+}
+
+static int to_int(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  long x = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != 0) {
+    std::fprintf(stderr, "bench_native: %s expects an integer, got '%s'\n", flag.c_str(), v.c_str());
+    std::exit(2);
+  }
+  return static_cast<int>(x);
+}
+
+static std::string json_str(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    o += c;
+  }
+  return o + "\"";
+}
+
+int main(int argc, char** argv) {
+  BenchOptions o;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_native: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--device") o.device = val();
+    else if (a == "--models") o.models = split(val());
+    else if (a == "--batches") {
+      o.batches.clear();
+      for (const std::string& b : split(val())) o.batches.push_back(to_int(a, b));
+    } else if (a == "--threads") o.threads = to_int(a, val());
+    else if (a == "--iters") o.iters = to_int(a, val());
+    else if (a == "--gemm") o.gemm_size = to_int(a, val());
+    else if (a == "--cuda-math") {
+      std::string m = val();
+      if (m == "bf16") o.cuda_math = CudaMath::BF16;
+      else if (m == "tf32") o.cuda_math = CudaMath::TF32;
+      else if (m == "fp32") o.cuda_math = CudaMath::FP32;
+      else {
+        std::fprintf(stderr, "bench_native: --cuda-math expects bf16, tf32 or fp32, got '%s'\n", m.c_str());
+        return 2;
+      }
+    } else if (a == "--no-kernels") o.kernels = false;
+    else if (a == "--json") json = true;
+    else if (a == "-h" || a == "--help") {
+      std::printf("usage: bench_native [--device cpu|cuda] [--models M,...] [--batches 8,32] [--threads n]\n"
+                  "                    [--iters n] [--gemm n] [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json]\n"
+                  "models are PRESET@SIZExCHANNELS, e.g. DiT-S/2@32x4 (1000 classes, learn_sigma)\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "bench_native: unknown option '%s' (see --help)\n", a.c_str());
+      return 2;
+    }
+  }
+  try {
+    if (!json) {
+      std::printf("# device %s, cpu gemm %s, iters %d (median after 1 warm-up)\n", o.device.c_str(),
+                  cpu_gemm_name(), o.iters);
+      std::printf("%-16s %-5s %5s  %-22s %11s %10s %9s %8s %7s\n", "model", "dev", "batch", "what", "ms",
+                  "img/s", "GFLOP/s", "GB/s", "x gemm");
+      std::fflush(stdout);
+    }
+    run_bench(o, [&](const BenchRow& r) {
+      if (json) {
+        std::printf("{\"model\":%s,\"device\":%s,\"batch\":%d,\"what\":%s,\"ms\":%.6g,\"imagesPerSec\":%.6g,"
+                    "\"gflops\":%.6g,\"gbps\":%.6g,\"ratioToGemm\":%.6g}\n",
+                    json_str(r.model).c_str(), json_str(r.device).c_str(), r.batch, json_str(r.what).c_str(), r.ms,
+                    r.images_per_sec, r.gflops, r.gbps, r.ratio_to_gemm);
+      } else {
+        auto num = [](double v, const char* fmt) {
+          char b[32];
+          if (v <= 0) return std::string("-");
+          std::snprintf(b, sizeof b, fmt, v);
+          return std::string(b);
+        };
+        std::printf("%-16s %-5s %5d  %-22s %11.3f %10s %9s %8s %7s\n", r.model.c_str(), r.device.c_str(), r.batch,
+                    r.what.c_str(), r.ms, num(r.images_per_sec, "%.1f").c_str(), num(r.gflops, "%.1f").c_str(),
+                    num(r.gbps, "%.2f").c_str(), num(r.ratio_to_gemm, "%.2f").c_str());
+      }
+      std::fflush(stdout);
+    });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_native: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
