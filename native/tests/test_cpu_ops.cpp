@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "../src/cpu/fastmath.h"
 #include "cpu_test_util.h"
 #include "speed/backend.h"
 #include "speed/cpu.h"
@@ -688,6 +689,46 @@ void test_threads(Rng& rng) {
   });
 }
 
+// ---- float32 fast math and float32 kernels against float64 ------------------------
+void test_float32(Rng& rng) {
+  double ee = 0, et = 0;
+  for (int i = -800000; i <= 80000; ++i) {  // exp on [-80, 8]: softmax arguments are <= 0
+    float x = i * 1e-4f;
+    double r = std::exp(double(x));
+    ee = std::max(ee, std::fabs(speed::cpu::fast_exp(x) - r) / r);
+  }
+  for (int i = -200000; i <= 200000; ++i) {
+    float x = i * 1e-4f;
+    et = std::max(et, std::fabs(speed::cpu::fast_tanh(x) - std::tanh(double(x))));
+  }
+  expect(ee < 3e-7, "fast_exp relative error on [-80, 8]", fmt(ee));
+  expect(et < 5e-7, "fast_tanh absolute error on [-20, 20]", fmt(et));
+  expect(speed::cpu::fast_tanh(1e30f) == speed::cpu::fast_tanh(50.f) && speed::cpu::fast_exp(-1e30f) >= 0 &&
+             std::isfinite(speed::cpu::fast_exp(1e30f)),
+         "fast math saturates without NaN or Inf");
+
+  auto F = speed::make_cpu_backend<float>(2);
+  {  // linear + GELU
+    const int M = 37, K = 64, N = 50;
+    V x = rng.vec<double>(M * K, -2, 2), w = rng.vec<double>(N * K, -0.3, 0.3), b = rng.vec<double>(N), ref;
+    std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), bf(b.begin(), b.end()), y(M * N), pre(M * N);
+    naive_linear(x, w, &b, ref, M, K, N, Act::GeluTanh);
+    F->linear_forward(xf.data(), wf.data(), bf.data(), y.data(), pre.data(), M, K, N, Act::GeluTanh);
+    double e = 0;
+    for (int i = 0; i < M * N; ++i) e = std::max(e, std::fabs(y[i] - ref[i]));
+    expect(e < 1e-5, "float32 linear + GELU vs float64 reference (abs)", fmt(e));
+  }
+  {  // attention
+    const int N = 2, L = 67, H = 2, hd = 16;
+    V qkv = rng.vec<double>(N * L * 3 * H * hd, -2, 2), ro, rl;
+    std::vector<float> qf(qkv.begin(), qkv.end()), out(N * L * H * hd), lse(N * H * L);
+    naive_attention(qkv, ro, rl, N, L, H, hd);
+    F->attention_forward(qf.data(), out.data(), lse.data(), N, L, H, hd);
+    expect(rel_err(out, ro) < 1e-5 && rel_err(lse, rl) < 1e-6, "float32 attention vs float64 reference",
+           "rel " + fmt(std::max(rel_err(out, ro), rel_err(lse, rl))));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -707,6 +748,7 @@ int main() {
   test_q_sample(rng, tb);
   test_iddpm_loss(rng, tb);
   test_sample_step(rng, tb);
+  test_float32(rng);
   test_threads(rng);
   return finish("test_cpu_ops");
 }

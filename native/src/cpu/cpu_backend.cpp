@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "fastmath.h"
 #include "gemm.h"
 #include "speed/backend.h"
 #include "speed/cpu.h"
@@ -33,12 +34,12 @@ constexpr double kGeluC = 0.044715;
 template <typename T>
 inline T gelu(T x) {
   const T k = T(kSqrt2OverPi), c = T(kGeluC);
-  return T(0.5) * x * (T(1) + std::tanh(k * (x + c * x * x * x)));
+  return T(0.5) * x * (T(1) + vtanh(k * (x + c * x * x * x)));
 }
 template <typename T>
 inline T gelu_grad(T x) {  // d/dx of the tanh-form GELU
   const T k = T(kSqrt2OverPi), c = T(kGeluC);
-  T th = std::tanh(k * (x + c * x * x * x));
+  T th = vtanh(k * (x + c * x * x * x));
   return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * k * (T(1) + T(3) * c * x * x);
 }
 template <typename T>
@@ -55,6 +56,17 @@ inline T dot(const T* a, const T* b, int n) {
     for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
   T s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <typename T>
+inline T sum8(const T* a, int n) {
+  T acc[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j];
+  T s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i];
   return s;
 }
 
@@ -379,11 +391,8 @@ class CpuBackend final : public Backend<T> {
         T* s = S + static_cast<size_t>(i) * L;
         T mx = s[0];
         for (int j = 1; j < L; ++j) mx = std::max(mx, s[j]);
-        T sum = 0;
-        for (int j = 0; j < L; ++j) {
-          s[j] = std::exp(s[j] - mx);
-          sum += s[j];
-        }
+        for (int j = 0; j < L; ++j) s[j] = vexp(s[j] - mx);
+        const T sum = sum8(s, L);
         const T inv = T(1) / sum;
         for (int j = 0; j < L; ++j) s[j] *= inv;
         lrow[i] = mx + std::log(sum);
@@ -425,7 +434,7 @@ class CpuBackend final : public Backend<T> {
       const T* lrow = lse + (static_cast<size_t>(n) * heads + h) * L;
       for (int i = 0; i < L; ++i) {
         T* p = P + static_cast<size_t>(i) * L;
-        for (int j = 0; j < L; ++j) p[j] = std::exp(p[j] - lrow[i]);
+        for (int j = 0; j < L; ++j) p[j] = vexp(p[j] - lrow[i]);
         Drow[i] = dot(dO + static_cast<size_t>(i) * hd, o + static_cast<size_t>(i) * hd, hd);
       }
       gemm_builtin<T>(nullptr, true, false, L, hd, L, T(1), P, L, dO, hd, T(0), dv, hd);  // dV = Pᵀ dO
