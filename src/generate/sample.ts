@@ -1,0 +1,85 @@
+// -p sample: a PNG grid, one row per class (sample.sample_classes or all), from
+// the EMA weights of a checkpoint.
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+import { stepDirName } from '../checkpoint/index.js';
+import type { Config } from '../config/schema.js';
+import { sample } from '../diffusion/sampler.js';
+import { writeNpy } from '../io/npy.js';
+import { Progress } from '../progress.js';
+import { grid, toUint8NHWC, writePng } from './images.js';
+import { loadForGeneration } from './model.js';
+
+export interface SampleResult {
+  file: string;
+  rows: number;
+  cols: number;
+  classes: number[];
+  ckpt: string;
+  seconds: number;
+}
+
+/** Runs the sampler over `labels` in batches; returns [N, C, H, W]. */
+export async function generate(
+  g: ReturnType<typeof loadForGeneration>,
+  s: Config['sample'] | Config['inference'],
+  labels: Int32Array,
+  batch: number,
+  onBatch?: (done: number) => void,
+): Promise<Float32Array> {
+  const { inChannels: C, inputSize: H } = g.model.config;
+  const per = C * H * H;
+  const out = new Float32Array(labels.length * per);
+  for (let a = 0; a < labels.length; a += batch) {
+    const y = labels.slice(a, Math.min(labels.length, a + batch));
+    const x = await sample(g.model, g.coefs, {
+      N: y.length,
+      y,
+      sampler: s.sampler,
+      steps: s.steps,
+      eta: s.eta,
+      guidanceScale: s.guidance_scale,
+      clipDenoised: s.clip_denoised,
+      useEma: s.use_ema,
+    });
+    out.set(x, a * per);
+    onBatch?.(a + y.length);
+  }
+  return out;
+}
+
+export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void } = {}): Promise<SampleResult> {
+  const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
+  const started = Date.now();
+  const s = c.sample;
+  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt);
+  try {
+    const { inChannels: C, inputSize: H, numClasses } = g.model.config;
+    const classes = numClasses === 0 ? [0] : (s.sample_classes ?? Array.from({ length: numClasses }, (_, i) => i));
+    for (const k of classes) {
+      if (numClasses > 0 && k >= numClasses) throw new RangeError(`sample.sample_classes: class ${k} is outside [0, ${numClasses}) of the checkpoint's model`);
+    }
+    const cols = s.num_per_class;
+    const labels = Int32Array.from(classes.flatMap((k) => new Array<number>(cols).fill(k)));
+    log(`sample: ${classes.length} x ${cols} images from ${g.ckpt} (${s.use_ema ? 'EMA' : 'raw'} weights), ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}`);
+    const progress = new Progress('sample', labels.length);
+    const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
+    progress.done();
+    const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
+    mkdirSync(path.dirname(file), { recursive: true });
+    if (C === 3 || C === 1) {
+      const imgs = toUint8NHWC(x, labels.length, C, H, H);
+      const zoom = Math.max(1, Math.floor(64 / H)); // small images are enlarged for viewing
+      const gr = grid(imgs, classes.length, cols, H, H, C, 2, zoom);
+      writePng(file, gr.hwc, gr.W, gr.H, C);
+    } else {
+      // Latents: decode with the VAE elsewhere.
+      writeNpy(file.replace(/\.png$/i, '') + '.npy', { dtype: 'float32', shape: [labels.length, C, H, H], data: x });
+    }
+    log(`sample grid: ${file}`);
+    return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
+  } finally {
+    g.model.dispose();
+  }
+}

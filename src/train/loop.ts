@@ -1,0 +1,218 @@
+// The training loop: batch -> SpeeD time steps and weights -> label dropout ->
+// native train step (noise, loss, backward, clip, AdamW, EMA) -> metrics,
+// progress, checkpoints. Every random decision comes from a generator whose
+// state goes into the checkpoint, so a resumed run continues exactly.
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { loadCheckpoint, resolveCheckpoint, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
+import type { Config } from '../config/schema.js';
+import { configToYaml } from '../config/load.js';
+import { BatchLoader, makeDataset, type Batch, type DataPosition } from '../data/index.js';
+import { ConfigError } from '../errors.js';
+import type { DiTModel, OptimizerHyper } from '../native.js';
+import { Progress } from '../progress.js';
+import { Rng, type RngState } from '../rng.js';
+import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
+import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
+import { createModel } from './model.js';
+
+export interface TrainOptions {
+  config: Config;
+  /** checkpoint to continue from (a directory or "latest"); default config.resume_training */
+  resume?: string | null;
+  /** log lines (default: stdout) */
+  log?: (msg: string) => void;
+  /** progress output (default: stderr) */
+  progressStream?: NodeJS.WriteStream;
+  /** install the SIGINT handler (Ctrl-C: checkpoint, then stop); default true */
+  handleSignals?: boolean;
+  /** called after every step (tests) */
+  onStep?: (step: number, loss: number) => void;
+}
+
+export interface TrainResult {
+  step: number;
+  totalSteps: number;
+  /** mean loss of the last logged interval */
+  finalLoss: number | null;
+  checkpoint: string;
+  interrupted: boolean;
+  seconds: number;
+}
+
+/** The TypeScript side of a checkpoint's state (besides the native noise and Adam step). */
+interface TrainState {
+  rng: RngState;
+  data: DataPosition;
+  accum: MetricsAccum;
+}
+
+/** Learning rate at optimizer step `step` (0-based): linear warm-up, then constant (DiT). */
+export function lrAt(c: Config['optimizer'], step: number): number {
+  return c.warmup_steps > 0 ? c.lr * Math.min(1, (step + 1) / c.warmup_steps) : c.lr;
+}
+
+/** Drops labels to the null class with probability p (classifier-free guidance training). */
+export function dropLabels(y: Int32Array, numClasses: number, p: number, rng: Rng): Int32Array {
+  const out = Int32Array.from(y);
+  if (numClasses === 0 || p <= 0) return out;
+  for (let i = 0; i < out.length; i++) if (rng.uniform() < p) out[i] = numClasses;
+  return out;
+}
+
+/** Keeps metrics.jsonl lines up to `step` (a resumed run rewrites what came after). */
+function truncateMetrics(file: string, step: number): void {
+  if (!existsSync(file)) return;
+  const kept = readFileSync(file, 'utf8').split('\n').filter((l) => {
+    if (!l.trim()) return false;
+    try { return (JSON.parse(l) as MetricsLine).step <= step; } catch { return false; }
+  });
+  writeFileSync(file, kept.map((l) => l + '\n').join(''));
+}
+
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const c = opts.config;
+  const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
+  const T = c.diffusion.diffusion_steps;
+  const started = Date.now();
+
+  const speed = validateSpeedOptions(c.diffusion, T);
+  const dataset = makeDataset(c, (m) => log(m));
+  const { model, coefs } = createModel(c);
+  let loader: BatchLoader | undefined;
+  let removeSignal = () => {};
+  try {
+    log(`data: ${dataset.description}`);
+    const [C, H] = dataset.shape;
+    if (C !== model.config.inChannels || H !== model.config.inputSize) {
+      throw new ConfigError('model', `the data's samples are [${dataset.shape}], the model takes [${model.config.inChannels}, ${model.config.inputSize}, ${model.config.inputSize}] (model.in_channels, model.input_size)`);
+    }
+    const batchesPerEpoch = Math.floor(dataset.size / c.data.batch_size);
+    const totalSteps = c.max_training_steps > 0 ? c.max_training_steps : c.epochs * batchesPerEpoch;
+    if (totalSteps <= 0) throw new ConfigError('max_training_steps', 'nothing to train: set max_training_steps or epochs to a value > 0');
+
+    const exp = c.experiment_dir;
+    mkdirSync(exp, { recursive: true });
+    writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
+    const metricsFile = path.join(exp, 'metrics.jsonl');
+
+    // Fresh start or resume.
+    let step = 0;
+    let trainRng = new Rng(c.seed * 4 + 2);
+    let dataPos: DataPosition | undefined;
+    let accum = emptyAccum();
+    const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
+    if (resumeSpec) {
+      if (resumeSpec === 'latest' && listCheckpoints(exp).length === 0) {
+        log(`resume: no checkpoint in ${exp}/checkpoints yet; starting from scratch`);
+      } else {
+        const dir = resolveCheckpoint(resumeSpec, exp);
+        const st = loadCheckpoint(model, dir);
+        const ts = st.train as TrainState;
+        step = st.step;
+        trainRng = Rng.fromState(ts.rng);
+        dataPos = ts.data;
+        accum = ts.accum;
+        truncateMetrics(metricsFile, step);
+        log(`resumed from ${dir} at step ${step}`);
+      }
+    } else if (existsSync(metricsFile)) {
+      writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
+    }
+    loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos);
+
+    const sampler = makeTimestepSampler(speed, coefs);
+    const wTable = lossWeights(speed, coefs);
+    const N = c.data.batch_size;
+    const numClasses = model.config.numClasses;
+    const hpBase: Omit<OptimizerHyper, 'lr'> = {
+      beta1: c.optimizer.betas[0],
+      beta2: c.optimizer.betas[1],
+      eps: c.optimizer.eps,
+      weightDecay: c.optimizer.weight_decay,
+      maxGradNorm: c.optimizer.max_grad_norm,
+      emaDecay: c.ema.decay,
+      vbScale: c.diffusion.rescale_learned_sigmas ? T / 1000 : 1,
+    };
+    log(`model: ${c.model.name} (${model.numTrainable().toLocaleString('en')} trainable parameters) on ${model.device}; ` +
+      `sampling ${speed.sampling}, weighting ${speed.weighting}; ${totalSteps} steps of batch ${N}`);
+
+    let stopRequested = false;
+    if (opts.handleSignals ?? true) {
+      const onSig = () => {
+        if (stopRequested) {
+          process.stderr.write('\nsecond Ctrl-C: exiting without a checkpoint\n');
+          process.exit(130);
+        }
+        stopRequested = true;
+        process.stderr.write('\nCtrl-C: writing a checkpoint after this step (Ctrl-C again to quit at once)\n');
+      };
+      process.on('SIGINT', onSig);
+      removeSignal = () => process.off('SIGINT', onSig);
+    }
+
+    const progress = new Progress('train', totalSteps, opts.progressStream, step);
+    let lastCkpt = '';
+    let lastLine: MetricsLine | undefined;
+    let intervalStart = Date.now();
+    let intervalImages = 0;
+    const save = (): string => {
+      const train: TrainState = { rng: trainRng.state(), data: nextPos, accum };
+      lastCkpt = writeCheckpoint(model, exp, { step, config: c, train });
+      return lastCkpt;
+    };
+
+    // Prefetch: batch k+1 loads while the native step of batch k runs.
+    let nextPos: DataPosition = loader.position();
+    let batch: Batch & { epoch: number } = await loader.next();
+    while (step < totalSteps && !stopRequested) {
+      const t = sampler.sample(N, step, trainRng);
+      const weight = Float32Array.from(t, (ti) => wTable[ti]);
+      const y = dropLabels(batch.y, numClasses, model.config.classDropoutProb, trainRng);
+      const lr = lrAt(c.optimizer, model.getStep());
+      const pending = model.trainStep({ x0: batch.x, t, y, weight }, { ...hpBase, lr });
+      const posAfter = loader.position();
+      const nextBatch = step + 1 < totalSteps ? loader.next() : undefined;
+      nextBatch?.catch(() => {});
+      const r = await pending;
+      step++;
+      nextPos = posAfter;
+      accumulate(accum, T, t, r);
+      intervalImages += N;
+      const meanLoss = r.loss.reduce((a, b) => a + b, 0) / N;
+      opts.onStep?.(step, meanLoss);
+      progress.tick(step, { loss: meanLoss, 'img/s': (intervalImages / Math.max(1e-3, (Date.now() - intervalStart) / 1000)) });
+      if (step % c.log_every === 0 || step === totalSteps) {
+        const sec = (Date.now() - intervalStart) / 1000;
+        lastLine = summarise(accum, { step, epoch: batch.epoch, lr, imagesPerSec: intervalImages / Math.max(1e-6, sec), T });
+        appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
+        progress.line(step, {
+          loss: lastLine.loss, mse: lastLine.mse, vb: lastLine.vb, 'img/s': lastLine.images_per_sec, lr, grad: lastLine.grad_norm,
+          ...(lastLine.skipped ? { skipped: lastLine.skipped } : {}),
+        });
+        accum = emptyAccum();
+        intervalStart = Date.now();
+        intervalImages = 0;
+      }
+      if (c.ckpt_every > 0 && step % c.ckpt_every === 0 && step < totalSteps) save();
+      if (nextBatch) batch = await nextBatch;
+    }
+    progress.done();
+    if (!lastCkpt.endsWith(stepDirName(step))) save();
+    log(`${stopRequested ? 'interrupted; ' : ''}checkpoint: ${lastCkpt}`);
+    return {
+      step,
+      totalSteps,
+      finalLoss: lastLine ? lastLine.loss : null,
+      checkpoint: lastCkpt,
+      interrupted: stopRequested,
+      seconds: (Date.now() - started) / 1000,
+    };
+  } finally {
+    removeSignal();
+    await loader?.close();
+    if (!loader) await dataset.close();
+    model.dispose();
+  }
+}
