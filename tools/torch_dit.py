@@ -246,6 +246,7 @@ class DiT(nn.Module):
         self.learn_sigma = learn_sigma
         self.grid = input_size // patch_size
         self.num_tokens = self.grid * self.grid
+        self.grad_checkpointing = False  # recompute each block in backward (saves memory)
 
         # Registration order gives DiT's state_dict order: pos_embed (a direct
         # parameter) first, then x_embedder, t_embedder, y_embedder, blocks, final_layer.
@@ -300,7 +301,12 @@ class DiT(nn.Module):
                 raise ValueError("class-conditional DiT needs labels y")
             c = c + self.y_embedder(y)
         for blk in self.blocks:
-            h = blk(h, c)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                from torch.utils.checkpoint import checkpoint
+
+                h = checkpoint(blk, h, c, use_reentrant=False)
+            else:
+                h = blk(h, c)
         return self.unpatchify(self.final_layer(h, c))
 
 
@@ -337,8 +343,16 @@ def diffusion_tables(betas: np.ndarray) -> Dict[str, np.ndarray]:
     }
 
 
-def _take(table: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    v = torch.as_tensor(table, dtype=like.dtype, device=like.device)[t.long()]
+def tables_to(tables: Dict[str, np.ndarray], device, dtype=torch.float32) -> Dict[str, torch.Tensor]:
+    """The tables as tensors on `device` (avoids a host-to-device copy per loss call)."""
+    return {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in tables.items()}
+
+
+def _take(table, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(table, torch.Tensor):
+        v = table.to(device=like.device, dtype=like.dtype)[t.long()]
+    else:
+        v = torch.as_tensor(table, dtype=like.dtype, device=like.device)[t.long()]
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
