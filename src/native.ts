@@ -158,6 +158,8 @@ export interface BenchOptions {
   cudaMath?: CudaMath;
   iters?: number;
   kernels?: boolean; // time each kernel alone (default true)
+  /** side of the square float32 GEMM that sets the reference rate (default 2048) */
+  gemmSize?: number;
 }
 
 /** Thrown for every error that comes from the addon or from argument checks here. */
@@ -414,6 +416,11 @@ export function runBench(opts: BenchOptions): Promise<BenchRow[]> {
     if (opts.device !== 'cpu' && opts.device !== 'cuda') throw new NativeError(`runBench: opts.device must be 'cpu' or 'cuda', got ${JSON.stringify(opts.device)}`);
     if (opts.threads !== undefined) checkInt(opts.threads, 'runBench: opts.threads', 0, 4096);
     if (opts.iters !== undefined) checkInt(opts.iters, 'runBench: opts.iters', 1, 1 << 20);
+    if (opts.gemmSize !== undefined) checkInt(opts.gemmSize, 'runBench: opts.gemmSize', 16, 1 << 15);
+    if (opts.kernels !== undefined && typeof opts.kernels !== 'boolean') throw new NativeError(`runBench: opts.kernels must be a boolean, got ${describe(opts.kernels)}`);
+    if (opts.cudaMath !== undefined && !['bf16', 'tf32', 'fp32'].includes(opts.cudaMath)) {
+      throw new NativeError(`runBench: opts.cudaMath must be 'bf16', 'tf32' or 'fp32', got ${JSON.stringify(opts.cudaMath)}`);
+    }
     return load().runBench(opts);
   });
 }

@@ -10,6 +10,7 @@ import {
   addonPath,
   nativeInfo,
   presetConfig,
+  runBench,
   sampleStepKernel,
   type OptimizerHyper,
   type SampleStepCoefs,
@@ -132,6 +133,9 @@ test('a table of bad arguments through src/native.ts', async () => {
     ['kernel modelOut length', () => sampleStepKernel(new Float32Array(10), new Float32Array(6), new Float32Array(6), { N: 1, C: 2, HW: 3, learnSigma: true }, COEFS), 'sampleStepKernel: modelOut has 10 elements, expected N*2C*HW = 1*4*3 = 12'],
     ['kernel cfg length', () => sampleStepKernel(new Float32Array(12), new Float32Array(6), new Float32Array(6), { N: 1, C: 2, HW: 3, learnSigma: true }, { ...COEFS, cfg: true }), 'expected 2N*2C*HW = 2*4*3 = 24'],
     ['kernel noise kind', () => sampleStepKernel(new Float32Array(12), new Float32Array(6), new Int32Array(6) as unknown as Float32Array, { N: 1, C: 2, HW: 3, learnSigma: true }, COEFS), 'sampleStepKernel: noise must be a Float32Array, got a Int32Array'],
+    ['bench bad model spec', () => runBench({ models: ['DiT-Q/2@8x3'], batches: [1], device: 'cpu' }), "runBench: opts.models: 'DiT-Q/2@8x3'"],
+    ['bench bad batch', () => runBench({ models: ['DiT-Ti/8@16x3'], batches: [0], device: 'cpu' }), 'runBench: opts.batches[0] must be in [1, '],
+    ['bench bad device', () => runBench({ models: ['DiT-Ti/8@16x3'], batches: [1], device: 'gpu' as 'cpu' }), "runBench: opts.device must be 'cpu' or 'cuda'"],
   ];
   if (!nativeInfo().cuda.available) {
     cases.push(['cuda when unavailable', () => DiTModel.create({ config: SMALL, seed: 1, device: 'cuda' }), "DiTModel.create: device 'cuda' is not available: ", nativeInfo().cuda.reason]);

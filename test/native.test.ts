@@ -2,7 +2,7 @@
 // stream, skipped steps, threads, the event loop, and the sampling-step kernel.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DiTModel, nativeInfo, presetConfig, sampleStepKernel, type ModelConfig, type SampleStepCoefs, type TrainBatch } from '../src/native.js';
+import { DiTModel, nativeInfo, presetConfig, runBench, sampleStepKernel, type ModelConfig, type SampleStepCoefs, type TrainBatch } from '../src/native.js';
 import { HYPER, SMALL, linearTables, relErr, uniformF32 } from './helpers/native-fixtures.js';
 
 const T = 1000;
@@ -345,5 +345,21 @@ test('sampleStepKernel matches reference §5 (DDPM, DDIM, eta, clipping, guidanc
       const unclipped = directStep(out, x, z, N, C, HW, learnSigma, { ...k, clipX0: false });
       assert.ok(relErr(unclipped, want) > 1e-3, `${name}: the case must exercise clipping`);
     }
+  }
+});
+
+test('runBench: a tiny benchmark returns the GEMM reference, forward and train-step rows', async () => {
+  const rows = await runBench({ models: ['DiT-Ti/8@16x3'], batches: [2], device: 'cpu', threads: 2, iters: 1, kernels: false, gemmSize: 64 });
+  const gemm = rows.find((r) => r.what.startsWith('gemm'));
+  assert.ok(gemm && gemm.gflops > 0 && gemm.ratioToGemm === 1, 'the GEMM reference row');
+  for (const what of ['forward', 'train_step']) {
+    const r = rows.find((x) => x.what === what);
+    assert.ok(r, `a ${what} row`);
+    assert.equal(r.model, 'DiT-Ti/8@16x3');
+    assert.equal(r.device, 'cpu');
+    assert.equal(r.batch, 2);
+    assert.ok(r.ms > 0 && r.imagesPerSec > 0 && r.gflops > 0, `${what}: ${JSON.stringify(r)}`);
+    assert.ok(Math.abs(r.imagesPerSec - (2 * 1000) / r.ms) < 1e-6 * r.imagesPerSec, 'images/s = batch / time');
+    assert.ok(Math.abs(r.ratioToGemm - r.gflops / gemm.gflops) < 1e-9, 'ratio to the GEMM rate of the same run');
   }
 });

@@ -9,7 +9,7 @@
 
 namespace speed_napi {
 
-// runBench({ models, batches, device, threads?, cudaMath?, iters?, kernels? })
+// runBench({ models, batches, device, threads?, cudaMath?, iters?, kernels?, gemmSize? })
 Napi::Value RunBench(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string w = "runBench";
@@ -36,6 +36,8 @@ Napi::Value RunBench(const Napi::CallbackInfo& info) {
     opts.threads = static_cast<int>(require_int(o.Get("threads"), w + ": opts.threads", 0, 4096));
   if (!o.Get("iters").IsUndefined())
     opts.iters = static_cast<int>(require_int(o.Get("iters"), w + ": opts.iters", 1, 1 << 20));
+  if (!o.Get("gemmSize").IsUndefined())
+    opts.gemm_size = static_cast<int>(require_int(o.Get("gemmSize"), w + ": opts.gemmSize", 16, 1 << 15));
   if (!o.Get("kernels").IsUndefined()) {
     if (!o.Get("kernels").IsBoolean()) throw_error(env, w + ": opts.kernels must be a boolean", true);
     opts.kernels = o.Get("kernels").As<Napi::Boolean>().Value();
