@@ -70,8 +70,44 @@ inline T sum8(const T* a, int n) {
   return s;
 }
 
+// Σ (a[i] - mu)² with 8 partial sums
+template <typename T>
+inline T sqdev8(const T* a, T mu, int n) {
+  T acc[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += (a[i + j] - mu) * (a[i + j] - mu);
+  T s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += (a[i] - mu) * (a[i] - mu);
+  return s;
+}
+
 inline void check(bool ok, const char* op, const std::string& what) {
   if (!ok) throw Error(std::string("cpu backend: ") + op + ": " + what);
+}
+
+// One chunk of the fused clip + AdamW + EMA update. __restrict and no branch in
+// the loop let the compiler vectorise it (the optimizer is memory-bound).
+struct AdamCoefs {
+  double clip, decay, b1, b2, lr_bc1, inv_bc2, eps, ema;
+};
+template <typename T>
+void adamw_chunk(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                 T* __restrict ema, size_t n, const AdamCoefs& k) {
+  const double clip = k.clip, decay = k.decay, b1 = k.b1, b2 = k.b2, lr_bc1 = k.lr_bc1,
+               inv_bc2 = k.inv_bc2, eps = k.eps, ed = k.ema;
+  for (size_t i = 0; i < n; ++i) {
+    const double gi = static_cast<double>(g[i]) * clip;
+    const double mi = b1 * static_cast<double>(m[i]) + (1.0 - b1) * gi;
+    const double vi = b2 * static_cast<double>(v[i]) + (1.0 - b2) * gi * gi;
+    const double pi = static_cast<double>(p[i]) * decay - lr_bc1 * mi / (std::sqrt(vi * inv_bc2) + eps);
+    m[i] = T(mi);
+    v[i] = T(vi);
+    p[i] = T(pi);
+  }
+  if (ema)
+    for (size_t i = 0; i < n; ++i)
+      ema[i] = T(ed * static_cast<double>(ema[i]) + (1.0 - ed) * static_cast<double>(p[i]));
 }
 
 // ---- the backend ------------------------------------------------------------------
@@ -240,17 +276,10 @@ class CpuBackend final : public Backend<T> {
         const T* xr = x + r * D;
         const T* sh = shift + static_cast<size_t>(n) * mod_stride;
         const T* sc = scale + static_cast<size_t>(n) * mod_stride;
-        // two passes in double: mean, then biased variance (stable for large means)
-        double m = 0;
-        for (int i = 0; i < D; ++i) m += xr[i];
-        m /= D;
-        double v = 0;
-        for (int i = 0; i < D; ++i) {
-          double d = xr[i] - m;
-          v += d * d;
-        }
-        v /= D;
-        const T mu = T(m), rs = T(1.0 / std::sqrt(v + eps));
+        // two passes: mean, then biased variance (stable when |mean| >> std)
+        const T mu = sum8(xr, D) / T(D);
+        const T var = sqdev8(xr, mu, D) / T(D);
+        const T rs = T(1) / std::sqrt(var + T(eps));
         mean[r] = mu;
         rstd[r] = rs;
         T* yr = y + r * D;
@@ -272,11 +301,21 @@ class CpuBackend final : public Backend<T> {
         const T* xr = x + r * D;
         const T* dyr = dy + r * D;
         const T mu = mean[r], rs = rstd[r];
-        T sg = 0, sgx = 0;
-        for (int i = 0; i < D; ++i) {
-          T g = dyr[i] * (T(1) + sc[i]);
+        // mean(g) and mean(g xhat) with 8 partial sums (vectorisable, fixed order)
+        T a[8] = {}, c[8] = {};
+        int i0 = 0;
+        for (; i0 + 8 <= D; i0 += 8)
+          for (int j = 0; j < 8; ++j) {
+            const T g = dyr[i0 + j] * (T(1) + sc[i0 + j]);
+            a[j] += g;
+            c[j] += g * ((xr[i0 + j] - mu) * rs);
+          }
+        T sg = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        T sgx = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));
+        for (; i0 < D; ++i0) {
+          const T g = dyr[i0] * (T(1) + sc[i0]);
           sg += g;
-          sgx += g * (xr[i] - mu) * rs;
+          sgx += g * ((xr[i0] - mu) * rs);
         }
         sg /= T(D);
         sgx /= T(D);
@@ -290,22 +329,28 @@ class CpuBackend final : public Backend<T> {
       }
     });
     // dshift, dscale: per (sample, column block), summed over tokens in order
-    const int cols = 64, cb = (D + cols - 1) / cols;
+    constexpr int cols = 64;
+    const int cb = (D + cols - 1) / cols;
     pool_.run(static_cast<int64_t>(N) * cb, [&](int64_t t, int) {
       const int n = static_cast<int>(t / cb), c0 = static_cast<int>(t % cb) * cols;
       const int c1 = std::min(D, c0 + cols);
-      T* dsh = dshift + static_cast<size_t>(n) * mod_stride;
-      T* dsc = dscale + static_cast<size_t>(n) * mod_stride;
-      for (int i = c0; i < c1; ++i) dsh[i] = dsc[i] = T(0);
+      const int w = c1 - c0;
+      T ash[cols] = {}, asc[cols] = {};  // local sums: no aliasing with the inputs
       for (int l = 0; l < L; ++l) {
         const size_t r = static_cast<size_t>(n) * L + l;
-        const T* xr = x + r * D;
-        const T* dyr = dy + r * D;
+        const T* xr = x + r * D + c0;
+        const T* dyr = dy + r * D + c0;
         const T mu = mean[r], rs = rstd[r];
-        for (int i = c0; i < c1; ++i) {
-          dsh[i] += dyr[i];
-          dsc[i] += dyr[i] * ((xr[i] - mu) * rs);
+        for (int i = 0; i < w; ++i) {
+          ash[i] += dyr[i];
+          asc[i] += dyr[i] * ((xr[i] - mu) * rs);
         }
+      }
+      T* dsh = dshift + static_cast<size_t>(n) * mod_stride + c0;
+      T* dsc = dscale + static_cast<size_t>(n) * mod_stride + c0;
+      for (int i = 0; i < w; ++i) {
+        dsh[i] = ash[i];
+        dsc[i] = asc[i];
       }
     });
   }
@@ -334,18 +379,21 @@ class CpuBackend final : public Backend<T> {
         for (int i = 0; i < D; ++i) dhr[i] = g[i] * dxr[i];
       }
     });
-    const int cols = 64, cb = (D + cols - 1) / cols;
+    constexpr int cols = 64;
+    const int cb = (D + cols - 1) / cols;
     pool_.run(static_cast<int64_t>(N) * cb, [&](int64_t t, int) {
       const int n = static_cast<int>(t / cb), c0 = static_cast<int>(t % cb) * cols;
       const int c1 = std::min(D, c0 + cols);
-      T* dg = dgate + static_cast<size_t>(n) * mod_stride;
-      for (int i = c0; i < c1; ++i) dg[i] = T(0);
+      const int w = c1 - c0;
+      T acc[cols] = {};
       for (int l = 0; l < L; ++l) {
         const size_t r = static_cast<size_t>(n) * L + l;
-        const T* dxr = dx + r * D;
-        const T* hr = h + r * D;
-        for (int i = c0; i < c1; ++i) dg[i] += dxr[i] * hr[i];
+        const T* dxr = dx + r * D + c0;
+        const T* hr = h + r * D + c0;
+        for (int i = 0; i < w; ++i) acc[i] += dxr[i] * hr[i];
       }
+      T* dg = dgate + static_cast<size_t>(n) * mod_stride + c0;
+      for (int i = 0; i < w; ++i) dg[i] = acc[i];
     });
   }
 
@@ -656,22 +704,11 @@ class CpuBackend final : public Backend<T> {
     const double step = static_cast<double>(hp.step);
     const double bc1 = 1.0 - std::pow(hp.beta1, step), bc2 = 1.0 - std::pow(hp.beta2, step);
     const double decay = 1.0 - hp.lr * hp.weight_decay;
-    const double b1 = hp.beta1, b2 = hp.beta2, lr = hp.lr, eps = hp.eps;
+    const AdamCoefs k{clip, decay, hp.beta1, hp.beta2, hp.lr / bc1, 1.0 / bc2, hp.eps, hp.ema_decay};
     const bool do_ema = ema && hp.ema_decay >= 0;
-    const double ed = hp.ema_decay;
     pool_.run(chunks, [&](int64_t c, int) {
       const size_t b = static_cast<size_t>(c) * chunk, e = std::min(n, b + chunk);
-      for (size_t i = b; i < e; ++i) {
-        const double g = static_cast<double>(grads[i]) * clip;
-        double p = static_cast<double>(params[i]) * decay;
-        const double mi = b1 * m[i] + (1.0 - b1) * g;
-        const double vi = b2 * v[i] + (1.0 - b2) * g * g;
-        p -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
-        m[i] = T(mi);
-        v[i] = T(vi);
-        params[i] = T(p);
-        if (do_ema) ema[i] = T(ed * ema[i] + (1.0 - ed) * static_cast<double>(params[i]));
-      }
+      adamw_chunk<T>(params + b, grads + b, m + b, v + b, do_ema ? ema + b : nullptr, e - b, k);
     });
     return res;
   }
