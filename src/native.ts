@@ -205,6 +205,7 @@ interface Addon {
     coefs: SampleStepCoefs,
   ): Float32Array;
   runBench(opts: BenchOptions): Promise<BenchRow[]>;
+  liveModels(): number;
 }
 
 // src/native.ts and dist/native.js both sit one level below the package root.
@@ -395,6 +396,11 @@ export function nativeInfo(): NativeInfo {
   const info = call(() => load().nativeInfo());
   const pkg = require(join(packageRoot, 'package.json')) as { version: string };
   return { ...info, version: pkg.version, addonPath: addonPath() };
+}
+
+/** Native models alive in this process: created and neither disposed nor collected. */
+export function liveModelCount(): number {
+  return call(() => load().liveModels());
 }
 
 /** Force the CPU backend's built-in GEMM instead of BLAS (tests, bench). */

@@ -2,7 +2,9 @@
 // stream, skipped steps, threads, the event loop, and the sampling-step kernel.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DiTModel, nativeInfo, presetConfig, runBench, sampleStepKernel, type ModelConfig, type SampleStepCoefs, type TrainBatch } from '../src/native.js';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { DiTModel, liveModelCount, nativeInfo, presetConfig, runBench, sampleStepKernel, type ModelConfig, type SampleStepCoefs, type TrainBatch } from '../src/native.js';
 import { HYPER, SMALL, linearTables, relErr, uniformF32 } from './helpers/native-fixtures.js';
 
 const T = 1000;
@@ -362,4 +364,24 @@ test('runBench: a tiny benchmark returns the GEMM reference, forward and train-s
     assert.ok(Math.abs(r.imagesPerSec - (2 * 1000) / r.ms) < 1e-6 * r.imagesPerSec, 'images/s = batch / time');
     assert.ok(Math.abs(r.ratioToGemm - r.gflops / gemm.gflops) < 1e-9, 'ratio to the GEMM rate of the same run');
   }
+});
+
+test('dispose frees a model at once; a model dropped without dispose is freed by the GC', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const base = liveModelCount();
+  const m = newModel();
+  assert.equal(liveModelCount(), base + 1);
+  m.dispose();
+  assert.equal(liveModelCount(), base);
+  (() => {
+    for (let i = 0; i < 4; i++) DiTModel.create({ config: SMALL, seed: i, threads: 1 }); // dropped at once
+  })();
+  assert.equal(liveModelCount(), base + 4);
+  // finalizers run after a GC pass, possibly on a later turn of the event loop
+  for (let i = 0; i < 20 && liveModelCount() > base; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(liveModelCount(), base, 'the GC freed every dropped model');
 });

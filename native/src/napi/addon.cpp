@@ -53,6 +53,10 @@ Napi::Value NativeInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value LiveModels(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Model::live_count()));
+}
+
 Napi::Value CpuForceBuiltinGemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsBoolean())
@@ -61,10 +65,10 @@ Napi::Value CpuForceBuiltinGemm(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// One single-threaded CPU backend for the kernel-only entry points; created on
-// first use, used from the JS thread only.
+// A single-threaded CPU backend for the kernel-only entry points; one per JS
+// thread (worker_threads may load the addon too), created on first use.
 speed::Backend<float>& kernel_backend() {
-  static std::shared_ptr<speed::Backend<float>> be = speed::make_cpu_backend<float>(1);
+  thread_local std::shared_ptr<speed::Backend<float>> be = speed::make_cpu_backend<float>(1);
   return *be;
 }
 
@@ -111,6 +115,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("nativeInfo", Napi::Function::New<NativeInfo>(env, "nativeInfo"));
   exports.Set("cpuForceBuiltinGemm", Napi::Function::New<CpuForceBuiltinGemm>(env, "cpuForceBuiltinGemm"));
   exports.Set("sampleStepKernel", Napi::Function::New<SampleStepKernel>(env, "sampleStepKernel"));
+  exports.Set("liveModels", Napi::Function::New<LiveModels>(env, "liveModels"));
   exports.Set("runBench", Napi::Function::New<RunBench>(env, "runBench"));
   return exports;
 }

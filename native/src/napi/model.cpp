@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -17,6 +18,7 @@ namespace speed_napi {
 namespace {
 
 const double kMaxSafe = 9007199254740991.0;  // Number.MAX_SAFE_INTEGER
+std::atomic<int64_t> g_live_models{0};
 
 std::string slot_name(speed::Slot s) {
   switch (s) {
@@ -121,15 +123,25 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
       else throw_error(env, w + ": cudaMath must be 'bf16', 'tf32' or 'fp32', got '" + math + "'");
       backend = speed::make_cuda_backend(co);
     }
-    model_ = std::make_unique<speed::DiT<float>>(cfg_, backend);
-    model_->init(seed);
-    model_->set_noise_state(noise_seed, 0);
+    auto model = std::make_unique<speed::DiT<float>>(cfg_, backend);
+    model->init(seed);
+    model->set_noise_state(noise_seed, 0);
+    model_ = std::move(model);
+    ++g_live_models;
   });
+}
+
+int64_t Model::live_count() { return g_live_models.load(); }
+
+void Model::free_model() {
+  if (!model_) return;
+  model_.reset();
+  --g_live_models;
 }
 
 // The GC finalizer: frees native memory when the JS object dies undisposed.
 // A running worker holds a reference to the object, so this never races it.
-Model::~Model() = default;
+Model::~Model() { free_model(); }
 
 speed::DiT<float>& Model::usable(Napi::Env env, const char* what) {
   if (!model_)
@@ -452,7 +464,7 @@ Napi::Value Model::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!busy_.empty())
     throw_error(env, "dispose: model is busy with " + busy_ + "; await the previous call");
-  model_.reset();
+  free_model();
   return env.Undefined();
 }
 

@@ -20,6 +20,9 @@ class Model : public Napi::ObjectWrap<Model> {
   // Called by the worker on the JS thread when a long call finishes.
   void release_busy() { busy_.clear(); }
 
+  // Native models alive in this process (not yet disposed or collected).
+  static int64_t live_count();
+
  private:
   // Throws when disposed or busy; `what` names the refused call.
   speed::DiT<float>& usable(Napi::Env env, const char* what);
@@ -45,6 +48,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   Napi::Value Steps(const Napi::CallbackInfo& info);
+
+  void free_model();
 
   std::unique_ptr<speed::DiT<float>> model_;
   speed::DiTConfig cfg_;
