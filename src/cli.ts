@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+// speed-train: the only entry point.
+//   speed-train -c CONFIG [-p train|sample|inference] [key.path=value ...] [--resume PATH|latest]
+//   speed-train analyze -c CONFIG [key.path=value ...]
+//   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
+import { writeFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+
+import { configToYaml, describeSchema, loadConfig, PHASES, type Config, type Phase } from './config/index.js';
+import { SpeedTrainError } from './errors.js';
+import { NativeError, runBench, type BenchRow, type Device } from './native.js';
+
+const out = (s: string) => process.stdout.write(s + '\n');
+
+function printConfig(c: Config, phase: Phase, files: string[]): void {
+  out(`# speed-train ${phase}: resolved config (from ${files.join(' <- ')})`);
+  out(configToYaml(c).trimEnd());
+  out('# ---');
+}
+
+async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  const program = new Command();
+  program
+    .name('speed-train')
+    .description('SpeeD diffusion training for DiT (asymmetric time-step sampling + change-aware loss weighting)')
+    .option('-c, --config <file>', 'YAML config (every base.yaml from the configs root down is merged first)')
+    .addOption(new Option('-p, --phase <phase>', 'what to run').choices([...PHASES]).default('train'))
+    .option('--resume <path>', 'continue training from a checkpoint directory, or "latest"')
+    .option('--help-config', 'list every config key with its type, default and meaning')
+    .argument('[overrides...]', 'config overrides key.path=value (YAML-typed), applied after the files')
+    .showHelpAfterError()
+    .exitOverride()
+    .action(async (overrides: string[], o: { config?: string; phase: Phase; resume?: string; helpConfig?: boolean }) => {
+      if (o.helpConfig) { out(describeSchema().join('\n')); return; }
+      if (!o.config) throw new SpeedTrainError('missing -c CONFIG (for example: speed-train -c configs/default.yaml)');
+      const loaded = loadConfig(o.config, { overrides, phase: o.phase });
+      printConfig(loaded.config, o.phase, loaded.files);
+      if (o.phase === 'train') {
+        const { train } = await import('./train/index.js');
+        const r = await train({ config: loaded.config, resume: o.resume });
+        out(`trained ${r.step}/${r.totalSteps} steps in ${r.seconds.toFixed(1)} s; final loss ${r.finalLoss?.toFixed(4) ?? 'n/a'}`);
+        if (r.interrupted) { code = 130; return; }
+        if (loaded.config.sample_at_end) {
+          // The end-of-training grid uses the sample phase's settings.
+          const sc = loadConfig(o.config, { overrides, phase: 'sample' }).config;
+          const { runSample } = await import('./generate/index.js');
+          await runSample(sc, { ckpt: r.checkpoint });
+        }
+      } else if (o.phase === 'sample') {
+        if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the checkpoint with sample.ckpt=PATH');
+        const { runSample } = await import('./generate/index.js');
+        await runSample(loaded.config);
+      } else {
+        if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the checkpoint with inference.ckpt=PATH');
+        const { runInference } = await import('./generate/index.js');
+        await runInference(loaded.config);
+      }
+    });
+
+  program
+    .command('analyze')
+    .description("plot the schedule's areas, the sampling distribution p(t) and the weights w(t) a config uses")
+    .requiredOption('-c, --config <file>', 'YAML config')
+    .option('-o, --out <file>', 'PNG to write (default: <experiment_dir>/analyze.png)')
+    .argument('[overrides...]', 'config overrides key.path=value')
+    .action(async (overrides: string[], o: { config: string; out?: string }) => {
+      const { config: c } = loadConfig(o.config, { overrides, phase: 'train' });
+      const file = o.out ?? path.join(c.experiment_dir, 'analyze.png');
+      mkdirSync(path.dirname(file), { recursive: true });
+      const metricsPath = path.join(c.experiment_dir, 'metrics.jsonl');
+      // analyze.ts belongs to the diffusion/SpeeD part; loaded lazily.
+      const mod = (await import(new URL('./analyze.js', import.meta.url).href)) as {
+        runAnalyze(a: { schedule: string; T: number; speed: unknown; metricsPath?: string; out: string }): Promise<{ text: string; png: Uint8Array | string }>;
+      };
+      const r = await mod.runAnalyze({ schedule: c.diffusion.schedule, T: c.diffusion.diffusion_steps, speed: c.diffusion, metricsPath, out: file });
+      out(r.text);
+      if (typeof r.png !== 'string') writeFileSync(file, r.png);
+      out(`figure: ${file}`);
+    });
+
+  program
+    .command('bench')
+    .description('time the native forward pass, train step and kernels')
+    .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+    .option('--json', 'print JSON lines instead of a table')
+    .option('--models <list>', 'comma-separated preset@size x channels', 'DiT-S/2@32x4,DiT-Ti/4@32x3')
+    .option('--batches <list>', 'comma-separated batch sizes', '8,32')
+    .option('--threads <n>', 'CPU threads (default: all cores)')
+    .option('--iters <n>', 'timed iterations')
+    .option('--no-kernels', 'skip the per-kernel timings')
+    .action(async (o: { device: Device; json?: boolean; models: string; batches: string; threads?: string; iters?: string; kernels: boolean }) => {
+      const int = (s: string, what: string) => {
+        const v = Number(s);
+        if (!Number.isInteger(v) || v < 1) throw new SpeedTrainError(`--${what}: expected a positive integer, found ${JSON.stringify(s)}`);
+        return v;
+      };
+      const rows = await runBench({
+        models: o.models.split(',').map((s) => s.trim()).filter(Boolean),
+        batches: o.batches.split(',').map((s) => int(s.trim(), 'batches')),
+        device: o.device,
+        threads: o.threads ? int(o.threads, 'threads') : undefined,
+        iters: o.iters ? int(o.iters, 'iters') : undefined,
+        kernels: o.kernels,
+      });
+      if (o.json) rows.forEach((r) => out(JSON.stringify(r)));
+      else out(benchTable(rows));
+    });
+
+  await program.parseAsync(argv, { from: 'user' });
+  return code;
+}
+
+export function benchTable(rows: BenchRow[]): string {
+  const head = ['model', 'device', 'batch', 'what', 'ms', 'images/s', 'GFLOP/s', 'GB/s', 'x GEMM'];
+  const body = rows.map((r) => [
+    r.model, r.device, String(r.batch), r.what, r.ms.toFixed(3),
+    r.imagesPerSec ? r.imagesPerSec.toFixed(1) : '', r.gflops ? r.gflops.toFixed(1) : '', r.gbps ? r.gbps.toFixed(1) : '',
+    r.ratioToGemm ? r.ratioToGemm.toFixed(2) : '',
+  ]);
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 4 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...body.map(line)].join('\n');
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => {
+    if (e instanceof CommanderError) {
+      // commander has printed its message (or the help) already.
+      process.exitCode = e.exitCode;
+      return;
+    }
+    const known = e instanceof SpeedTrainError || e instanceof NativeError || e instanceof RangeError;
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`speed-train: error: ${msg}\n`);
+    if (!known || process.env.SPEED_TRAIN_DEBUG) process.stderr.write(`${e instanceof Error ? e.stack : ''}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,11 @@
+// speed-train's public API (the CLI in src/cli.ts is built on these).
+export * from './errors.js';
+export { loadConfig, configToYaml, describeSchema, SCHEMA, type Config, type Phase, type LoadOptions } from './config/index.js';
+export { train, createModel, lrAt, type TrainOptions, type TrainResult, type MetricsLine } from './train/index.js';
+export { runSample, runInference, loadForGeneration } from './generate/index.js';
+export { makeDataset, BatchLoader, SyntheticDataset, ImageFolderDataset, LatentsDataset, type Dataset, type Batch } from './data/index.js';
+export {
+  writeCheckpoint, loadCheckpoint, readState, resolveCheckpoint, listCheckpoints, stepDirName, type CheckpointState,
+} from './checkpoint/index.js';
+export { readSafetensors, encodeSafetensors } from './io/safetensors.js';
+export { DiTModel, presetConfig, nativeInfo, runBench, NativeError } from './native.js';
