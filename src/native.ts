@@ -267,10 +267,12 @@ function callAsync<R>(f: () => Promise<R>): Promise<R> {
 // ---------------------------------------------------------------------------
 // Argument checks (the addon repeats them; these name arguments as TS sees them).
 
+const withArticle = (noun: string): string => (/^[IU]/.test(noun) ? 'an ' : 'a ') + noun;
+
 function describe(v: unknown): string {
   if (v === undefined) return 'undefined';
   if (v === null) return 'null';
-  if (ArrayBuffer.isView(v)) return `a ${v.constructor.name}`;
+  if (ArrayBuffer.isView(v)) return withArticle(v.constructor.name);
   if (Array.isArray(v)) return 'an Array';
   if (typeof v === 'number') return `the number ${v}`;
   if (typeof v === 'object') return 'an object';
@@ -280,7 +282,7 @@ function describe(v: unknown): string {
 type TypedCtor = Float32ArrayConstructor | Int32ArrayConstructor | Float64ArrayConstructor;
 
 function checkTyped(v: unknown, ctor: TypedCtor, what: string): void {
-  if (!(v instanceof ctor)) throw new NativeError(`${what} must be a ${ctor.name}, got ${describe(v)}`);
+  if (!(v instanceof ctor)) throw new NativeError(`${what} must be ${withArticle(ctor.name)}, got ${describe(v)}`);
 }
 
 function checkFinite(v: unknown, what: string): number {

@@ -27,10 +27,12 @@ static const char* typed_name(napi_typedarray_type t) {
   }
 }
 
+static std::string with_article(const std::string& noun);
+
 std::string describe(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
   if (v.IsNull()) return "null";
-  if (v.IsTypedArray()) return std::string("a ") + typed_name(v.As<Napi::TypedArray>().TypedArrayType());
+  if (v.IsTypedArray()) return with_article(typed_name(v.As<Napi::TypedArray>().TypedArrayType()));
   if (v.IsArray()) return "an Array";
   if (v.IsString()) return "a string";
   if (v.IsNumber()) return "the number " + v.ToString().Utf8Value();
@@ -41,10 +43,14 @@ std::string describe(const Napi::Value& v) {
   return "an unsupported value";
 }
 
+static std::string with_article(const std::string& noun) {
+  return (noun[0] == 'I' || noun[0] == 'U' ? "an " : "a ") + noun;
+}
+
 Napi::TypedArray require_typed(const Napi::Value& v, napi_typedarray_type type,
                                const std::string& what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
-    throw_error(v.Env(), what + " must be a " + typed_name(type) + ", got " + describe(v), true);
+    throw_error(v.Env(), what + " must be " + with_article(typed_name(type)) + ", got " + describe(v), true);
   return v.As<Napi::TypedArray>();
 }
 
@@ -128,6 +134,25 @@ std::string require_string(const Napi::Value& v, const std::string& what) {
 
 static const int64_t kIntMax = 2147483647;
 
+// The core names DiTConfig fields in C++ (snake_case); JS callers know the
+// ModelConfig keys, so messages use those.
+static std::string camel_fields(std::string msg) {
+  static const char* pairs[][2] = {
+      {"DiTConfig.", ""},
+      {"input_size", "inputSize"},   {"patch_size", "patchSize"},
+      {"in_channels", "inChannels"}, {"hidden_size", "hiddenSize"},
+      {"num_heads", "numHeads"},     {"mlp_ratio", "mlpRatio"},
+      {"num_classes", "numClasses"}, {"class_dropout_prob", "classDropoutProb"},
+      {"learn_sigma", "learnSigma"},
+  };
+  for (const auto& p : pairs) {
+    const std::string from = p[0], to = p[1];
+    for (size_t at = msg.find(from); at != std::string::npos; at = msg.find(from, at + to.size()))
+      msg.replace(at, from.size(), to);
+  }
+  return msg;
+}
+
 static speed::DiTConfig config_read(const Napi::Object& o, speed::DiTConfig c, bool all,
                                     const std::string& what) {
   auto has = [&](const char* k) { return all || !o.Get(k).IsUndefined(); };
@@ -156,7 +181,7 @@ static speed::DiTConfig config_read(const Napi::Object& o, speed::DiTConfig c, b
   try {
     c.validate();
   } catch (const std::exception& e) {
-    throw_error(o.Env(), what + ": " + e.what());
+    throw_error(o.Env(), what + ": " + camel_fields(e.what()));
   }
   return c;
 }
