@@ -1,0 +1,462 @@
+// speed::Backend<float> on an NVIDIA GPU: memory on one device and one stream,
+// matrix products through cuBLASLt (gemm.h), everything else through the fused
+// kernels of kernels.cu and attention.cu. Semantics are those of backend.h and
+// match the CPU backend; tests under native/tests/cuda check each op against it.
+//
+// bf16 weights: in CudaMath::BF16 the Linear weights are converted to bf16 on
+// first use and cached per pointer. The cache is invalidated by every op that
+// can write a weight: optimizer_step, to_device, copy, fill, normal and
+// free_bytes (the DiT core writes parameters only through these). Activations
+// are converted into scratch buffers at each use. A cached copy costs 2 bytes
+// per parameter and saves one conversion per use (forward, dx in backward).
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "cuda_common.h"
+#include "gemm.h"
+#include "speed/cuda.h"
+
+namespace speed {
+
+bool cuda_available(std::string* why) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (why) {
+      if (e == cudaErrorNoDevice)
+        *why = "no CUDA device was found";
+      else if (e == cudaErrorInsufficientDriver)
+        *why = "the NVIDIA driver is missing or older than the CUDA runtime this build needs";
+      else
+        *why = std::string("the CUDA runtime could not start: ") + cudaGetErrorName(e) + ": " +
+               cudaGetErrorString(e);
+    }
+    cudaGetLastError();  // clear
+    return false;
+  }
+  if (n <= 0) {
+    if (why) *why = "no CUDA device was found";
+    return false;
+  }
+  if (why) why->clear();
+  return true;
+}
+
+namespace cuda {
+namespace {
+
+class CudaBackend final : public Backend<float> {
+ public:
+  explicit CudaBackend(const CudaOptions& o) : opts_(o) {
+    int count = 0;
+    SPEED_CUDA_CHECK(cudaGetDeviceCount(&count));
+    if (o.device < 0 || o.device >= count)
+      throw Error("cuda device " + std::to_string(o.device) + " does not exist (" +
+                  std::to_string(count) + " device(s) present)");
+    SPEED_CUDA_CHECK(cudaSetDevice(o.device));
+    SPEED_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    lt_ = lt_create(o.math, stream_);
+    SPEED_CUDA_CHECK(cudaMalloc(&opt_scratch_, optimizer_scratch_doubles() * sizeof(double)));
+    SPEED_CUDA_CHECK(cudaMalloc(&opt_result_, sizeof(OptimDeviceResult)));
+    SPEED_CUDA_CHECK(cudaMallocHost(&opt_host_, sizeof(OptimDeviceResult)));
+    const char* nf = std::getenv("SPEED_CUDA_NO_FUSED_EPILOGUE");
+    fuse_ = !(nf && nf[0] && nf[0] != '0');
+  }
+
+  ~CudaBackend() override {
+    cudaSetDevice(opts_.device);
+    if (stream_) cudaStreamSynchronize(stream_);
+    for (auto& kv : wcache_) cudaFree(kv.second.buf);
+    cudaFree(scratch_a_);
+    cudaFree(scratch_b_);
+    cudaFree(scratch_f_);
+    cudaFree(opt_scratch_);
+    cudaFree(opt_result_);
+    cudaFreeHost(opt_host_);
+    lt_destroy(lt_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "cuda"; }
+
+  // ---- memory ---------------------------------------------------------------
+  void* alloc_bytes(size_t bytes) override {
+    void* p = nullptr;
+    size_t b = bytes < 256 ? 256 : bytes;
+    cudaError_t e = cudaMalloc(&p, b);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      size_t fr = 0, tot = 0;
+      cudaMemGetInfo(&fr, &tot);
+      throw Error("cuda: out of device memory allocating " + std::to_string(bytes >> 20) +
+                  " MiB (" + std::to_string(fr >> 20) + " MiB free of " +
+                  std::to_string(tot >> 20) + " MiB): " + cudaGetErrorString(e) +
+                  "; use a smaller batch or model");
+    }
+    sizes_[p] = b;
+    return p;
+  }
+  void free_bytes(void* p) override {
+    if (!p) return;
+    // Drop cached bf16 copies of anything inside the freed block.
+    auto sz = sizes_.find(p);
+    size_t b = sz == sizes_.end() ? 0 : sz->second;
+    for (auto it = wcache_.begin(); it != wcache_.end();) {
+      const char* k = static_cast<const char*>(it->first);
+      if (k >= static_cast<const char*>(p) && k < static_cast<const char*>(p) + b) {
+        SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        cudaFree(it->second.buf);
+        it = wcache_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (sz != sizes_.end()) sizes_.erase(sz);
+    ++gen_;
+    SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    SPEED_CUDA_CHECK(cudaFree(p));
+  }
+  void to_device(void* dst, const void* src, size_t bytes) override {
+    ++gen_;
+    if (!bytes) return;
+    SPEED_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+    SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host buffer may go away
+  }
+  void to_host(void* dst, const void* src, size_t bytes) override {
+    if (!bytes) return;
+    SPEED_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    ++gen_;
+    if (!bytes) return;
+    SPEED_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void fill(float* x, float value, size_t n) override {
+    ++gen_;
+    cuda::fill(x, value, n, stream_);
+  }
+  void synchronize() override { SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  // ---- Linear -----------------------------------------------------------------
+  void linear_forward(const float* x, const float* w, const float* b, float* y, float* pre, int M,
+                      int K, int N, Act act) override {
+    check_dims("linear_forward", M, K, N);
+    if (M == 0 || N == 0) return;
+    GemmCall c;
+    c.transa = true;  // w [N, K] row-major = K x N column-major, used transposed
+    c.transb = false; // x [M, K] row-major = K x M column-major
+    c.m = N;
+    c.n = M;
+    c.k = K;
+    c.A = weight_operand(w, (size_t)N * K);
+    c.lda = K;
+    c.B = act_operand(x, (size_t)M * K, 0);
+    c.ldb = K;
+    c.ldd = N;
+    if (act == Act::GeluTanh) {
+      if (!pre) throw Error("linear_forward: act = GeluTanh needs a pre-activation buffer");
+      if (fuse_ && N % 8 == 0) {
+        c.D = y;
+        c.epi = Epi::GeluAuxBias;
+        c.bias = const_cast<float*>(b);
+        c.aux = pre;
+        c.aux_ld = N;
+        if (lt_matmul(lt_, c)) return;
+      }
+      matmul_bias(c, pre, b, M, N);
+      gelu_forward(pre, y, (size_t)M * N, stream_);
+    } else {
+      matmul_bias(c, y, b, M, N);
+    }
+  }
+
+  void linear_backward(const float* x, const float* w, float* dy, const float* pre, float* dx,
+                       float* dw, float* db, int M, int K, int N, Act act,
+                       bool accum_dx) override {
+    check_dims("linear_backward", M, K, N);
+    const size_t mn = (size_t)M * N;
+    const bool bf16 = opts_.math == CudaMath::BF16;
+    const void* dyop = dy;
+    if (act == Act::GeluTanh) {
+      if (!pre) throw Error("linear_backward: act = GeluTanh needs the saved pre-activation");
+      void* dyb = bf16 ? scratch(&scratch_b_, &cap_b_, mn * 2) : nullptr;
+      gelu_backward_inplace(dy, pre, dyb, mn, stream_);
+      if (bf16) dyop = dyb;
+    } else if (bf16) {
+      void* dyb = scratch(&scratch_b_, &cap_b_, mn * 2);
+      f32_to_bf16(dy, dyb, mn, stream_);
+      dyop = dyb;
+    }
+    if (M == 0) {  // no rows: gradients of w and b are zero
+      if (dw) cuda::fill(dw, 0.f, (size_t)N * K, stream_);
+      if (db) cuda::fill(db, 0.f, (size_t)N, stream_);
+      return;
+    }
+    if (dx) {  // dx [M, K] = dy [M, N] . w [N, K]
+      GemmCall c;
+      c.transa = false;  // w as K x N column-major
+      c.transb = false;  // dy as N x M column-major
+      c.m = K;
+      c.n = M;
+      c.k = N;
+      c.A = weight_operand(w, (size_t)N * K);
+      c.lda = K;
+      c.B = dyop;
+      c.ldb = N;
+      c.D = dx;
+      c.ldd = K;
+      c.beta = accum_dx ? 1.0f : 0.0f;
+      lt_matmul(lt_, c);
+    }
+    if (dw || db) {
+      if (!dw) throw Error("linear_backward: db without dw is not supported");
+      // dw [N, K] = dy^T [N, M] . x [M, K]; column-major: K x N = x(KxM) . dy^T(MxN)
+      GemmCall c;
+      c.transa = false;
+      c.transb = true;
+      c.m = K;
+      c.n = N;
+      c.k = M;
+      c.A = act_operand(x, (size_t)M * K, 0);
+      c.lda = K;
+      c.B = dyop;
+      c.ldb = N;
+      c.D = dw;
+      c.ldd = K;
+      if (db && fuse_) {
+        c.epi = Epi::BGradB;
+        c.bias = db;
+        if (lt_matmul(lt_, c)) return;
+        c.epi = Epi::None;
+        c.bias = nullptr;
+      }
+      lt_matmul(lt_, c);
+      if (db) column_sum(dy, db, M, N, stream_);
+    }
+  }
+
+  // ---- elementwise --------------------------------------------------------------
+  void silu_forward(const float* x, float* y, size_t n) override { cuda::silu_forward(x, y, n, stream_); }
+  void silu_backward(const float* x, const float* dy, float* dx, size_t n, bool accum) override {
+    cuda::silu_backward(x, dy, dx, n, accum, stream_);
+  }
+  void add(const float* a, const float* b, float* y, size_t n) override { cuda::add(a, b, y, n, stream_); }
+  void add_rows(float* x, const float* row, size_t rows, size_t n) override {
+    cuda::add_rows(x, row, rows, n, stream_);
+  }
+
+  // ---- patches ------------------------------------------------------------------
+  void patchify(const float* img, float* tok, int N, int C, int H, int W, int p,
+                PatchLayout layout) override {
+    check_patch("patchify", N, C, H, W, p);
+    cuda::patchify(img, tok, N, C, H, W, p, layout, false, nullptr, stream_);
+  }
+  void unpatchify(const float* tok, float* img, int N, int C, int H, int W, int p,
+                  PatchLayout layout) override {
+    check_patch("unpatchify", N, C, H, W, p);
+    cuda::patchify(tok, img, N, C, H, W, p, layout, true, nullptr, stream_);
+  }
+
+  // ---- LayerNorm + adaLN ----------------------------------------------------------
+  void ln_modulate_forward(const float* x, const float* shift, const float* scale, int mod_stride,
+                           float* y, float* mean, float* rstd, int N, int L, int D,
+                           double eps) override {
+    cuda::ln_modulate_forward(x, shift, scale, mod_stride, y, mean, rstd, N, L, D, (float)eps, stream_);
+  }
+  void ln_modulate_backward(const float* dy, const float* x, const float* mean, const float* rstd,
+                            const float* scale, int mod_stride, float* dx, float* dshift,
+                            float* dscale, int N, int L, int D, bool accum_dx) override {
+    cuda::ln_modulate_backward(dy, x, mean, rstd, scale, mod_stride, dx, dshift, dscale, N, L, D,
+                               accum_dx, stream_);
+  }
+
+  // ---- gated residual -------------------------------------------------------------
+  void gated_residual_forward(float* x, const float* gate, int mod_stride, const float* h, int N,
+                              int L, int D) override {
+    cuda::gated_residual_forward(x, gate, mod_stride, h, N, L, D, stream_);
+  }
+  void gated_residual_backward(const float* dx, const float* gate, int mod_stride, const float* h,
+                               float* dh, float* dgate, int N, int L, int D) override {
+    cuda::gated_residual_backward(dx, gate, mod_stride, h, dh, dgate, N, L, D, stream_);
+  }
+
+  // ---- attention --------------------------------------------------------------------
+  void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads,
+                         int hd) override {
+    cuda::attention_forward(qkv, out, lse, N, L, heads, hd, stream_);
+  }
+  void attention_backward(const float* qkv, const float* out, const float* dout, const float* lse,
+                          float* dqkv, int N, int L, int heads, int hd) override {
+    float* s = static_cast<float*>(scratch(&scratch_f_, &cap_f_, (size_t)N * heads * L * sizeof(float)));
+    cuda::attention_backward(qkv, out, dout, lse, dqkv, s, N, L, heads, hd, stream_);
+  }
+
+  // ---- embeddings ---------------------------------------------------------------------
+  void timestep_embedding(const int32_t* t, float* out, int N, int dim, double max_period) override {
+    cuda::timestep_embedding(t, out, N, dim, max_period, stream_);
+  }
+  void embedding_forward(const float* table, const int32_t* idx, float* out, int N, int D) override {
+    cuda::embedding_forward(table, idx, out, N, D, stream_);
+  }
+  void embedding_backward(const float* dout, const int32_t* idx, float* dtable, int N, int D,
+                          int rows) override {
+    cuda::embedding_backward(dout, idx, dtable, N, D, rows, stream_);
+  }
+
+  // ---- noise, diffusion -------------------------------------------------------------
+  void normal(float* x, size_t n, uint64_t seed, uint64_t offset) override {
+    ++gen_;
+    cuda::normal(x, n, seed, offset, stream_);
+  }
+  void q_sample(const float* x0, const float* eps, const int32_t* t,
+                const DiffusionTablesView<float>& tab, float* xt, int N, size_t per_sample) override {
+    cuda::q_sample(x0, eps, t, tab, xt, N, per_sample, stream_);
+  }
+  void iddpm_loss(const float* model_out, const float* x0, const float* xt, const float* eps,
+                  const int32_t* t, const float* weight, const DiffusionTablesView<float>& tab,
+                  double vb_scale, bool learn_sigma, float* loss, float* mse, float* vb,
+                  float* dout, int N, int C, int HW) override {
+    cuda::iddpm_loss(model_out, x0, xt, eps, t, weight, tab, vb_scale, learn_sigma, loss, mse, vb,
+                     dout, N, C, HW, stream_);
+  }
+
+  // ---- optimizer --------------------------------------------------------------------
+  OptimResult optimizer_step(float* params, const float* grads, float* m, float* v, float* ema,
+                             size_t n, const OptimHyper& hp, const float* losses, int N) override {
+    ++gen_;
+    cuda::optimizer_step(params, grads, m, v, ema, n, hp, losses, N, opt_scratch_, opt_result_,
+                         stream_);
+    SPEED_CUDA_CHECK(cudaMemcpyAsync(opt_host_, opt_result_, sizeof(OptimDeviceResult),
+                                     cudaMemcpyDeviceToHost, stream_));
+    SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    OptimResult r;
+    r.grad_norm = opt_host_->norm;
+    r.skipped = opt_host_->skip != 0;
+    return r;
+  }
+
+  // ---- sampling ---------------------------------------------------------------------
+  void sample_step(const float* model_out, float* x, const float* noise, int N, int C, int HW,
+                   bool learn_sigma, const SampleStepCoefs& coefs) override {
+    if (coefs.add_noise && !noise) throw Error("sample_step: add_noise needs a noise tensor");
+    cuda::sample_step(model_out, x, noise, N, C, HW, learn_sigma, coefs, stream_);
+  }
+
+ private:
+  struct Cached {
+    void* buf = nullptr;
+    size_t n = 0;
+    uint64_t gen = 0;
+  };
+
+  static void check_dims(const char* op, int M, int K, int N) {
+    if (M < 0 || K <= 0 || N <= 0)
+      throw Error(std::string(op) + ": expected M >= 0, K > 0, N > 0, got M=" + std::to_string(M) +
+                  " K=" + std::to_string(K) + " N=" + std::to_string(N));
+  }
+  static void check_patch(const char* op, int N, int C, int H, int W, int p) {
+    if (N < 0 || C <= 0 || p <= 0 || H <= 0 || W <= 0 || H % p || W % p)
+      throw Error(std::string(op) + ": expected H and W divisible by the patch size p, got H=" +
+                  std::to_string(H) + " W=" + std::to_string(W) + " p=" + std::to_string(p));
+  }
+
+  // Grows a scratch buffer (synchronising first: a kernel may still read it).
+  void* scratch(void** buf, size_t* cap, size_t bytes) {
+    if (bytes > *cap) {
+      SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (*buf) SPEED_CUDA_CHECK(cudaFree(*buf));
+      *buf = nullptr;
+      *cap = 0;
+      size_t want = bytes + bytes / 4;
+      cudaError_t e = cudaMalloc(buf, want);
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        throw Error("cuda: out of device memory for " + std::to_string(want >> 20) +
+                    " MiB of scratch: " + cudaGetErrorString(e));
+      }
+      *cap = want;
+    }
+    return *buf;
+  }
+
+  // The matrix operand for an activation: itself (TF32/FP32) or a bf16 copy.
+  const void* act_operand(const float* x, size_t n, int) {
+    if (opts_.math != CudaMath::BF16) return x;
+    void* b = scratch(&scratch_a_, &cap_a_, n * 2);
+    f32_to_bf16(x, b, n, stream_);
+    return b;
+  }
+
+  // The matrix operand for a weight: itself or its cached bf16 copy.
+  const void* weight_operand(const float* w, size_t n) {
+    if (opts_.math != CudaMath::BF16) return w;
+    Cached& c = wcache_[w];
+    if (c.buf && c.n == n && c.gen == gen_) return c.buf;
+    if (!c.buf || c.n < n) {
+      if (c.buf) {
+        SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        cudaFree(c.buf);
+        c.buf = nullptr;
+      }
+      cudaError_t e = cudaMalloc(&c.buf, n * 2);
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        wcache_.erase(w);
+        throw Error("cuda: out of device memory for a bf16 weight copy: " +
+                    std::string(cudaGetErrorString(e)));
+      }
+    }
+    c.n = n;
+    c.gen = gen_;
+    f32_to_bf16(w, c.buf, n, stream_);
+    return c.buf;
+  }
+
+  // D = op(A) op(B) (+ bias per output column of the row-major result).
+  void matmul_bias(GemmCall c, float* out, const float* b, int M, int N) {
+    c.D = out;
+    if (b && fuse_) {
+      c.epi = Epi::Bias;
+      c.bias = const_cast<float*>(b);
+      if (lt_matmul(lt_, c)) return;
+    }
+    c.epi = Epi::None;
+    c.bias = nullptr;
+    lt_matmul(lt_, c);
+    if (b) cuda::add_rows(out, b, (size_t)M, (size_t)N, stream_);
+  }
+
+  CudaOptions opts_;
+  cudaStream_t stream_ = nullptr;
+  LtGemm* lt_ = nullptr;
+  bool fuse_ = true;
+  uint64_t gen_ = 1;
+  std::unordered_map<const void*, Cached> wcache_;
+  std::unordered_map<void*, size_t> sizes_;
+  void* scratch_a_ = nullptr;
+  size_t cap_a_ = 0;
+  void* scratch_b_ = nullptr;
+  size_t cap_b_ = 0;
+  void* scratch_f_ = nullptr;
+  size_t cap_f_ = 0;
+  double* opt_scratch_ = nullptr;
+  OptimDeviceResult* opt_result_ = nullptr;
+  OptimDeviceResult* opt_host_ = nullptr;
+};
+
+}  // namespace
+}  // namespace cuda
+
+std::shared_ptr<Backend<float>> make_cuda_backend(const CudaOptions& opts) {
+  std::string why;
+  if (!cuda_available(&why)) throw Error("device 'cuda' is not available: " + why);
+  return std::make_shared<cuda::CudaBackend>(opts);
+}
+
+}  // namespace speed
