@@ -352,7 +352,6 @@ Napi::Value Model::TrainStep(const Napi::CallbackInfo& info) {
   range("vbScale", hp.vb_scale, hp.vb_scale >= 0, ">= 0");
 
   auto result = std::make_shared<speed::TrainResult>();
-  busy_ = "trainStep";
   auto* worker = new PromiseWorker(
       env, w,
       [&m, x0, t, y, weight, hp, N, result] {
@@ -370,7 +369,13 @@ Napi::Value Model::TrainStep(const Napi::CallbackInfo& info) {
       },
       [this] { release_busy(); }, Value());
   Napi::Promise p = worker->promise();
-  worker->Queue();
+  busy_ = w;  // set last, so that a failed call never leaves the model busy
+  try {
+    worker->Queue();
+  } catch (...) {
+    busy_.clear();
+    throw;
+  }
   return p;
 }
 
@@ -393,13 +398,18 @@ Napi::Value Model::Forward(const Napi::CallbackInfo& info) {
   if (y->empty()) y->assign(N, 0);
   auto out = std::make_shared<std::vector<float>>(size_t(N) * cfg_.out_channels() * H * H);
 
-  busy_ = "forward";
   auto* worker = new PromiseWorker(
       env, w, [&m, x, t, y, N, out, use_ema] { m.forward(x->data(), t->data(), y->data(), N, out->data(), use_ema); },
       [out](Napi::Env e) -> Napi::Value { return make_f32(e, out->data(), out->size()); },
       [this] { release_busy(); }, Value());
   Napi::Promise p = worker->promise();
-  worker->Queue();
+  busy_ = w;  // set last, so that a failed call never leaves the model busy
+  try {
+    worker->Queue();
+  } catch (...) {
+    busy_.clear();
+    throw;
+  }
   return p;
 }
 
@@ -426,13 +436,18 @@ Napi::Value Model::SampleStep(const Napi::CallbackInfo& info) {
                          "(numClasses > 0 and classDropoutProb > 0)");
   if (y->empty()) y->assign(N, 0);
 
-  busy_ = "sampleStep";
   auto* worker = new PromiseWorker(
       env, w, [&m, x, t, y, N, coefs, use_ema] { m.sample_step(x->data(), t, y->data(), N, coefs, use_ema); },
       [x](Napi::Env e) -> Napi::Value { return make_f32(e, x->data(), x->size()); },
       [this] { release_busy(); }, Value());
   Napi::Promise p = worker->promise();
-  worker->Queue();
+  busy_ = w;  // set last, so that a failed call never leaves the model busy
+  try {
+    worker->Queue();
+  } catch (...) {
+    busy_.clear();
+    throw;
+  }
   return p;
 }
 
