@@ -1,7 +1,7 @@
 // bench_native: the native benchmark without Node (issue 2 "Speed").
 //   bench_native [--device cpu|cuda] [--models DiT-S/2@32x4,DiT-Ti/4@32x3]
 //                [--batches 8,32] [--threads n] [--iters n] [--gemm n]
-//                [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json]
+//                [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json] [--builtin-gemm]
 // Prints an aligned table (rows as they are measured) or JSON lines whose keys
 // are those of src/native.ts BenchRow.
 #include <cstdio>
@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
     else if (a == "-h" || a == "--help") {
       std::printf("usage: bench_native [--device cpu|cuda] [--models M,...] [--batches 8,32] [--threads n]\n"
                   "                    [--iters n] [--gemm n] [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json]\n"
+                  "                    [--builtin-gemm]  (CPU: the built-in GEMM even when BLAS is linked)\n"
                   "models are PRESET@SIZExCHANNELS, e.g. DiT-S/2@32x4 (1000 classes, learn_sigma)\n");
       return 0;
     } else {

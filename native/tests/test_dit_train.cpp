@@ -220,6 +220,9 @@ static void test_sample_step() {
 int main() {
   try {
     test_threads_bitwise();
+    cpu_force_builtin_gemm(true);  // the built-in GEMM as well as BLAS (when built with one)
+    test_threads_bitwise();
+    cpu_force_builtin_gemm(false);
     test_nan_skips();
     test_loss_falls();
     test_sample_step();
