@@ -139,6 +139,8 @@ test('a table of bad arguments through src/native.ts', async () => {
   ];
   if (!nativeInfo().cuda.available) {
     cases.push(['cuda when unavailable', () => DiTModel.create({ config: SMALL, seed: 1, device: 'cuda' }), "DiTModel.create: device 'cuda' is not available: ", nativeInfo().cuda.reason]);
+    // fails inside the bench's worker thread: the C++ exception must become a rejection
+    cases.push(['bench on cuda when unavailable', () => runBench({ models: ['DiT-Ti/8@16x3'], batches: [1], device: 'cuda', iters: 1, kernels: false, gemmSize: 16 }), "runBench: device 'cuda' is not available: ", nativeInfo().cuda.reason]);
   }
   for (const [what, f, ...frags] of cases) await expectError(what, f, ...frags);
 
