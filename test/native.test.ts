@@ -385,3 +385,16 @@ test('dispose frees a model at once; a model dropped without dispose is freed by
   }
   assert.equal(liveModelCount(), base, 'the GC freed every dropped model');
 });
+
+test('two models train at the same time on separate workers, as they would one after the other', async () => {
+  const [a, b, c] = [newModel(SMALL, 4, 1), newModel(SMALL, 4, 1), newModel(SMALL, 4, 1)];
+  const d1 = batch(SMALL, 2, 13);
+  const d2 = batch(SMALL, 2, 14);
+  const [ra, rb] = await Promise.all([a.trainStep(d1, HYPER), b.trainStep(d2, HYPER)]);
+  const rc1 = await c.trainStep(d1, HYPER);
+  assert.deepEqual(ra.loss, rc1.loss);
+  c.dispose();
+  const c2 = newModel(SMALL, 4, 1);
+  assert.deepEqual(rb.loss, (await c2.trainStep(d2, HYPER)).loss);
+  for (const m of [a, b, c2]) m.dispose();
+});
