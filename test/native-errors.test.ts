@@ -255,3 +255,15 @@ test('JS arrays mutated right after a call do not affect it (inputs are copied)'
   a.dispose();
   b.dispose();
 });
+
+test('a missing addon gives a NativeError that says how to build it', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const script = "import('./src/native.ts').then((m) => { try { m.nativeInfo(); } catch (e) { console.log(e.name + ': ' + e.message); } })";
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
+    cwd: new URL('..', import.meta.url),
+    env: { ...process.env, SPEED_TRAIN_ADDON: '/nonexistent/speed_native.node' },
+    encoding: 'utf8',
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^NativeError: the native addon was not found at \/nonexistent\/speed_native.node \(from SPEED_TRAIN_ADDON\); run `npm run build:native`/);
+});
