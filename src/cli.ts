@@ -3,7 +3,7 @@
 //   speed-train -c CONFIG [-p train|sample|inference] [key.path=value ...] [--resume PATH|latest]
 //   speed-train analyze -c CONFIG [key.path=value ...]
 //   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 
@@ -74,7 +74,12 @@ async function main(argv: string[]): Promise<number> {
       const mod = (await import(new URL('./analyze.js', import.meta.url).href)) as {
         runAnalyze(a: { schedule: string; T: number; speed: unknown; metricsPath?: string; out: string }): Promise<{ text: string; png: Uint8Array | string }>;
       };
-      const r = await mod.runAnalyze({ schedule: c.diffusion.schedule, T: c.diffusion.diffusion_steps, speed: c.diffusion, metricsPath, out: file });
+      const { validateSpeedOptions } = await import('./speed/index.js');
+      const speed = validateSpeedOptions(c.diffusion, c.diffusion.diffusion_steps, o.config);
+      const r = await mod.runAnalyze({
+        schedule: c.diffusion.schedule, T: c.diffusion.diffusion_steps, speed,
+        metricsPath: existsSync(metricsPath) ? metricsPath : undefined, out: file,
+      });
       out(r.text);
       if (typeof r.png !== 'string') writeFileSync(file, r.png);
       out(`figure: ${file}`);
