@@ -491,27 +491,28 @@ __global__ void optim_finalize_k(const double* partial, int nparts, const float*
 }
 
 struct AdamArgs {
-  float lr, beta1, beta2, eps, wd, bc1, bc2_sqrt, ema_decay;
+  double lr_bc1, beta1, beta2, eps, decay, inv_bc2, ema_decay;
   int use_ema;
 };
 
+// Per-element math in float64 (the CPU backend's formula, term for term); the
+// kernel is bound by its 36 bytes per parameter, not by the arithmetic.
 __global__ void adamw_k(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                         float* __restrict__ v, float* __restrict__ ema, size_t n, AdamArgs a,
                         const OptimDeviceResult* __restrict__ res) {
   if (res->skip) return;  // a non-finite loss or gradient never reaches the weights
-  float clip = (float)res->clip;
+  const double clip = res->clip;
   GRID_STRIDE(i, n) {
-    float gi = g[i] * clip;
-    float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
-    float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    float pi = p[i];
-    pi -= a.lr * a.wd * pi;  // decoupled weight decay (torch.optim.AdamW)
-    float denom = sqrtf(vi) / a.bc2_sqrt + a.eps;
-    pi -= (a.lr / a.bc1) * mi / denom;
-    p[i] = pi;
-    if (a.use_ema) ema[i] = a.ema_decay * ema[i] + (1.0f - a.ema_decay) * pi;
+    const double gi = (double)g[i] * clip;
+    const double mi = a.beta1 * (double)m[i] + (1.0 - a.beta1) * gi;
+    const double vi = a.beta2 * (double)v[i] + (1.0 - a.beta2) * gi * gi;
+    // decoupled weight decay (torch.optim.AdamW): p * (1 - lr wd) - lr/bc1 m / (sqrt(v/bc2) + eps)
+    const double pi = (double)p[i] * a.decay - a.lr_bc1 * mi / (sqrt(vi * a.inv_bc2) + a.eps);
+    m[i] = (float)mi;
+    v[i] = (float)vi;
+    const float pf = (float)pi;
+    p[i] = pf;
+    if (a.use_ema) ema[i] = (float)(a.ema_decay * (double)ema[i] + (1.0 - a.ema_decay) * (double)pf);
   }
 }
 
@@ -537,7 +538,11 @@ __global__ void sample_step_k(const float* __restrict__ out, float* __restrict__
     }
     double xv = x[i];
     double x0 = s.a * xv - s.b * eps;
-    if (s.clip_x0) x0 = fmin(1.0, fmax(-1.0, x0));
+    if (s.clip_x0) {
+      x0 = fmin(1.0, fmax(-1.0, x0));
+      // IDDPM's DDIM re-derives eps from the clipped x0_hat (as the CPU backend)
+      if (s.mode == 1 && s.b != 0.0) eps = (s.a * xv - x0) / s.b;
+    }
     double r;
     if (s.mode == 0) {
       double mu = s.coef1 * x0 + s.coef2 * xv;
@@ -728,14 +733,14 @@ void optimizer_step(float* params, const float* grads, float* m, float* v, float
   SPEED_CUDA_LAUNCH_CHECK("optimizer_step(finalize)");
   if (!n) return;
   AdamArgs a;
-  a.lr = (float)hp.lr;
-  a.beta1 = (float)hp.beta1;
-  a.beta2 = (float)hp.beta2;
-  a.eps = (float)hp.eps;
-  a.wd = (float)hp.weight_decay;
-  a.bc1 = (float)(1.0 - std::pow(hp.beta1, (double)hp.step));
-  a.bc2_sqrt = (float)std::sqrt(1.0 - std::pow(hp.beta2, (double)hp.step));
-  a.ema_decay = (float)hp.ema_decay;
+  const double step = (double)hp.step;
+  a.lr_bc1 = hp.lr / (1.0 - std::pow(hp.beta1, step));
+  a.inv_bc2 = 1.0 / (1.0 - std::pow(hp.beta2, step));
+  a.beta1 = hp.beta1;
+  a.beta2 = hp.beta2;
+  a.eps = hp.eps;
+  a.decay = 1.0 - hp.lr * hp.weight_decay;
+  a.ema_decay = hp.ema_decay;
   a.use_ema = (ema != nullptr && hp.ema_decay >= 0.0) ? 1 : 0;
   adamw_k<<<grid_for(n), kThreads, 0, s>>>(params, grads, m, v, ema, n, a, result);
   SPEED_CUDA_LAUNCH_CHECK("optimizer_step(adamw)");
