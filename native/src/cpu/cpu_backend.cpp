@@ -91,19 +91,31 @@ inline void check(bool ok, const char* op, const std::string& what) {
 struct AdamCoefs {
   double clip, decay, b1, b2, lr_bc1, inv_bc2, eps, ema;
 };
+// std::sqrt's errno branch keeps a loop that calls it scalar, so the update runs
+// in blocks: vectorised moments, a short sqrt loop, vectorised parameter update.
 template <typename T>
 void adamw_chunk(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
                  T* __restrict ema, size_t n, const AdamCoefs& k) {
   const double clip = k.clip, decay = k.decay, b1 = k.b1, b2 = k.b2, lr_bc1 = k.lr_bc1,
                inv_bc2 = k.inv_bc2, eps = k.eps, ed = k.ema;
-  for (size_t i = 0; i < n; ++i) {
-    const double gi = static_cast<double>(g[i]) * clip;
-    const double mi = b1 * static_cast<double>(m[i]) + (1.0 - b1) * gi;
-    const double vi = b2 * static_cast<double>(v[i]) + (1.0 - b2) * gi * gi;
-    const double pi = static_cast<double>(p[i]) * decay - lr_bc1 * mi / (std::sqrt(vi * inv_bc2) + eps);
-    m[i] = T(mi);
-    v[i] = T(vi);
-    p[i] = T(pi);
+  constexpr size_t blk = 256;
+  double mb[blk], den[blk];
+  for (size_t b0 = 0; b0 < n; b0 += blk) {
+    const size_t w = std::min(blk, n - b0);
+    T *pb = p + b0, *mp = m + b0, *vp = v + b0;
+    const T* gb = g + b0;
+    for (size_t i = 0; i < w; ++i) {
+      const double gi = static_cast<double>(gb[i]) * clip;
+      const double mi = b1 * static_cast<double>(mp[i]) + (1.0 - b1) * gi;
+      const double vi = b2 * static_cast<double>(vp[i]) + (1.0 - b2) * gi * gi;
+      mp[i] = T(mi);
+      vp[i] = T(vi);
+      mb[i] = mi;
+      den[i] = vi * inv_bc2;
+    }
+    for (size_t i = 0; i < w; ++i) den[i] = std::sqrt(den[i]) + eps;
+    for (size_t i = 0; i < w; ++i)
+      pb[i] = T(static_cast<double>(pb[i]) * decay - lr_bc1 * mb[i] / den[i]);
   }
   if (ema)
     for (size_t i = 0; i < n; ++i)
