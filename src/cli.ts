@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 
-import { configToYaml, describeSchema, loadConfig, PHASES, type Config, type Phase } from './config/index.js';
+import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Config, type Phase } from './config/index.js';
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 
@@ -75,7 +75,7 @@ async function main(argv: string[]): Promise<number> {
         runAnalyze(a: { schedule: string; T: number; speed: unknown; metricsPath?: string; out: string }): Promise<{ text: string; png: Uint8Array | string }>;
       };
       const { validateSpeedOptions } = await import('./speed/index.js');
-      const speed = validateSpeedOptions(c.diffusion, c.diffusion.diffusion_steps, o.config);
+      const speed = validateSpeedOptions(speedSection(c.diffusion), c.diffusion.diffusion_steps, o.config);
       const r = await mod.runAnalyze({
         schedule: c.diffusion.schedule, T: c.diffusion.diffusion_steps, speed,
         metricsPath: existsSync(metricsPath) ? metricsPath : undefined, out: file,

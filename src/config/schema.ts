@@ -72,7 +72,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     sampling: { kind: 'enum', default: 'uniform', values: SAMPLING, doc: 'time-step sampler' },
     weighting: { kind: 'enum', default: 'none', values: WEIGHTING, doc: 'per-time-step loss weights' },
     k: { kind: 'number', default: 5, min: 0, exclusiveMin: true, doc: 'SpeeD: probability ratio below tau' },
-    tau: { kind: 'int', default: 700, min: 1, doc: 'SpeeD: threshold time step' },
+    tau: { kind: 'int', default: null, nullable: true, min: 1, doc: 'SpeeD: threshold time step (null: round(0.7 T), 700 for T = 1000)' },
     lam: { kind: 'number', default: 0.6, min: 0.5, max: 1, doc: 'SpeeD: weights lie in [1 - lam, lam]' },
     p2_k: { kind: 'number', default: 1, min: 0, doc: 'P2 weighting k' },
     p2_gamma: { kind: 'number', default: 1, min: 0, doc: 'P2 weighting gamma' },
@@ -171,7 +171,7 @@ export interface Config {
     sampling: (typeof SAMPLING)[number];
     weighting: (typeof WEIGHTING)[number];
     k: number;
-    tau: number;
+    tau: number | null;
     lam: number;
     p2_k: number;
     p2_gamma: number;
@@ -210,6 +210,11 @@ export interface Config {
   sample: GenerationConfig & { sample_classes: number[] | null; num_per_class: number };
   inference: GenerationConfig & { num_samples: number; per_proc_batch_size: number; save_png: boolean };
   train: Record<string, never>;
+}
+
+/** The diffusion section as validateSpeedOptions reads it (unset keys get its defaults). */
+export function speedSection(d: Config['diffusion']): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(d).filter(([, v]) => v !== null));
 }
 
 /** The schema's defaults as a plain object tree. */

@@ -178,7 +178,7 @@ export function validateTree(tree: Tree, prov: Provenance): Tree {
 
 /** Constraints between keys. */
 export function crossCheck(c: Config, prov: Provenance): void {
-  if (c.diffusion.tau > c.diffusion.diffusion_steps) {
+  if (c.diffusion.tau !== null && c.diffusion.tau > c.diffusion.diffusion_steps) {
     fail('diffusion.tau', prov, `${c.diffusion.tau} is out of range: expected 1 <= tau <= diffusion.diffusion_steps (${c.diffusion.diffusion_steps})`);
   }
   if (c.data.name !== 'synthetic' && !c.data.root) {

@@ -6,7 +6,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } fr
 import path from 'node:path';
 
 import { loadCheckpoint, resolveCheckpoint, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
-import type { Config } from '../config/schema.js';
+import { speedSection, type Config } from '../config/schema.js';
 import { configToYaml } from '../config/load.js';
 import { BatchLoader, makeDataset, type Batch, type DataPosition } from '../data/index.js';
 import { ConfigError } from '../errors.js';
@@ -77,7 +77,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const T = c.diffusion.diffusion_steps;
   const started = Date.now();
 
-  const speed = validateSpeedOptions(c.diffusion, T);
+  const speed = validateSpeedOptions(speedSection(c.diffusion), T);
   const dataset = makeDataset(c, (m) => log(m));
   const { model, coefs } = createModel(c);
   let loader: BatchLoader | undefined;
