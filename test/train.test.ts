@@ -82,3 +82,22 @@ test('bad settings give clear errors', async () => {
   const ep = tinyConfig(['max_training_steps=0', 'epochs=2']); // 64 samples / 8 = 8 steps per epoch
   assert.equal((await train({ config: ep.config, ...quiet })).step, 16);
 });
+
+test('progress: a redrawn bar on a TTY, plain lines otherwise', async () => {
+  const { Progress, formatDuration } = await import('../src/progress.js');
+  const writes: string[] = [];
+  const tty = { isTTY: true, columns: 200, write: (s: string) => { writes.push(s); return true; } } as unknown as NodeJS.WriteStream;
+  const p = new Progress('train', 10, tty);
+  p.tick(10, { loss: 0.5 });
+  assert.match(writes[0], /^\r\x1b\[K.*train █+ 10\/10 {2}loss 0\.5000/);
+  p.line(10, { loss: 0.25 });
+  assert.ok(writes.at(-1)!.endsWith('\n') && writes.at(-1)!.includes('loss 0.2500'));
+  const plain: string[] = [];
+  const pipe = { isTTY: false, write: (s: string) => { plain.push(s); return true; } } as unknown as NodeJS.WriteStream;
+  const q = new Progress('train', 10, pipe);
+  q.tick(3);
+  assert.equal(plain.length, 0);
+  q.line(3, { 'img/s': 12.5 });
+  assert.match(plain[0], /^train 3\/10 {2}img\/s 12\.5000 {2}ETA /);
+  assert.deepEqual([formatDuration(5), formatDuration(125), formatDuration(3725)], ['5s', '2m05s', '1h02m']);
+});
