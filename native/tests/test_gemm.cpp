@@ -2,7 +2,9 @@
 // loop in double, for odd sizes, every transpose combination, leading dimensions
 // larger than the row, alpha/beta; identical bits for 1, 2 and 3 threads; and the
 // float32 rate for 1024³ with 2 threads (printed, not asserted).
+#include <algorithm>
 #include <chrono>
+#include <stdexcept>
 #include <cmath>
 #include <vector>
 
@@ -137,6 +139,39 @@ double gflops(Path path, ThreadPool& pool, int n) {
   return 2.0 * n * n * n / best / 1e9;
 }
 
+// The pool: a gemm on pool B from inside tasks of pool A (a bigger pool), a nested
+// run on the same pool, and an exception thrown by a task reaching the caller.
+void pools(Rng& rng) {
+  ThreadPool a(3), b(2);
+  const int M = 70, N = 40, K = 50;
+  auto A = rng.vec<float>(M * K), B = rng.vec<float>(K * N);
+  std::vector<float> want(M * N);
+  speed::cpu::gemm_builtin<float>(nullptr, false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f,
+                                  want.data(), N);
+  std::vector<std::vector<float>> got(6, std::vector<float>(M * N));
+  a.run(6, [&](int64_t t, int) {
+    speed::cpu::gemm_builtin<float>(&b, false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f,
+                                    got[t].data(), N);
+  });
+  bool ok = true;
+  for (auto& g : got) ok &= bitwise_equal(g, want);
+  expect(ok, "gemm on pool B from 6 tasks of pool A: same bits as serial");
+  std::vector<int> hits(12, 0);
+  a.run(3, [&](int64_t t, int) { a.run(4, [&](int64_t u, int) { hits[t * 4 + u] += 1; }); });
+  expect(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }), "nested run on the same pool runs inline");
+  bool caught = false;
+  try {
+    a.run(50, [&](int64_t t, int) {
+      if (t == 17) throw std::runtime_error("task 17");
+    });
+  } catch (const std::runtime_error& e) {
+    caught = std::string(e.what()) == "task 17";
+  }
+  int after = 0;
+  a.run(5, [&](int64_t, int) { __atomic_add_fetch(&after, 1, __ATOMIC_RELAXED); });
+  expect(caught && after == 5, "a task's exception reaches the caller; the pool keeps working");
+}
+
 }  // namespace
 
 int main() {
@@ -147,6 +182,7 @@ int main() {
   check_sizes<float>(Path::BuiltinSerial, pool, rng, "float", 1e-6);
   check_threads<float>(Path::Builtin, rng, "float");
   check_threads<double>(Path::Builtin, rng, "double");
+  pools(rng);
   const bool have_blas = std::string(speed::cpu_gemm_name()) != "builtin";
   if (have_blas) {
     check_sizes<float>(Path::Blas, pool, rng, "float", 1e-6);

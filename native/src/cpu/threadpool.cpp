@@ -3,8 +3,9 @@
 namespace speed::cpu {
 
 namespace {
-// Index of the pool thread we are on, or -1 outside any task: a nested run()
-// executes inline instead of deadlocking on its own pool.
+// The pool and thread index whose task we are running (null/-1 outside any
+// task): a nested run() on the same pool executes inline instead of deadlocking.
+thread_local const ThreadPool* tl_pool = nullptr;
 thread_local int tl_thread = -1;
 }  // namespace
 
@@ -27,7 +28,9 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::work(int thread) {
+  const ThreadPool* saved_pool = tl_pool;
   int saved = tl_thread;
+  tl_pool = this;
   tl_thread = thread;
   for (;;) {
     int64_t task = next_.fetch_add(1, std::memory_order_relaxed);
@@ -40,6 +43,7 @@ void ThreadPool::work(int thread) {
       next_.store(tasks_, std::memory_order_relaxed);  // stop handing out tasks
     }
   }
+  tl_pool = saved_pool;
   tl_thread = saved;
 }
 
@@ -62,12 +66,27 @@ void ThreadPool::worker(int index) {
 
 void ThreadPool::run(int64_t tasks, const std::function<void(int64_t, int)>& fn) {
   if (tasks <= 0) return;
-  if (tl_thread >= 0 || size_ == 1 || tasks == 1) {
-    int thread = tl_thread >= 0 ? tl_thread : 0;
-    for (int64_t t = 0; t < tasks; ++t) fn(t, thread);
+  if (tl_pool == this) {  // nested: we already are one of this pool's threads
+    for (int64_t t = 0; t < tasks; ++t) fn(t, tl_thread);
     return;
   }
   std::lock_guard<std::mutex> serial(run_mu_);
+  if (size_ == 1 || tasks == 1) {
+    const ThreadPool* saved_pool = tl_pool;
+    int saved = tl_thread;
+    tl_pool = this;
+    tl_thread = 0;
+    try {
+      for (int64_t t = 0; t < tasks; ++t) fn(t, 0);
+    } catch (...) {
+      tl_pool = saved_pool;
+      tl_thread = saved;
+      throw;
+    }
+    tl_pool = saved_pool;
+    tl_thread = saved;
+    return;
+  }
   {
     std::lock_guard<std::mutex> lk(mu_);
     tasks_ = tasks;

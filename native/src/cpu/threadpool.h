@@ -28,7 +28,8 @@ class ThreadPool {
   // Runs fn(task, thread) for every task in [0, tasks) and returns when all are
   // done. thread in [0, size()) indexes per-thread scratch. The calling thread
   // works too. A call made from inside a task runs its tasks inline (thread
-  // index of the caller). The first exception thrown by a task is rethrown here.
+  // index of the caller) when that task belongs to this same pool. The first
+  // exception thrown by a task is rethrown here.
   void run(int64_t tasks, const std::function<void(int64_t task, int thread)>& fn);
 
  private:
