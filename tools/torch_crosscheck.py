@@ -6,7 +6,8 @@
 
 DUMP is written by ``native/bench/dump_case`` and holds ``param.<name>`` (DiT state_dict
 names), ``grad.<name>``, ``input.{x0,eps,t,y,weight,xt}``, ``output.{model_out,loss,mse,vb}``
-and ``__metadata__`` {preset, input_size, in_channels, num_classes, class_dropout_prob,
+(``output.vb`` before vb_scale: loss = mse + vb_scale * vb) and ``__metadata__`` {preset,
+input_size, in_channels, num_classes, class_dropout_prob,
 learn_sigma, vb_scale, T, schedule}.
 
 The script builds DiT (tools/torch_dit.py) in float64, loads ``param.*``, runs the
@@ -174,7 +175,7 @@ def run_check(path: str, tol: float, grad_tol: float, verbose: bool, threads: Op
     print(f"torch     {torch.__version__}  float64  threads {torch.get_num_threads()}"
           f"  sdpa {'yes' if td._HAS_SDPA else 'no (manual softmax)'}")
     print(f"t         {t.tolist()}" + (f"\ny         {y.tolist()}" if y is not None else ""))
-    print(f"dtype     ours: {tensors['output.model_out'].dtype}")
+    print(f"dtype     ours: computed in {meta.get('dtype', '?')}, stored as {tensors['output.model_out'].dtype}")
 
     model.zero_grad(set_to_none=True)
     out = model(xt, t, y)
@@ -186,7 +187,7 @@ def run_check(path: str, tol: float, grad_tol: float, verbose: bool, threads: Op
     ])
     rows += compare_group("output", [("output.model_out", tensors["output.model_out"], out.detach())])
 
-    if model.learn_sigma and "output.loss" in tensors:
+    if "output.loss" in tensors:
         loss, mse, vb = td.iddpm_hybrid_loss(tables, out, x0, xt, t, eps, weight, vb_scale)
         mean_loss = loss.mean()
         mean_loss.backward()
@@ -217,8 +218,10 @@ def run_check(path: str, tol: float, grad_tol: float, verbose: bool, threads: Op
         gn_ours = math.sqrt(sum(float(g.double().norm()) ** 2 for _, g, _ in gpairs))
         gn_ref = math.sqrt(sum(float(r.norm()) ** 2 for _, _, r in gpairs))
         print(f"gradnorm  torch {gn_ref:.10g}   ours {gn_ours:.10g}   rel {abs(gn_ours - gn_ref) / max(gn_ref, 1e-300):.3e}")
-    elif not model.learn_sigma:
-        print("note: learn_sigma is off: the hybrid loss does not apply, only the forward pass is compared")
+    else:
+        print("note: no output.loss in the dump: only the forward pass is compared")
+    if not model.learn_sigma:
+        print("note: learn_sigma is off: loss = mse (fixed variance), vb = 0")
 
     for r in rows:
         r.tol = grad_tol if r.group == "grad" else tol

@@ -391,14 +391,21 @@ def iddpm_hybrid_loss(
     weight: Optional[torch.Tensor] = None,
     vb_scale: float = 1.0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reference §2. Returns per-sample (loss, mse, vb); loss = mse + vb_scale * vb where
-    mse = mean_CHW(w_t (eps - eps_hat)^2) and vb (in bits) sees eps_hat detached."""
+    """Reference §2. Returns per-sample (loss, mse, vb) with loss = mse + vb_scale * vb,
+    mse = mean_CHW(w_t (eps - eps_hat)^2) and vb (in bits, before vb_scale) computed with
+    eps_hat detached, so it trains only the variance channels. ("Rescaled MSE" is
+    vb_scale = T/1000; IDDPM logs the scaled term, speed-train the unscaled one.)
+    A model without learned sigma (C output channels) gets loss = mse and vb = 0."""
     C = x0.shape[1]
+    if model_out.shape[1] == C:
+        mse = _mean_flat((eps - model_out) ** 2)
+        if weight is not None:
+            mse = mse * weight.to(mse.dtype)
+        return mse, mse, torch.zeros_like(mse)
     if model_out.shape[1] != 2 * C:
-        raise ValueError(f"learned-sigma loss needs 2C = {2 * C} output channels, got {model_out.shape[1]}")
+        raise ValueError(f"model output has {model_out.shape[1]} channels; expected {C} or {2 * C}")
     eps_hat, v = model_out[:, :C], model_out[:, C:]
-    se = (eps - eps_hat) ** 2
-    mse = _mean_flat(se)
+    mse = _mean_flat((eps - eps_hat) ** 2)
     if weight is not None:
         mse = mse * weight.to(mse.dtype)
 
@@ -415,8 +422,8 @@ def iddpm_hybrid_loss(
     kl = 0.5 * (-1.0 + log_var - plv + torch.exp(plv - log_var) + (mu_true - mu) ** 2 * torch.exp(-log_var))
     kl = _mean_flat(kl) / math.log(2.0)
     nll = _mean_flat(discretized_gaussian_nll(x0, mu, 0.5 * log_var)) / math.log(2.0)
-    vb = torch.where(t.to(x0.device) == 0, nll, kl) * vb_scale
-    return mse + vb, mse, vb
+    vb = torch.where(t.to(x0.device) == 0, nll, kl)
+    return mse + vb_scale * vb, mse, vb
 
 
 # --------------------------------------------------------------------------- FLOPs
