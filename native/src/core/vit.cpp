@@ -1,0 +1,507 @@
+// speed::ViTClassifier<T>: the feature network's graph against Backend<T>.
+//
+// Owned data (backend memory): params_/grads_/m_/v_ (flat, same layout),
+// pos_ (fixed pos_embed [L, D]), and one activation arena that saves every
+// block's activations (the model is small; one arena serves training, logits
+// and features, re-allocated only when the batch grows).
+//
+// The cross-entropy runs on the host after downloading the per-token logits
+// [N, L, classes]: a few thousand numbers, off the hot path, and it needs no
+// new backend op (softmax over a short row, a log-sum-exp and a mean over
+// tokens). Its gradient goes back up as d(logits per token) = g[n, :] / L.
+#include "speed/vit.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "layout.h"  // pos_embed_2d
+#include "speed/philox.h"
+
+namespace speed {
+
+void ViTConfig::validate() const {
+  auto bad = [](const std::string& key, const std::string& msg) {
+    throw Error("ViTConfig." + key + ": " + msg);
+  };
+  if (input_size < 1) bad("input_size", "must be >= 1, got " + std::to_string(input_size));
+  if (patch_size < 1) bad("patch_size", "must be >= 1, got " + std::to_string(patch_size));
+  if (input_size % patch_size != 0)
+    bad("input_size", std::to_string(input_size) + " is not divisible by patch_size " + std::to_string(patch_size));
+  if (in_channels < 1) bad("in_channels", "must be >= 1, got " + std::to_string(in_channels));
+  if (hidden_size < 4 || hidden_size % 4 != 0)
+    bad("hidden_size", "must be a positive multiple of 4 (2D sin-cos pos_embed), got " + std::to_string(hidden_size));
+  if (depth < 1) bad("depth", "must be >= 1, got " + std::to_string(depth));
+  if (num_heads < 1 || hidden_size % num_heads != 0)
+    bad("num_heads", std::to_string(num_heads) + " must be >= 1 and divide hidden_size " + std::to_string(hidden_size));
+  if (!(mlp_ratio > 0) || !std::isfinite(mlp_ratio) || mlp_hidden() < 1)
+    bad("mlp_ratio", "must be > 0 with hidden_size * mlp_ratio >= 1, got " + std::to_string(mlp_ratio));
+  if (num_classes < 2) bad("num_classes", "must be >= 2 for a classifier, got " + std::to_string(num_classes));
+}
+
+namespace {
+
+constexpr double kVitLnEps = 1e-6;
+
+struct VitBlockOffsets {
+  size_t qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b;
+};
+
+struct VitLayout {
+  std::vector<ParamInfo> params;
+  size_t num_trainable = 0, pos_numel = 0;
+  size_t pe_w = 0, pe_b = 0, head_w = 0, head_b = 0;
+  std::vector<VitBlockOffsets> blocks;
+};
+
+VitLayout make_vit_layout(const ViTConfig& c) {
+  VitLayout lay;
+  const int64_t D = c.hidden_size, H = c.mlp_hidden(), L = c.num_tokens(), K = c.num_classes;
+  size_t off = 0;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    ParamInfo p;
+    p.name = name;
+    p.shape = std::move(shape);
+    p.numel = 1;
+    for (int64_t d : p.shape) p.numel *= static_cast<size_t>(d);
+    p.offset = off;
+    off += p.numel;
+    lay.params.push_back(p);
+    return p.offset;
+  };
+  ParamInfo pos;
+  pos.name = "pos_embed";
+  pos.shape = {1, L, D};
+  pos.numel = static_cast<size_t>(L * D);
+  pos.trainable = false;
+  lay.params.push_back(pos);
+  lay.pos_numel = pos.numel;
+  lay.pe_w = add("patch_embed.proj.weight", {D, c.in_channels, c.patch_size, c.patch_size});
+  lay.pe_b = add("patch_embed.proj.bias", {D});
+  for (int i = 0; i < c.depth; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    VitBlockOffsets o;
+    o.qkv_w = add(b + "attn.qkv.weight", {3 * D, D});
+    o.qkv_b = add(b + "attn.qkv.bias", {3 * D});
+    o.proj_w = add(b + "attn.proj.weight", {D, D});
+    o.proj_b = add(b + "attn.proj.bias", {D});
+    o.fc1_w = add(b + "mlp.fc1.weight", {H, D});
+    o.fc1_b = add(b + "mlp.fc1.bias", {H});
+    o.fc2_w = add(b + "mlp.fc2.weight", {D, H});
+    o.fc2_b = add(b + "mlp.fc2.bias", {D});
+    lay.blocks.push_back(o);
+  }
+  lay.head_w = add("head.weight", {K, D});
+  lay.head_b = add("head.bias", {K});
+  lay.num_trainable = off;
+  return lay;
+}
+
+// Uniform numbers in (0, 1) from Philox keyed by the seed, one counter space
+// per parameter (word 2) and a tag (word 3) distinct from the DiT's init.
+struct VitInitRng {
+  uint64_t seed;
+  uint32_t param;
+  uint64_t block = 0;
+  double buf[4] = {0, 0, 0, 0};
+  int pos = 4;
+  VitInitRng(uint64_t s, uint32_t p) : seed(s), param(p) {}
+  double next() {
+    if (pos == 4) {
+      Philox4 c{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), param, 0x517Au}};
+      Philox4 w = philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+      ++block;
+      for (int k = 0; k < 4; ++k) buf[k] = (w.v[k] + 0.5) / 4294967296.0;
+      pos = 0;
+    }
+    return buf[pos++];
+  }
+};
+
+template <typename T>
+struct VitBlockActs {
+  T *x_in, *h1, *mean1, *rstd1, *qkv, *att, *lse, *po, *xmid, *h2, *mean2, *rstd2, *f1pre, *f1, *f2;
+};
+
+}  // namespace
+
+template <typename T>
+struct ViTClassifier<T>::Impl {
+  ViTConfig cfg;
+  std::shared_ptr<Backend<T>> be_ptr;
+  Backend<T>* be;
+  VitLayout lay;
+  T *params = nullptr, *grads = nullptr, *m = nullptr, *v = nullptr, *pos = nullptr;
+  int64_t step = 0;
+
+  // ---- the activation arena --------------------------------------------------
+  int cap = 0;
+  std::vector<void*> owned;
+  T *img = nullptr, *tok_in = nullptr, *x_final = nullptr, *hf = nullptr, *meanf = nullptr, *rstdf = nullptr;
+  T *logit_tok = nullptr, *zeros = nullptr, *losses = nullptr;
+  T *dlogit_tok = nullptr, *dhf = nullptr, *dX = nullptr, *dA = nullptr, *dB = nullptr, *dBig = nullptr;
+  T *dqkv = nullptr, *dshift = nullptr, *dscale = nullptr;
+  std::vector<VitBlockActs<T>> acts;
+
+  Impl(const ViTConfig& c, std::shared_ptr<Backend<T>> b) : cfg(c), be_ptr(std::move(b)) {
+    if (!be_ptr) throw Error("ViTClassifier: backend is null");
+    cfg.validate();
+    be = be_ptr.get();
+    lay = make_vit_layout(cfg);
+    const size_t n = lay.num_trainable;
+    try {
+      params = alloc(n);
+      grads = alloc(n);
+      m = alloc(n);
+      v = alloc(n);
+      pos = alloc(lay.pos_numel);
+    } catch (...) {
+      free_params();
+      throw;
+    }
+    for (T* p : {params, grads, m, v}) be->fill(p, T(0), n);
+    upload_pos();
+  }
+  ~Impl() {
+    release_arena();
+    free_params();
+  }
+
+  T* alloc(size_t n) { return static_cast<T*>(be->alloc_bytes(std::max<size_t>(n, 1) * sizeof(T))); }
+  void free_params() {
+    for (T* p : {params, grads, m, v, pos}) be->free_bytes(p);
+    params = grads = m = v = pos = nullptr;
+  }
+  void upload_pos() {
+    std::vector<double> pe = pos_embed_2d(cfg.hidden_size, cfg.grid());
+    std::vector<T> tmp(pe.begin(), pe.end());
+    be->to_device(pos, tmp.data(), tmp.size() * sizeof(T));
+  }
+  void release_arena() {
+    for (void* p : owned) be->free_bytes(p);
+    owned.clear();
+    acts.clear();
+    cap = 0;
+  }
+  T* A(size_t n) {
+    T* p = alloc(n);
+    owned.push_back(p);
+    return p;
+  }
+  void ensure(int N) {
+    if (N <= cap) return;
+    release_arena();
+    const size_t B = N, L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden();
+    const size_t C = cfg.in_channels, S = cfg.input_size, P = C * cfg.patch_size * cfg.patch_size;
+    const size_t BLD = B * L * D, K = cfg.num_classes, heads = cfg.num_heads;
+    try {
+      img = A(B * C * S * S);
+      tok_in = A(B * L * P);
+      acts.assign(cfg.depth, VitBlockActs<T>{});
+      for (auto& a : acts) {
+        a.x_in = A(BLD);
+        a.h1 = A(BLD);
+        a.mean1 = A(B * L);
+        a.rstd1 = A(B * L);
+        a.qkv = A(3 * BLD);
+        a.att = A(BLD);
+        a.lse = A(B * heads * L);
+        a.po = A(BLD);
+        a.xmid = A(BLD);
+        a.h2 = A(BLD);
+        a.mean2 = A(B * L);
+        a.rstd2 = A(B * L);
+        a.f1pre = A(B * L * H);
+        a.f1 = A(B * L * H);
+        a.f2 = A(BLD);
+      }
+      x_final = A(BLD);
+      hf = A(BLD);
+      meanf = A(B * L);
+      rstdf = A(B * L);
+      logit_tok = A(B * L * K);
+      zeros = A(B * D);
+      losses = A(B);
+      dlogit_tok = A(B * L * K);
+      dhf = A(BLD);
+      dX = A(BLD);
+      dA = A(BLD);
+      dB = A(BLD);
+      dBig = A(B * L * H);
+      dqkv = A(3 * BLD);
+      dshift = A(B * D);
+      dscale = A(B * D);
+    } catch (...) {
+      release_arena();
+      throw;
+    }
+    be->fill(zeros, T(0), B * D);
+    cap = N;
+  }
+
+  // ---- checks ------------------------------------------------------------------
+  void check_input(const T* x, int N, const char* what) const {
+    if (N < 1) throw Error(std::string(what) + ": batch size N must be >= 1, got " + std::to_string(N));
+    if (!x) throw Error(std::string(what) + ": x is null");
+  }
+  void check_labels(const int32_t* y, int N, const char* what) const {
+    if (!y) throw Error(std::string(what) + ": y (labels) is null");
+    for (int i = 0; i < N; ++i)
+      if (y[i] < 0 || y[i] >= cfg.num_classes)
+        throw Error(std::string(what) + ": y[" + std::to_string(i) + "] = " + std::to_string(y[i]) +
+                    " is outside [0, " + std::to_string(cfg.num_classes) + ")");
+  }
+
+  // ---- forward: img -> hf (and, with `head`, per-token logits) ----------------
+  void forward(int N, bool head) {
+    Backend<T>& b = *be;
+    const T* W = params;
+    const int L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden(), p = cfg.patch_size;
+    const int C = cfg.in_channels, S = cfg.input_size, P = C * p * p, NL = N * L;
+    b.patchify(img, tok_in, N, C, S, S, p, PatchLayout::CPP);
+    b.linear_forward(tok_in, W + lay.pe_w, W + lay.pe_b, acts[0].x_in, nullptr, NL, P, D, Act::None);
+    b.add_rows(acts[0].x_in, pos, N, size_t(L) * D);
+    for (int i = 0; i < cfg.depth; ++i) {
+      const VitBlockOffsets& o = lay.blocks[i];
+      VitBlockActs<T>& s = acts[i];
+      // x + attn(LN(x)); LN without affine: zero shift and scale rows
+      b.ln_modulate_forward(s.x_in, zeros, zeros, D, s.h1, s.mean1, s.rstd1, N, L, D, kVitLnEps);
+      b.linear_forward(s.h1, W + o.qkv_w, W + o.qkv_b, s.qkv, nullptr, NL, D, 3 * D, Act::None);
+      b.attention_forward(s.qkv, s.att, s.lse, N, L, cfg.num_heads, cfg.head_dim());
+      b.linear_forward(s.att, W + o.proj_w, W + o.proj_b, s.po, nullptr, NL, D, D, Act::None);
+      b.add(s.x_in, s.po, s.xmid, size_t(NL) * D);
+      // + mlp(LN(x))
+      b.ln_modulate_forward(s.xmid, zeros, zeros, D, s.h2, s.mean2, s.rstd2, N, L, D, kVitLnEps);
+      b.linear_forward(s.h2, W + o.fc1_w, W + o.fc1_b, s.f1, s.f1pre, NL, D, H, Act::GeluTanh);
+      b.linear_forward(s.f1, W + o.fc2_w, W + o.fc2_b, s.f2, nullptr, NL, H, D, Act::None);
+      T* next = i + 1 < cfg.depth ? acts[i + 1].x_in : x_final;
+      b.add(s.xmid, s.f2, next, size_t(NL) * D);
+    }
+    b.ln_modulate_forward(x_final, zeros, zeros, D, hf, meanf, rstdf, N, L, D, kVitLnEps);
+    if (head)
+      b.linear_forward(hf, W + lay.head_w, W + lay.head_b, logit_tok, nullptr, NL, D, cfg.num_classes, Act::None);
+  }
+
+  // Per-token logits -> their mean over tokens [N, K] (host, double).
+  std::vector<double> pooled_logits(int N) {
+    const int L = cfg.num_tokens(), K = cfg.num_classes;
+    std::vector<T> tok(size_t(N) * L * K);
+    be->to_host(tok.data(), logit_tok, tok.size() * sizeof(T));
+    std::vector<double> out(size_t(N) * K, 0.0);
+    for (int n = 0; n < N; ++n)
+      for (int l = 0; l < L; ++l)
+        for (int k = 0; k < K; ++k) out[size_t(n) * K + k] += static_cast<double>(tok[(size_t(n) * L + l) * K + k]);
+    for (double& v : out) v /= L;
+    return out;
+  }
+
+  // ---- backward: dlogit_tok -> grads -------------------------------------------
+  void backward(int N) {
+    Backend<T>& b = *be;
+    const T* W = params;
+    T* G = grads;
+    const int L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden(), p = cfg.patch_size;
+    const int P = cfg.in_channels * p * p, NL = N * L;
+    b.linear_backward(hf, W + lay.head_w, dlogit_tok, nullptr, dhf, G + lay.head_w, G + lay.head_b, NL, D,
+                      cfg.num_classes, Act::None, false);
+    b.ln_modulate_backward(dhf, x_final, meanf, rstdf, zeros, D, dX, dshift, dscale, N, L, D, false);
+    // dX is the residual stream's gradient; each branch adds its part into it
+    for (int i = cfg.depth - 1; i >= 0; --i) {
+      const VitBlockOffsets& o = lay.blocks[i];
+      VitBlockActs<T>& s = acts[i];
+      b.linear_backward(s.f1, W + o.fc2_w, dX, nullptr, dBig, G + o.fc2_w, G + o.fc2_b, NL, H, D, Act::None, false);
+      b.linear_backward(s.h2, W + o.fc1_w, dBig, s.f1pre, dB, G + o.fc1_w, G + o.fc1_b, NL, D, H, Act::GeluTanh,
+                        false);
+      b.ln_modulate_backward(dB, s.xmid, s.mean2, s.rstd2, zeros, D, dX, dshift, dscale, N, L, D, true);
+      b.linear_backward(s.att, W + o.proj_w, dX, nullptr, dB, G + o.proj_w, G + o.proj_b, NL, D, D, Act::None,
+                        false);
+      b.attention_backward(s.qkv, s.att, dB, s.lse, dqkv, N, L, cfg.num_heads, cfg.head_dim());
+      b.linear_backward(s.h1, W + o.qkv_w, dqkv, nullptr, dA, G + o.qkv_w, G + o.qkv_b, NL, D, 3 * D, Act::None,
+                        false);
+      b.ln_modulate_backward(dA, s.x_in, s.mean1, s.rstd1, zeros, D, dX, dshift, dscale, N, L, D, true);
+    }
+    // pos_embed is fixed: no gradient
+    b.linear_backward(tok_in, W + lay.pe_w, dX, nullptr, nullptr, G + lay.pe_w, G + lay.pe_b, NL, P, D,
+                      Act::None, false);
+  }
+
+  void upload_images(const T* x, int N) {
+    ensure(N);
+    const size_t n = size_t(N) * cfg.in_channels * cfg.input_size * cfg.input_size;
+    be->to_device(img, x, n * sizeof(T));
+  }
+
+  ViTStepResult loss_and_grad(const T* x, const int32_t* y, int N, const char* what) {
+    check_input(x, N, what);
+    check_labels(y, N, what);
+    upload_images(x, N);
+    forward(N, true);
+    ViTStepResult r;
+    r.logits = pooled_logits(N);
+    const int L = cfg.num_tokens(), K = cfg.num_classes;
+    r.losses.assign(N, 0.0);
+    std::vector<T> dtok(size_t(N) * L * K);
+    for (int n = 0; n < N; ++n) {
+      const double* z = &r.logits[size_t(n) * K];
+      int arg = 0;
+      double mx = z[0];
+      for (int k = 1; k < K; ++k)
+        if (z[k] > mx) { mx = z[k]; arg = k; }
+      if (arg == y[n]) ++r.correct;
+      double se = 0;
+      for (int k = 0; k < K; ++k) se += std::exp(z[k] - mx);
+      const double lse = mx + std::log(se);
+      r.losses[n] = lse - z[y[n]];
+      r.loss += r.losses[n] / N;
+      // d(mean_n loss_n)/d(logit_tok[n, l, k]) = (softmax_k - [k = y]) / (N L)
+      for (int k = 0; k < K; ++k) {
+        const double g = (std::exp(z[k] - lse) - (k == y[n] ? 1.0 : 0.0)) / (double(N) * L);
+        for (int l = 0; l < L; ++l) dtok[(size_t(n) * L + l) * K + k] = static_cast<T>(g);
+      }
+    }
+    be->to_device(dlogit_tok, dtok.data(), dtok.size() * sizeof(T));
+    backward(N);
+    return r;
+  }
+
+  const ParamInfo& find(const std::string& name) const {
+    for (const ParamInfo& p : lay.params)
+      if (p.name == name) return p;
+    throw Error("unknown ViT parameter '" + name + "'; this model has " + std::to_string(lay.params.size()) +
+                " parameters: " + lay.params.front().name + ", " + lay.params[1].name + ", ..., " +
+                lay.params.back().name);
+  }
+  T* slot_ptr(const ParamInfo& p, Slot s, bool writing) const {
+    if (!p.trainable) {
+      if (s == Slot::Model) return pos;
+      throw Error("parameter '" + p.name + "' is fixed: it has only the model slot");
+    }
+    switch (s) {
+      case Slot::Model: return params + p.offset;
+      case Slot::AdamM: return m + p.offset;
+      case Slot::AdamV: return v + p.offset;
+      case Slot::Grad:
+        if (writing) throw Error("parameter '" + p.name + "': the grad slot is read-only");
+        return grads + p.offset;
+      case Slot::EMA: throw Error("the ViT classifier keeps no EMA of its weights (slot 'ema')");
+    }
+    throw Error("invalid Slot value");
+  }
+};
+
+template <typename T>
+ViTClassifier<T>::ViTClassifier(const ViTConfig& cfg, std::shared_ptr<Backend<T>> backend)
+    : impl_(new Impl(cfg, std::move(backend))) {}
+template <typename T>
+ViTClassifier<T>::~ViTClassifier() = default;
+
+template <typename T>
+const ViTConfig& ViTClassifier<T>::config() const { return impl_->cfg; }
+template <typename T>
+Backend<T>& ViTClassifier<T>::backend() { return *impl_->be; }
+template <typename T>
+const std::vector<ParamInfo>& ViTClassifier<T>::params() const { return impl_->lay.params; }
+template <typename T>
+size_t ViTClassifier<T>::num_trainable() const { return impl_->lay.num_trainable; }
+template <typename T>
+int64_t ViTClassifier<T>::step() const { return impl_->step; }
+template <typename T>
+void ViTClassifier<T>::set_step(int64_t s) {
+  if (s < 0) throw Error("set_step: step must be >= 0, got " + std::to_string(s));
+  impl_->step = s;
+}
+
+template <typename T>
+void ViTClassifier<T>::init(uint64_t seed) {
+  Impl& I = *impl_;
+  std::vector<T> host(I.lay.num_trainable, T(0));
+  uint32_t index = 0;
+  for (const ParamInfo& p : I.lay.params) {
+    ++index;
+    if (!p.trainable || p.shape.size() < 2) continue;  // biases stay zero
+    // Xavier-uniform on [out, in] (the patch Conv2d weight viewed as [D, C*p*p])
+    const double fan_out = static_cast<double>(p.shape[0]);
+    const double fan_in = static_cast<double>(p.numel) / fan_out;
+    const double bound = std::sqrt(6.0 / (fan_in + fan_out));
+    VitInitRng r(seed, index);
+    T* dst = host.data() + p.offset;
+    for (size_t k = 0; k < p.numel; ++k) dst[k] = static_cast<T>((2.0 * r.next() - 1.0) * bound);
+  }
+  const size_t bytes = host.size() * sizeof(T);
+  I.be->to_device(I.params, host.data(), bytes);
+  for (T* p : {I.grads, I.m, I.v}) I.be->fill(p, T(0), host.size());
+  I.upload_pos();
+  I.step = 0;
+}
+
+template <typename T>
+void ViTClassifier<T>::read_param(const std::string& name, Slot slot, T* host) const {
+  const ParamInfo& p = impl_->find(name);
+  if (!host) throw Error("read_param('" + name + "'): host buffer is null");
+  impl_->be->to_host(host, impl_->slot_ptr(p, slot, false), p.numel * sizeof(T));
+}
+
+template <typename T>
+void ViTClassifier<T>::write_param(const std::string& name, Slot slot, const T* host) {
+  const ParamInfo& p = impl_->find(name);
+  if (!host) throw Error("write_param('" + name + "'): host buffer is null");
+  impl_->be->to_device(impl_->slot_ptr(p, slot, true), host, p.numel * sizeof(T));
+}
+
+template <typename T>
+ViTStepResult ViTClassifier<T>::loss_and_grad(const T* x, const int32_t* y, int N) {
+  ViTStepResult r = impl_->loss_and_grad(x, y, N, "loss_and_grad");
+  r.step = impl_->step;
+  return r;
+}
+
+template <typename T>
+ViTStepResult ViTClassifier<T>::train_step(const T* x, const int32_t* y, int N, const OptimHyper& hp) {
+  Impl& I = *impl_;
+  ViTStepResult r = I.loss_and_grad(x, y, N, "train_step");
+  std::vector<T> l(r.losses.begin(), r.losses.end());
+  I.be->to_device(I.losses, l.data(), l.size() * sizeof(T));
+  OptimHyper oh = hp;
+  oh.step = I.step + 1;
+  oh.ema_decay = -1.0;
+  OptimResult o = I.be->optimizer_step(I.params, I.grads, I.m, I.v, nullptr, I.lay.num_trainable, oh, I.losses, N);
+  if (!o.skipped) ++I.step;
+  r.grad_norm = o.grad_norm;
+  r.skipped = o.skipped;
+  r.step = I.step;
+  return r;
+}
+
+template <typename T>
+void ViTClassifier<T>::logits(const T* x, int N, T* out) {
+  Impl& I = *impl_;
+  I.check_input(x, N, "logits");
+  if (!out) throw Error("logits: out is null");
+  I.upload_images(x, N);
+  I.forward(N, true);
+  std::vector<double> z = I.pooled_logits(N);
+  for (size_t i = 0; i < z.size(); ++i) out[i] = static_cast<T>(z[i]);
+}
+
+template <typename T>
+void ViTClassifier<T>::features(const T* x, int N, T* out) {
+  Impl& I = *impl_;
+  I.check_input(x, N, "features");
+  if (!out) throw Error("features: out is null");
+  I.upload_images(x, N);
+  I.forward(N, false);
+  const int L = I.cfg.num_tokens(), D = I.cfg.hidden_size;
+  std::vector<T> hf(size_t(N) * L * D);
+  I.be->to_host(hf.data(), I.hf, hf.size() * sizeof(T));
+  for (int n = 0; n < N; ++n)
+    for (int d = 0; d < D; ++d) {
+      double s = 0;
+      for (int l = 0; l < L; ++l) s += static_cast<double>(hf[(size_t(n) * L + l) * D + d]);
+      out[size_t(n) * D + d] = static_cast<T>(s / L);
+    }
+}
+
+template class ViTClassifier<float>;
+template class ViTClassifier<double>;
+
+}  // namespace speed
