@@ -15,6 +15,7 @@
 #include "speed/cpu.h"
 #include "speed/cuda.h"
 #include "speed/dit.h"
+#include "vit.h"
 
 namespace speed_napi {
 
@@ -117,6 +118,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sampleStepKernel", Napi::Function::New<SampleStepKernel>(env, "sampleStepKernel"));
   exports.Set("liveModels", Napi::Function::New<LiveModels>(env, "liveModels"));
   exports.Set("runBench", Napi::Function::New<RunBench>(env, "runBench"));
+  exports.Set("ViTModel", ViTModel::Init(env));  // the feature network (src/featnet)
   return exports;
 }
 

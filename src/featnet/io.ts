@@ -1,0 +1,75 @@
+// Saving and loading a trained feature network: one safetensors file with
+// every parameter (timm ViT names) and, in __metadata__, the network's config
+// and the held-out accuracy it was trained to, so that a feature space loaded
+// from the file can say how good its classifier is.
+import { readSafetensors, encodeSafetensors, asFloat32, f32Tensor, type SafeTensor } from '../io/safetensors.js';
+import { writeFileAtomic } from '../io/npy.js';
+import { CheckpointError } from '../errors.js';
+import type { Device } from '../native.js';
+import { FeatNet, checkFeatNetConfig, type FeatNetConfig } from './native.js';
+
+export const FEATNET_FORMAT = 'speed-train-featnet/1';
+
+export interface FeatNetInfo {
+  config: FeatNetConfig;
+  /** held-out top-1 accuracy */
+  accuracy: number;
+  heldOutSize: number;
+  /** what it was trained on */
+  trainedOn: string;
+  steps: number;
+}
+
+export function saveFeatNet(file: string, net: FeatNet, info: Omit<FeatNetInfo, 'config'>): void {
+  const tensors: [string, SafeTensor][] = net.params().map((p) => [p.name, f32Tensor(net.readParam(p.name, 'model'), p.shape)]);
+  const meta: Record<string, string> = {
+    format: FEATNET_FORMAT,
+    config: JSON.stringify(net.config),
+    accuracy: String(info.accuracy),
+    held_out_size: String(info.heldOutSize),
+    trained_on: info.trainedOn,
+    steps: String(info.steps),
+  };
+  writeFileAtomic(file, encodeSafetensors(tensors, meta));
+}
+
+export function readFeatNetInfo(file: string): FeatNetInfo {
+  const st = readSafetensors(file);
+  const m = st.metadata;
+  if (m.format !== FEATNET_FORMAT) throw new CheckpointError(file, `not a speed-train feature network (metadata format is ${JSON.stringify(m.format ?? null)}, expected "${FEATNET_FORMAT}")`);
+  let config: FeatNetConfig;
+  try {
+    config = JSON.parse(m.config ?? '') as FeatNetConfig;
+    checkFeatNetConfig(config, 'config');
+  } catch (e) {
+    throw new CheckpointError(file, `bad feature-network config in metadata: ${(e as Error).message}`);
+  }
+  const accuracy = Number(m.accuracy);
+  if (!(accuracy >= 0 && accuracy <= 1)) throw new CheckpointError(file, `bad accuracy in metadata: ${JSON.stringify(m.accuracy)}`);
+  return { config, accuracy, heldOutSize: Number(m.held_out_size ?? 0), trainedOn: m.trained_on ?? '', steps: Number(m.steps ?? 0) };
+}
+
+/** Builds the network from the file's config and loads every parameter (names and shapes checked). */
+export function loadFeatNet(file: string, opts: { device?: Device; threads?: number } = {}): { net: FeatNet; info: FeatNetInfo } {
+  const info = readFeatNetInfo(file);
+  const st = readSafetensors(file);
+  const net = FeatNet.create({ config: info.config, seed: 0, device: opts.device, threads: opts.threads });
+  try {
+    const names = new Set<string>();
+    for (const p of net.params()) {
+      const t = st.tensors.get(p.name);
+      if (!t) throw new CheckpointError(file, `missing tensor ${p.name}`);
+      if (t.shape.length !== p.shape.length || t.shape.some((d, i) => d !== p.shape[i])) {
+        throw new CheckpointError(file, `tensor ${p.name} has shape [${t.shape}], the network expects [${p.shape}]`);
+      }
+      net.writeParam(p.name, 'model', asFloat32(t, file, p.name));
+      names.add(p.name);
+    }
+    const extra = [...st.tensors.keys()].filter((k) => !names.has(k));
+    if (extra.length > 0) throw new CheckpointError(file, `unexpected tensor(s) ${extra.slice(0, 3).join(', ')}`);
+  } catch (e) {
+    net.dispose();
+    throw e;
+  }
+  return { net, info };
+}

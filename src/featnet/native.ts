@@ -1,0 +1,235 @@
+// The typed face of the addon's ViTModel (native/src/napi/vit.cpp): the small
+// ViT classifier used as a trained feature space. Arguments are checked here
+// first so messages name them in TypeScript terms; every error is a NativeError.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+
+import { addonPath, NativeError, type CudaMath, type Device, type ParamInfo } from '../native.js';
+
+/** ViT hyper-parameters (native ViTConfig). */
+export interface FeatNetConfig {
+  inputSize: number;
+  patchSize: number;
+  inChannels: number;
+  hiddenSize: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  numClasses: number;
+}
+
+export interface FeatNetOptions {
+  config: FeatNetConfig;
+  device?: Device;
+  threads?: number;
+  cudaDevice?: number;
+  cudaMath?: CudaMath;
+  /** seed of the initialisation */
+  seed: number;
+}
+
+export interface FeatNetHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** <= 0: no clipping */
+  maxGradNorm: number;
+}
+
+export interface FeatNetStepResult {
+  /** batch-mean cross-entropy */
+  loss: number;
+  losses: Float64Array;
+  /** [N, numClasses] */
+  logits: Float64Array;
+  /** samples whose argmax logit is the label */
+  correct: number;
+  gradNorm: number;
+  skipped: boolean;
+  step: number;
+}
+
+export type FeatNetSlot = 'model' | 'adam_m' | 'adam_v' | 'grad';
+
+interface NativeViT {
+  params(): ParamInfo[];
+  numTrainable(): number;
+  config(): FeatNetConfig;
+  readParam(name: string, slot: FeatNetSlot): Float32Array;
+  writeParam(name: string, slot: FeatNetSlot, data: Float32Array): void;
+  getStep(): number;
+  setStep(step: number): void;
+  trainStep(x: Float32Array, y: Int32Array, hp: FeatNetHyper): Promise<FeatNetStepResult>;
+  logits(x: Float32Array): Promise<Float32Array>;
+  features(x: Float32Array): Promise<Float32Array>;
+  dispose(): void;
+  busy(): string | null;
+}
+
+type ViTCtor = new (config: FeatNetConfig, opts: Omit<FeatNetOptions, 'config'>) => NativeViT;
+
+// The same .node file src/native.ts loads: require() caches it, so this is one
+// addon instance, not a second copy.
+function ctor(): ViTCtor {
+  const file = addonPath();
+  if (!existsSync(file)) throw new NativeError(`the native addon was not found at ${file}; run \`npm run build:native\``);
+  const addon = createRequire(import.meta.url)(file) as { ViTModel?: ViTCtor };
+  if (!addon.ViTModel) throw new NativeError(`the native addon ${file} has no ViTModel (feature network); rebuild it with \`npm run build:native\``);
+  return addon.ViTModel;
+}
+
+function wrap(e: unknown): NativeError {
+  if (e instanceof NativeError) return e;
+  const err = new NativeError(e instanceof Error ? e.message : String(e));
+  if (e instanceof Error) err.cause = e;
+  return err;
+}
+
+function intIn(v: unknown, what: string, lo: number, hi: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new NativeError(`${what} must be an integer, got ${String(v)}`);
+  if (v < lo || v > hi) throw new NativeError(`${what} must be in [${lo}, ${hi}], got ${v}`);
+  return v;
+}
+
+const INT_KEYS = ['inputSize', 'patchSize', 'inChannels', 'hiddenSize', 'depth', 'numHeads'] as const;
+
+export function checkFeatNetConfig(c: FeatNetConfig, what: string): void {
+  if (typeof c !== 'object' || c === null) throw new NativeError(`${what} must be an object`);
+  for (const k of INT_KEYS) intIn(c[k], `${what}.${k}`, 1, 1 << 20);
+  intIn(c.numClasses, `${what}.numClasses`, 2, 1 << 20);
+  if (typeof c.mlpRatio !== 'number' || !(c.mlpRatio > 0) || !Number.isFinite(c.mlpRatio)) {
+    throw new NativeError(`${what}.mlpRatio must be a finite number > 0, got ${String(c.mlpRatio)}`);
+  }
+  if (c.inputSize % c.patchSize !== 0) throw new NativeError(`${what}.inputSize ${c.inputSize} is not divisible by patchSize ${c.patchSize}`);
+  if (c.hiddenSize % 4 !== 0) throw new NativeError(`${what}.hiddenSize must be a multiple of 4 (2D sin-cos pos_embed), got ${c.hiddenSize}`);
+  if (c.hiddenSize % c.numHeads !== 0) throw new NativeError(`${what}.numHeads ${c.numHeads} must divide hiddenSize ${c.hiddenSize}`);
+}
+
+/** The ViT classifier: a native model whose long calls run off the event loop. */
+export class FeatNet {
+  readonly config: FeatNetConfig;
+  readonly #native: NativeViT;
+  #disposed = false;
+
+  private constructor(config: FeatNetConfig, native: NativeViT) {
+    this.config = config;
+    this.#native = native;
+  }
+
+  static create(opts: FeatNetOptions): FeatNet {
+    const w = 'FeatNet.create';
+    if (typeof opts !== 'object' || opts === null) throw new NativeError(`${w}: options must be an object`);
+    checkFeatNetConfig(opts.config, `${w}: config`);
+    intIn(opts.seed, `${w}: seed`, 0, Number.MAX_SAFE_INTEGER);
+    if (opts.threads !== undefined) intIn(opts.threads, `${w}: threads`, 0, 4096);
+    const { config, ...rest } = opts;
+    try {
+      const native = new (ctor())(config, { ...rest, device: opts.device ?? 'cpu' });
+      return new FeatNet(native.config(), native);
+    } catch (e) {
+      throw wrap(e);
+    }
+  }
+
+  get busy(): boolean {
+    return this.#native.busy() !== null;
+  }
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+  /** per-image input length C*H*W */
+  get imageSize(): number {
+    return this.config.inChannels * this.config.inputSize * this.config.inputSize;
+  }
+
+  #ready(what: string): void {
+    if (this.#disposed) throw new NativeError(`${what}: the feature network has been disposed`);
+    const b = this.#native.busy();
+    if (b !== null) throw new NativeError(`${what}: feature network is busy with ${b}; await the previous call`);
+  }
+  #images(x: Float32Array, what: string): number {
+    if (!(x instanceof Float32Array)) throw new NativeError(`${what} must be a Float32Array`);
+    const per = this.imageSize;
+    if (x.length === 0 || x.length % per !== 0) {
+      throw new NativeError(`${what} has ${x.length} elements, expected a positive multiple of C*H*W = ${per}`);
+    }
+    return x.length / per;
+  }
+  #call<R>(what: string, f: () => R): R {
+    this.#ready(what);
+    try {
+      return f();
+    } catch (e) {
+      throw wrap(e);
+    }
+  }
+  #async<R>(what: string, f: () => Promise<R>): Promise<R> {
+    try {
+      this.#ready(what);
+      return f().catch((e: unknown) => {
+        throw wrap(e);
+      });
+    } catch (e) {
+      return Promise.reject(wrap(e));
+    }
+  }
+
+  params(): ParamInfo[] {
+    return this.#call('params', () => this.#native.params());
+  }
+  numTrainable(): number {
+    return this.#call('numTrainable', () => this.#native.numTrainable());
+  }
+  readParam(name: string, slot: FeatNetSlot = 'model'): Float32Array {
+    return this.#call('readParam', () => this.#native.readParam(name, slot));
+  }
+  writeParam(name: string, slot: FeatNetSlot, data: Float32Array): void {
+    this.#call('writeParam', () => this.#native.writeParam(name, slot, data));
+  }
+  getStep(): number {
+    return this.#call('getStep', () => this.#native.getStep());
+  }
+  setStep(step: number): void {
+    intIn(step, 'setStep: step', 0, Number.MAX_SAFE_INTEGER);
+    this.#call('setStep', () => this.#native.setStep(step));
+  }
+
+  /** One AdamW step on the batch-mean cross-entropy of x [N, C, H, W] (in [-1, 1]) with labels y [N]. */
+  trainStep(x: Float32Array, y: Int32Array, hp: FeatNetHyper): Promise<FeatNetStepResult> {
+    return this.#async('trainStep', () => {
+      const N = this.#images(x, 'trainStep: x');
+      if (!(y instanceof Int32Array) || y.length !== N) throw new NativeError(`trainStep: y must be an Int32Array of N = ${N} labels`);
+      const bad = y.findIndex((v) => v < 0 || v >= this.config.numClasses);
+      if (bad >= 0) throw new NativeError(`trainStep: y[${bad}] = ${y[bad]} is out of range: expected a label in [0, ${this.config.numClasses - 1}]`);
+      for (const k of ['lr', 'beta1', 'beta2', 'eps', 'weightDecay', 'maxGradNorm'] as const) {
+        if (typeof hp[k] !== 'number' || !Number.isFinite(hp[k])) throw new NativeError(`trainStep: hp.${k} must be a finite number`);
+      }
+      return this.#native.trainStep(x, y, hp);
+    });
+  }
+  /** [N, numClasses] */
+  logits(x: Float32Array): Promise<Float32Array> {
+    return this.#async('logits', () => {
+      this.#images(x, 'logits: x');
+      return this.#native.logits(x);
+    });
+  }
+  /** The pooled final-LayerNorm representation, [N, hiddenSize]. */
+  features(x: Float32Array): Promise<Float32Array> {
+    return this.#async('features', () => {
+      this.#images(x, 'features: x');
+      return this.#native.features(x);
+    });
+  }
+  dispose(): void {
+    if (this.#disposed) return;
+    try {
+      this.#native.dispose();
+    } catch (e) {
+      throw wrap(e);
+    }
+    this.#disposed = true;
+  }
+}
