@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include "fastmath.h"
 #include "gemm.h"
 #include "speed/backend.h"
@@ -88,14 +92,17 @@ inline void check(bool ok, const char* op, const std::string& what) {
 
 // One chunk of the fused clip + AdamW + EMA update. __restrict and no branch in
 // the loop let the compiler vectorise it (the optimizer is memory-bound).
+// Bias corrections are per-step scalars folded into lr_bc1 = lr / (1 - b1^t) and
+// inv_bc2 = 1 / (1 - b2^t).
 struct AdamCoefs {
   double clip, decay, b1, b2, lr_bc1, inv_bc2, eps, ema;
 };
-// std::sqrt's errno branch keeps a loop that calls it scalar, so the update runs
-// in blocks: vectorised moments, a short sqrt loop, vectorised parameter update.
+// Generic (float64, and the tail of float32): std::sqrt's errno branch keeps a
+// loop that calls it scalar, so the update runs in blocks: vectorised moments, a
+// short sqrt loop, vectorised parameter update.
 template <typename T>
-void adamw_chunk(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
-                 T* __restrict ema, size_t n, const AdamCoefs& k) {
+void adamw_generic(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                   T* __restrict ema, size_t n, const AdamCoefs& k) {
   const double clip = k.clip, decay = k.decay, b1 = k.b1, b2 = k.b2, lr_bc1 = k.lr_bc1,
                inv_bc2 = k.inv_bc2, eps = k.eps, ed = k.ema;
   constexpr size_t blk = 256;
@@ -121,6 +128,79 @@ void adamw_chunk(T* __restrict p, const T* __restrict g, T* __restrict m, T* __r
     for (size_t i = 0; i < n; ++i)
       ema[i] = T(ed * static_cast<double>(ema[i]) + (1.0 - ed) * static_cast<double>(p[i]));
 }
+
+template <typename T>
+void adamw_chunk(T* p, const T* g, T* m, T* v, T* ema, size_t n, const AdamCoefs& k) {
+  adamw_generic<T>(p, g, m, v, ema, n, k);
+}
+#if defined(__AVX2__) && defined(__FMA__)
+// float32: one pass in float32 arithmetic, 8 lanes (AVX2 + FMA); memory-bound,
+// so each array is read once and written once. Any tail goes to the generic path.
+template <>
+void adamw_chunk<float>(float* p, const float* g, float* m, float* v, float* ema, size_t n,
+                        const AdamCoefs& k) {
+  const __m256 clip = _mm256_set1_ps(float(k.clip)), decay = _mm256_set1_ps(float(k.decay));
+  const __m256 b1 = _mm256_set1_ps(float(k.b1)), c1 = _mm256_set1_ps(float(1.0 - k.b1));
+  const __m256 b2 = _mm256_set1_ps(float(k.b2)), c2 = _mm256_set1_ps(float(1.0 - k.b2));
+  const __m256 lr = _mm256_set1_ps(float(k.lr_bc1)), ibc2 = _mm256_set1_ps(float(k.inv_bc2));
+  const __m256 eps = _mm256_set1_ps(float(k.eps));
+  const __m256 ed = _mm256_set1_ps(float(k.ema)), ec = _mm256_set1_ps(float(1.0 - k.ema));
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gi = _mm256_mul_ps(_mm256_loadu_ps(g + i), clip);
+    const __m256 mi = _mm256_fmadd_ps(b1, _mm256_loadu_ps(m + i), _mm256_mul_ps(c1, gi));
+    const __m256 vi = _mm256_fmadd_ps(b2, _mm256_loadu_ps(v + i), _mm256_mul_ps(c2, _mm256_mul_ps(gi, gi)));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, ibc2)), eps);
+    const __m256 pi = _mm256_fmsub_ps(_mm256_loadu_ps(p + i), decay,
+                                      _mm256_div_ps(_mm256_mul_ps(lr, mi), den));
+    _mm256_storeu_ps(p + i, pi);
+    if (ema) _mm256_storeu_ps(ema + i, _mm256_fmadd_ps(ed, _mm256_loadu_ps(ema + i), _mm256_mul_ps(ec, pi)));
+  }
+  if (i < n) adamw_generic<float>(p + i, g + i, m + i, v + i, ema ? ema + i : nullptr, n - i, k);
+}
+#endif
+
+// Σ x[i]² in double over one chunk (fixed order: 16 lanes, then pairwise).
+template <typename T>
+double sumsq_chunk(const T* x, size_t n) {
+  double acc[16] = {};
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+  for (; i < n; ++i) acc[0] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+#if defined(__AVX2__) && defined(__FMA__)
+template <>
+double sumsq_chunk<float>(const float* x, size_t n) {
+  __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 u = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(x + i + 8);
+    const __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(u));
+    const __m256d d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(u, 1));
+    const __m256d d2 = _mm256_cvtps_pd(_mm256_castps256_ps128(w));
+    const __m256d d3 = _mm256_cvtps_pd(_mm256_extractf128_ps(w, 1));
+    a0 = _mm256_fmadd_pd(d0, d0, a0);
+    a1 = _mm256_fmadd_pd(d1, d1, a1);
+    a2 = _mm256_fmadd_pd(d2, d2, a2);
+    a3 = _mm256_fmadd_pd(d3, d3, a3);
+  }
+  alignas(32) double acc[16];
+  _mm256_store_pd(acc, a0);
+  _mm256_store_pd(acc + 4, a1);
+  _mm256_store_pd(acc + 8, a2);
+  _mm256_store_pd(acc + 12, a3);
+  for (; i < n; ++i) acc[0] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+#endif
 
 // ---- the backend ------------------------------------------------------------------
 
@@ -694,12 +774,7 @@ class CpuBackend final : public Backend<T> {
     std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
     pool_.run(chunks, [&](int64_t c, int) {
       const size_t b = static_cast<size_t>(c) * chunk, e = std::min(n, b + chunk);
-      double acc[4] = {0, 0, 0, 0};
-      size_t i = b;
-      for (; i + 4 <= e; i += 4)
-        for (int j = 0; j < 4; ++j) acc[j] += static_cast<double>(grads[i + j]) * grads[i + j];
-      for (; i < e; ++i) acc[0] += static_cast<double>(grads[i]) * grads[i];
-      partial[c] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      partial[c] = sumsq_chunk(grads + b, e - b);
     });
     double sq = 0;
     for (double p : partial) sq += p;
