@@ -4,8 +4,9 @@
 // from the saved log-sum-exp in two passes without atomics (deterministic):
 //   pass 1, one thread per query row i:  D_i = dO_i . O_i,  dQ_i
 //   pass 2, one thread per key row j:    dK_j, dV_j
-// This is the float32 CUDA-core path used in every math mode (it is exact
-// enough for the FP32 checks). Layouts as backend.h: qkv [N, L, 3, heads, hd],
+// This is the float32 CUDA-core path of the FP32/TF32 math modes, and the fallback
+// of BF16 mode (SPEED_CUDA_ATTENTION=fp32, unaligned pointers); BF16 mode normally
+// runs the tensor-core kernels of attention_tc.cu. Layouts as backend.h: qkv [N, L, 3, heads, hd],
 // out [N, L, heads, hd], lse [N, heads, L].
 #include <cfloat>
 #include <cmath>
@@ -252,8 +253,12 @@ static void bad_head_dim(int hd) {
 }
 
 void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads, int hd,
-                       cudaStream_t s) {
+                       bool bf16, cudaStream_t s) {
   if (N <= 0 || L <= 0 || heads <= 0) return;
+  if (bf16 && attention_tc_supports(hd, qkv, out, qkv, qkv) && !attention_tc_disabled_by_env()) {
+    attention_tc_forward(qkv, out, lse, N, L, heads, hd, s);
+    return;
+  }
   switch (hd) {
 #define X(d) \
   case d:    \
@@ -268,8 +273,12 @@ void attention_forward(const float* qkv, float* out, float* lse, int N, int L, i
 
 void attention_backward(const float* qkv, const float* out, const float* dout, const float* lse,
                         float* dqkv, float* scratch, int N, int L, int heads, int hd,
-                        cudaStream_t s) {
+                        bool bf16, cudaStream_t s) {
   if (N <= 0 || L <= 0 || heads <= 0) return;
+  if (bf16 && attention_tc_supports(hd, qkv, out, dout, dqkv) && !attention_tc_disabled_by_env()) {
+    attention_tc_backward(qkv, out, dout, lse, dqkv, scratch, N, L, heads, hd, s);
+    return;
+  }
   switch (hd) {
 #define X(d) \
   case d:    \

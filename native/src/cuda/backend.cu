@@ -289,12 +289,13 @@ class CudaBackend final : public Backend<float> {
   // ---- attention --------------------------------------------------------------------
   void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads,
                          int hd) override {
-    cuda::attention_forward(qkv, out, lse, N, L, heads, hd, stream_);
+    cuda::attention_forward(qkv, out, lse, N, L, heads, hd, opts_.math == CudaMath::BF16, stream_);
   }
   void attention_backward(const float* qkv, const float* out, const float* dout, const float* lse,
                           float* dqkv, int N, int L, int heads, int hd) override {
     float* s = static_cast<float*>(scratch(&scratch_f_, &cap_f_, (size_t)N * heads * L * sizeof(float)));
-    cuda::attention_backward(qkv, out, dout, lse, dqkv, s, N, L, heads, hd, stream_);
+    cuda::attention_backward(qkv, out, dout, lse, dqkv, s, N, L, heads, hd,
+                             opts_.math == CudaMath::BF16, stream_);
   }
 
   // ---- embeddings ---------------------------------------------------------------------

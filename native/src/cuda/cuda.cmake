@@ -15,7 +15,8 @@ set(SPEED_CUDA_DIR ${CMAKE_CURRENT_LIST_DIR})
 set(SPEED_CUDA_RUNTIME_SOURCES
   ${SPEED_CUDA_DIR}/backend.cu
   ${SPEED_CUDA_DIR}/kernels.cu
-  ${SPEED_CUDA_DIR}/attention.cu)
+  ${SPEED_CUDA_DIR}/attention.cu
+  ${SPEED_CUDA_DIR}/attention_tc.cu)
 set(SPEED_CUDA_BUILT FALSE)
 set(SPEED_CUDA_WHY "")
 

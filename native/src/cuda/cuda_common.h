@@ -103,12 +103,24 @@ void sample_step(const float* model_out, float* x, const float* noise, int N, in
 
 // ---- attention.cu ---------------------------------------------------------------
 // `scratch` for backward: N*heads*L floats (the rowsum(dO * O) terms).
+// `bf16`: use the bf16 tensor-core kernels (attention_tc.cu) when they support the
+// head_dim and the pointers are 16-byte aligned, unless SPEED_CUDA_ATTENTION=fp32;
+// otherwise (and always for FP32/TF32 math) the float32 CUDA-core kernels.
 void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads,
-                       int hd, cudaStream_t s);
+                       int hd, bool bf16, cudaStream_t s);
 void attention_backward(const float* qkv, const float* out, const float* dout,
                         const float* lse, float* dqkv, float* scratch, int N, int L,
-                        int heads, int hd, cudaStream_t s);
+                        int heads, int hd, bool bf16, cudaStream_t s);
 bool attention_supports_head_dim(int hd);
+
+// ---- attention_tc.cu (bf16 mma.sync m16n8k16) ---------------------------------------
+bool attention_tc_supports(int hd, const void* a, const void* b, const void* c, const void* d);
+bool attention_tc_disabled_by_env();  // SPEED_CUDA_ATTENTION=fp32
+void attention_tc_forward(const float* qkv, float* out, float* lse, int N, int L, int heads,
+                          int hd, cudaStream_t s);
+void attention_tc_backward(const float* qkv, const float* out, const float* dout,
+                           const float* lse, float* dqkv, float* scratch, int N, int L,
+                           int heads, int hd, cudaStream_t s);
 
 }  // namespace cuda
 }  // namespace speed

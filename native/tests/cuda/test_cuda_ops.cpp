@@ -161,22 +161,71 @@ static void test_gated(int N, int L, int D) {
   expect_close(tag + " dgate", gs, cs, 1e-5);
 }
 
+// In bf16 mode the attention runs on the tensor-core kernels (attention_tc.cu):
+// bf16 operands, float32 softmax/accumulation, so 2e-2 against the CPU; it is also
+// compared with the CUDA float32 path (a second backend in FP32 math), and the
+// SPEED_CUDA_ATTENTION=fp32 fallback must match the CPU to 1e-5 again.
+static std::shared_ptr<Backend<float>> F32;  // CUDA backend in FP32 math (bf16 runs only)
+
 static void test_attention(int N, int L, int heads, int hd) {
   std::string tag = "attention N" + std::to_string(N) + " L" + std::to_string(L) + " h" +
                     std::to_string(heads) + " hd" + std::to_string(hd);
+  const bool bf16 = g_math == CudaMath::BF16;
+  const double tol = bf16 ? 2e-2 : 1e-5;
+  if (bf16) tag += " [bf16 tc]";
   size_t nq = (size_t)N * L * 3 * heads * hd, no = (size_t)N * L * heads * hd;
-  PF qkv(randn(nq, rng, 1.5f)), out(no), lse((size_t)N * heads * L);
+  std::vector<float> qkvh = randn(nq, rng, 1.5f);
+  PF qkv(qkvh), out(no), lse((size_t)N * heads * L);
   C->attention_forward(qkv.c.p, out.c.p, lse.c.p, N, L, heads, hd);
   G->attention_forward(qkv.g.p, out.g.p, lse.g.p, N, L, heads, hd);
-  cmp(tag + " out", out, 1e-5);
-  cmp(tag + " lse", lse, 1e-5);
-  PF dout(randn(no, rng)), dqkv(nq);
+  cmp(tag + " out", out, tol);
+  cmp(tag + " lse", lse, tol);
+  std::vector<float> outg = out.g.get(), lseg = lse.g.get();
+  std::vector<float> douth = randn(no, rng);
+  PF dout(douth), dqkv(nq);
   // both backward passes start from the CPU's out and lse
-  out.set(out.c.get());
-  lse.set(lse.c.get());
+  std::vector<float> outc = out.c.get(), lsec = lse.c.get();
+  out.set(outc);
+  lse.set(lsec);
   C->attention_backward(qkv.c.p, out.c.p, dout.c.p, lse.c.p, dqkv.c.p, N, L, heads, hd);
   G->attention_backward(qkv.g.p, out.g.p, dout.g.p, lse.g.p, dqkv.g.p, N, L, heads, hd);
-  cmp(tag + " dqkv", dqkv, 1e-5);
+  cmp(tag + " dqkv", dqkv, tol);
+  if (!bf16) return;
+  std::vector<float> dq1 = dqkv.g.get();
+  {  // deterministic: a second run gives the same bits
+    dqkv.poison();
+    G->attention_backward(qkv.g.p, out.g.p, dout.g.p, lse.g.p, dqkv.g.p, N, L, heads, hd);
+    std::vector<float> dq2 = dqkv.g.get();
+    expect(std::memcmp(dq1.data(), dq2.data(), dq1.size() * sizeof(float)) == 0,
+           tag + " dqkv bitwise identical on a second run");
+  }
+  {  // against the CUDA float32 path on the same inputs
+    DBuf<float> q2(*F32, qkvh), o2(*F32, no), l2(*F32, (size_t)N * heads * L), d2(*F32, douth),
+        g2(*F32, nq);
+    o2.poison();
+    l2.poison();
+    g2.poison();
+    F32->attention_forward(q2.p, o2.p, l2.p, N, L, heads, hd);
+    expect_close(tag + " out vs cuda fp32", outg, o2.get(), 2e-2);
+    expect_close(tag + " lse vs cuda fp32", lseg, l2.get(), 2e-2);
+    o2.set(outc);
+    l2.set(lsec);
+    F32->attention_backward(q2.p, o2.p, d2.p, l2.p, g2.p, N, L, heads, hd);
+    expect_close(tag + " dqkv vs cuda fp32", dq1, g2.get(), 2e-2);
+  }
+  {  // the env fallback: SPEED_CUDA_ATTENTION=fp32 runs the float32 kernels in bf16 mode
+    setenv("SPEED_CUDA_ATTENTION", "fp32", 1);
+    out.poison();
+    lse.poison();
+    G->attention_forward(qkv.g.p, out.g.p, lse.g.p, N, L, heads, hd);
+    cmp(tag + " out (SPEED_CUDA_ATTENTION=fp32)", out, 1e-5);
+    lse.set(lsec);
+    out.set(outc);
+    dqkv.poison();
+    G->attention_backward(qkv.g.p, out.g.p, dout.g.p, lse.g.p, dqkv.g.p, N, L, heads, hd);
+    cmp(tag + " dqkv (SPEED_CUDA_ATTENTION=fp32)", dqkv, 1e-5);
+    unsetenv("SPEED_CUDA_ATTENTION");
+  }
 }
 
 static void test_embeddings() {
@@ -391,11 +440,20 @@ int main(int argc, char** argv) {
       test_gated(1, 3, 50);
     }
     if (want("attention")) {
+      if (g_math == CudaMath::BF16) {
+        CudaOptions fo;
+        fo.math = CudaMath::FP32;
+        F32 = make_cuda_backend(fo);
+      }
       test_attention(2, 67, 3, 64);   // L not a multiple of any tile
       test_attention(1, 256, 2, 72);  // DiT-XL head size
+      test_attention(2, 67, 3, 72);   // hd 72 (padded to 80) with a partial tile
+      test_attention(1, 200, 2, 72);  // 200 = 3 full 64-tiles + 8, 6 x 32 + 8
       test_attention(3, 33, 2, 32);
       test_attention(1, 1, 1, 64);
       test_attention(1, 130, 1, 16);
+      test_attention(2, 256, 6, 64);  // DiT-S head size at DiT's L
+      F32.reset();
     }
     if (want("embedding")) test_embeddings();
     if (want("noise")) test_noise();

@@ -1,0 +1,501 @@
+// bf16 tensor-core flash attention (forward and backward) for CudaMath::BF16.
+//
+// mma.sync.aligned.m16n8k16 bf16 x bf16 -> f32 (sm_80+, runs on Hopper). Tiles of
+// Q/K/V/dO are converted from the float32 qkv layout [N, L, 3, heads, hd] into bf16
+// in shared memory on load (16-byte global loads); head_dim is padded to a multiple
+// of 16 (72 -> 80) with zeros, rows past L are zero and masked. Softmax statistics,
+// accumulators and the outputs are float32.
+//
+//   forward   block = 64 query rows (4 warps x 16), loop over 64-key tiles:
+//             S = Q K^T, online softmax (exp2, fp32), O += P V; out and lse (natural log).
+//   backward  two kernels, no atomics (deterministic):
+//     dq:     block = 64 query rows: D_i = rowsum(dO_i * O_i) (written to scratch for
+//             the next kernel), then per 64-key tile: S, dP = dO V^T, P = exp(S - lse),
+//             dS = P (dP - D), dQ += dS K; dQ *= scale.
+//     dkv:    block = 64 key rows (4 warps x 16), per 32-query tile: S^T = K Q^T,
+//             dP^T = V dO^T, P^T, dS^T; dV += P^T dO, dK += dS^T Q; dK *= scale.
+//
+// Fragment layouts (PTX ISA, m16n8k16, .bf16): g = lane / 4, t = lane % 4.
+//   A (16x16 row): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
+//   B (16x8 col):  b0 (k = 2t..2t+1, n = g), b1 (k = 2t+8.., n = g)
+//   C (16x8):      c0,c1 (g, 2t..2t+1), c2,c3 (g+8, 2t..2t+1)
+// So an accumulator pair of n8 tiles is exactly an A fragment of the next product
+// (P -> P V, dS -> dS K). B fragments are 32-bit shared loads of bf16 pairs that are
+// adjacent along k: operands whose k is the head dimension are stored row-major
+// [row][d]; operands whose k is the key/query index are stored transposed [d][row].
+// Row strides (in 32-bit words) are 4 or 12 mod 32, so the 8 rows x 4 words that a
+// warp reads per fragment fall in 32 different banks.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda_common.h"
+
+namespace speed {
+namespace cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr int kThreads = 128;  // 4 warps
+constexpr int kRows = 64;      // query rows per block (fwd, dq); key rows per block (dkv)
+constexpr int kKeys = 64;      // keys per tile (fwd, dq)
+constexpr int kBq = 32;        // queries per tile (dkv)
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low 16 bits) = lo
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int HD>
+struct Dims {
+  static constexpr int HDP = (HD + 15) / 16 * 16;  // padded head dim (k16 steps)
+  static constexpr int KT = HDP / 16;              // k-steps over the head dim
+  static constexpr int NT = HDP / 8;               // n8 tiles over the head dim
+  static constexpr int SW = HDP / 2 + 4;           // words per [row][d] row (4 or 12 mod 32)
+};
+// words per transposed [d][row] row holding R rows (R = 64: 36, R = 32: 20)
+template <int R>
+struct TW {
+  static constexpr int value = R / 2 + 4;
+};
+
+// Reads rows [r0, r0 + ROWS) of a row-major float matrix (row stride ld floats),
+// columns [0, HDP): rows >= L and columns >= HD read as 0. f(r, c, float4) per 4 columns.
+template <int HD, int ROWS, class F>
+__device__ __forceinline__ void load_tile(const float* __restrict__ base, size_t ld, int r0,
+                                          int L, F&& f) {
+  constexpr int HDP = Dims<HD>::HDP, C4 = HDP / 4;
+  for (int e = threadIdx.x; e < ROWS * C4; e += kThreads) {
+    const int r = e / C4, c = (e - r * C4) * 4;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r0 + r < L && c < HD) v = __ldg(reinterpret_cast<const float4*>(base + (size_t)(r0 + r) * ld + c));
+    f(r, c, v);
+  }
+}
+
+// row-major bf16 store: S[r][c..c+3] (S in words, SW words per row)
+template <int SWW>
+__device__ __forceinline__ void st_row(uint32_t* S, int r, int c, float4 v) {
+  *reinterpret_cast<uint2*>(S + r * SWW + c / 2) = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+}
+// transposed bf16 store: T[c+q][r] (T in words, TWW words per row)
+template <int TWW>
+__device__ __forceinline__ void st_col(uint32_t* T, int r, int c, float4 v) {
+  __nv_bfloat16* Tb = reinterpret_cast<__nv_bfloat16*>(T);
+  Tb[(c + 0) * (2 * TWW) + r] = __float2bfloat16_rn(v.x);
+  Tb[(c + 1) * (2 * TWW) + r] = __float2bfloat16_rn(v.y);
+  Tb[(c + 2) * (2 * TWW) + r] = __float2bfloat16_rn(v.z);
+  Tb[(c + 3) * (2 * TWW) + r] = __float2bfloat16_rn(v.w);
+}
+
+// A fragments over the head dim for rows row0..row0+15 of a [row][d] word array.
+template <int HD, int SWW>
+__device__ __forceinline__ void load_a(uint32_t (&a)[Dims<HD>::KT][4], const uint32_t* S, int row0,
+                                       int g, int t) {
+#pragma unroll
+  for (int kt = 0; kt < Dims<HD>::KT; ++kt) {
+    a[kt][0] = S[(row0 + g) * SWW + kt * 8 + t];
+    a[kt][1] = S[(row0 + g + 8) * SWW + kt * 8 + t];
+    a[kt][2] = S[(row0 + g) * SWW + kt * 8 + 4 + t];
+    a[kt][3] = S[(row0 + g + 8) * SWW + kt * 8 + 4 + t];
+  }
+}
+
+// c[nt] (nt < NTILES) = A (16 x HDP) . B^T where B rows are n (NTILES*8 of them) of a
+// [n][d] word array: a product whose k is the head dim.
+template <int HD, int NTILES, int SWW>
+__device__ __forceinline__ void mma_k_hd(float (&c)[NTILES][4], const uint32_t (&a)[Dims<HD>::KT][4],
+                                         const uint32_t* B, int g, int t) {
+#pragma unroll
+  for (int nt = 0; nt < NTILES; ++nt) {
+    c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+#pragma unroll
+    for (int kt = 0; kt < Dims<HD>::KT; ++kt) {
+      const uint32_t* row = B + (nt * 8 + g) * SWW + kt * 8;
+      mma16816(c[nt], a[kt], row[t], row[4 + t]);
+    }
+  }
+}
+
+// acc[nt] (nt < NT over the head dim) += P (16 x 16*KSTEPS, from accumulator pairs p)
+// . B where B is stored transposed [d][k] (TWW words per row).
+template <int HD, int KSTEPS, int TWW>
+__device__ __forceinline__ void mma_k_rows(float (&acc)[Dims<HD>::NT][4], const float (&p)[2 * KSTEPS][4],
+                                           const uint32_t* BT, int g, int t) {
+#pragma unroll
+  for (int kk = 0; kk < KSTEPS; ++kk) {
+    uint32_t a[4];
+    a[0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
+    a[1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+    a[2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+    for (int nt = 0; nt < Dims<HD>::NT; ++nt) {
+      const uint32_t* row = BT + (nt * 8 + g) * TWW + kk * 8;
+      mma16816(acc[nt], a, row[t], row[4 + t]);
+    }
+  }
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// ---- forward ---------------------------------------------------------------------------
+template <int HD>
+__global__ void __launch_bounds__(kThreads) attn_tc_fwd_k(const float* __restrict__ qkv,
+                                                          float* __restrict__ out,
+                                                          float* __restrict__ lse, int L,
+                                                          int heads, float scale_log2) {
+  using Dm = Dims<HD>;
+  constexpr int SW = Dm::SW, NT = Dm::NT, KT = Dm::KT, VW = TW<kKeys>::value;
+  __shared__ __align__(16) uint32_t Qs[kRows * SW];    // also the K tile [key][d]
+  __shared__ __align__(16) uint32_t Ks[kKeys * SW];
+  __shared__ __align__(16) uint32_t Vt[Dm::HDP * VW];  // V^T [d][key]
+  const int n = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kRows;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const size_t hs = (size_t)heads * HD, ld = 3 * hs;
+  const float* base = qkv + (size_t)n * L * ld + (size_t)h * HD;
+
+  load_tile<HD, kRows>(base, ld, q0, L, [&](int r, int c, float4 v) { st_row<SW>(Qs, r, c, v); });
+  __syncthreads();
+  uint32_t qa[KT][4];
+  load_a<HD, SW>(qa, Qs, warp * 16, g, t);
+
+  float o[NT][4];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g, g+8 (log2 units)
+
+  for (int j0 = 0; j0 < L; j0 += kKeys) {
+    __syncthreads();  // previous tile fully consumed
+    load_tile<HD, kKeys>(base + hs, ld, j0, L, [&](int r, int c, float4 v) { st_row<SW>(Ks, r, c, v); });
+    load_tile<HD, kKeys>(base + 2 * hs, ld, j0, L, [&](int r, int c, float4 v) { st_col<VW>(Vt, r, c, v); });
+    __syncthreads();
+    float s[kKeys / 8][4];
+    mma_k_hd<HD, kKeys / 8, SW>(s, qa, Ks, g, t);
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+      const int j = j0 + nt * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool ok = j + (e & 1) < L;
+        s[nt][e] = ok ? s[nt][e] * scale_log2 : -INFINITY;
+      }
+      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    const float mn0 = fmaxf(m0, quad_max(mx0)), mn1 = fmaxf(m1, quad_max(mx1));
+    const float c0 = exp2f(m0 - mn0), c1 = exp2f(m1 - mn1);  // 0 on the first tile
+    m0 = mn0;
+    m1 = mn1;
+    l0 *= c0;
+    l1 *= c1;
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      o[i][0] *= c0;
+      o[i][1] *= c0;
+      o[i][2] *= c1;
+      o[i][3] *= c1;
+    }
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+      s[nt][0] = exp2f(s[nt][0] - m0);
+      s[nt][1] = exp2f(s[nt][1] - m0);
+      s[nt][2] = exp2f(s[nt][2] - m1);
+      s[nt][3] = exp2f(s[nt][3] - m1);
+      l0 += s[nt][0] + s[nt][1];
+      l1 += s[nt][2] + s[nt][3];
+    }
+    mma_k_rows<HD, kKeys / 16, VW>(o, s, Vt, g, t);
+  }
+  l0 = quad_sum(l0);
+  l1 = quad_sum(l1);
+  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
+  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int d = nt * 8 + 2 * t;
+    if (d < HD) {
+      if (i0 < L)
+        *reinterpret_cast<float2*>(out + (((size_t)n * L + i0) * heads + h) * HD + d) =
+            make_float2(o[nt][0] * inv0, o[nt][1] * inv0);
+      if (i1 < L)
+        *reinterpret_cast<float2*>(out + (((size_t)n * L + i1) * heads + h) * HD + d) =
+            make_float2(o[nt][2] * inv1, o[nt][3] * inv1);
+    }
+  }
+  if (t == 0) {
+    float* lrow = lse + ((size_t)n * heads + h) * L;
+    if (i0 < L) lrow[i0] = m0 * kLn2 + logf(l0);
+    if (i1 < L) lrow[i1] = m1 * kLn2 + logf(l1);
+  }
+}
+
+// ---- backward, dQ (and D) ------------------------------------------------------------------
+template <int HD>
+__global__ void __launch_bounds__(kThreads) attn_tc_bwd_dq_k(
+    const float* __restrict__ qkv, const float* __restrict__ out, const float* __restrict__ dout,
+    const float* __restrict__ lse, float* __restrict__ dqkv, float* __restrict__ Dterm, int L,
+    int heads, float scale, float scale_log2) {
+  using Dm = Dims<HD>;
+  constexpr int SW = Dm::SW, NT = Dm::NT, KT = Dm::KT, KW = TW<kKeys>::value;
+  __shared__ __align__(16) uint32_t Ks[kKeys * SW];    // first Q, then K [key][d]
+  __shared__ __align__(16) uint32_t Vs[kKeys * SW];    // first dO, then V [key][d]
+  __shared__ __align__(16) uint32_t Kt[Dm::HDP * KW];  // K^T [d][key]
+  __shared__ float Dsh[kRows], Lsh[kRows];
+  const int n = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kRows;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const size_t hs = (size_t)heads * HD, ld = 3 * hs;
+  const float* base = qkv + (size_t)n * L * ld + (size_t)h * HD;
+  const float* obase = out + (size_t)n * L * hs + (size_t)h * HD;
+  const float* dobase = dout + (size_t)n * L * hs + (size_t)h * HD;
+
+  // D_i = dO_i . O_i in float32 (one warp per row, 16 rows per warp); lse in log2 units
+  for (int rr = 0; rr < kRows / 4; ++rr) {
+    const int r = warp * (kRows / 4) + rr, i = q0 + r;
+    float acc = 0.f;
+    if (i < L)
+      for (int d = lane; d < HD; d += 32) acc += obase[(size_t)i * hs + d] * dobase[(size_t)i * hs + d];
+#pragma unroll
+    for (int off = 16; off; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) {
+      Dsh[r] = acc;
+      Lsh[r] = i < L ? lse[((size_t)n * heads + h) * L + i] * kLog2e : 0.f;
+      if (i < L) Dterm[((size_t)n * heads + h) * L + i] = acc;
+    }
+  }
+  load_tile<HD, kRows>(base, ld, q0, L, [&](int r, int c, float4 v) { st_row<SW>(Ks, r, c, v); });
+  load_tile<HD, kRows>(dobase, hs, q0, L, [&](int r, int c, float4 v) { st_row<SW>(Vs, r, c, v); });
+  __syncthreads();
+  uint32_t qa[KT][4], da[KT][4];
+  load_a<HD, SW>(qa, Ks, warp * 16, g, t);
+  load_a<HD, SW>(da, Vs, warp * 16, g, t);
+  const int r0 = warp * 16 + g;
+  const float D0 = Dsh[r0], D1 = Dsh[r0 + 8], L0 = Lsh[r0], L1 = Lsh[r0 + 8];
+
+  float dq[NT][4];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
+
+  for (int j0 = 0; j0 < L; j0 += kKeys) {
+    __syncthreads();
+    load_tile<HD, kKeys>(base + hs, ld, j0, L, [&](int r, int c, float4 v) {
+      st_row<SW>(Ks, r, c, v);
+      st_col<KW>(Kt, r, c, v);
+    });
+    load_tile<HD, kKeys>(base + 2 * hs, ld, j0, L, [&](int r, int c, float4 v) { st_row<SW>(Vs, r, c, v); });
+    __syncthreads();
+    float s[kKeys / 8][4], dp[kKeys / 8][4];
+    mma_k_hd<HD, kKeys / 8, SW>(s, qa, Ks, g, t);
+    mma_k_hd<HD, kKeys / 8, SW>(dp, da, Vs, g, t);
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+      const int j = j0 + nt * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool ok = j + (e & 1) < L;
+        const float p = ok ? exp2f(s[nt][e] * scale_log2 - (e < 2 ? L0 : L1)) : 0.f;
+        s[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1));  // dS
+      }
+    }
+    mma_k_rows<HD, kKeys / 16, KW>(dq, s, Kt, g, t);
+  }
+  const int i0 = q0 + r0, i1 = i0 + 8;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int d = nt * 8 + 2 * t;
+    if (d < HD) {
+      if (i0 < L)
+        *reinterpret_cast<float2*>(dqkv + ((size_t)n * L + i0) * ld + (size_t)h * HD + d) =
+            make_float2(dq[nt][0] * scale, dq[nt][1] * scale);
+      if (i1 < L)
+        *reinterpret_cast<float2*>(dqkv + ((size_t)n * L + i1) * ld + (size_t)h * HD + d) =
+            make_float2(dq[nt][2] * scale, dq[nt][3] * scale);
+    }
+  }
+}
+
+// ---- backward, dK and dV ---------------------------------------------------------------------
+template <int HD>
+struct DkvSmem {
+  using Dm = Dims<HD>;
+  static constexpr int QW = TW<kBq>::value;
+  static constexpr int stage = 2 * kRows * Dm::SW;                     // K, V [key][d]
+  static constexpr int tiles = 2 * kBq * Dm::SW + 2 * Dm::HDP * QW;    // Q, dO, Q^T, dO^T
+  static constexpr int words = stage > tiles ? stage : tiles;
+};
+
+template <int HD>
+__global__ void __launch_bounds__(kThreads) attn_tc_bwd_dkv_k(
+    const float* __restrict__ qkv, const float* __restrict__ dout, const float* __restrict__ lse,
+    const float* __restrict__ Dterm, float* __restrict__ dqkv, int L, int heads, float scale,
+    float scale_log2) {
+  using Dm = Dims<HD>;
+  using Sm = DkvSmem<HD>;
+  constexpr int SW = Dm::SW, NT = Dm::NT, KT = Dm::KT, QW = Sm::QW;
+  __shared__ __align__(16) uint32_t sm[Sm::words];
+  __shared__ float Lsh[kBq], Dsh[kBq];
+  uint32_t* Qs = sm;                    // [q][d]
+  uint32_t* dOs = Qs + kBq * SW;        // [q][d]
+  uint32_t* Qt = dOs + kBq * SW;        // [d][q]
+  uint32_t* dOt = Qt + Dm::HDP * QW;    // [d][q]
+  const int n = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * kRows;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const size_t hs = (size_t)heads * HD, ld = 3 * hs;
+  const float* base = qkv + (size_t)n * L * ld + (size_t)h * HD;
+  const float* dobase = dout + (size_t)n * L * hs + (size_t)h * HD;
+  const float* lrow = lse + ((size_t)n * heads + h) * L;
+  const float* drow = Dterm + ((size_t)n * heads + h) * L;
+
+  // K and V A fragments (this warp's 16 keys), staged through shared memory
+  load_tile<HD, kRows>(base + hs, ld, k0, L, [&](int r, int c, float4 v) { st_row<SW>(sm, r, c, v); });
+  load_tile<HD, kRows>(base + 2 * hs, ld, k0, L,
+                       [&](int r, int c, float4 v) { st_row<SW>(sm + kRows * SW, r, c, v); });
+  __syncthreads();
+  uint32_t ka[KT][4], va[KT][4];
+  load_a<HD, SW>(ka, sm, warp * 16, g, t);
+  load_a<HD, SW>(va, sm + kRows * SW, warp * 16, g, t);
+
+  float dk[NT][4], dv[NT][4];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) {
+    dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = 0.f;
+    dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
+  }
+
+  for (int i0 = 0; i0 < L; i0 += kBq) {
+    __syncthreads();  // staging / previous tile consumed
+    load_tile<HD, kBq>(base, ld, i0, L, [&](int r, int c, float4 v) {
+      st_row<SW>(Qs, r, c, v);
+      st_col<QW>(Qt, r, c, v);
+    });
+    load_tile<HD, kBq>(dobase, hs, i0, L, [&](int r, int c, float4 v) {
+      st_row<SW>(dOs, r, c, v);
+      st_col<QW>(dOt, r, c, v);
+    });
+    for (int r = threadIdx.x; r < kBq; r += kThreads) {
+      const bool ok = i0 + r < L;
+      Lsh[r] = ok ? lrow[i0 + r] * kLog2e : INFINITY;  // P^T = 0 for rows past L
+      Dsh[r] = ok ? drow[i0 + r] : 0.f;
+    }
+    __syncthreads();
+    float s[kBq / 8][4], dp[kBq / 8][4];
+    mma_k_hd<HD, kBq / 8, SW>(s, ka, Qs, g, t);   // S^T [key][q]
+    mma_k_hd<HD, kBq / 8, SW>(dp, va, dOs, g, t); // dP^T [key][q]
+#pragma unroll
+    for (int nt = 0; nt < kBq / 8; ++nt) {
+      const int q = nt * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qq = q + (e & 1);
+        const float p = exp2f(s[nt][e] * scale_log2 - Lsh[qq]);
+        s[nt][e] = p;
+        dp[nt][e] = p * (dp[nt][e] - Dsh[qq]);  // dS^T
+      }
+    }
+    mma_k_rows<HD, kBq / 16, QW>(dv, s, dOt, g, t);
+    mma_k_rows<HD, kBq / 16, QW>(dk, dp, Qt, g, t);
+  }
+  const int j0 = k0 + warp * 16 + g, j1 = j0 + 8;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int d = nt * 8 + 2 * t;
+    if (d < HD) {
+      if (j0 < L) {
+        float* row = dqkv + ((size_t)n * L + j0) * ld + (size_t)h * HD + d;
+        *reinterpret_cast<float2*>(row + hs) = make_float2(dk[nt][0] * scale, dk[nt][1] * scale);
+        *reinterpret_cast<float2*>(row + 2 * hs) = make_float2(dv[nt][0], dv[nt][1]);
+      }
+      if (j1 < L) {
+        float* row = dqkv + ((size_t)n * L + j1) * ld + (size_t)h * HD + d;
+        *reinterpret_cast<float2*>(row + hs) = make_float2(dk[nt][2] * scale, dk[nt][3] * scale);
+        *reinterpret_cast<float2*>(row + 2 * hs) = make_float2(dv[nt][2], dv[nt][3]);
+      }
+    }
+  }
+}
+
+template <int HD>
+void tc_fwd(const float* qkv, float* out, float* lse, int N, int L, int heads, cudaStream_t st) {
+  dim3 grid((L + kRows - 1) / kRows, heads, N);
+  const float scale = 1.0f / sqrtf((float)HD);
+  attn_tc_fwd_k<HD><<<grid, kThreads, 0, st>>>(qkv, out, lse, L, heads, scale * kLog2e);
+  SPEED_CUDA_LAUNCH_CHECK("attention_forward (bf16 tensor cores)");
+}
+
+template <int HD>
+void tc_bwd(const float* qkv, const float* out, const float* dout, const float* lse, float* dqkv,
+            float* scratch, int N, int L, int heads, cudaStream_t st) {
+  dim3 grid((L + kRows - 1) / kRows, heads, N);
+  const float scale = 1.0f / sqrtf((float)HD);
+  attn_tc_bwd_dq_k<HD><<<grid, kThreads, 0, st>>>(qkv, out, dout, lse, dqkv, scratch, L, heads, scale,
+                                                   scale * kLog2e);
+  SPEED_CUDA_LAUNCH_CHECK("attention_backward dq (bf16 tensor cores)");
+  attn_tc_bwd_dkv_k<HD><<<grid, kThreads, 0, st>>>(qkv, dout, lse, scratch, dqkv, L, heads, scale,
+                                                    scale * kLog2e);
+  SPEED_CUDA_LAUNCH_CHECK("attention_backward dk,dv (bf16 tensor cores)");
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+}  // namespace
+
+bool attention_tc_supports(int hd, const void* a, const void* b, const void* c, const void* d) {
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 72) return false;
+  return aligned16(a) && aligned16(b) && aligned16(c) && aligned16(d);
+}
+
+bool attention_tc_disabled_by_env() {
+  const char* e = std::getenv("SPEED_CUDA_ATTENTION");
+  return e && (std::strcmp(e, "fp32") == 0 || std::strcmp(e, "FP32") == 0);
+}
+
+void attention_tc_forward(const float* qkv, float* out, float* lse, int N, int L, int heads, int hd,
+                          cudaStream_t s) {
+  if (N <= 0 || L <= 0 || heads <= 0) return;
+  switch (hd) {
+    case 16: return tc_fwd<16>(qkv, out, lse, N, L, heads, s);
+    case 32: return tc_fwd<32>(qkv, out, lse, N, L, heads, s);
+    case 64: return tc_fwd<64>(qkv, out, lse, N, L, heads, s);
+    case 72: return tc_fwd<72>(qkv, out, lse, N, L, heads, s);
+    default: throw Error("cuda attention (bf16): head_dim " + std::to_string(hd) + " not supported");
+  }
+}
+
+void attention_tc_backward(const float* qkv, const float* out, const float* dout, const float* lse,
+                           float* dqkv, float* scratch, int N, int L, int heads, int hd,
+                           cudaStream_t s) {
+  if (N <= 0 || L <= 0 || heads <= 0) return;
+  switch (hd) {
+    case 16: return tc_bwd<16>(qkv, out, dout, lse, dqkv, scratch, N, L, heads, s);
+    case 32: return tc_bwd<32>(qkv, out, dout, lse, dqkv, scratch, N, L, heads, s);
+    case 64: return tc_bwd<64>(qkv, out, dout, lse, dqkv, scratch, N, L, heads, s);
+    case 72: return tc_bwd<72>(qkv, out, dout, lse, dqkv, scratch, N, L, heads, s);
+    default: throw Error("cuda attention (bf16): head_dim " + std::to_string(hd) + " not supported");
+  }
+}
+
+}  // namespace cuda
+}  // namespace speed
