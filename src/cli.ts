@@ -10,6 +10,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Config, type Phase } from './config/index.js';
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
+import { addExperimentCommands } from './experiment/cli.js';
+import './featnet/index.js'; // registers the featnet:<file> feature space
 
 const out = (s: string) => process.stdout.write(s + '\n');
 
@@ -113,6 +115,7 @@ async function main(argv: string[]): Promise<number> {
       else out(benchTable(rows));
     });
 
+  addExperimentCommands(program);
   await program.parseAsync(argv, { from: 'user' });
   return code;
 }

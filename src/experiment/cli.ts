@@ -1,0 +1,71 @@
+// CLI commands of the evaluation experiment, added to src/cli.ts's program:
+//   speed-train experiment -c configs/experiments/speedup/base.yaml [--quick] [--out DIR] [key=value ...]
+//   speed-train featnet -c CONFIG [--steps N] [--out FILE]   (train the feature network on a config's data)
+// Heavy modules load lazily. Importing src/featnet registers `featnet:<file>` as a feature space.
+import path from 'node:path';
+import type { Command } from 'commander';
+
+const out = (s: string) => process.stdout.write(s + '\n');
+
+// The root program has its own -c/--config and commander gives it the option
+// wherever it appears, so a subcommand reads it from its parent when needed.
+function configOf(o: { config?: string }, cmd: Command): string {
+  const c = o.config ?? (cmd.parent?.opts() as { config?: string } | undefined)?.config;
+  if (!c) throw new Error(`${cmd.name()}: missing -c CONFIG`);
+  return c;
+}
+
+export function addExperimentCommands(program: Command): void {
+  program
+    .command('experiment')
+    .description('train every method of an experiment folder on the same budget, evaluate each checkpoint, write report.md + plots')
+    .option('-c, --config <file>', "the experiment's base.yaml (experiment.json beside it lists the methods)")
+    .option('--quick', 'tiny model, few steps, small evaluation: checks the plumbing in under 3 minutes')
+    .option('-o, --out <dir>', 'output folder (default results/speedup or results/speedup-quick)')
+    .argument('[overrides...]', 'config overrides key.path=value for every method')
+    .action(async (overrides: string[], o: { config?: string; quick?: boolean; out?: string }, cmd: Command) => {
+      const { runExperiment } = await import('./run.js');
+      const r = await runExperiment({ config: configOf(o, cmd), quick: o.quick, out: o.out, overrides });
+      for (const p of r.plots) out(`plot: ${p}`);
+    });
+
+  program
+    .command('featnet')
+    .description("train the feature network (a small ViT classifier) on a config's data with a held-out split; evaluate with featnet:<file>")
+    .option('-c, --config <file>', 'YAML config whose data: section is the labelled data set')
+    .option('--steps <n>', 'training steps', '1500')
+    .option('--batch <n>', 'batch size', '64')
+    .option('--lr <x>', 'peak learning rate (warm-up, then cosine decay)', '0.001')
+    .option('--hidden <n>', 'width', '64')
+    .option('--depth <n>', 'blocks', '4')
+    .option('--heads <n>', 'attention heads', '4')
+    .option('--held-out <fraction>', 'held-out fraction of the data', '0.1')
+    .option('-o, --out <file>', 'where to save it (default <experiment_dir>/featnet.safetensors)')
+    .argument('[overrides...]', 'config overrides key.path=value')
+    .action(async (overrides: string[], o: { config?: string; steps: string; batch: string; lr: string; hidden: string; depth: string; heads: string; heldOut: string; out?: string }, cmd: Command) => {
+      const { loadConfig } = await import('../config/index.js');
+      const { makeDataset } = await import('../data/index.js');
+      const { trainFeatNet, saveFeatNet } = await import('../featnet/index.js');
+      const { SpeedTrainError } = await import('../errors.js');
+      const num = (s: string, what: string, int: boolean) => {
+        const v = Number(s);
+        if (!Number.isFinite(v) || v <= 0 || (int && !Number.isInteger(v))) throw new SpeedTrainError(`--${what}: expected a positive ${int ? 'integer' : 'number'}, found ${JSON.stringify(s)}`);
+        return v;
+      };
+      const c = loadConfig(configOf(o, cmd), { overrides, phase: 'train' }).config;
+      const data = makeDataset(c, (m) => out(m));
+      try {
+        const r = await trainFeatNet({
+          dataset: data, heldOutFraction: num(o.heldOut, 'held-out', false), steps: num(o.steps, 'steps', true), batchSize: num(o.batch, 'batch', true),
+          lr: num(o.lr, 'lr', false), config: { hiddenSize: num(o.hidden, 'hidden', true), depth: num(o.depth, 'depth', true), numHeads: num(o.heads, 'heads', true) },
+          seed: c.seed, device: c.device, threads: c.threads || undefined, log: out,
+        });
+        const file = o.out ?? path.join(c.experiment_dir, 'featnet.safetensors');
+        saveFeatNet(file, r.net, { accuracy: r.accuracy, heldOutSize: r.heldOutSize, trainedOn: r.description, steps: r.steps });
+        r.net.dispose();
+        out(`feature network: ${file} (held-out accuracy ${r.accuracy.toFixed(4)} on ${r.heldOutSize} images); evaluate with featnet:${file}`);
+      } finally {
+        await data.close();
+      }
+    });
+}

@@ -1,0 +1,274 @@
+// The speed-up experiment: for the same model, data, seed and step budget, train
+// every method with the trainer (src/train), evaluate each checkpoint's EMA
+// weights with the same sampler and the same starting noise, in a trained
+// feature space and in pixels, against held-out real images, then write
+// report.md, report.json and the plots (src/experiment/report.ts).
+//
+// Results are written per method as they come (evals.json), so an interrupted
+// run continues where it stopped: finished methods are not trained again.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { listCheckpoints, stepDirName } from '../checkpoint/index.js';
+import { loadConfig, type Config } from '../config/index.js';
+import { makeDataset, SyntheticDataset, type Dataset } from '../data/index.js';
+import { ConfigError } from '../errors.js';
+import { evaluateFeatures, extractFeatures, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
+import { featNetFeatureSpace, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet } from '../featnet/index.js';
+import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
+import { train } from '../train/index.js';
+import { loadExperimentSpec, type ExperimentSpec, type MetricKey } from './spec.js';
+import { writeReport } from './report.js';
+
+export interface ExperimentOptions {
+  /** base.yaml of the experiment folder (or any config in it) */
+  config: string;
+  quick?: boolean;
+  /** output folder (default results/speedup, results/speedup-quick with --quick) */
+  out?: string;
+  /** extra config overrides (key.path=value) for every method */
+  overrides?: string[];
+  log?: (line: string) => void;
+}
+
+export type Metrics = Record<MetricKey, number | null>;
+
+export interface EvalPoint {
+  step: number;
+  metrics: Metrics;
+  n_samples: number;
+  seconds: number;
+}
+
+export interface MethodResult {
+  method: string;
+  sampling: string;
+  weighting: string;
+  experiment_dir: string;
+  train_seconds: number;
+  evals: EvalPoint[];
+}
+
+export interface ExperimentResult {
+  out: string;
+  report: string;
+  plots: string[];
+  methods: MethodResult[];
+  featnet: { file: string; accuracy: number; space: string };
+  seconds: number;
+}
+
+/** Keys a method may change; everything else must be equal across methods. */
+const METHOD_KEYS = new Set(['experiment_dir', 'diffusion.sampling', 'diffusion.weighting', 'diffusion.k', 'diffusion.tau', 'diffusion.lam',
+  'diffusion.p2_k', 'diffusion.p2_gamma', 'diffusion.min_snr_gamma', 'diffusion.lognorm_mean', 'diffusion.lognorm_std',
+  'diffusion.clts_mu', 'diffusion.clts_sigma', 'diffusion.clts_target_steps']);
+
+function flatten(v: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    for (const [k, x] of Object.entries(v)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  } else out.set(prefix, JSON.stringify(v));
+  return out;
+}
+
+/** Throws unless the configs differ only in the methods' own diffusion keys (a fair comparison). */
+export function checkComparable(configs: { method: string; config: Config }[]): void {
+  const [first, ...rest] = configs;
+  const a = flatten(first.config);
+  for (const c of rest) {
+    const b = flatten(c.config);
+    for (const k of new Set([...a.keys(), ...b.keys()])) {
+      if (METHOD_KEYS.has(k) || a.get(k) === b.get(k)) continue;
+      throw new ConfigError(k, `differs between methods '${first.method}' (${a.get(k)}) and '${c.method}' (${b.get(k)}); ` +
+        'the experiment compares methods on the same model, data, seed and step budget: set it in base.yaml');
+    }
+  }
+}
+
+/** [N, C, H, W] floats of `data` at indices -> uint8 [N, H, W, C] (the samples' quantisation). */
+async function realImages(data: Dataset, indices: Int32Array): Promise<ImageBatch> {
+  const [C, H, W] = data.shape;
+  const out = new Uint8Array(indices.length * H * W * C);
+  for (let a = 0; a < indices.length; a += 256) {
+    const idx = indices.subarray(a, Math.min(indices.length, a + 256));
+    const b = await data.load(idx, new Uint8Array(idx.length));
+    out.set(toUint8NHWC(b.x, idx.length, C, H, W), a * H * W * C);
+  }
+  return { data: out, N: indices.length, H, W, C };
+}
+
+const range = (from: number, n: number) => Int32Array.from({ length: n }, (_, i) => from + i);
+
+/**
+ * Held-out real data. The built-in synthetic set is a function of (seed, index),
+ * so images past data.num_samples were never seen in training: the reference set
+ * and the feature network's held-out split come from there. Other data sets
+ * give a seeded subset of their own images (as ImageNet FID uses training images).
+ */
+function heldOutData(c: Config, spec: ExperimentSpec): { featTrain: Dataset; featHeld: Dataset; reference: Dataset; refIdx: Int32Array; note: string; close: () => Promise<void> } {
+  const d = c.data;
+  const nRef = spec.reference_images;
+  const nHeld = spec.featnet.held_out_images;
+  if (d.name === 'synthetic') {
+    const all = new SyntheticDataset({ seed: c.seed, size: d.num_samples + nRef + nHeld, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes });
+    return {
+      featTrain: new SubsetDataset(all, range(0, d.num_samples), 'training images'),
+      featHeld: new SubsetDataset(all, range(d.num_samples + nRef, nHeld), 'held-out images'),
+      reference: all,
+      refIdx: range(d.num_samples, nRef),
+      note: `${nRef} held-out synthetic images (indices ${d.num_samples}..${d.num_samples + nRef - 1}, never trained on)`,
+      close: () => all.close(),
+    };
+  }
+  const data = makeDataset(c);
+  if (data.size < 2 * (nRef + nHeld)) throw new ConfigError('reference_images', `the data set has ${data.size} images, too few for ${nRef} reference and ${nHeld} held-out images`);
+  // a seeded permutation: reference first, then the feature network's held-out split, the rest trains it
+  const order = range(0, data.size);
+  let s = (c.seed * 2654435761) >>> 0;
+  for (let i = order.length - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    const t = order[i]; order[i] = order[j]; order[j] = t;
+  }
+  return {
+    featTrain: new SubsetDataset(data, order.slice(nRef + nHeld), 'feature-network training split'),
+    featHeld: new SubsetDataset(data, order.slice(nRef, nRef + nHeld), 'held-out split'),
+    reference: data,
+    refIdx: order.slice(0, nRef),
+    note: `${nRef} images drawn (seeded) from the training data (${data.description})`,
+    close: () => data.close(),
+  };
+}
+
+async function getFeatNet(file: string, c: Config, spec: ExperimentSpec, sets: { featTrain: Dataset; featHeld: Dataset }, log: (l: string) => void): Promise<{ net: FeatNet; accuracy: number; heldOutSize: number; trainedOn: string }> {
+  const want = { hiddenSize: spec.featnet.hidden_size, depth: spec.featnet.depth, numHeads: spec.featnet.num_heads, mlpRatio: spec.featnet.mlp_ratio };
+  if (existsSync(file)) {
+    const info = readFeatNetInfo(file);
+    const same = info.steps === spec.featnet.steps && info.trainedOn === sets.featTrain.description &&
+      info.config.hiddenSize === want.hiddenSize && info.config.depth === want.depth && info.config.inputSize === c.data.image_size;
+    if (same) {
+      const { net } = loadFeatNet(file, { device: c.device, threads: c.threads || undefined });
+      log(`featnet: reusing ${file} (held-out accuracy ${info.accuracy.toFixed(4)})`);
+      return { net, accuracy: info.accuracy, heldOutSize: info.heldOutSize, trainedOn: info.trainedOn };
+    }
+    log(`featnet: ${file} was trained with other settings; training a new one`);
+  }
+  const r = await trainFeatNet({
+    dataset: sets.featTrain, heldOut: sets.featHeld, config: want, steps: spec.featnet.steps, batchSize: spec.featnet.batch_size,
+    lr: spec.featnet.lr, weightDecay: spec.featnet.weight_decay, seed: c.seed, device: c.device, threads: c.threads || undefined, log,
+  });
+  saveFeatNet(file, r.net, { accuracy: r.accuracy, heldOutSize: r.heldOutSize, trainedOn: sets.featTrain.description, steps: r.steps });
+  return { net: r.net, accuracy: r.accuracy, heldOutSize: r.heldOutSize, trainedOn: sets.featTrain.description };
+}
+
+function metricsOf(prefix: 'featnet' | 'pixel', m: ReturnType<typeof evaluateFeatures>): Partial<Metrics> {
+  return { [`${prefix}_fid`]: m.fid, [`${prefix}_kid`]: m.kid_mean, [`${prefix}_precision`]: m.precision, [`${prefix}_recall`]: m.recall };
+}
+
+/** Samples K images per class from a checkpoint's EMA weights and scores them in both spaces. */
+async function evaluateCheckpoint(
+  ckpt: string, sampleCfg: Config, spaces: { space: FeatureSpace; ref: ReferenceStats; prefix: 'featnet' | 'pixel' }[], spec: ExperimentSpec,
+): Promise<EvalPoint> {
+  const t0 = performance.now();
+  const g = loadForGeneration(sampleCfg, ckpt);
+  try {
+    const { inChannels: C, inputSize: H, numClasses } = g.model.config;
+    const K = sampleCfg.sample.num_per_class;
+    const classes = Math.max(1, numClasses);
+    const labels = Int32Array.from({ length: classes * K }, (_, i) => Math.floor(i / K));
+    // The model's noise stream starts from the same seed at every checkpoint:
+    // every evaluation (and every method) samples from the same x_T.
+    const x = await generate(g, { ...sampleCfg.sample, use_ema: true }, labels, sampleCfg.sample.batch_size);
+    const imgs: ImageBatch = { data: toUint8NHWC(x, labels.length, C, H, H), N: labels.length, H, W: H, C };
+    const metrics = {} as Metrics;
+    for (const s of spaces) {
+      const f = await extractFeatures(s.space, imgs);
+      Object.assign(metrics, metricsOf(s.prefix, evaluateFeatures(f, imgs.N, s.ref, { kid: { subsets: spec.kid_subsets, seed: 0 }, k: spec.prdc_k })));
+    }
+    return { step: g.step, metrics, n_samples: imgs.N, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    g.model.dispose();
+  }
+}
+
+export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
+  const t0 = performance.now();
+  const log = o.log ?? ((l: string) => process.stdout.write(l + '\n'));
+  const dir = path.dirname(path.resolve(o.config));
+  const { spec, file: specFile } = loadExperimentSpec(dir, o.quick ?? false);
+  const out = path.resolve(o.out ?? (o.quick ? 'results/speedup-quick' : 'results/speedup'));
+  mkdirSync(out, { recursive: true });
+  log(`experiment: ${spec.methods.join(', ')} (baseline ${spec.baseline}) from ${dir}${specFile ? ` + ${path.basename(specFile)}` : ''}${o.quick ? ' [quick]' : ''} -> ${out}`);
+
+  const overrides = [...spec.overrides, ...(o.overrides ?? []), 'sample_at_end=false'];
+  const load = (m: string, phase: 'train' | 'sample') =>
+    loadConfig(path.join(dir, `${m}.yaml`), { overrides: [...overrides, `experiment_dir=${path.join(out, m)}`], phase }).config;
+  const configs = spec.methods.map((method) => ({ method, config: load(method, 'train'), sample: load(method, 'sample') }));
+  checkComparable(configs);
+  const base = configs[0].config;
+  if (base.ckpt_every <= 0 || base.max_training_steps <= 0) {
+    throw new ConfigError('ckpt_every', 'the experiment evaluates every checkpoint: set ckpt_every > 0 and max_training_steps > 0 in base.yaml');
+  }
+  writeFileSync(path.join(out, 'experiment.json'), JSON.stringify({ spec, overrides, config: o.config }, null, 2) + '\n');
+
+  // Feature network and reference statistics, shared by every method.
+  const sets = heldOutData(base, spec);
+  const fnFile = path.join(out, 'featnet.safetensors');
+  const fn = await getFeatNet(fnFile, base, spec, sets, log);
+  const featSpace = featNetFeatureSpace(fn.net, fn, fnFile);
+  const pixSpace = pixelFeatureSpace(spec.pixel_feature_size);
+  const refImgs = await realImages(sets.reference, sets.refIdx);
+  await sets.close();
+  const spaces = [
+    { space: featSpace, prefix: 'featnet' as const, ref: referenceFromFeatures(await extractFeatures(featSpace, refImgs), refImgs.N, featSpace.dim, featSpace.name, sets.note) },
+    { space: pixSpace, prefix: 'pixel' as const, ref: referenceFromFeatures(await extractFeatures(pixSpace, refImgs), refImgs.N, pixSpace.dim, pixSpace.name, sets.note) },
+  ];
+  log(`reference: ${sets.note}; feature spaces ${featSpace.name} and ${pixSpace.name}`);
+
+  const results: MethodResult[] = [];
+  try {
+    for (const { method, config, sample } of configs) {
+      const exp = config.experiment_dir;
+      const evalsFile = path.join(exp, 'evals.json');
+      const expected = Array.from({ length: Math.floor(config.max_training_steps / config.ckpt_every) }, (_, i) => (i + 1) * config.ckpt_every);
+      if (config.max_training_steps % config.ckpt_every !== 0) expected.push(config.max_training_steps);
+      if (existsSync(evalsFile)) {
+        const prev = JSON.parse(readFileSync(evalsFile, 'utf8')) as MethodResult & { featnet_space?: string };
+        if (prev.featnet_space === featSpace.name && prev.evals.map((e) => e.step).join() === expected.join()) {
+          log(`${method}: already evaluated (${evalsFile}); skipping`);
+          results.push(prev);
+          continue;
+        }
+      }
+      log(`${method}: training ${config.max_training_steps} steps (sampling ${config.diffusion.sampling}, weighting ${config.diffusion.weighting})`);
+      const tr = await train({
+        config, resume: null, handleSignals: false, log: (l) => log(`${method}: ${l}`),
+        progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream,
+      });
+      if (tr.interrupted) throw new Error(`${method}: training was interrupted`);
+      const r: MethodResult & { featnet_space: string } = {
+        method, sampling: config.diffusion.sampling, weighting: config.diffusion.weighting, experiment_dir: exp,
+        train_seconds: tr.seconds, evals: [], featnet_space: featSpace.name,
+      };
+      const ckpts = listCheckpoints(exp).filter((c) => expected.includes(Number(path.basename(c))));
+      for (const ckpt of ckpts) {
+        const e = await evaluateCheckpoint(ckpt, sample, spaces, spec);
+        r.evals.push(e);
+        log(`${method} step ${e.step}: featnet FID ${e.metrics.featnet_fid?.toFixed(4)}, pixel FID ${e.metrics.pixel_fid?.toFixed(4)} (${e.seconds.toFixed(1)} s)`);
+        // Checkpoints are large; keep the last one only, unless asked.
+        if (!spec.keep_checkpoints && !ckpt.endsWith(stepDirName(config.max_training_steps))) rmSync(ckpt, { recursive: true, force: true });
+      }
+      writeFileSync(evalsFile, JSON.stringify(r, null, 2) + '\n');
+      results.push(r);
+    }
+  } finally {
+    fn.net.dispose();
+  }
+
+  const rep = writeReport(out, {
+    spec, methods: results, quick: o.quick ?? false,
+    featnet: { file: fnFile, accuracy: fn.accuracy, heldOutSize: fn.heldOutSize, space: featSpace.name, description: featSpace.description ?? '' },
+    pixelSpace: pixSpace.name, reference: sets.note, base, seconds: (performance.now() - t0) / 1000,
+  });
+  log(`report: ${rep.report}`);
+  return { out, report: rep.report, plots: rep.plots, methods: results, featnet: { file: fnFile, accuracy: fn.accuracy, space: featSpace.name }, seconds: (performance.now() - t0) / 1000 };
+}

@@ -1,0 +1,111 @@
+// The experiment's own settings (experiment.json next to the configs): which
+// methods, which is the baseline, the reference set, the feature network and
+// the --quick overrides. Training settings stay in the YAML configs.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { ConfigError } from '../errors.js';
+
+export interface FeatNetSpec {
+  steps: number;
+  batch_size: number;
+  lr: number;
+  weight_decay: number;
+  held_out_images: number;
+  hidden_size: number;
+  depth: number;
+  num_heads: number;
+  mlp_ratio: number;
+}
+
+export interface ExperimentSpec {
+  methods: string[];
+  baseline: string;
+  primary_metric: MetricKey;
+  reference_images: number;
+  pixel_feature_size: number;
+  kid_subsets: number;
+  prdc_k: number;
+  keep_checkpoints: boolean;
+  featnet: FeatNetSpec;
+  /** command-line style overrides applied to every method's config */
+  overrides: string[];
+}
+
+export const METRIC_KEYS = ['featnet_fid', 'featnet_kid', 'featnet_precision', 'featnet_recall', 'pixel_fid', 'pixel_kid', 'pixel_precision', 'pixel_recall'] as const;
+export type MetricKey = (typeof METRIC_KEYS)[number];
+export const lowerIsBetter = (m: MetricKey): boolean => !m.endsWith('precision') && !m.endsWith('recall');
+
+const DEFAULTS: ExperimentSpec = {
+  methods: ['uniform', 'speed', 'p2', 'min_snr', 'lognorm'],
+  baseline: 'uniform',
+  primary_metric: 'featnet_fid',
+  reference_images: 1000,
+  pixel_feature_size: 8,
+  kid_subsets: 50,
+  prdc_k: 3,
+  keep_checkpoints: false,
+  featnet: { steps: 1500, batch_size: 64, lr: 1e-3, weight_decay: 0.05, held_out_images: 1000, hidden_size: 64, depth: 4, num_heads: 4, mlp_ratio: 4 },
+  overrides: [],
+};
+
+type Json = Record<string, unknown>;
+const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function merge(file: string, base: ExperimentSpec, src: Json, prefix: string): ExperimentSpec {
+  const out = structuredClone(base) as unknown as Json;
+  for (const [k, v] of Object.entries(src)) {
+    if (k === '//' || k === 'quick') continue;
+    const key = prefix + k;
+    if (k === 'featnet') {
+      if (!isObj(v)) throw new ConfigError(key, 'expected an object', file);
+      const fn = out.featnet as Json;
+      for (const [fk, fv] of Object.entries(v)) {
+        if (!(fk in fn)) throw new ConfigError(`${key}.${fk}`, `unknown key (expected one of: ${Object.keys(fn).join(', ')})`, file);
+        if (typeof fv !== 'number' || !(fv > 0)) throw new ConfigError(`${key}.${fk}`, `expected a number > 0, found ${JSON.stringify(fv)}`, file);
+        fn[fk] = fv;
+      }
+      continue;
+    }
+    if (!(k in out)) throw new ConfigError(key, `unknown key (expected one of: ${Object.keys(DEFAULTS).join(', ')}, quick)`, file);
+    const want = DEFAULTS[k as keyof ExperimentSpec];
+    if (Array.isArray(want)) {
+      if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) throw new ConfigError(key, 'expected a list of strings', file);
+    } else if (typeof v !== typeof want) throw new ConfigError(key, `expected a ${typeof want}, found ${JSON.stringify(v)}`, file);
+    out[k] = k === 'overrides' ? [...(out.overrides as string[]), ...(v as string[])] : v;
+  }
+  return out as unknown as ExperimentSpec;
+}
+
+/** experiment.json in `dir` (defaults when absent), with the `quick` section merged over it when asked. */
+export function loadExperimentSpec(dir: string, quick: boolean): { spec: ExperimentSpec; file: string | null } {
+  const file = path.join(dir, 'experiment.json');
+  let spec = structuredClone(DEFAULTS);
+  let raw: Json = {};
+  if (existsSync(file)) {
+    try {
+      const j: unknown = JSON.parse(readFileSync(file, 'utf8'));
+      if (!isObj(j)) throw new Error('expected a JSON object');
+      raw = j;
+    } catch (e) {
+      throw new ConfigError('', `cannot read the experiment settings: ${(e as Error).message}`, file);
+    }
+    spec = merge(file, spec, raw, '');
+  }
+  if (quick) {
+    const q = raw.quick ?? {};
+    if (!isObj(q)) throw new ConfigError('quick', 'expected an object', file);
+    spec = merge(file, spec, q, 'quick.');
+  }
+  if (!METRIC_KEYS.includes(spec.primary_metric)) throw new ConfigError('primary_metric', `expected one of ${METRIC_KEYS.join(', ')}, found ${JSON.stringify(spec.primary_metric)}`, file);
+  if (!spec.methods.includes(spec.baseline)) throw new ConfigError('baseline', `'${spec.baseline}' is not among the methods (${spec.methods.join(', ')})`, file);
+  if (new Set(spec.methods).size !== spec.methods.length) throw new ConfigError('methods', 'lists a method twice', file);
+  for (const m of spec.methods) {
+    if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new ConfigError('methods', `method names are file names without .yaml, found ${JSON.stringify(m)}`, file);
+    if (!existsSync(path.join(dir, `${m}.yaml`))) throw new ConfigError('methods', `no config ${m}.yaml in ${dir}`, file);
+  }
+  for (const k of ['reference_images', 'pixel_feature_size', 'kid_subsets', 'prdc_k'] as const) {
+    if (!Number.isInteger(spec[k]) || spec[k] < 1) throw new ConfigError(k, `expected a positive integer, found ${spec[k]}`, file);
+  }
+  return { spec, file: existsSync(file) ? file : null };
+}
