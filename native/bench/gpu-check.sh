@@ -18,8 +18,8 @@
 # At most 8 files in $OUT (or ./gpu-check-out): machine.txt build.txt tests.txt
 # bench_native.jsonl torch.jsonl stderr.txt status.txt summary.txt.
 #
-# Test knobs (no GPU needed): BUILD=dir (default build-gpu), SKIP_BUILD=1 (use BUILD as
-# is), GPU_CHECK_BUDGET_S=n, SPEED_CUDA_ARCHITECTURES=90.
+# Test knobs (no GPU needed): SUMMARY_ONLY=1 (only the summary of $OUT), BUILD=dir (default
+# build-gpu), SKIP_BUILD=1 (use BUILD as is), GPU_CHECK_BUDGET_S=n, SPEED_CUDA_ARCHITECTURES=90.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -34,9 +34,112 @@ DEADLINE=$((T0 + BUDGET))
 STATUS="$LOG/status.txt"
 ERR="$LOG/stderr.txt"
 TLOG="$LOG/tests.txt"
+export PATH=$PATH:/usr/local/cuda/bin
+
+summary() {
+timeout 20 python3 - "$LOG" "$(( $(date +%s) - T0 ))" "${ATT_FALLBACK:-0}" "$ROOT/tools/results/h100_torch_bench.jsonl" <<'PY' | tee "$LOG/summary.txt"
+import json, sys, os, re
+log, secs, fallback, recorded = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+def rows(path):
+    out = []
+    try:
+        for line in open(path):
+            line = line.strip()
+            if line.startswith("{"):
+                try: out.append(json.loads(line))
+                except Exception: pass
+    except FileNotFoundError: pass
+    return out
+def read(name):
+    try: return open(os.path.join(log, name)).read()
+    except FileNotFoundError: return ""
+nat, tor, rec = rows(os.path.join(log, "bench_native.jsonl")), rows(os.path.join(log, "torch.jsonl")), rows(recorded)
+card = next((l[5:].strip() for l in read("machine.txt").splitlines() if l.startswith("card:")), "?")
+print("\n================ gpu-check summary ================")
+print(f"card: {card}   total {secs}s   bf16 attention: " + ("FELL BACK to fp32 (tc test failed)" if fallback else "tensor cores"))
+st = [l.strip() for l in read("status.txt").splitlines() if l.strip()]
+print("steps: " + " | ".join(st))
+t = read("tests.txt")
+if t:
+    oks = len(re.findall(r"^ok  ", t, re.M)); fails = [l for l in t.splitlines() if l.startswith("FAIL")]
+    progs = re.findall(r"^(PASSED|FAILED): (\d+) failure", t, re.M)
+    print(f"tests: {oks} checks ok, {len(fails)} FAIL lines; programs passed {sum(p[0]=='PASSED' for p in progs)}, failed {sum(p[0]=='FAILED' for p in progs)}"
+          + ("; SKIPPED (no GPU)" if "SKIPPED:" in t else ""))
+    for l in fails[:10]: print("  " + l[:150])
+    errs = re.findall(r"ERROR SUMMARY: (\d+) error", t)
+    print("sanitizer ERROR SUMMARY: " + (",".join(errs) if errs else "not run"))
+else:
+    print("tests: not run")
+PEAK = 989e12
+f0 = lambda v, fmt="{:.0f}": fmt.format(v) if v else "-"
+gem = sorted([r for r in nat if str(r.get("what", "")).startswith("gemm")], key=lambda r: -r.get("gflops", 0))
+tg = [r for r in tor if r.get("kind") == "gemm"]; tg_src = "same run"
+if not tg: tg = [r for r in rec if r.get("kind") == "gemm"]; tg_src = "recorded"
+cp = [r for r in tor if r.get("kind") == "copy"]
+copy_src = "measured"
+if not cp:
+    cp = [r for r in rec if r.get("kind") == "copy"]; copy_src = "recorded"
+copy = cp[0].get("gb_s") if cp else None
+print(f"GEMM ours {f0(gem[0]['gflops']/1e3 if gem else 0)} TFLOP/s | torch {f0(tg[0].get('tflops') if tg else 0)} TFLOP/s ({tg_src}) | copy {f0(copy)} GB/s ({copy_src})")
+def tstep(src, model, b, impl):
+    for r in src:
+        if r.get("kind") == "train_step" and r.get("model") == model and r.get("batch") == b and r.get("impl") == impl and r.get("img_per_s"):
+            return r["img_per_s"]
+    return None
+print(f"{'model':<9}{'batch':>6}{'ours img/s':>11}{'MFU':>7}{'eager':>9}{'compile':>9}{'x eager':>9}{'x comp':>8}  torch")
+for r in nat:
+    if r.get("what") != "train_step": continue
+    model = r["model"].split("@")[0]; b = r["batch"]; ours = r.get("imagesPerSec", 0)
+    e = tstep(tor, model, b, "torch_eager"); c = tstep(tor, model, b, "torch_compile"); src = "same run"
+    if not e and not c:
+        e = tstep(rec, model, b, "torch_eager"); c = tstep(rec, model, b, "torch_compile"); src = "recorded" if (e or c) else "-"
+    mfu = r.get("gflops", 0) * 1e9 / PEAK
+    print(f"{model:<9}{b:>6}{ours:>11.0f}{100*mfu:>6.1f}%{f0(e):>9}{f0(c):>9}{(ours/e if e else 0):>9.2f}{(ours/c if c else 0):>8.2f}  {src}")
+def sdpa(src, b, h, hd):
+    for r in src:
+        if r.get("kind") == "attention" and r.get("status") == "ok" and r.get("batch") == b and r.get("heads") == h and r.get("head_dim") == hd:
+            return r
+    return None
+HEADS = {"DiT-S/2": (6, 64), "DiT-B/2": (12, 64), "DiT-XL/2": (16, 72)}
+for r in nat:
+    if r.get("what") != "attention_fwd": continue
+    model = r["model"].split("@")[0]; b = r["batch"]
+    bw = next((x for x in nat if x.get("what") == "attention_bwd" and x["model"] == r["model"] and x["batch"] == b), None)
+    if model not in HEADS: continue
+    h, hd = HEADS[model]
+    ours = r["ms"] + (bw["ms"] if bw else 0)
+    s = sdpa(tor, b, h, hd); src = "same run"
+    if not s: s = sdpa(rec, b, h, hd); src = "recorded"
+    ratio = f"{ours / s['ms']:.2f}x SDPA ({src}: {s['ms']:.3f} ms, fwd {s.get('ms_fwd', 0):.3f})" if s else "no SDPA row"
+    print(f"attention {model} b{b} h{h} hd{hd}: ours fwd {r['ms']:.3f} + bwd {bw['ms'] if bw else 0:.3f} = {ours:.3f} ms  -> {ratio}  (target <= 1.5x)")
+# our attention at SDPA's exact shapes (test_cuda_attn_bench), both paths
+for impl in ("bf16_tc", "fp32"):
+    for r in nat:
+        if r.get("what") != "attn_fwd" or r.get("impl") != impl: continue
+        b, h, hd = r["batch"], r["heads"], r["head_dim"]
+        bw = next((x for x in nat if x.get("what") == "attn_bwd" and x.get("impl") == impl and x.get("batch") == b and x.get("heads") == h and x.get("head_dim") == hd), None)
+        ours = r["ms"] + (bw["ms"] if bw else 0)
+        s = sdpa(tor, b, h, hd); src = "same run"
+        if not s: s = sdpa(rec, b, h, hd); src = "recorded"
+        ratio = f"{ours / s['ms']:.2f}x SDPA ({src} {s['ms']:.3f} ms, fwd {s.get('ms_fwd', 0):.3f})" if s else "no SDPA row"
+        print(f"attention {impl:<7} b{b} h{h} L{r['seq']} hd{hd}: fwd {r['ms']:.3f} ({r.get('tflops', 0):.0f} TF/s) + bwd {bw['ms'] if bw else 0:.3f} ({bw.get('tflops', 0) if bw else 0:.0f} TF/s) = {ours:.3f} ms -> {ratio}; target <= 1.5x")
+own_copy = next((r.get("gbps") for r in nat if r.get("what") == "copy"), None)
+if own_copy: print(f"copy (ours, cudaMemcpy D2D): {own_copy:.0f} GB/s")
+for what in ("optimizer_step", "ln_modulate_fwd", "ln_modulate_bwd", "gated_residual_fwd", "gated_residual_bwd"):
+    for r in nat:
+        if r.get("what") == what and r.get("gbps"):
+            ref = copy or own_copy
+            pct = f" = {100 * r['gbps'] / ref:.0f}% of copy" if ref else ""
+            where = r.get("size") or f"{str(r.get('model', '?')).split('@')[0]} b{r.get('batch', '?')}"
+            print(f"{what:<20} {where:<16} {r['ms']:8.3f} ms {r['gbps']:7.0f} GB/s{pct} (target >= 80%)")
+others = [r for r in nat if r.get("what") in ("linear_fwd qkv", "linear_bwd qkv", "linear_fwd fc1+gelu", "linear_bwd fc1+gelu", "forward")]
+if others:
+    print("other: " + "; ".join(f"{r['what']}[{r['model'].split('@')[0]} b{r['batch']}] {r['ms']:.2f}ms {r.get('gflops', 0)/1e3:.0f}TF/s" for r in others[:12]))
+PY
+}
+[ "${SUMMARY_ONLY:-0}" = 1 ] && { summary; exit 0; }
 : > "$STATUS"; : > "$ERR"; : > "$TLOG"
 : > "$LOG/bench_native.jsonl"; : > "$LOG/torch.jsonl"
-export PATH=$PATH:/usr/local/cuda/bin
 
 left() { echo $((DEADLINE - $(date +%s))); }
 # step NAME WANT_S MIN_S LOGFILE CMD...: runs CMD with timeout min(WANT_S, left - RESERVE);
@@ -75,8 +178,7 @@ step_json() {
 
 # ---- (a) what the machine has ------------------------------------------------------------
 {
-  echo "=== machine ==="
-  timeout 10 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader || echo "nvidia-smi: failed"
+  echo "card: $(timeout 10 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader 2>&1 | head -1)"
   timeout 10 nvidia-smi || true
   command -v nvcc && timeout 10 nvcc --version || echo "nvcc: not on PATH"
   echo "--- cuBLASLt ---"
@@ -86,7 +188,7 @@ step_json() {
   timeout 30 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" 2>&1 | tail -1
   nproc
 } > "$LOG/machine.txt" 2>&1
-sed -n 2p "$LOG/machine.txt"
+head -1 "$LOG/machine.txt"
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1 || true)
 echo "machine rc=0 $(( $(date +%s) - T0 ))s" >> "$STATUS"
 
@@ -175,102 +277,4 @@ if [ -x "$BENCH" ] && [ $(( $(left) - RESERVE )) -ge 40 ]; then
 fi
 
 # ---- (g) summary (last) --------------------------------------------------------------------------------
-timeout 20 python3 - "$LOG" "$(( $(date +%s) - T0 ))" "$ATT_FALLBACK" "$ROOT/tools/results/h100_torch_bench.jsonl" <<'PY' | tee "$LOG/summary.txt"
-import json, sys, os, re
-log, secs, fallback, recorded = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
-def rows(path):
-    out = []
-    try:
-        for line in open(path):
-            line = line.strip()
-            if line.startswith("{"):
-                try: out.append(json.loads(line))
-                except Exception: pass
-    except FileNotFoundError: pass
-    return out
-def read(name):
-    try: return open(os.path.join(log, name)).read()
-    except FileNotFoundError: return ""
-nat, tor, rec = rows(os.path.join(log, "bench_native.jsonl")), rows(os.path.join(log, "torch.jsonl")), rows(recorded)
-m = read("machine.txt").splitlines()
-card = m[1].split(",")[0].strip() if len(m) > 1 else "?"
-print("\n================ gpu-check summary ================")
-print(f"card: {card}   total {secs}s   bf16 attention: " + ("FELL BACK to fp32 (tc test failed)" if fallback else "tensor cores"))
-st = [l.strip() for l in read("status.txt").splitlines() if l.strip()]
-print("steps: " + " | ".join(st))
-t = read("tests.txt")
-if t:
-    oks = len(re.findall(r"^ok  ", t, re.M)); fails = [l for l in t.splitlines() if l.startswith("FAIL")]
-    progs = re.findall(r"^(PASSED|FAILED): (\d+) failure", t, re.M)
-    print(f"tests: {oks} checks ok, {len(fails)} FAIL lines; programs passed {sum(p[0]=='PASSED' for p in progs)}, failed {sum(p[0]=='FAILED' for p in progs)}"
-          + ("; SKIPPED (no GPU)" if "SKIPPED:" in t else ""))
-    for l in fails[:10]: print("  " + l[:150])
-    errs = re.findall(r"ERROR SUMMARY: (\d+) error", t)
-    print("sanitizer ERROR SUMMARY: " + (",".join(errs) if errs else "not run"))
-else:
-    print("tests: not run")
-PEAK = 989e12
-f0 = lambda v, fmt="{:.0f}": fmt.format(v) if v else "-"
-gem = sorted([r for r in nat if str(r.get("what", "")).startswith("gemm")], key=lambda r: -r.get("gflops", 0))
-tg = [r for r in tor if r.get("kind") == "gemm"] or [r for r in rec if r.get("kind") == "gemm"]
-cp = [r for r in tor if r.get("kind") == "copy"]
-copy_src = "measured"
-if not cp:
-    cp = [r for r in rec if r.get("kind") == "copy"]; copy_src = "recorded"
-copy = cp[0].get("gb_s") if cp else None
-print(f"GEMM ours {f0(gem[0]['gflops']/1e3 if gem else 0)} TFLOP/s | torch {f0(tg[0].get('tflops') if tg else 0)} TFLOP/s | copy {f0(copy)} GB/s ({copy_src})")
-def tstep(src, model, b, impl):
-    for r in src:
-        if r.get("kind") == "train_step" and r.get("model") == model and r.get("batch") == b and r.get("impl") == impl and r.get("img_per_s"):
-            return r["img_per_s"]
-    return None
-print(f"{'model':<9}{'batch':>6}{'ours img/s':>11}{'MFU':>7}{'eager':>9}{'compile':>9}{'x eager':>9}{'x comp':>8}  torch")
-for r in nat:
-    if r.get("what") != "train_step": continue
-    model = r["model"].split("@")[0]; b = r["batch"]; ours = r.get("imagesPerSec", 0)
-    e = tstep(tor, model, b, "torch_eager"); c = tstep(tor, model, b, "torch_compile"); src = "same run"
-    if not e and not c:
-        e = tstep(rec, model, b, "torch_eager"); c = tstep(rec, model, b, "torch_compile"); src = "recorded" if (e or c) else "-"
-    mfu = r.get("gflops", 0) * 1e9 / PEAK
-    print(f"{model:<9}{b:>6}{ours:>11.0f}{100*mfu:>6.1f}%{f0(e):>9}{f0(c):>9}{(ours/e if e else 0):>9.2f}{(ours/c if c else 0):>8.2f}  {src}")
-def sdpa(src, b, h, hd):
-    for r in src:
-        if r.get("kind") == "attention" and r.get("status") == "ok" and r.get("batch") == b and r.get("heads") == h and r.get("head_dim") == hd:
-            return r
-    return None
-HEADS = {"DiT-S/2": (6, 64), "DiT-B/2": (12, 64), "DiT-XL/2": (16, 72)}
-for r in nat:
-    if r.get("what") != "attention_fwd": continue
-    model = r["model"].split("@")[0]; b = r["batch"]
-    bw = next((x for x in nat if x.get("what") == "attention_bwd" and x["model"] == r["model"] and x["batch"] == b), None)
-    if model not in HEADS: continue
-    h, hd = HEADS[model]
-    ours = r["ms"] + (bw["ms"] if bw else 0)
-    s = sdpa(tor, b, h, hd); src = "same run"
-    if not s: s = sdpa(rec, b, h, hd); src = "recorded"
-    ratio = f"{ours / s['ms']:.2f}x SDPA ({src}: {s['ms']:.3f} ms, fwd {s.get('ms_fwd', 0):.3f})" if s else "no SDPA row"
-    print(f"attention {model} b{b} h{h} hd{hd}: ours fwd {r['ms']:.3f} + bwd {bw['ms'] if bw else 0:.3f} = {ours:.3f} ms  -> {ratio}  (target <= 1.5x)")
-# our attention at SDPA's exact shapes (test_cuda_attn_bench), both paths
-for impl in ("bf16_tc", "fp32"):
-    for r in nat:
-        if r.get("what") != "attn_fwd" or r.get("impl") != impl: continue
-        b, h, hd = r["batch"], r["heads"], r["head_dim"]
-        bw = next((x for x in nat if x.get("what") == "attn_bwd" and x.get("impl") == impl and x.get("batch") == b and x.get("heads") == h and x.get("head_dim") == hd), None)
-        ours = r["ms"] + (bw["ms"] if bw else 0)
-        s = sdpa(tor, b, h, hd); src = "same run"
-        if not s: s = sdpa(rec, b, h, hd); src = "recorded"
-        ratio = f"{ours / s['ms']:.2f}x SDPA ({src} {s['ms']:.3f} ms, fwd {s.get('ms_fwd', 0):.3f})" if s else "no SDPA row"
-        print(f"attention {impl:<7} b{b} h{h} L{r['seq']} hd{hd}: fwd {r['ms']:.3f} ({r.get('tflops', 0):.0f} TF/s) + bwd {bw['ms'] if bw else 0:.3f} ({bw.get('tflops', 0) if bw else 0:.0f} TF/s) = {ours:.3f} ms -> {ratio}; target <= 1.5x")
-own_copy = next((r.get("gbps") for r in nat if r.get("what") == "copy"), None)
-if own_copy: print(f"copy (ours, cudaMemcpy D2D): {own_copy:.0f} GB/s")
-for what in ("optimizer_step", "ln_modulate_fwd", "ln_modulate_bwd", "gated_residual_fwd", "gated_residual_bwd"):
-    for r in nat:
-        if r.get("what") == what and r.get("gbps"):
-            ref = copy or own_copy
-            pct = f" = {100 * r['gbps'] / ref:.0f}% of copy" if ref else ""
-            where = r.get("size") or f"{str(r.get('model', '?')).split('@')[0]} b{r.get('batch', '?')}"
-            print(f"{what:<20} {where:<16} {r['ms']:8.3f} ms {r['gbps']:7.0f} GB/s{pct} (target >= 80%)")
-others = [r for r in nat if r.get("what") in ("linear_fwd qkv", "linear_bwd qkv", "linear_fwd fc1+gelu", "linear_bwd fc1+gelu", "forward")]
-if others:
-    print("other: " + "; ".join(f"{r['what']}[{r['model'].split('@')[0]} b{r['batch']}] {r['ms']:.2f}ms {r.get('gflops', 0)/1e3:.0f}TF/s" for r in others[:12]))
-PY
+summary
