@@ -76,12 +76,17 @@ struct TW {
 
 // Reads rows [r0, r0 + ROWS) of a row-major float matrix (row stride ld floats),
 // columns [0, HDP): rows >= L and columns >= HD read as 0. f(r, c, float4) per 4 columns.
-template <int HD, int ROWS, class F>
+// ROW_FAST = false: consecutive threads take consecutive 16-byte chunks of a row
+// (coalesced; for row-major shared stores). ROW_FAST = true: consecutive threads take
+// consecutive rows at the same columns, so that the transposed bf16 stores [d][row]
+// of a warp land in consecutive words (the other order puts them 16-way into 2 banks).
+template <int HD, int ROWS, bool ROW_FAST = false, class F>
 __device__ __forceinline__ void load_tile(const float* __restrict__ base, size_t ld, int r0,
                                           int L, F&& f) {
   constexpr int HDP = Dims<HD>::HDP, C4 = HDP / 4;
   for (int e = threadIdx.x; e < ROWS * C4; e += kThreads) {
-    const int r = e / C4, c = (e - r * C4) * 4;
+    const int r = ROW_FAST ? e % ROWS : e / C4;
+    const int c = ROW_FAST ? (e / ROWS) * 4 : (e - r * C4) * 4;
     float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
     if (r0 + r < L && c < HD) v = __ldg(reinterpret_cast<const float4*>(base + (size_t)(r0 + r) * ld + c));
     f(r, c, v);
@@ -190,7 +195,7 @@ __global__ void __launch_bounds__(kThreads) attn_tc_fwd_k(const float* __restric
   for (int j0 = 0; j0 < L; j0 += kKeys) {
     __syncthreads();  // previous tile fully consumed
     load_tile<HD, kKeys>(base + hs, ld, j0, L, [&](int r, int c, float4 v) { st_row<SW>(Ks, r, c, v); });
-    load_tile<HD, kKeys>(base + 2 * hs, ld, j0, L, [&](int r, int c, float4 v) { st_col<VW>(Vt, r, c, v); });
+    load_tile<HD, kKeys, true>(base + 2 * hs, ld, j0, L, [&](int r, int c, float4 v) { st_col<VW>(Vt, r, c, v); });
     __syncthreads();
     float s[kKeys / 8][4];
     mma_k_hd<HD, kKeys / 8, SW>(s, qa, Ks, g, t);
@@ -272,12 +277,16 @@ __global__ void __launch_bounds__(kThreads) attn_tc_bwd_dq_k(
   const float* obase = out + (size_t)n * L * hs + (size_t)h * HD;
   const float* dobase = dout + (size_t)n * L * hs + (size_t)h * HD;
 
-  // D_i = dO_i . O_i in float32 (one warp per row, 16 rows per warp); lse in log2 units
+  // D_i = dO_i . O_i (one warp per row, 16 rows per warp), float32 sums of the
+  // bf16-rounded values that dP = dO V^T multiplies, so that dP - D cancels as it
+  // should (at L = 1, O = V and dS must be 0); lse in log2 units
   for (int rr = 0; rr < kRows / 4; ++rr) {
     const int r = warp * (kRows / 4) + rr, i = q0 + r;
     float acc = 0.f;
     if (i < L)
-      for (int d = lane; d < HD; d += 32) acc += obase[(size_t)i * hs + d] * dobase[(size_t)i * hs + d];
+      for (int d = lane; d < HD; d += 32)
+        acc += __bfloat162float(__float2bfloat16_rn(obase[(size_t)i * hs + d])) *
+               __bfloat162float(__float2bfloat16_rn(dobase[(size_t)i * hs + d]));
 #pragma unroll
     for (int off = 16; off; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
     if (lane == 0) {
@@ -301,7 +310,7 @@ __global__ void __launch_bounds__(kThreads) attn_tc_bwd_dq_k(
 
   for (int j0 = 0; j0 < L; j0 += kKeys) {
     __syncthreads();
-    load_tile<HD, kKeys>(base + hs, ld, j0, L, [&](int r, int c, float4 v) {
+    load_tile<HD, kKeys, true>(base + hs, ld, j0, L, [&](int r, int c, float4 v) {
       st_row<SW>(Ks, r, c, v);
       st_col<KW>(Kt, r, c, v);
     });
@@ -387,11 +396,11 @@ __global__ void __launch_bounds__(kThreads) attn_tc_bwd_dkv_k(
 
   for (int i0 = 0; i0 < L; i0 += kBq) {
     __syncthreads();  // staging / previous tile consumed
-    load_tile<HD, kBq>(base, ld, i0, L, [&](int r, int c, float4 v) {
+    load_tile<HD, kBq, true>(base, ld, i0, L, [&](int r, int c, float4 v) {
       st_row<SW>(Qs, r, c, v);
       st_col<QW>(Qt, r, c, v);
     });
-    load_tile<HD, kBq>(dobase, hs, i0, L, [&](int r, int c, float4 v) {
+    load_tile<HD, kBq, true>(dobase, hs, i0, L, [&](int r, int c, float4 v) {
       st_row<SW>(dOs, r, c, v);
       st_col<QW>(dOt, r, c, v);
     });
