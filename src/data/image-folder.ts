@@ -119,7 +119,7 @@ export class ImageFolderDataset implements Dataset {
     // A .ts worker (tests, dev under tsx) is entered through a dynamic import,
     // which goes through tsx's loader; Node 20 does not hook a worker's entry file.
     const w = url.pathname.endsWith('.ts')
-      ? new Worker(`import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(url.href)}); });`, { eval: true })
+      ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((t) => { t.register(); return import(${JSON.stringify(url.href)}); });`, { eval: true })
       : new Worker(url);
     w.on('message', (r: DecodeReply) => {
       const p = this.pending.get(r.id);
