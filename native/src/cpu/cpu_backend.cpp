@@ -86,6 +86,34 @@ inline T sqdev8(const T* a, T mu, int n) {
   return s;
 }
 
+// max of a[0..n) with 16 partial maxima (vectorisable; max is exact, so order-free)
+template <typename T>
+inline T max8(const T* __restrict a, const int n) {
+  T acc[16];
+  for (int j = 0; j < 16; ++j) acc[j] = a[0];
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] = a[i + j] > acc[j] ? a[i + j] : acc[j];
+  for (; i < n; ++i) acc[0] = a[i] > acc[0] ? a[i] : acc[0];
+  T m = acc[0];
+  for (int j = 1; j < 16; ++j) m = acc[j] > m ? acc[j] : m;
+  return m;
+}
+// s[i] = exp(s[i] - shift)
+template <typename T>
+inline void exp_shift(T* __restrict s, const T shift, const int n) {
+  for (int i = 0; i < n; ++i) s[i] = vexp(s[i] - shift);
+}
+template <typename T>
+inline void scale_inplace(T* __restrict s, const T f, const int n) {
+  for (int i = 0; i < n; ++i) s[i] *= f;
+}
+// dp[i] = p[i] (dp[i] - d)
+template <typename T>
+inline void softmax_grad_row(T* __restrict dp, const T* __restrict p, const T d, const int n) {
+  for (int i = 0; i < n; ++i) dp[i] = p[i] * (dp[i] - d);
+}
+
 inline void check(bool ok, const char* op, const std::string& what) {
   if (!ok) throw Error(std::string("cpu backend: ") + op + ": " + what);
 }
@@ -490,8 +518,10 @@ class CpuBackend final : public Backend<T> {
   }
 
   // ---- attention ---------------------------------------------------------------------------
-  // One task per (sample, head). The head's q, k, v are gathered into contiguous
-  // [L, hd] buffers; S = q kᵀ·scale is one L×L block in per-thread scratch.
+  // One task per (sample, head). The GEMMs read q, k, v, o, dO in place through
+  // their row strides and write out / dqkv in place; only the head's L×L scores
+  // (and dP in backward) live in per-thread scratch. Each GEMM runs on the task's
+  // thread (gemm_serial), so results do not depend on the thread count.
   T* scratch(int thread, size_t n) {
     auto& s = scratch_[thread];
     if (s.size() < n) s.resize(n);
@@ -508,40 +538,28 @@ class CpuBackend final : public Backend<T> {
           "L, heads and head_dim must be > 0");
     const int D = heads * hd, row = 3 * D;
     const T sc = T(1.0 / std::sqrt(static_cast<double>(hd)));
-    const size_t need = 3 * static_cast<size_t>(L) * hd + static_cast<size_t>(L) * L +
-                        static_cast<size_t>(L) * hd;
+    const size_t need = static_cast<size_t>(L) * L;
     reserve_scratch(need);
     pool_.run(static_cast<int64_t>(N) * heads, [&](int64_t task, int th) {
       const int n = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
-      T* q = scratch(th, need);
-      T* k = q + static_cast<size_t>(L) * hd;
-      T* v = k + static_cast<size_t>(L) * hd;
-      T* S = v + static_cast<size_t>(L) * hd;
-      T* o = S + static_cast<size_t>(L) * L;
-      const T* base = qkv + static_cast<size_t>(n) * L * row + static_cast<size_t>(h) * hd;
-      for (int l = 0; l < L; ++l) {
-        const T* r = base + static_cast<size_t>(l) * row;
-        std::memcpy(q + static_cast<size_t>(l) * hd, r, hd * sizeof(T));
-        std::memcpy(k + static_cast<size_t>(l) * hd, r + D, hd * sizeof(T));
-        std::memcpy(v + static_cast<size_t>(l) * hd, r + 2 * D, hd * sizeof(T));
-      }
-      gemm_builtin<T>(nullptr, false, true, L, L, hd, sc, q, hd, k, hd, T(0), S, L);
-      T* lrow = lse + (static_cast<size_t>(n) * heads + h) * L;
-      for (int i = 0; i < L; ++i) {  // softmax rows, keep log-sum-exp
-        T* s = S + static_cast<size_t>(i) * L;
-        T mx = s[0];
-        for (int j = 1; j < L; ++j) mx = std::max(mx, s[j]);
-        for (int j = 0; j < L; ++j) s[j] = vexp(s[j] - mx);
-        const T sum = sum8(s, L);
-        const T inv = T(1) / sum;
-        for (int j = 0; j < L; ++j) s[j] *= inv;
-        lrow[i] = mx + std::log(sum);
-      }
-      gemm_builtin<T>(nullptr, false, false, L, hd, L, T(1), S, L, v, hd, T(0), o, hd);
-      for (int l = 0; l < L; ++l)
-        std::memcpy(out + (static_cast<size_t>(n) * L + l) * D + static_cast<size_t>(h) * hd,
-                    o + static_cast<size_t>(l) * hd, hd * sizeof(T));
+      T* S = scratch(th, need);
+      const T* q = qkv + static_cast<size_t>(n) * L * row + static_cast<size_t>(h) * hd;
+      gemm_serial<T>(false, true, L, L, hd, sc, q, row, q + D, row, T(0), S, L);
+      softmax_rows(S, lse + (static_cast<size_t>(n) * heads + h) * L, L);
+      gemm_serial<T>(false, false, L, hd, L, T(1), S, L, q + 2 * D, row, T(0),
+                     out + static_cast<size_t>(n) * L * D + static_cast<size_t>(h) * hd, D);
     });
+  }
+  // rows of S [L, L]: softmax in place, lse[i] = log Σ_j exp(S[i, j])
+  static void softmax_rows(T* S, T* lse, const int L) {
+    for (int i = 0; i < L; ++i) {
+      T* s = S + static_cast<size_t>(i) * L;
+      const T mx = max8(s, L);
+      exp_shift(s, mx, L);
+      const T sum = sum8(s, L);
+      scale_inplace(s, T(1) / sum, L);
+      lse[i] = mx + std::log(sum);
+    }
   }
 
   void attention_backward(const T* qkv, const T* out, const T* dout, const T* lse, T* dqkv,
@@ -550,49 +568,31 @@ class CpuBackend final : public Backend<T> {
           "L, heads and head_dim must be > 0");
     const int D = heads * hd, row = 3 * D;
     const T sc = T(1.0 / std::sqrt(static_cast<double>(hd)));
-    const size_t Lh = static_cast<size_t>(L) * hd, LL = static_cast<size_t>(L) * L;
-    const size_t need = 8 * Lh + 2 * LL + L;
+    const size_t LL = static_cast<size_t>(L) * L;
+    const size_t need = 2 * LL + L;
     reserve_scratch(need);
     pool_.run(static_cast<int64_t>(N) * heads, [&](int64_t task, int th) {
       const int n = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
-      T* q = scratch(th, need);
-      T *k = q + Lh, *v = k + Lh, *o = v + Lh, *dO = o + Lh;
-      T *dq = dO + Lh, *dk = dq + Lh, *dv = dk + Lh;
-      T *P = dv + Lh, *dP = P + LL, *Drow = dP + LL;
-      const T* base = qkv + static_cast<size_t>(n) * L * row + static_cast<size_t>(h) * hd;
-      for (int l = 0; l < L; ++l) {
-        const T* r = base + static_cast<size_t>(l) * row;
-        const size_t ob = (static_cast<size_t>(n) * L + l) * D + static_cast<size_t>(h) * hd;
-        std::memcpy(q + l * static_cast<size_t>(hd), r, hd * sizeof(T));
-        std::memcpy(k + l * static_cast<size_t>(hd), r + D, hd * sizeof(T));
-        std::memcpy(v + l * static_cast<size_t>(hd), r + 2 * D, hd * sizeof(T));
-        std::memcpy(o + l * static_cast<size_t>(hd), out + ob, hd * sizeof(T));
-        std::memcpy(dO + l * static_cast<size_t>(hd), dout + ob, hd * sizeof(T));
-      }
+      T* P = scratch(th, need);
+      T *dP = P + LL, *Drow = dP + LL;
+      const size_t qoff = static_cast<size_t>(n) * L * row + static_cast<size_t>(h) * hd;
+      const size_t ooff = static_cast<size_t>(n) * L * D + static_cast<size_t>(h) * hd;
+      const T *q = qkv + qoff, *k = q + D, *v = q + 2 * D;
+      const T *o = out + ooff, *dO = dout + ooff;
+      T *dq = dqkv + qoff, *dk = dq + D, *dv = dq + 2 * D;
       // P = exp(q kᵀ scale - lse), recomputed from the saved log-sum-exp
-      gemm_builtin<T>(nullptr, false, true, L, L, hd, sc, q, hd, k, hd, T(0), P, L);
+      gemm_serial<T>(false, true, L, L, hd, sc, q, row, k, row, T(0), P, L);
       const T* lrow = lse + (static_cast<size_t>(n) * heads + h) * L;
       for (int i = 0; i < L; ++i) {
-        T* p = P + static_cast<size_t>(i) * L;
-        for (int j = 0; j < L; ++j) p[j] = vexp(p[j] - lrow[i]);
-        Drow[i] = dot(dO + static_cast<size_t>(i) * hd, o + static_cast<size_t>(i) * hd, hd);
+        exp_shift(P + static_cast<size_t>(i) * L, lrow[i], L);
+        Drow[i] = dot(dO + static_cast<size_t>(i) * D, o + static_cast<size_t>(i) * D, hd);
       }
-      gemm_builtin<T>(nullptr, true, false, L, hd, L, T(1), P, L, dO, hd, T(0), dv, hd);  // dV = Pᵀ dO
-      gemm_builtin<T>(nullptr, false, true, L, L, hd, T(1), dO, hd, v, hd, T(0), dP, L);  // dP = dO Vᵀ
-      for (size_t i = 0; i < static_cast<size_t>(L); ++i) {  // dS = P ∘ (dP − D), in dP
-        T* dp = dP + i * L;
-        const T* p = P + i * L;
-        for (int j = 0; j < L; ++j) dp[j] = p[j] * (dp[j] - Drow[i]);
-      }
-      gemm_builtin<T>(nullptr, false, false, L, hd, L, sc, dP, L, k, hd, T(0), dq, hd);  // dQ = dS K s
-      gemm_builtin<T>(nullptr, true, false, L, hd, L, sc, dP, L, q, hd, T(0), dk, hd);   // dK = dSᵀ Q s
-      T* dbase = dqkv + static_cast<size_t>(n) * L * row + static_cast<size_t>(h) * hd;
-      for (int l = 0; l < L; ++l) {
-        T* r = dbase + static_cast<size_t>(l) * row;
-        std::memcpy(r, dq + l * static_cast<size_t>(hd), hd * sizeof(T));
-        std::memcpy(r + D, dk + l * static_cast<size_t>(hd), hd * sizeof(T));
-        std::memcpy(r + 2 * D, dv + l * static_cast<size_t>(hd), hd * sizeof(T));
-      }
+      gemm_serial<T>(true, false, L, hd, L, T(1), P, L, dO, D, T(0), dv, row);  // dV = Pᵀ dO
+      gemm_serial<T>(false, true, L, L, hd, T(1), dO, D, v, row, T(0), dP, L);  // dP = dO Vᵀ
+      for (int i = 0; i < L; ++i)  // dS = P ∘ (dP − D), in dP
+        softmax_grad_row(dP + static_cast<size_t>(i) * L, P + static_cast<size_t>(i) * L, Drow[i], L);
+      gemm_serial<T>(false, false, L, hd, L, sc, dP, L, k, row, T(0), dq, row);  // dQ = dS K s
+      gemm_serial<T>(true, false, L, hd, L, sc, dP, L, q, row, T(0), dk, row);   // dK = dSᵀ Q s
     });
   }
 

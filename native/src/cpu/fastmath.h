@@ -13,7 +13,9 @@ namespace speed::cpu {
 // Cephes expf: exp(x) = 2^n exp(r), r = x - n ln2 in [-ln2/2, ln2/2], degree-6 polynomial.
 inline float fast_exp(float x) {
   x = std::min(88.3762626647949f, std::max(-87.3365478515625f, x));
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  // n = round(x / ln2) by the 1.5·2^23 trick: std::floor does not vectorise
+  // under the default -ftrapping-math, this does (ties round to even: harmless).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;

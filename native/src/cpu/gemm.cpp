@@ -292,6 +292,24 @@ void gemm(ThreadPool* pool, bool trans_a, bool trans_b, int M, int N, int K, T a
   builtin<T>(pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+template <typename T>
+void gemm_serial(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A,
+                 int lda, const T* B, int ldb, T beta, T* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+#ifdef SPEED_HAVE_CBLAS
+  if (!g_force_builtin.load(std::memory_order_relaxed) && K > 0) {
+    blas_single_thread();
+    blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#endif
+  builtin<T>(nullptr, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+template void gemm_serial<float>(bool, bool, int, int, int, float, const float*, int,
+                                 const float*, int, float, float*, int);
+template void gemm_serial<double>(bool, bool, int, int, int, double, const double*, int,
+                                  const double*, int, double, double*, int);
+
 template void gemm<float>(ThreadPool*, bool, bool, int, int, int, float, const float*, int,
                           const float*, int, float, float*, int);
 template void gemm<double>(ThreadPool*, bool, bool, int, int, int, double, const double*,

@@ -20,6 +20,13 @@ void gemm_builtin(ThreadPool* pool, bool trans_a, bool trans_b, int M, int N, in
                   T alpha, const T* A, int lda, const T* B, int ldb, T beta, T* C,
                   int ldc);
 
+// One GEMM on the calling thread: single-threaded BLAS when gemm() would use
+// BLAS, else the built-in kernel. For per-task work (attention heads): the
+// result does not depend on how many threads the caller's pool has.
+template <typename T>
+void gemm_serial(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A,
+                 int lda, const T* B, int ldb, T beta, T* C, int ldc);
+
 bool gemm_uses_blas();  // false when built without BLAS or when forced builtin
 
 }  // namespace speed::cpu
