@@ -45,7 +45,7 @@ const DEFAULTS: ExperimentSpec = {
   kid_subsets: 50,
   prdc_k: 3,
   keep_checkpoints: false,
-  featnet: { steps: 1500, batch_size: 64, lr: 1e-3, weight_decay: 0.05, held_out_images: 1000, hidden_size: 64, depth: 4, num_heads: 4, mlp_ratio: 4 },
+  featnet: { steps: 400, batch_size: 32, lr: 1e-3, weight_decay: 0.05, held_out_images: 1000, hidden_size: 64, depth: 4, num_heads: 4, mlp_ratio: 4 },
   overrides: [],
 };
 
