@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "cuda_common.h"
 #include "speed/philox.h"
@@ -178,6 +179,90 @@ __global__ void ln_mod_fwd_k(const float* __restrict__ x, const float* __restric
   }
 }
 
+// float4 forms (D % 4 == 0, mod_stride % 4 == 0, 16-byte aligned pointers): the same
+// math, 16-byte accesses (4 values per lane per load instead of 1).
+inline bool al16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+__global__ void ln_mod_fwd4_k(const float4* __restrict__ x, const float* __restrict__ shift,
+                              const float* __restrict__ scale, int mod_stride, float4* __restrict__ y,
+                              float* __restrict__ mean_out, float* __restrict__ rstd_out, int N, int L,
+                              int D4, float eps) {
+  int warps = blockDim.x / 32;
+  size_t row = (size_t)blockIdx.x * warps + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (row >= (size_t)N * L) return;
+  int n = (int)(row / L);
+  const float D = 4.0f * D4;
+  const float4* xr = x + row * D4;
+  float s = 0.f;
+  for (int d = lane; d < D4; d += 32) {
+    float4 v = xr[d];
+    s += (v.x + v.y) + (v.z + v.w);
+  }
+  float mean = warp_sum(s) / D;
+  float s2 = 0.f;
+  for (int d = lane; d < D4; d += 32) {
+    float4 v = xr[d];
+    float a = v.x - mean, b = v.y - mean, c = v.z - mean, e = v.w - mean;
+    s2 += (a * a + b * b) + (c * c + e * e);
+  }
+  float var = warp_sum(s2) / D;
+  float rstd = rsqrtf(var + eps);
+  const float4* sh = reinterpret_cast<const float4*>(shift + (size_t)n * mod_stride);
+  const float4* sc = reinterpret_cast<const float4*>(scale + (size_t)n * mod_stride);
+  float4* yr = y + row * D4;
+  for (int d = lane; d < D4; d += 32) {
+    float4 v = xr[d], h = sh[d], k = sc[d], o;
+    o.x = (v.x - mean) * rstd * (1.0f + k.x) + h.x;
+    o.y = (v.y - mean) * rstd * (1.0f + k.y) + h.y;
+    o.z = (v.z - mean) * rstd * (1.0f + k.z) + h.z;
+    o.w = (v.w - mean) * rstd * (1.0f + k.w) + h.w;
+    yr[d] = o;
+  }
+  if (lane == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+__global__ void ln_mod_bwd_dx4_k(const float4* __restrict__ dy, const float4* __restrict__ x,
+                                 const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
+                                 const float* __restrict__ scale, int mod_stride, float4* dx, int N,
+                                 int L, int D4, bool accum) {
+  int warps = blockDim.x / 32;
+  size_t row = (size_t)blockIdx.x * warps + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (row >= (size_t)N * L) return;
+  int n = (int)(row / L);
+  const float D = 4.0f * D4;
+  const float4* xr = x + row * D4;
+  const float4* dyr = dy + row * D4;
+  const float4* sc = reinterpret_cast<const float4*>(scale + (size_t)n * mod_stride);
+  float mean = mean_in[row], rstd = rstd_in[row];
+  float a = 0.f, b = 0.f;
+  for (int d = lane; d < D4; d += 32) {
+    float4 g = dyr[d], v = xr[d], k = sc[d];
+    g.x *= 1.0f + k.x; g.y *= 1.0f + k.y; g.z *= 1.0f + k.z; g.w *= 1.0f + k.w;
+    a += (g.x + g.y) + (g.z + g.w);
+    b += (g.x * (v.x - mean) + g.y * (v.y - mean)) + (g.z * (v.z - mean) + g.w * (v.w - mean));
+  }
+  a = warp_sum(a) / D;
+  b = warp_sum(b) * rstd / D;
+  float4* dxr = dx + row * D4;
+  for (int d = lane; d < D4; d += 32) {
+    float4 g = dyr[d], v = xr[d], k = sc[d], o;
+    o.x = rstd * (g.x * (1.0f + k.x) - a - (v.x - mean) * rstd * b);
+    o.y = rstd * (g.y * (1.0f + k.y) - a - (v.y - mean) * rstd * b);
+    o.z = rstd * (g.z * (1.0f + k.z) - a - (v.z - mean) * rstd * b);
+    o.w = rstd * (g.w * (1.0f + k.w) - a - (v.w - mean) * rstd * b);
+    if (accum) {
+      float4 p = dxr[d];
+      o.x += p.x; o.y += p.y; o.z += p.z; o.w += p.w;
+    }
+    dxr[d] = o;
+  }
+}
+
 __global__ void ln_mod_bwd_dx_k(const float* __restrict__ dy, const float* __restrict__ x,
                                 const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
                                 const float* __restrict__ scale, int mod_stride, float* dx, int N, int L,
@@ -238,6 +323,18 @@ __global__ void ln_mod_bwd_dmod_k(const float* __restrict__ dy, const float* __r
     }
     dshift[(size_t)n * mod_stride + d] = ss;
     dscale[(size_t)n * mod_stride + d] = cc;
+  }
+}
+
+__global__ void gated_res_fwd4_k(float4* x, const float* __restrict__ gate, int mod_stride,
+                                 const float4* __restrict__ h, int N, int L, int D4) {
+  size_t total = (size_t)N * L * D4;
+  GRID_STRIDE(i, total) {
+    int d = (int)(i % D4);
+    int n = (int)(i / ((size_t)L * D4));
+    float4 g = reinterpret_cast<const float4*>(gate + (size_t)n * mod_stride)[d], v = h[i], o = x[i];
+    o.x += g.x * v.x; o.y += g.y * v.y; o.z += g.z * v.z; o.w += g.w * v.w;
+    x[i] = o;
   }
 }
 
@@ -451,9 +548,16 @@ constexpr int kNormBlocks = 1024;
 
 __global__ void sumsq_k(const float* __restrict__ g, size_t n, double* partial) {
   double acc = 0.0;
-  // float4 body when aligned; the CPU sums in its own order, so only rounding differs
-  GRID_STRIDE(i, n) {
-    double v = g[i];
+  // float4 body when aligned (16-byte loads, 4 independent products per load), then the
+  // tail; the CPU sums in its own order, so only rounding differs. Fixed grid: deterministic.
+  size_t n4 = (reinterpret_cast<uintptr_t>(g) & 15u) == 0 ? n / 4 : 0;
+  const float4* g4 = reinterpret_cast<const float4*>(g);
+  GRID_STRIDE(i, n4) {
+    float4 f = g4[i];
+    acc += ((double)f.x * f.x + (double)f.y * f.y) + ((double)f.z * f.z + (double)f.w * f.w);
+  }
+  GRID_STRIDE(i, n - 4 * n4) {
+    double v = g[4 * n4 + i];
     acc += v * v;
   }
   __shared__ double sh[32];
@@ -497,6 +601,39 @@ struct AdamArgs {
 
 // Per-element math in float64 (the CPU backend's formula, term for term); the
 // kernel is bound by its 36 bytes per parameter, not by the arithmetic.
+__device__ __forceinline__ void adam_one(float& p, float g, float& m, float& v, float& e,
+                                         const AdamArgs& a, double clip) {
+  const double gi = (double)g * clip;
+  const double mi = a.beta1 * (double)m + (1.0 - a.beta1) * gi;
+  const double vi = a.beta2 * (double)v + (1.0 - a.beta2) * gi * gi;
+  const double pi = (double)p * a.decay - a.lr_bc1 * mi / (sqrt(vi * a.inv_bc2) + a.eps);
+  m = (float)mi;
+  v = (float)vi;
+  p = (float)pi;
+  if (a.use_ema) e = (float)(a.ema_decay * (double)e + (1.0 - a.ema_decay) * (double)p);
+}
+
+// float4 form: all five pointers 16-byte aligned; the first n4*4 elements (the launcher
+// runs adamw_k on the tail).
+__global__ void adamw4_k(float4* __restrict__ p, const float4* __restrict__ g, float4* __restrict__ m,
+                         float4* __restrict__ v, float4* __restrict__ ema, size_t n4, AdamArgs a,
+                         const OptimDeviceResult* __restrict__ res) {
+  if (res->skip) return;
+  const double clip = res->clip;
+  GRID_STRIDE(i, n4) {
+    float4 pp = p[i], gg = g[i], mm = m[i], vv = v[i], ee = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (a.use_ema) ee = ema[i];
+    adam_one(pp.x, gg.x, mm.x, vv.x, ee.x, a, clip);
+    adam_one(pp.y, gg.y, mm.y, vv.y, ee.y, a, clip);
+    adam_one(pp.z, gg.z, mm.z, vv.z, ee.z, a, clip);
+    adam_one(pp.w, gg.w, mm.w, vv.w, ee.w, a, clip);
+    p[i] = pp;
+    m[i] = mm;
+    v[i] = vv;
+    if (a.use_ema) ema[i] = ee;
+  }
+}
+
 __global__ void adamw_k(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                         float* __restrict__ v, float* __restrict__ ema, size_t n, AdamArgs a,
                         const OptimDeviceResult* __restrict__ res) {
@@ -633,6 +770,13 @@ void ln_modulate_forward(const float* x, const float* shift, const float* scale,
   size_t rows = (size_t)N * L;
   if (!rows) return;
   const int warps = 8;
+  if (D % 4 == 0 && mod_stride % 4 == 0 && al16(x) && al16(y) && al16(shift) && al16(scale)) {
+    ln_mod_fwd4_k<<<(unsigned)((rows + warps - 1) / warps), warps * 32, 0, s>>>(
+        reinterpret_cast<const float4*>(x), shift, scale, mod_stride, reinterpret_cast<float4*>(y),
+        mean, rstd, N, L, D / 4, eps);
+    SPEED_CUDA_LAUNCH_CHECK("ln_modulate_forward (float4)");
+    return;
+  }
   ln_mod_fwd_k<<<(unsigned)((rows + warps - 1) / warps), warps * 32, 0, s>>>(
       x, shift, scale, mod_stride, y, mean, rstd, N, L, D, eps);
   SPEED_CUDA_LAUNCH_CHECK("ln_modulate_forward");
@@ -644,7 +788,12 @@ void ln_modulate_backward(const float* dy, const float* x, const float* mean, co
   size_t rows = (size_t)N * L;
   if (!rows) return;
   const int warps = 8;
-  if (dx) {
+  if (dx && D % 4 == 0 && mod_stride % 4 == 0 && al16(dy) && al16(x) && al16(dx) && al16(scale)) {
+    ln_mod_bwd_dx4_k<<<(unsigned)((rows + warps - 1) / warps), warps * 32, 0, s>>>(
+        reinterpret_cast<const float4*>(dy), reinterpret_cast<const float4*>(x), mean, rstd, scale,
+        mod_stride, reinterpret_cast<float4*>(dx), N, L, D / 4, accum_dx);
+    SPEED_CUDA_LAUNCH_CHECK("ln_modulate_backward(dx, float4)");
+  } else if (dx) {
     ln_mod_bwd_dx_k<<<(unsigned)((rows + warps - 1) / warps), warps * 32, 0, s>>>(
         dy, x, mean, rstd, scale, mod_stride, dx, N, L, D, accum_dx);
     SPEED_CUDA_LAUNCH_CHECK("ln_modulate_backward(dx)");
@@ -658,6 +807,12 @@ void gated_residual_forward(float* x, const float* gate, int mod_stride, const f
                             int L, int D, cudaStream_t s) {
   size_t total = (size_t)N * L * D;
   if (!total) return;
+  if (D % 4 == 0 && mod_stride % 4 == 0 && al16(x) && al16(gate) && al16(h)) {
+    gated_res_fwd4_k<<<grid_for(total / 4), kThreads, 0, s>>>(
+        reinterpret_cast<float4*>(x), gate, mod_stride, reinterpret_cast<const float4*>(h), N, L, D / 4);
+    SPEED_CUDA_LAUNCH_CHECK("gated_residual_forward (float4)");
+    return;
+  }
   gated_res_fwd_k<<<grid_for(total), kThreads, 0, s>>>(x, gate, mod_stride, h, N, L, D);
   SPEED_CUDA_LAUNCH_CHECK("gated_residual_forward");
 }
@@ -742,8 +897,21 @@ void optimizer_step(float* params, const float* grads, float* m, float* v, float
   a.decay = 1.0 - hp.lr * hp.weight_decay;
   a.ema_decay = hp.ema_decay;
   a.use_ema = (ema != nullptr && hp.ema_decay >= 0.0) ? 1 : 0;
-  adamw_k<<<grid_for(n), kThreads, 0, s>>>(params, grads, m, v, ema, n, a, result);
-  SPEED_CUDA_LAUNCH_CHECK("optimizer_step(adamw)");
+  size_t done = 0;
+  if (al16(params) && al16(grads) && al16(m) && al16(v) && (!a.use_ema || al16(ema)) && n >= 4) {
+    const size_t n4 = n / 4;
+    adamw4_k<<<grid_for(n4), kThreads, 0, s>>>(
+        reinterpret_cast<float4*>(params), reinterpret_cast<const float4*>(grads),
+        reinterpret_cast<float4*>(m), reinterpret_cast<float4*>(v),
+        reinterpret_cast<float4*>(a.use_ema ? ema : params), n4, a, result);
+    SPEED_CUDA_LAUNCH_CHECK("optimizer_step(adamw, float4)");
+    done = 4 * n4;
+  }
+  if (done < n) {
+    adamw_k<<<grid_for(n - done), kThreads, 0, s>>>(params + done, grads + done, m + done, v + done,
+                                                     a.use_ema ? ema + done : ema, n - done, a, result);
+    SPEED_CUDA_LAUNCH_CHECK("optimizer_step(adamw)");
+  }
 }
 
 void sample_step(const float* model_out, float* x, const float* noise, int N, int C, int HW,

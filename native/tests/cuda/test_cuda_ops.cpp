@@ -434,6 +434,7 @@ int main(int argc, char** argv) {
       test_ln(2, 67, 384);
       test_ln(1, 5, 72);
       test_ln(3, 13, 1152);
+      test_ln(2, 7, 50);  // D % 4 != 0: the scalar kernels (the others take the float4 ones)
     }
     if (want("gated")) {
       test_gated(2, 67, 384);
