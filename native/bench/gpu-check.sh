@@ -178,7 +178,7 @@ step_json() {
 
 # ---- (a) what the machine has ------------------------------------------------------------
 {
-  echo "card: $(timeout 10 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader 2>&1 | head -1)"
+  echo "card: $(timeout 10 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader 2>/dev/null | head -1 | grep . || echo 'unknown (nvidia-smi failed)')"
   timeout 10 nvidia-smi || true
   command -v nvcc && timeout 10 nvcc --version || echo "nvcc: not on PATH"
   echo "--- cuBLASLt ---"
