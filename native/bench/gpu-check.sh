@@ -113,7 +113,7 @@ for r in nat:
     ratio = f"{ours / s['ms']:.2f}x SDPA ({src}: {s['ms']:.3f} ms, fwd {s.get('ms_fwd', 0):.3f})" if s else "no SDPA row"
     print(f"attention {model} b{b} h{h} hd{hd}: ours fwd {r['ms']:.3f} + bwd {bw['ms'] if bw else 0:.3f} = {ours:.3f} ms  -> {ratio}  (target <= 1.5x)")
 # our attention at SDPA's exact shapes (test_cuda_attn_bench), both paths
-for impl in ("bf16_tc", "fp32"):
+for impl in ("bf16_tc", "bf16_tc_w8", "fp32"):
     for r in nat:
         if r.get("what") != "attn_fwd" or r.get("impl") != impl: continue
         b, h, hd = r["batch"], r["heads"], r["head_dim"]
@@ -122,7 +122,7 @@ for impl in ("bf16_tc", "fp32"):
         s = sdpa(tor, b, h, hd); src = "same run"
         if not s: s = sdpa(rec, b, h, hd); src = "recorded"
         ratio = f"{ours / s['ms']:.2f}x SDPA ({src} {s['ms']:.3f} ms, fwd {s.get('ms_fwd', 0):.3f})" if s else "no SDPA row"
-        print(f"attention {impl:<7} b{b} h{h} L{r['seq']} hd{hd}: fwd {r['ms']:.3f} ({r.get('tflops', 0):.0f} TF/s) + bwd {bw['ms'] if bw else 0:.3f} ({bw.get('tflops', 0) if bw else 0:.0f} TF/s) = {ours:.3f} ms -> {ratio}; target <= 1.5x")
+        print(f"attention {impl:<10} b{b} h{h} L{r['seq']} hd{hd}: fwd {r['ms']:.3f} ({r.get('tflops', 0):.0f} TF/s) + bwd {bw['ms'] if bw else 0:.3f} ({bw.get('tflops', 0) if bw else 0:.0f} TF/s) = {ours:.3f} ms -> {ratio}; target <= 1.5x")
 own_copy = next((r.get("gbps") for r in nat if r.get("what") == "copy"), None)
 if own_copy: print(f"copy (ours, cudaMemcpy D2D): {own_copy:.0f} GB/s")
 for what in ("optimizer_step", "ln_modulate_fwd", "ln_modulate_bwd", "gated_residual_fwd", "gated_residual_bwd"):
@@ -217,6 +217,8 @@ if [ -x "$OPS" ]; then
     ATT_FALLBACK=1
     echo "bf16 tensor-core attention FAILED its test: bench runs with SPEED_CUDA_ATTENTION=fp32" | tee -a "$STATUS"
   fi
+  # the optional 8-warp attention kernels (SPEED_CUDA_ATTN_WARPS=8; not the default path)
+  step ops-bf16-attnw8 40 10 "$TLOG" "$OPS" bf16 attnw8
   step ops-fp32 60 10 "$TLOG" "$OPS" fp32
   step ops-bf16 60 10 "$TLOG" "$OPS" bf16
   step ops-tf32 60 10 "$TLOG" "$OPS" tf32

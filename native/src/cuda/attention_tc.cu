@@ -84,7 +84,7 @@ template <int HD, int ROWS, bool ROW_FAST = false, class F>
 __device__ __forceinline__ void load_tile(const float* __restrict__ base, size_t ld, int r0,
                                           int L, F&& f) {
   constexpr int HDP = Dims<HD>::HDP, C4 = HDP / 4;
-  for (int e = threadIdx.x; e < ROWS * C4; e += kThreads) {
+  for (int e = threadIdx.x; e < ROWS * C4; e += blockDim.x) {
     const int r = ROW_FAST ? e % ROWS : e / C4;
     const int c = ROW_FAST ? (e / ROWS) * 4 : (e - r * C4) * 4;
     float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -167,22 +167,23 @@ __device__ __forceinline__ float quad_sum(float v) {
 }
 
 // ---- forward ---------------------------------------------------------------------------
-template <int HD>
-__global__ void __launch_bounds__(kThreads) attn_tc_fwd_k(const float* __restrict__ qkv,
+template <int HD, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) attn_tc_fwd_k(const float* __restrict__ qkv,
                                                           float* __restrict__ out,
                                                           float* __restrict__ lse, int L,
                                                           int heads, float scale_log2) {
   using Dm = Dims<HD>;
   constexpr int SW = Dm::SW, NT = Dm::NT, KT = Dm::KT, VW = TW<kKeys>::value;
-  __shared__ __align__(16) uint32_t Qs[kRows * SW];    // also the K tile [key][d]
+  constexpr int ROWS = 16 * WARPS;                     // query rows per block
+  __shared__ __align__(16) uint32_t Qs[ROWS * SW];
   __shared__ __align__(16) uint32_t Ks[kKeys * SW];
   __shared__ __align__(16) uint32_t Vt[Dm::HDP * VW];  // V^T [d][key]
-  const int n = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kRows;
+  const int n = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * ROWS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const size_t hs = (size_t)heads * HD, ld = 3 * hs;
   const float* base = qkv + (size_t)n * L * ld + (size_t)h * HD;
 
-  load_tile<HD, kRows>(base, ld, q0, L, [&](int r, int c, float4 v) { st_row<SW>(Qs, r, c, v); });
+  load_tile<HD, ROWS>(base, ld, q0, L, [&](int r, int c, float4 v) { st_row<SW>(Qs, r, c, v); });
   __syncthreads();
   uint32_t qa[KT][4];
   load_a<HD, SW>(qa, Qs, warp * 16, g, t);
@@ -347,22 +348,23 @@ __global__ void __launch_bounds__(kThreads) attn_tc_bwd_dq_k(
 }
 
 // ---- backward, dK and dV ---------------------------------------------------------------------
-template <int HD>
+template <int HD, int ROWS>
 struct DkvSmem {
   using Dm = Dims<HD>;
   static constexpr int QW = TW<kBq>::value;
-  static constexpr int stage = 2 * kRows * Dm::SW;                     // K, V [key][d]
+  static constexpr int stage = 2 * ROWS * Dm::SW;                      // K, V [key][d]
   static constexpr int tiles = 2 * kBq * Dm::SW + 2 * Dm::HDP * QW;    // Q, dO, Q^T, dO^T
   static constexpr int words = stage > tiles ? stage : tiles;
 };
 
-template <int HD>
-__global__ void __launch_bounds__(kThreads) attn_tc_bwd_dkv_k(
+template <int HD, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) attn_tc_bwd_dkv_k(
     const float* __restrict__ qkv, const float* __restrict__ dout, const float* __restrict__ lse,
     const float* __restrict__ Dterm, float* __restrict__ dqkv, int L, int heads, float scale,
     float scale_log2) {
   using Dm = Dims<HD>;
-  using Sm = DkvSmem<HD>;
+  constexpr int ROWS = 16 * WARPS;  // key rows per block
+  using Sm = DkvSmem<HD, ROWS>;
   constexpr int SW = Dm::SW, NT = Dm::NT, KT = Dm::KT, QW = Sm::QW;
   __shared__ __align__(16) uint32_t sm[Sm::words];
   __shared__ float Lsh[kBq], Dsh[kBq];
@@ -370,7 +372,7 @@ __global__ void __launch_bounds__(kThreads) attn_tc_bwd_dkv_k(
   uint32_t* dOs = Qs + kBq * SW;        // [q][d]
   uint32_t* Qt = dOs + kBq * SW;        // [d][q]
   uint32_t* dOt = Qt + Dm::HDP * QW;    // [d][q]
-  const int n = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * kRows;
+  const int n = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * ROWS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const size_t hs = (size_t)heads * HD, ld = 3 * hs;
   const float* base = qkv + (size_t)n * L * ld + (size_t)h * HD;
@@ -379,13 +381,13 @@ __global__ void __launch_bounds__(kThreads) attn_tc_bwd_dkv_k(
   const float* drow = Dterm + ((size_t)n * heads + h) * L;
 
   // K and V A fragments (this warp's 16 keys), staged through shared memory
-  load_tile<HD, kRows>(base + hs, ld, k0, L, [&](int r, int c, float4 v) { st_row<SW>(sm, r, c, v); });
-  load_tile<HD, kRows>(base + 2 * hs, ld, k0, L,
-                       [&](int r, int c, float4 v) { st_row<SW>(sm + kRows * SW, r, c, v); });
+  load_tile<HD, ROWS>(base + hs, ld, k0, L, [&](int r, int c, float4 v) { st_row<SW>(sm, r, c, v); });
+  load_tile<HD, ROWS>(base + 2 * hs, ld, k0, L,
+                      [&](int r, int c, float4 v) { st_row<SW>(sm + ROWS * SW, r, c, v); });
   __syncthreads();
   uint32_t ka[KT][4], va[KT][4];
   load_a<HD, SW>(ka, sm, warp * 16, g, t);
-  load_a<HD, SW>(va, sm + kRows * SW, warp * 16, g, t);
+  load_a<HD, SW>(va, sm + ROWS * SW, warp * 16, g, t);
 
   float dk[NT][4], dv[NT][4];
 #pragma unroll
@@ -404,7 +406,7 @@ __global__ void __launch_bounds__(kThreads) attn_tc_bwd_dkv_k(
       st_row<SW>(dOs, r, c, v);
       st_col<QW>(dOt, r, c, v);
     });
-    for (int r = threadIdx.x; r < kBq; r += kThreads) {
+    for (int r = threadIdx.x; r < kBq; r += blockDim.x) {
       const bool ok = i0 + r < L;
       Lsh[r] = ok ? lrow[i0 + r] * kLog2e : INFINITY;  // P^T = 0 for rows past L
       Dsh[r] = ok ? drow[i0 + r] : 0.f;
@@ -446,12 +448,27 @@ __global__ void __launch_bounds__(kThreads) attn_tc_bwd_dkv_k(
   }
 }
 
+// SPEED_CUDA_ATTN_WARPS=8: forward and dK/dV kernels with 8 warps (128 query / key rows
+// per block: half the tile loads per FLOP, lower occupancy); default 4. For A/B timing.
+int attn_warps() {
+  const char* e = std::getenv("SPEED_CUDA_ATTN_WARPS");
+  return e && std::strcmp(e, "8") == 0 ? 8 : 4;
+}
+
+template <int HD, int WARPS>
+void tc_fwd_w(const float* qkv, float* out, float* lse, int N, int L, int heads, cudaStream_t st) {
+  constexpr int ROWS = 16 * WARPS;
+  dim3 grid((L + ROWS - 1) / ROWS, heads, N);
+  const float scale = 1.0f / sqrtf((float)HD);
+  attn_tc_fwd_k<HD, WARPS><<<grid, WARPS * 32, 0, st>>>(qkv, out, lse, L, heads, scale * kLog2e);
+  SPEED_CUDA_LAUNCH_CHECK("attention_forward (bf16 tensor cores)");
+}
 template <int HD>
 void tc_fwd(const float* qkv, float* out, float* lse, int N, int L, int heads, cudaStream_t st) {
-  dim3 grid((L + kRows - 1) / kRows, heads, N);
-  const float scale = 1.0f / sqrtf((float)HD);
-  attn_tc_fwd_k<HD><<<grid, kThreads, 0, st>>>(qkv, out, lse, L, heads, scale * kLog2e);
-  SPEED_CUDA_LAUNCH_CHECK("attention_forward (bf16 tensor cores)");
+  if (attn_warps() == 8)
+    tc_fwd_w<HD, 8>(qkv, out, lse, N, L, heads, st);
+  else
+    tc_fwd_w<HD, 4>(qkv, out, lse, N, L, heads, st);
 }
 
 template <int HD>
@@ -462,8 +479,14 @@ void tc_bwd(const float* qkv, const float* out, const float* dout, const float* 
   attn_tc_bwd_dq_k<HD><<<grid, kThreads, 0, st>>>(qkv, out, dout, lse, dqkv, scratch, L, heads, scale,
                                                    scale * kLog2e);
   SPEED_CUDA_LAUNCH_CHECK("attention_backward dq (bf16 tensor cores)");
-  attn_tc_bwd_dkv_k<HD><<<grid, kThreads, 0, st>>>(qkv, dout, lse, scratch, dqkv, L, heads, scale,
-                                                    scale * kLog2e);
+  if (attn_warps() == 8) {
+    dim3 g8((L + 127) / 128, heads, N);
+    attn_tc_bwd_dkv_k<HD, 8><<<g8, 256, 0, st>>>(qkv, dout, lse, scratch, dqkv, L, heads, scale,
+                                                 scale * kLog2e);
+  } else {
+    attn_tc_bwd_dkv_k<HD, 4><<<grid, kThreads, 0, st>>>(qkv, dout, lse, scratch, dqkv, L, heads, scale,
+                                                        scale * kLog2e);
+  }
   SPEED_CUDA_LAUNCH_CHECK("attention_backward dk,dv (bf16 tensor cores)");
 }
 

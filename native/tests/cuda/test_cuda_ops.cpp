@@ -166,13 +166,14 @@ static void test_gated(int N, int L, int D) {
 // compared with the CUDA float32 path (a second backend in FP32 math), and the
 // SPEED_CUDA_ATTENTION=fp32 fallback must match the CPU to 1e-5 again.
 static std::shared_ptr<Backend<float>> F32;  // CUDA backend in FP32 math (bf16 runs only)
+static std::string g_attn_tag;               // " w8" while SPEED_CUDA_ATTN_WARPS=8
 
 static void test_attention(int N, int L, int heads, int hd) {
   std::string tag = "attention N" + std::to_string(N) + " L" + std::to_string(L) + " h" +
                     std::to_string(heads) + " hd" + std::to_string(hd);
   const bool bf16 = g_math == CudaMath::BF16;
   const double tol = bf16 ? 2e-2 : 1e-5;
-  if (bf16) tag += " [bf16 tc]";
+  if (bf16) tag += " [bf16 tc" + g_attn_tag + "]";
   size_t nq = (size_t)N * L * 3 * heads * hd, no = (size_t)N * L * heads * hd;
   std::vector<float> qkvh = randn(nq, rng, 1.5f);
   PF qkv(qkvh), out(no), lse((size_t)N * heads * L);
@@ -440,12 +441,13 @@ int main(int argc, char** argv) {
       test_gated(2, 67, 384);
       test_gated(1, 3, 50);
     }
+    // sections "attention" (default kernels) and "attnw8" (SPEED_CUDA_ATTN_WARPS=8, bf16 only)
+    if (g_math == CudaMath::BF16 && (want("attention") || want("attnw8"))) {
+      CudaOptions fo;
+      fo.math = CudaMath::FP32;
+      F32 = make_cuda_backend(fo);
+    }
     if (want("attention")) {
-      if (g_math == CudaMath::BF16) {
-        CudaOptions fo;
-        fo.math = CudaMath::FP32;
-        F32 = make_cuda_backend(fo);
-      }
       test_attention(2, 67, 3, 64);   // L not a multiple of any tile
       test_attention(1, 256, 2, 72);  // DiT-XL head size
       test_attention(2, 67, 3, 72);   // hd 72 (padded to 80) with a partial tile
@@ -454,8 +456,19 @@ int main(int argc, char** argv) {
       test_attention(1, 1, 1, 64);
       test_attention(1, 130, 1, 16);
       test_attention(2, 256, 6, 64);  // DiT-S head size at DiT's L
-      F32.reset();
     }
+    if (g_math == CudaMath::BF16 && want("attnw8")) {  // the 8-warp forward and dK/dV kernels
+      setenv("SPEED_CUDA_ATTN_WARPS", "8", 1);
+      g_attn_tag = " w8";
+      test_attention(2, 67, 3, 72);
+      test_attention(1, 200, 2, 72);
+      test_attention(2, 256, 6, 64);
+      test_attention(3, 33, 2, 32);
+      test_attention(1, 1, 1, 64);
+      unsetenv("SPEED_CUDA_ATTN_WARPS");
+      g_attn_tag.clear();
+    }
+    F32.reset();
     if (want("embedding")) test_embeddings();
     if (want("noise")) test_noise();
     if (want("diffusion")) test_diffusion();
