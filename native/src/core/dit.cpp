@@ -496,7 +496,6 @@ void DiT<T>::init(uint64_t seed) {
     InitRng r(seed, index, false);
     for (size_t k = 0; k < p.numel; ++k) dst[k] = static_cast<T>((2.0 * r.next() - 1.0) * bound);
   }
-  (void)c;
   const size_t bytes = host.size() * sizeof(T);
   I.be->to_device(I.params, host.data(), bytes);
   I.be->to_device(I.ema, host.data(), bytes);
