@@ -86,6 +86,32 @@ inline T sqdev8(const T* a, T mu, int n) {
   return s;
 }
 
+// y += b (one row)
+template <typename T>
+inline void add_row(T* __restrict y, const T* __restrict b, const int n) {
+  for (int j = 0; j < n; ++j) y[j] += b[j];
+}
+// pre = y + b (b may be null); y = gelu(pre): one pass over a Linear's output row
+template <typename T>
+inline void bias_gelu_row(T* __restrict y, T* __restrict pre, const T* __restrict b, const int n) {
+  if (b)
+    for (int j = 0; j < n; ++j) {
+      const T u = y[j] + b[j];
+      pre[j] = u;
+      y[j] = gelu(u);
+    }
+  else
+    for (int j = 0; j < n; ++j) {
+      const T u = y[j];
+      pre[j] = u;
+      y[j] = gelu(u);
+    }
+}
+template <typename T>
+inline void gelu_grad_mul(T* __restrict dy, const T* __restrict pre, const int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dy[i] *= gelu_grad(pre[i]);
+}
+
 // max of a[0..n) with 16 partial maxima (vectorisable; max is exact, so order-free)
 template <typename T>
 inline T max8(const T* __restrict a, const int n) {
@@ -274,17 +300,11 @@ class CpuBackend final : public Backend<T> {
     gemm<T>(&pool_, false, true, M, N, K, T(1), x, K, w, K, T(0), y, N);
     if (!b && act == Act::None) return;
     parallel_for(pool_, M, std::max<int64_t>(1, kElemGrain / N), [&](int64_t r0, int64_t r1, int) {
+      const int n = N;
       for (int64_t r = r0; r < r1; ++r) {
-        T* yr = y + r * N;
-        if (b)
-          for (int j = 0; j < N; ++j) yr[j] += b[j];
-        if (act == Act::GeluTanh) {
-          T* pr = pre + r * N;
-          for (int j = 0; j < N; ++j) {
-            pr[j] = yr[j];
-            yr[j] = gelu(yr[j]);
-          }
-        }
+        T* yr = y + r * n;
+        if (act == Act::GeluTanh) bias_gelu_row(yr, pre + r * n, b, n);
+        else add_row(yr, b, n);
       }
     });
   }
@@ -294,7 +314,7 @@ class CpuBackend final : public Backend<T> {
     check(M >= 0 && K >= 0 && N >= 0, "linear_backward", "sizes must be >= 0");
     if (act == Act::GeluTanh) {  // dy <- dy * gelu'(pre)
       parallel_for(pool_, static_cast<int64_t>(M) * N, kElemGrain, [&](int64_t b, int64_t e, int) {
-        for (int64_t i = b; i < e; ++i) dy[i] *= gelu_grad(pre[i]);
+        gelu_grad_mul(dy + b, pre + b, e - b);
       });
     }
     if (dx) {
