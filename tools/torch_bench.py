@@ -77,6 +77,11 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args()
+if ARGS.device == "cpu":
+    # libgomp's default spin-waiting turns into long stalls when the cores are shared with
+    # other processes (seen: 2 threads 6x slower than 1 at load 10 on 2 cores); sleep
+    # instead unless the caller chose a policy.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if ARGS.threads:
     # OpenBLAS (Debian's torch uses it for GEMMs) reads its thread count at load time.
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -416,6 +421,7 @@ def main() -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     env = {"kind": "env", "torch": torch.__version__, "device": dev.type,
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "device_name": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "dtype": dt_name, "peak_tflops": ARGS.peak_tflops,
            "has_sdpa": td._HAS_SDPA, "has_compile": hasattr(torch, "compile")}

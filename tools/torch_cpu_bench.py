@@ -104,6 +104,9 @@ def main() -> int:
         load = (float("nan"),) * 3
     print(f"CPU side by side: threads {a.threads}, {os.cpu_count()} cores, load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" + ("  (busy machine: noisy)" if load[0] > 0.5 else ""))
+    if load[0] > (os.cpu_count() or 1) and a.threads > 1:
+        print("warning: more runnable processes than cores: multi-threaded timings (both sides) suffer from "
+              "preemption; --threads 1 gives the fairer comparison on a shared machine")
 
     failed = False
     ours: Dict = {}
