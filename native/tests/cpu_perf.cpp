@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "speed/bench.h"
 #include "speed/cpu.h"
+#include "speed/dit.h"
+#include "../src/core/layout.h"
 
 using namespace speed;
 
@@ -114,6 +117,24 @@ int main(int argc, char** argv) {
       be->optimizer_step(p.data(), g.data(), m.data(), v.data(), e.data(), n, hp, losses, 1);
     });
     std::printf("%-22s %9.3f ms %7.2f GB/s (9 x 4 B/param)\n", "optimizer_step", ms, 36.0 * n / ms * 1e-6);
+  }
+  if (has("step")) {  // the whole model: forward and train step (CPU time)
+    DiTConfig c = parse_bench_model("DiT-S/2@32x4");
+    DiT<float> model(c, be);
+    model.init(0);
+    model.set_tables(linear_diffusion_tables(1000));
+    const int C = c.in_channels, HW = c.input_size * c.input_size, Co = c.out_channels();
+    auto x0 = rnd(size_t(B) * C * HW, 1, 9);
+    std::vector<float> w(B, 1.f), out(size_t(B) * Co * HW);
+    std::vector<int32_t> t(B), y(B);
+    for (int i = 0; i < B; ++i) { t[i] = (i * 137) % 1000; y[i] = (i * 31) % 1000; }
+    const double f = dit_forward_flops_per_image(c) * B;
+    double ms = min_ms(reps, [&] { model.forward(x0.data(), t.data(), y.data(), B, out.data(), false); });
+    std::printf("%-22s %9.3f ms %7.1f GFLOP/s\n", "forward", ms, f / ms * 1e-6);
+    TrainHyper hp;
+    hp.optim.max_grad_norm = 1.0;
+    ms = min_ms(reps, [&] { model.train_step(x0.data(), t.data(), y.data(), w.data(), B, hp); });
+    std::printf("%-22s %9.3f ms %7.1f GFLOP/s\n", "train_step", ms, 3 * f / ms * 1e-6);
   }
   return 0;
 }
