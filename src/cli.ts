@@ -3,10 +3,12 @@
 //   speed-train -c CONFIG [-p train|sample|inference] [key.path=value ...] [--resume PATH|latest]
 //   speed-train analyze -c CONFIG [key.path=value ...]
 //   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 
+import { runAnalyze } from './analyze.js';
+import { validateSpeedOptions } from './speed/index.js';
 import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Config, type Phase } from './config/index.js';
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
@@ -34,6 +36,8 @@ async function main(argv: string[]): Promise<number> {
     .argument('[overrides...]', 'config overrides key.path=value (YAML-typed), applied after the files')
     .showHelpAfterError()
     .exitOverride()
+    // options after a subcommand's name (analyze -c ...) belong to the subcommand
+    .enablePositionalOptions()
     .action(async (overrides: string[], o: { config?: string; phase: Phase; resume?: string; helpConfig?: boolean }) => {
       if (o.helpConfig) { out(describeSchema().join('\n')); return; }
       if (!o.config) throw new SpeedTrainError('missing -c CONFIG (for example: speed-train -c configs/default.yaml)');
@@ -72,19 +76,12 @@ async function main(argv: string[]): Promise<number> {
       const file = o.out ?? path.join(c.experiment_dir, 'analyze.png');
       mkdirSync(path.dirname(file), { recursive: true });
       const metricsPath = path.join(c.experiment_dir, 'metrics.jsonl');
-      // analyze.ts belongs to the diffusion/SpeeD part; loaded lazily.
-      const mod = (await import(new URL('./analyze.js', import.meta.url).href)) as {
-        runAnalyze(a: { schedule: string; T: number; speed: unknown; metricsPath?: string; out: string }): Promise<{ text: string; png: Uint8Array | string }>;
-      };
-      const { validateSpeedOptions } = await import('./speed/index.js');
       const speed = validateSpeedOptions(speedSection(c.diffusion), c.diffusion.diffusion_steps, o.config);
-      const r = await mod.runAnalyze({
+      const r = await runAnalyze({
         schedule: c.diffusion.schedule, T: c.diffusion.diffusion_steps, speed,
         metricsPath: existsSync(metricsPath) ? metricsPath : undefined, out: file,
       });
-      out(r.text);
-      if (typeof r.png !== 'string') writeFileSync(file, r.png);
-      out(`figure: ${file}`);
+      out(r.text.trimEnd());
     });
 
   program

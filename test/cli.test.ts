@@ -37,6 +37,10 @@ test('errors are one clean line with a non-zero exit code', () => {
   assert.match(noCkpt.stderr, /no checkpoint found/);
   const phase = run(['-c', file, '-p', 'evaluate-me']);
   assert.notEqual(phase.status, 0);
+  const an = run(['analyze', '-c', file, '-o', path.join(path.dirname(file), 'an.png')]);
+  assert.equal(an.status, 0, an.stderr);
+  assert.match(an.stdout, /meaningful-step boundary m = /);
+  assert.ok(existsSync(path.join(path.dirname(file), 'an.png')));
   const help = run(['--help-config']);
   assert.equal(help.status, 0);
   assert.match(help.stdout, /diffusion\.sampling {2}\(uniform\|speed\|/);
