@@ -360,6 +360,8 @@ def run_train_config(name: str, batch: int, impl: str, dev, amp_dtype, gemm_tflo
                 rec["compile_s"] = round(first_s, 2)
             ms, ms_min, it = time_it(ts.step, dev, max(ARGS.warmup - 1, 0), ARGS.iters, ARGS.config_s)
             tflops = 3 * fwd_flops * batch / (ms * 1e-3) / 1e12
+            if rec.pop("error", None) is not None:
+                rec["oom_without_ckpt"] = True
             rec.update({"status": "ok", "act_ckpt": ckpt, "ms": round(ms, 3), "ms_min": round(ms_min, 3),
                         "img_per_s": round(batch / (ms * 1e-3), 2), "tflops": round(tflops, 4),
                         "mfu": round(tflops / ARGS.peak_tflops, 4) if amp_dtype is not None else None,
