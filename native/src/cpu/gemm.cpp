@@ -73,7 +73,31 @@ struct Micro {  // portable: fixed-size loops the compiler vectorises
   }
 };
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__)
+template <>
+struct Micro<float> {  // 8×32: 16 zmm accumulators + 2 for B + 1 broadcast
+  static constexpr int MR = 8, NR = 32;
+  static void run(int kc, const float* a, const float* b, float* acc) {
+    __m512 c[MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (int p = 0; p < kc; ++p, a += MR, b += NR) {
+      const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m512 x = _mm512_set1_ps(a[i]);
+        c[i][0] = _mm512_fmadd_ps(x, b0, c[i][0]);
+        c[i][1] = _mm512_fmadd_ps(x, b1, c[i][1]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      _mm512_storeu_ps(acc + i * NR, c[i][0]);
+      _mm512_storeu_ps(acc + i * NR + 16, c[i][1]);
+    }
+  }
+};
+#elif defined(__AVX2__) && defined(__FMA__)
 template <>
 struct Micro<float> {  // 6×16: 12 ymm accumulators + 2 for B + 1 broadcast
   static constexpr int MR = 6, NR = 16;
