@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // speed-train: the only entry point.
-//   speed-train -c CONFIG [-p train|sample|inference] [key.path=value ...] [--resume PATH|latest]
+//   speed-train -c CONFIG [-p train|sample|inference|evaluate] [key.path=value ...] [--resume PATH|latest]
 //   speed-train analyze -c CONFIG [key.path=value ...]
 //   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
 import { existsSync, mkdirSync } from 'node:fs';
@@ -58,6 +58,10 @@ async function main(argv: string[]): Promise<number> {
         if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the checkpoint with sample.ckpt=PATH');
         const { runSample } = await import('./generate/index.js');
         await runSample(loaded.config);
+      } else if (o.phase === 'evaluate') {
+        if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the sample set with evaluate.samples=PATH');
+        const { runEvaluatePhase } = await import('./evaluate/phase.js');
+        await runEvaluatePhase(loaded.config);
       } else {
         if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the checkpoint with inference.ckpt=PATH');
         const { runInference } = await import('./generate/index.js');

@@ -121,11 +121,20 @@ export const SCHEMA: Section = section('speed-train configuration', {
     per_proc_batch_size: { kind: 'int', default: 32, min: 1, doc: 'images per batch' },
     save_png: { kind: 'bool', default: true, doc: 'also write one PNG per image' },
   }),
+  evaluate: section('-p evaluate: FID, KID and precision/recall of a sample set against real images', {
+    samples: { kind: 'string', default: null, nullable: true, doc: 'samples.npz, a uint8 .npy or a PNG folder (null: samples.npz of the newest inference-* folder in experiment_dir)' },
+    reference: { kind: 'string', default: null, nullable: true, doc: 'real images (.npz/.npy uint8, a PNG folder) or cached statistics (.npz); null: images of the configured data set' },
+    num_reference: { kind: 'int', default: 1000, min: 2, doc: 'reference images taken from the data set when reference is null' },
+    feature_space: { kind: 'string', default: 'pixels-8x8', doc: 'pixels-<n>x<n>, or featnet:<file> (a network trained by speed-train featnet)' },
+    cache_reference: { kind: 'string', default: null, nullable: true, doc: 'also save the reference statistics here (.npz) for reuse' },
+    k: { kind: 'int', default: 3, min: 1, doc: 'k of the k-nearest-neighbour manifolds (precision/recall)' },
+    out: { kind: 'string', default: null, nullable: true, doc: 'eval.json path or folder (default: experiment_dir)' },
+  }),
   train: section('-p train: overrides of the global keys while training', {}),
 });
 
 /** Phase sections whose keys may also override the global ones for that phase. */
-export const PHASES = ['train', 'sample', 'inference'] as const;
+export const PHASES = ['train', 'sample', 'inference', 'evaluate'] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface GenerationConfig {
@@ -209,6 +218,15 @@ export interface Config {
   };
   sample: GenerationConfig & { sample_classes: number[] | null; num_per_class: number };
   inference: GenerationConfig & { num_samples: number; per_proc_batch_size: number; save_png: boolean };
+  evaluate: {
+    samples: string | null;
+    reference: string | null;
+    num_reference: number;
+    feature_space: string;
+    cache_reference: string | null;
+    k: number;
+    out: string | null;
+  };
   train: Record<string, never>;
 }
 

@@ -19,6 +19,7 @@ import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
 import { train } from '../train/index.js';
 import { loadExperimentSpec, type ExperimentSpec, type MetricKey } from './spec.js';
 import { writeReport } from './report.js';
+import { range, realImages, seededOrder } from '../evaluate/real.js';
 
 export interface ExperimentOptions {
   /** base.yaml of the experiment folder (or any config in it) */
@@ -84,20 +85,6 @@ export function checkComparable(configs: { method: string; config: Config }[]): 
   }
 }
 
-/** [N, C, H, W] floats of `data` at indices -> uint8 [N, H, W, C] (the samples' quantisation). */
-async function realImages(data: Dataset, indices: Int32Array): Promise<ImageBatch> {
-  const [C, H, W] = data.shape;
-  const out = new Uint8Array(indices.length * H * W * C);
-  for (let a = 0; a < indices.length; a += 256) {
-    const idx = indices.subarray(a, Math.min(indices.length, a + 256));
-    const b = await data.load(idx, new Uint8Array(idx.length));
-    out.set(toUint8NHWC(b.x, idx.length, C, H, W), a * H * W * C);
-  }
-  return { data: out, N: indices.length, H, W, C };
-}
-
-const range = (from: number, n: number) => Int32Array.from({ length: n }, (_, i) => from + i);
-
 /**
  * Held-out real data. The built-in synthetic set is a function of (seed, index),
  * so images past data.num_samples were never seen in training: the reference set
@@ -122,13 +109,7 @@ function heldOutData(c: Config, spec: ExperimentSpec): { featTrain: Dataset; fea
   const data = makeDataset(c);
   if (data.size < 2 * (nRef + nHeld)) throw new ConfigError('reference_images', `the data set has ${data.size} images, too few for ${nRef} reference and ${nHeld} held-out images`);
   // a seeded permutation: reference first, then the feature network's held-out split, the rest trains it
-  const order = range(0, data.size);
-  let s = (c.seed * 2654435761) >>> 0;
-  for (let i = order.length - 1; i > 0; i--) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    const j = s % (i + 1);
-    const t = order[i]; order[i] = order[j]; order[j] = t;
-  }
+  const order = seededOrder(data.size, c.seed);
   return {
     featTrain: new SubsetDataset(data, order.slice(nRef + nHeld), 'feature-network training split'),
     featHeld: new SubsetDataset(data, order.slice(nRef, nRef + nHeld), 'held-out split'),
@@ -216,7 +197,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   const fn = await getFeatNet(fnFile, base, spec, sets, log);
   const featSpace = featNetFeatureSpace(fn.net, fn, fnFile);
   const pixSpace = pixelFeatureSpace(spec.pixel_feature_size);
-  const refImgs = await realImages(sets.reference, sets.refIdx);
+  const refImgs = await realImages(sets.reference, sets.refIdx, 'reference');
   await sets.close();
   const spaces = [
     { space: featSpace, prefix: 'featnet' as const, ref: referenceFromFeatures(await extractFeatures(featSpace, refImgs), refImgs.N, featSpace.dim, featSpace.name, sets.note) },

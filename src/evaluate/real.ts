@@ -1,0 +1,58 @@
+// Real images of a data set as uint8 [N, H, W, C], quantised the way samples are,
+// and the default reference set of -p evaluate and the speed-up experiment.
+import type { Config } from '../config/index.js';
+import { makeDataset, SyntheticDataset, type Dataset } from '../data/index.js';
+import { ConfigError } from '../errors.js';
+import type { ImageSet } from '../eval/index.js';
+import { toUint8NHWC } from '../generate/images.js';
+
+/** [N, C, H, W] floats of `data` at `indices` -> uint8 [N, H, W, C] (the samples' quantisation). */
+export async function realImages(data: Dataset, indices: Int32Array, source: string): Promise<ImageSet> {
+  const [C, H, W] = data.shape;
+  const out = new Uint8Array(indices.length * H * W * C);
+  for (let a = 0; a < indices.length; a += 256) {
+    const idx = indices.subarray(a, Math.min(indices.length, a + 256));
+    const b = await data.load(idx, new Uint8Array(idx.length));
+    out.set(toUint8NHWC(b.x, idx.length, C, H, W), a * H * W * C);
+  }
+  return { data: out, N: indices.length, H, W, C, source };
+}
+
+export const range = (from: number, n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => from + i);
+
+/** A seeded permutation of 0..n-1 (an LCG Fisher-Yates: stable across versions, no Rng state needed). */
+export function seededOrder(n: number, seed: number): Int32Array {
+  const order = range(0, n);
+  let s = (seed * 2654435761) >>> 0;
+  for (let i = order.length - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    const t = order[i]; order[i] = order[j]; order[j] = t;
+  }
+  return order;
+}
+
+/**
+ * `n` real images of the configured data set. The built-in synthetic set is a
+ * function of (seed, index), so indices past data.num_samples were never trained
+ * on: those are used. Other data sets give a seeded subset of their images (as
+ * ImageNet FID uses training images).
+ */
+export async function referenceImages(c: Config, n: number, keyPath = 'evaluate.num_reference'): Promise<ImageSet> {
+  const d = c.data;
+  if (d.name === 'synthetic') {
+    const all = new SyntheticDataset({ seed: c.seed, size: d.num_samples + n, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes });
+    try {
+      return await realImages(all, range(d.num_samples, n), `synthetic data (seed ${c.seed}), ${n} held-out images`);
+    } finally {
+      await all.close();
+    }
+  }
+  const data = makeDataset(c);
+  try {
+    if (data.size < n) throw new ConfigError(keyPath, `the data set has ${data.size} images, fewer than the ${n} asked for`);
+    return await realImages(data, seededOrder(data.size, c.seed).slice(0, n), `${data.description}, ${n} images (seeded subset)`);
+  } finally {
+    await data.close();
+  }
+}
