@@ -3,6 +3,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "speed/cpu.h"
+#include "speed/cuda.h"
+
 namespace speed_napi {
 
 void throw_error(Napi::Env env, const std::string& msg, bool type) {
@@ -196,7 +199,9 @@ speed::DiTConfig config_merge_js(const Napi::Value& v, speed::DiTConfig base,
   return config_read(require_object(v, what), base, false, what);
 }
 
-Napi::Object config_to_js(Napi::Env env, const speed::DiTConfig& c) {
+// The keys DiTConfig and ViTConfig share, in ModelConfig order.
+template <typename Config>
+static Napi::Object transformer_to_js(Napi::Env env, const Config& c) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("inputSize", c.input_size);
   o.Set("patchSize", c.patch_size);
@@ -206,10 +211,39 @@ Napi::Object config_to_js(Napi::Env env, const speed::DiTConfig& c) {
   o.Set("numHeads", c.num_heads);
   o.Set("mlpRatio", c.mlp_ratio);
   o.Set("numClasses", c.num_classes);
+  return o;
+}
+
+Napi::Object config_to_js(Napi::Env env, const speed::DiTConfig& c) {
+  Napi::Object o = transformer_to_js(env, c);
   o.Set("classDropoutProb", c.class_dropout_prob);
   o.Set("learnSigma", c.learn_sigma);
   return o;
 }
+
+// ---- ViTConfig ----------------------------------------------------------------------
+
+speed::ViTConfig vit_config_from_js(const Napi::Value& v, const std::string& what) {
+  Napi::Object o = require_object(v, what);
+  speed::ViTConfig c;
+  auto i = [&](const char* key, int lo) {
+    return static_cast<int>(require_int(o.Get(key), what + "." + key, lo, 1 << 20));
+  };
+  c.input_size = i("inputSize", 1);
+  c.patch_size = i("patchSize", 1);
+  c.in_channels = i("inChannels", 1);
+  c.hidden_size = i("hiddenSize", 1);
+  c.depth = i("depth", 1);
+  c.num_heads = i("numHeads", 1);
+  c.mlp_ratio = require_number(o, "mlpRatio", what);
+  c.num_classes = i("numClasses", 2);
+  guard(v.Env(), what, [&] { c.validate(); });
+  return c;
+}
+
+Napi::Object vit_config_to_js(Napi::Env env, const speed::ViTConfig& c) { return transformer_to_js(env, c); }
+
+// ---- the rest -----------------------------------------------------------------------
 
 speed::Slot slot_from_js(const Napi::Value& v, const std::string& what) {
   std::string s = v.IsUndefined() ? "model" : require_string(v, what);
@@ -220,6 +254,17 @@ speed::Slot slot_from_js(const Napi::Value& v, const std::string& what) {
   if (s == "grad") return speed::Slot::Grad;
   throw_error(v.Env(), what + " must be one of 'model', 'ema', 'adam_m', 'adam_v', 'grad', got '" +
                            s + "'");
+}
+
+const char* slot_name(speed::Slot s) {
+  switch (s) {
+    case speed::Slot::Model: return "model";
+    case speed::Slot::EMA: return "ema";
+    case speed::Slot::AdamM: return "adam_m";
+    case speed::Slot::AdamV: return "adam_v";
+    case speed::Slot::Grad: return "grad";
+  }
+  return "?";
 }
 
 speed::SampleStepCoefs coefs_from_js(const Napi::Value& v, const std::string& what) {
@@ -243,6 +288,92 @@ speed::SampleStepCoefs coefs_from_js(const Napi::Value& v, const std::string& wh
   c.cfg = require_bool(o, "cfg", what);
   c.guidance = require_number(o, "guidance", what);
   return c;
+}
+
+speed::TrainHyper hyper_from_js(const Napi::Value& v, const std::string& what, bool diffusion) {
+  Napi::Object h = require_object(v, what);
+  speed::TrainHyper hp;
+  speed::OptimHyper& o = hp.optim;
+  o.lr = require_number(h, "lr", what);
+  o.beta1 = require_number(h, "beta1", what);
+  o.beta2 = require_number(h, "beta2", what);
+  o.eps = require_number(h, "eps", what);
+  o.weight_decay = require_number(h, "weightDecay", what);
+  o.max_grad_norm = require_number(h, "maxGradNorm", what);
+  if (diffusion) {
+    o.ema_decay = require_number(h, "emaDecay", what);
+    hp.vb_scale = require_number(h, "vbScale", what);
+  }
+  auto range = [&](const char* key, double x, bool ok, const char* expect) {
+    if (!ok) throw_error(h.Env(), what + "." + key + " = " + std::to_string(x) + ", expected " + expect);
+  };
+  range("lr", o.lr, o.lr >= 0, ">= 0");
+  range("beta1", o.beta1, o.beta1 >= 0 && o.beta1 < 1, "a value in [0, 1)");
+  range("beta2", o.beta2, o.beta2 >= 0 && o.beta2 < 1, "a value in [0, 1)");
+  range("eps", o.eps, o.eps > 0, "> 0");
+  range("weightDecay", o.weight_decay, o.weight_decay >= 0, ">= 0");
+  if (diffusion) {
+    range("emaDecay", o.ema_decay, o.ema_decay <= 1, "<= 1 (< 0: no EMA)");
+    range("vbScale", hp.vb_scale, hp.vb_scale >= 0, ">= 0");
+  }
+  return hp;
+}
+
+std::string device_from_js(const Napi::Object& options, const std::string& what) {
+  Napi::Value dev = options.Get("device");
+  std::string device = dev.IsUndefined() ? "cpu" : require_string(dev, what + ": device");
+  if (device != "cpu" && device != "cuda")
+    throw_error(options.Env(), what + ": device must be 'cpu' or 'cuda', got '" + device + "'");
+  return device;
+}
+
+std::shared_ptr<speed::Backend<float>> backend_from_js(Napi::Env env, const Napi::Object& o,
+                                                       const std::string& device,
+                                                       const std::string& w) {
+  if (device == "cpu") {
+    Napi::Value th = o.Get("threads");
+    int threads = th.IsUndefined() ? 0 : static_cast<int>(require_int(th, w + ": threads", 0, 4096));
+    return speed::make_cpu_backend<float>(threads);
+  }
+  std::string why;
+  if (!speed::cuda_available(&why)) throw_error(env, w + ": device 'cuda' is not available: " + why);
+  speed::CudaOptions co;
+  Napi::Value cd = o.Get("cudaDevice");
+  co.device = cd.IsUndefined() ? 0 : static_cast<int>(require_int(cd, w + ": cudaDevice", 0, 1024));
+  Napi::Value cm = o.Get("cudaMath");
+  std::string math = cm.IsUndefined() ? "bf16" : require_string(cm, w + ": cudaMath");
+  if (math == "bf16") co.math = speed::CudaMath::BF16;
+  else if (math == "tf32") co.math = speed::CudaMath::TF32;
+  else if (math == "fp32") co.math = speed::CudaMath::FP32;
+  else throw_error(env, w + ": cudaMath must be 'bf16', 'tf32' or 'fp32', got '" + math + "'");
+  return speed::make_cuda_backend(co);
+}
+
+Napi::Array params_to_js(Napi::Env env, const std::vector<speed::ParamInfo>& ps) {
+  Napi::Array arr = Napi::Array::New(env, ps.size());
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", ps[i].name);
+    Napi::Array shape = Napi::Array::New(env, ps[i].shape.size());
+    for (size_t j = 0; j < ps[i].shape.size(); ++j)
+      shape.Set(static_cast<uint32_t>(j), Napi::Number::New(env, static_cast<double>(ps[i].shape[j])));
+    o.Set("shape", shape);
+    o.Set("numel", Napi::Number::New(env, static_cast<double>(ps[i].numel)));
+    o.Set("trainable", ps[i].trainable);
+    arr.Set(static_cast<uint32_t>(i), o);
+  }
+  return arr;
+}
+
+const speed::ParamInfo* find_param(const std::vector<speed::ParamInfo>& ps, const std::string& name) {
+  for (const auto& p : ps)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+std::string param_label(const char* call, const std::string& name, speed::Slot slot, bool label_slot) {
+  return std::string(call) + "('" + name + "'" + (label_slot ? std::string(", '") + slot_name(slot) + "'" : "") +
+         ")";
 }
 
 }  // namespace speed_napi

@@ -39,4 +39,18 @@ auto guard(Napi::Env env, const std::string& where, F&& f) -> decltype(f()) {
   }
 }
 
+// The busy-guard of a wrapped model whose long calls run on a worker: throws
+// "<what>: <noun> is busy with <busy>; await the previous call" while one runs.
+inline void require_idle(Napi::Env env, const std::string& what, const std::string& busy,
+                         const char* noun) {
+  if (!busy.empty())
+    throw Napi::Error::New(env, what + ": " + noun + " is busy with " + busy + "; await the previous call");
+}
+
+// busy() -> the running long call's name, or null.
+inline Napi::Value busy_to_js(Napi::Env env, const std::string& busy) {
+  if (busy.empty()) return env.Null();
+  return Napi::String::New(env, busy);
+}
+
 }  // namespace speed_napi

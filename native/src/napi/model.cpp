@@ -8,8 +8,6 @@
 
 #include "convert.h"
 #include "guard.h"
-#include "speed/cpu.h"
-#include "speed/cuda.h"
 #include "speed/philox.h"
 #include "worker.h"
 
@@ -17,19 +15,7 @@ namespace speed_napi {
 
 namespace {
 
-const double kMaxSafe = 9007199254740991.0;  // Number.MAX_SAFE_INTEGER
 std::atomic<int64_t> g_live_models{0};
-
-std::string slot_name(speed::Slot s) {
-  switch (s) {
-    case speed::Slot::Model: return "model";
-    case speed::Slot::EMA: return "ema";
-    case speed::Slot::AdamM: return "adam_m";
-    case speed::Slot::AdamV: return "adam_v";
-    case speed::Slot::Grad: return "grad";
-  }
-  return "?";
-}
 
 // "N*C*H*W = 8*4*32*32 = 32768"
 std::string dims_text(const char* names, std::initializer_list<size_t> dims) {
@@ -53,12 +39,6 @@ void check_length(Napi::Env env, const std::string& what, size_t got, const char
   if (got != product(dims))
     throw_error(env, what + " has " + std::to_string(got) + " elements, expected " +
                          dims_text(names, dims));
-}
-
-const speed::ParamInfo* find_param(const speed::DiT<float>& m, const std::string& name) {
-  for (const auto& p : m.params())
-    if (p.name == name) return &p;
-  return nullptr;
 }
 
 }  // namespace
@@ -93,37 +73,14 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   const std::string w = "DiTModel.create";
   cfg_ = config_from_js(info[0], w + ": config");
   Napi::Object o = require_object(info[1], w + ": options");
-  Napi::Value dev = o.Get("device");
-  device_ = dev.IsUndefined() ? "cpu" : require_string(dev, w + ": device");
-  if (device_ != "cpu" && device_ != "cuda")
-    throw_error(env, w + ": device must be 'cpu' or 'cuda', got '" + device_ + "'");
-  uint64_t seed = static_cast<uint64_t>(require_int(o.Get("seed"), w + ": seed", 0, static_cast<int64_t>(kMaxSafe)));
+  device_ = device_from_js(o, w);
+  uint64_t seed = static_cast<uint64_t>(require_int(o.Get("seed"), w + ": seed", 0, kMaxSafeInt));
   Napi::Value ns = o.Get("noiseSeed");
   uint64_t noise_seed = ns.IsUndefined() ? seed
-      : static_cast<uint64_t>(require_int(ns, w + ": noiseSeed", 0, static_cast<int64_t>(kMaxSafe)));
+      : static_cast<uint64_t>(require_int(ns, w + ": noiseSeed", 0, kMaxSafeInt));
 
   guard(env, w, [&] {
-    std::shared_ptr<speed::Backend<float>> backend;
-    if (device_ == "cpu") {
-      Napi::Value th = o.Get("threads");
-      int threads = th.IsUndefined() ? 0 : static_cast<int>(require_int(th, w + ": threads", 0, 4096));
-      backend = speed::make_cpu_backend<float>(threads);
-    } else {
-      std::string why;
-      if (!speed::cuda_available(&why))
-        throw_error(env, w + ": device 'cuda' is not available: " + why);
-      speed::CudaOptions co;
-      Napi::Value cd = o.Get("cudaDevice");
-      co.device = cd.IsUndefined() ? 0 : static_cast<int>(require_int(cd, w + ": cudaDevice", 0, 1024));
-      Napi::Value cm = o.Get("cudaMath");
-      std::string math = cm.IsUndefined() ? "bf16" : require_string(cm, w + ": cudaMath");
-      if (math == "bf16") co.math = speed::CudaMath::BF16;
-      else if (math == "tf32") co.math = speed::CudaMath::TF32;
-      else if (math == "fp32") co.math = speed::CudaMath::FP32;
-      else throw_error(env, w + ": cudaMath must be 'bf16', 'tf32' or 'fp32', got '" + math + "'");
-      backend = speed::make_cuda_backend(co);
-    }
-    auto model = std::make_unique<speed::DiT<float>>(cfg_, backend);
+    auto model = std::make_unique<speed::DiT<float>>(cfg_, backend_from_js(env, o, device_, w));
     model->init(seed);
     model->set_noise_state(noise_seed, 0);
     model_ = std::move(model);
@@ -146,9 +103,7 @@ Model::~Model() { free_model(); }
 speed::DiT<float>& Model::usable(Napi::Env env, const char* what) {
   if (!model_)
     throw_error(env, std::string(what) + ": the model has been disposed; create a new DiTModel");
-  if (!busy_.empty())
-    throw_error(env, std::string(what) + ": model is busy with " + busy_ +
-                         "; await the previous call");
+  require_idle(env, what, busy_, "model");
   return *model_;
 }
 
@@ -186,21 +141,7 @@ void Model::check_times(Napi::Env env, const std::vector<int32_t>& t, const std:
 
 Napi::Value Model::Params(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto& m = usable(env, "params");
-  const auto& ps = m.params();
-  Napi::Array arr = Napi::Array::New(env, ps.size());
-  for (size_t i = 0; i < ps.size(); ++i) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("name", ps[i].name);
-    Napi::Array shape = Napi::Array::New(env, ps[i].shape.size());
-    for (size_t j = 0; j < ps[i].shape.size(); ++j)
-      shape.Set(static_cast<uint32_t>(j), Napi::Number::New(env, static_cast<double>(ps[i].shape[j])));
-    o.Set("shape", shape);
-    o.Set("numel", Napi::Number::New(env, static_cast<double>(ps[i].numel)));
-    o.Set("trainable", ps[i].trainable);
-    arr.Set(static_cast<uint32_t>(i), o);
-  }
-  return arr;
+  return params_to_js(env, usable(env, "params").params());
 }
 
 Napi::Value Model::NumTrainable(const Napi::CallbackInfo& info) {
@@ -214,34 +155,12 @@ Napi::Value Model::GetConfig(const Napi::CallbackInfo& info) {
 
 // readParam(name, slot) -> Float32Array
 Napi::Value Model::ReadParam(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto& m = usable(env, "readParam");
-  std::string name = require_string(info[0], "readParam: name");
-  speed::Slot slot = slot_from_js(info[1], "readParam: slot");
-  const speed::ParamInfo* p = find_param(m, name);
-  if (!p) throw_error(env, "readParam: unknown parameter '" + name + "' (see params() for the names)");
-  Napi::Float32Array out = Napi::Float32Array::New(env, p->numel);
-  guard(env, "readParam('" + name + "', '" + slot_name(slot) + "')",
-        [&] { m.read_param(name, slot, out.Data()); });
-  return out;
+  return read_param_js(info, usable(info.Env(), "readParam"), true);
 }
 
 // writeParam(name, slot, Float32Array)
 Napi::Value Model::WriteParam(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto& m = usable(env, "writeParam");
-  std::string name = require_string(info[0], "writeParam: name");
-  speed::Slot slot = slot_from_js(info[1], "writeParam: slot");
-  const speed::ParamInfo* p = find_param(m, name);
-  if (!p) throw_error(env, "writeParam: unknown parameter '" + name + "' (see params() for the names)");
-  size_t n = 0;
-  const float* data = view_f32(info[2], "writeParam: data", &n);
-  if (n != p->numel)
-    throw_error(env, "writeParam: data for '" + name + "' has " + std::to_string(n) +
-                         " elements, expected " + std::to_string(p->numel));
-  guard(env, "writeParam('" + name + "', '" + slot_name(slot) + "')",
-        [&] { m.write_param(name, slot, data); });
-  return env.Undefined();
+  return write_param_js(info, usable(info.Env(), "writeParam"), true);
 }
 
 // setTables({ sqrtAbar, sqrt1mAbar, ... }: Float64Array)
@@ -277,7 +196,7 @@ Napi::Value Model::SetTables(const Napi::CallbackInfo& info) {
 Napi::Value Model::GetNoiseState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& m = usable(env, "getNoiseState");
-  if (static_cast<double>(m.noise_offset()) > kMaxSafe || static_cast<double>(m.noise_seed()) > kMaxSafe)
+  if (static_cast<double>(m.noise_offset()) > kMaxSafeInt || static_cast<double>(m.noise_seed()) > kMaxSafeInt)
     throw_error(env, "getNoiseState: the noise state no longer fits a JS safe integer");
   Napi::Object o = Napi::Object::New(env);
   o.Set("seed", Napi::Number::New(env, static_cast<double>(m.noise_seed())));
@@ -289,8 +208,8 @@ Napi::Value Model::GetNoiseState(const Napi::CallbackInfo& info) {
 Napi::Value Model::SetNoiseState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& m = usable(env, "setNoiseState");
-  int64_t seed = require_int(info[0], "setNoiseState: seed", 0, static_cast<int64_t>(kMaxSafe));
-  int64_t offset = require_int(info[1], "setNoiseState: offset", 0, static_cast<int64_t>(kMaxSafe));
+  int64_t seed = require_int(info[0], "setNoiseState: seed", 0, kMaxSafeInt);
+  int64_t offset = require_int(info[1], "setNoiseState: offset", 0, kMaxSafeInt);
   m.set_noise_state(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
   return env.Undefined();
 }
@@ -303,7 +222,7 @@ Napi::Value Model::GetStep(const Napi::CallbackInfo& info) {
 Napi::Value Model::SetStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& m = usable(env, "setStep");
-  m.set_step(require_int(info[0], "setStep: step", 0, static_cast<int64_t>(kMaxSafe)));
+  m.set_step(require_int(info[0], "setStep: step", 0, kMaxSafeInt));
   return env.Undefined();
 }
 
@@ -330,30 +249,11 @@ Napi::Value Model::TrainStep(const Napi::CallbackInfo& info) {
   check_times(env, *t, w + ": batch.t", true);
   if (y->empty()) y->assign(N, 0);  // unconditional: labels are ignored
 
-  Napi::Object h = require_object(info[4], w + ": hp");
-  speed::TrainHyper hp;
-  hp.optim.lr = require_number(h, "lr", w + ": hp");
-  hp.optim.beta1 = require_number(h, "beta1", w + ": hp");
-  hp.optim.beta2 = require_number(h, "beta2", w + ": hp");
-  hp.optim.eps = require_number(h, "eps", w + ": hp");
-  hp.optim.weight_decay = require_number(h, "weightDecay", w + ": hp");
-  hp.optim.max_grad_norm = require_number(h, "maxGradNorm", w + ": hp");
-  hp.optim.ema_decay = require_number(h, "emaDecay", w + ": hp");
-  hp.vb_scale = require_number(h, "vbScale", w + ": hp");
-  auto range = [&](const char* key, double v, bool ok, const char* expect) {
-    if (!ok) throw_error(env, w + ": hp." + key + " = " + std::to_string(v) + ", expected " + expect);
-  };
-  range("lr", hp.optim.lr, hp.optim.lr >= 0, ">= 0");
-  range("beta1", hp.optim.beta1, hp.optim.beta1 >= 0 && hp.optim.beta1 < 1, "a value in [0, 1)");
-  range("beta2", hp.optim.beta2, hp.optim.beta2 >= 0 && hp.optim.beta2 < 1, "a value in [0, 1)");
-  range("eps", hp.optim.eps, hp.optim.eps > 0, "> 0");
-  range("weightDecay", hp.optim.weight_decay, hp.optim.weight_decay >= 0, ">= 0");
-  range("emaDecay", hp.optim.ema_decay, hp.optim.ema_decay <= 1, "<= 1 (< 0: no EMA)");
-  range("vbScale", hp.vb_scale, hp.vb_scale >= 0, ">= 0");
+  const speed::TrainHyper hp = hyper_from_js(info[4], w + ": hp", true);
 
   auto result = std::make_shared<speed::TrainResult>();
-  auto* worker = new PromiseWorker(
-      env, w,
+  return queue_long_call(
+      env, w, busy_,
       [&m, x0, t, y, weight, hp, N, result] {
         *result = m.train_step(x0->data(), t->data(), y->data(), weight->data(), N, hp);
       },
@@ -367,16 +267,7 @@ Napi::Value Model::TrainStep(const Napi::CallbackInfo& info) {
         o.Set("step", Napi::Number::New(e, static_cast<double>(result->step)));
         return o;
       },
-      [this] { release_busy(); }, Value());
-  Napi::Promise p = worker->promise();
-  busy_ = w;  // set last, so that a failed call never leaves the model busy
-  try {
-    worker->Queue();
-  } catch (...) {
-    busy_.clear();
-    throw;
-  }
-  return p;
+      Value());
 }
 
 // forward(x, t, y, useEma) -> Promise<Float32Array [N, Cout, H, W]>
@@ -398,19 +289,9 @@ Napi::Value Model::Forward(const Napi::CallbackInfo& info) {
   if (y->empty()) y->assign(N, 0);
   auto out = std::make_shared<std::vector<float>>(size_t(N) * cfg_.out_channels() * H * H);
 
-  auto* worker = new PromiseWorker(
-      env, w, [&m, x, t, y, N, out, use_ema] { m.forward(x->data(), t->data(), y->data(), N, out->data(), use_ema); },
-      [out](Napi::Env e) -> Napi::Value { return make_f32(e, out->data(), out->size()); },
-      [this] { release_busy(); }, Value());
-  Napi::Promise p = worker->promise();
-  busy_ = w;  // set last, so that a failed call never leaves the model busy
-  try {
-    worker->Queue();
-  } catch (...) {
-    busy_.clear();
-    throw;
-  }
-  return p;
+  return queue_long_call(
+      env, w, busy_, [&m, x, t, y, N, out, use_ema] { m.forward(x->data(), t->data(), y->data(), N, out->data(), use_ema); },
+      [out](Napi::Env e) -> Napi::Value { return make_f32(e, out->data(), out->size()); }, Value());
 }
 
 // sampleStep(x, t, y, coefs, useEma) -> Promise<Float32Array> (x is not modified)
@@ -436,19 +317,9 @@ Napi::Value Model::SampleStep(const Napi::CallbackInfo& info) {
                          "(numClasses > 0 and classDropoutProb > 0)");
   if (y->empty()) y->assign(N, 0);
 
-  auto* worker = new PromiseWorker(
-      env, w, [&m, x, t, y, N, coefs, use_ema] { m.sample_step(x->data(), t, y->data(), N, coefs, use_ema); },
-      [x](Napi::Env e) -> Napi::Value { return make_f32(e, x->data(), x->size()); },
-      [this] { release_busy(); }, Value());
-  Napi::Promise p = worker->promise();
-  busy_ = w;  // set last, so that a failed call never leaves the model busy
-  try {
-    worker->Queue();
-  } catch (...) {
-    busy_.clear();
-    throw;
-  }
-  return p;
+  return queue_long_call(
+      env, w, busy_, [&m, x, t, y, N, coefs, use_ema] { m.sample_step(x->data(), t, y->data(), N, coefs, use_ema); },
+      [x](Napi::Env e) -> Napi::Value { return make_f32(e, x->data(), x->size()); }, Value());
 }
 
 // drawNoise(n) -> Float32Array of n normals from the model's stream (advances it)
@@ -477,16 +348,12 @@ Napi::Value Model::DrawNoise(const Napi::CallbackInfo& info) {
 
 Napi::Value Model::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!busy_.empty())
-    throw_error(env, "dispose: model is busy with " + busy_ + "; await the previous call");
+  require_idle(env, "dispose", busy_, "model");
   free_model();
   return env.Undefined();
 }
 
-Napi::Value Model::Busy(const Napi::CallbackInfo& info) {
-  if (busy_.empty()) return info.Env().Null();
-  return Napi::String::New(info.Env(), busy_);
-}
+Napi::Value Model::Busy(const Napi::CallbackInfo& info) { return busy_to_js(info.Env(), busy_); }
 
 Napi::Value Model::Steps(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), steps_);

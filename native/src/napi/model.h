@@ -17,9 +17,6 @@ class Model : public Napi::ObjectWrap<Model> {
   explicit Model(const Napi::CallbackInfo& info);
   ~Model() override;
 
-  // Called by the worker on the JS thread when a long call finishes.
-  void release_busy() { busy_.clear(); }
-
   // Native models alive in this process (not yet disposed or collected).
   static int64_t live_count();
 

@@ -5,7 +5,6 @@
 #pragma once
 #include <napi.h>
 
-#include <functional>
 #include <memory>
 #include <string>
 
@@ -19,14 +18,10 @@ class ViTModel : public Napi::ObjectWrap<ViTModel> {
   explicit ViTModel(const Napi::CallbackInfo& info);
   ~ViTModel() override = default;
 
-  void release_busy() { busy_.clear(); }
-
  private:
   speed::ViTClassifier<float>& usable(Napi::Env env, const char* what);
   // Copies x and checks it holds N whole images; returns N.
   int image_count(Napi::Env env, const std::vector<float>& x, const std::string& what) const;
-  Napi::Value queue(Napi::Env env, const std::string& what, std::function<void()> run,
-                    std::function<Napi::Value(Napi::Env)> done);
 
   Napi::Value Params(const Napi::CallbackInfo& info);
   Napi::Value NumTrainable(const Napi::CallbackInfo& info);

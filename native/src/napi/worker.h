@@ -70,4 +70,25 @@ class PromiseWorker : public Napi::AsyncWorker {
   Napi::ObjectReference keep_;
 };
 
+// Starts a long call of a wrapped model and returns its Promise: `busy` names
+// the call until it settles (set last, so that a failed start never leaves the
+// model busy); `self`, the wrapper's JS object, is kept alive until then, so
+// `busy` (a member of it) outlives the worker.
+inline Napi::Value queue_long_call(Napi::Env env, const std::string& what, std::string& busy,
+                                   PromiseWorker::Run run, PromiseWorker::Done done,
+                                   Napi::Object self) {
+  std::string* flag = &busy;
+  auto* worker = new PromiseWorker(env, what, std::move(run), std::move(done),
+                                   [flag] { flag->clear(); }, self);
+  Napi::Promise p = worker->promise();
+  busy = what;
+  try {
+    worker->Queue();
+  } catch (...) {
+    busy.clear();
+    throw;
+  }
+  return p;
+}
+
 }  // namespace speed_napi
