@@ -21,41 +21,7 @@ namespace speed {
 
 namespace {
 
-// Host-side generator for init: Philox keyed by the seed, with its own
-// counter space per parameter (counter word 2 = parameter index, word 3 = a
-// tag) so the init never overlaps the noise stream and does not depend on
-// which other parameters drew numbers.
-struct InitRng {
-  uint64_t seed;
-  uint32_t param;
-  uint64_t block = 0;
-  double buf[4];
-  int pos = 4;
-  bool normal;
-  InitRng(uint64_t s, uint32_t p, bool n) : seed(s), param(p), normal(n) {}
-  double next() {
-    if (pos == 4) {
-      Philox4 c{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), param, 0x1A17u}};
-      Philox4 w = philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-      ++block;
-      const double inv = 1.0 / 4294967296.0;
-      double u[4];
-      for (int k = 0; k < 4; ++k) u[k] = (w.v[k] + 0.5) * inv;
-      if (normal) {
-        const double two_pi = 6.283185307179586476925286766559;
-        double r0 = std::sqrt(-2.0 * std::log(u[0])), r1 = std::sqrt(-2.0 * std::log(u[2]));
-        buf[0] = r0 * std::cos(two_pi * u[1]);
-        buf[1] = r0 * std::sin(two_pi * u[1]);
-        buf[2] = r1 * std::cos(two_pi * u[3]);
-        buf[3] = r1 * std::sin(two_pi * u[3]);
-      } else {
-        for (int k = 0; k < 4; ++k) buf[k] = u[k];
-      }
-      pos = 0;
-    }
-    return buf[pos++];
-  }
-};
+constexpr uint32_t kInitTag = 0x1A17u;  // InitRng counter word 3 of DiT's init
 
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -235,8 +201,7 @@ struct DiT<T>::Impl {
       throw;
     }
     for (T* p : {params, grads, m, v, ema}) be->fill(p, T(0), n);
-    std::vector<double> pe = pos_embed_2d(cfg.hidden_size, cfg.grid());
-    upload_cast(pos, pe.data(), pe.size());
+    upload_pos_embed(*be, pos, cfg.hidden_size, cfg.grid());
   }
   ~Impl() { free_all(); }
 
@@ -244,10 +209,6 @@ struct DiT<T>::Impl {
   void free_all() {
     for (T* p : {params, grads, m, v, ema, pos, tables}) be_ptr->free_bytes(p);
     params = grads = m = v = ema = pos = tables = nullptr;
-  }
-  void upload_cast(T* dst, const double* src, size_t n) {
-    std::vector<T> tmp(src, src + n);
-    be->to_device(dst, tmp.data(), n * sizeof(T));
   }
 
   const ParamInfo& find(const std::string& name) const {
@@ -485,16 +446,11 @@ void DiT<T>::init(uint64_t seed) {
         nm.rfind("final_layer.linear", 0) == 0)
       continue;
     if (nm.rfind("t_embedder.mlp.", 0) == 0 || nm.rfind("y_embedder.", 0) == 0) {
-      InitRng r(seed, index, true);
+      InitRng r(seed, index, kInitTag, true);
       for (size_t k = 0; k < p.numel; ++k) dst[k] = static_cast<T>(0.02 * r.next());
       continue;
     }
-    // Xavier-uniform on [out, in]; the patch Conv2d weight viewed as [D, C*p*p]
-    double fan_out = static_cast<double>(p.shape[0]);
-    double fan_in = static_cast<double>(p.numel) / fan_out;
-    double bound = std::sqrt(6.0 / (fan_in + fan_out));
-    InitRng r(seed, index, false);
-    for (size_t k = 0; k < p.numel; ++k) dst[k] = static_cast<T>((2.0 * r.next() - 1.0) * bound);
+    xavier_uniform(dst, p, seed, index, kInitTag);
   }
   const size_t bytes = host.size() * sizeof(T);
   I.be->to_device(I.params, host.data(), bytes);
@@ -502,8 +458,7 @@ void DiT<T>::init(uint64_t seed) {
   I.be->fill(I.m, T(0), host.size());
   I.be->fill(I.v, T(0), host.size());
   I.be->fill(I.grads, T(0), host.size());
-  std::vector<double> pe = pos_embed_2d(c.hidden_size, c.grid());
-  I.upload_cast(I.pos, pe.data(), pe.size());
+  upload_pos_embed(*I.be, I.pos, c.hidden_size, c.grid());
   I.step = 0;
 }
 

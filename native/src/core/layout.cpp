@@ -2,33 +2,63 @@
 
 #include <cmath>
 
+#include "speed/philox.h"
+
 namespace speed {
 
-DiTLayout make_layout(const DiTConfig& c) {
-  DiTLayout lay;
-  const int64_t D = c.hidden_size, C = c.in_channels, p = c.patch_size, L = c.num_tokens();
-  const int64_t H = c.mlp_hidden(), Co = c.out_channels();
-  size_t off = 0;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
-    ParamInfo pi;
-    pi.name = name;
-    pi.shape = std::move(shape);
-    pi.numel = 1;
-    for (int64_t s : pi.shape) pi.numel *= static_cast<size_t>(s);
-    pi.offset = off;
-    off += pi.numel;
-    lay.params.push_back(pi);
-    return pi.offset;
-  };
-  // pos_embed is registered directly on DiT, so state_dict lists it first.
+void ParamLayout::add_pos_embed(int64_t L, int64_t D) {
   ParamInfo pos;
   pos.name = "pos_embed";
   pos.shape = {1, L, D};
   pos.numel = static_cast<size_t>(L * D);
   pos.offset = 0;
   pos.trainable = false;
-  lay.params.push_back(pos);
-  lay.pos_numel = pos.numel;
+  params.push_back(pos);
+  pos_numel = pos.numel;
+}
+
+size_t ParamLayout::add(const std::string& name, std::vector<int64_t> shape) {
+  ParamInfo pi;
+  pi.name = name;
+  pi.shape = std::move(shape);
+  pi.numel = 1;
+  for (int64_t s : pi.shape) pi.numel *= static_cast<size_t>(s);
+  pi.offset = num_trainable;
+  num_trainable += pi.numel;
+  params.push_back(pi);
+  return pi.offset;
+}
+
+double InitRng::next() {
+  if (pos == 4) {
+    Philox4 c{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), param, tag}};
+    Philox4 w = philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    ++block;
+    const double inv = 1.0 / 4294967296.0;
+    double u[4];
+    for (int k = 0; k < 4; ++k) u[k] = (w.v[k] + 0.5) * inv;
+    if (normal) {
+      const double two_pi = 6.283185307179586476925286766559;
+      double r0 = std::sqrt(-2.0 * std::log(u[0])), r1 = std::sqrt(-2.0 * std::log(u[2]));
+      buf[0] = r0 * std::cos(two_pi * u[1]);
+      buf[1] = r0 * std::sin(two_pi * u[1]);
+      buf[2] = r1 * std::cos(two_pi * u[3]);
+      buf[3] = r1 * std::sin(two_pi * u[3]);
+    } else {
+      for (int k = 0; k < 4; ++k) buf[k] = u[k];
+    }
+    pos = 0;
+  }
+  return buf[pos++];
+}
+
+DiTLayout make_layout(const DiTConfig& c) {
+  DiTLayout lay;
+  const int64_t D = c.hidden_size, C = c.in_channels, p = c.patch_size, L = c.num_tokens();
+  const int64_t H = c.mlp_hidden(), Co = c.out_channels();
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) { return lay.add(name, std::move(shape)); };
+  // pos_embed is registered directly on DiT, so state_dict lists it first.
+  lay.add_pos_embed(L, D);
 
   lay.x_w = add("x_embedder.proj.weight", {D, C, p, p});
   lay.x_b = add("x_embedder.proj.bias", {D});
@@ -59,7 +89,6 @@ DiTLayout make_layout(const DiTConfig& c) {
   lay.f_lin_b = add("final_layer.linear.bias", {p * p * Co});
   lay.f_ada_w = add("final_layer.adaLN_modulation.1.weight", {2 * D, D});
   lay.f_ada_b = add("final_layer.adaLN_modulation.1.bias", {2 * D});
-  lay.num_trainable = off;
   return lay;
 }
 

@@ -1,8 +1,11 @@
-// The parameter layout of DiT: names, shapes and offsets in DiT's state_dict
-// order, the fixed 2D sin-cos position embedding, and analytic FLOP counts.
-// Internal to native/src/core (the graph and the bench use it).
+// Parameter layouts of the core's models (DiT and the ViT classifier): names,
+// shapes and offsets in state_dict order, their seeded initialisation, the fixed
+// 2D sin-cos position embedding, and DiT's analytic FLOP counts.
+// Internal to native/src/core (the graphs and the bench use it).
 #pragma once
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -10,15 +13,52 @@
 
 namespace speed {
 
+// A flat parameter layout: the fixed pos_embed [1, L, D] first (in its own
+// buffer, offset 0), then the trainable parameters at consecutive offsets of
+// one flat buffer (the same layout serves params, grads, Adam moments, EMA).
+struct ParamLayout {
+  std::vector<ParamInfo> params;
+  size_t num_trainable = 0;  // elements in the flat trainable buffer
+  size_t pos_numel = 0;
+
+  void add_pos_embed(int64_t L, int64_t D);
+  // Appends a trainable parameter; returns its offset in the flat buffer.
+  size_t add(const std::string& name, std::vector<int64_t> shape);
+};
+
+// Host-side generator for init: Philox keyed by the seed, with its own counter
+// space per parameter (counter word 2 = parameter index, word 3 = a tag that
+// differs between models) so the init never overlaps the noise stream and does
+// not depend on which other parameters drew numbers. Uniform numbers in (0, 1),
+// or standard normals (Box-Muller) when `normal`.
+struct InitRng {
+  uint64_t seed;
+  uint32_t param, tag;
+  bool normal;
+  uint64_t block = 0;
+  double buf[4] = {0, 0, 0, 0};
+  int pos = 4;
+  InitRng(uint64_t s, uint32_t p, uint32_t t, bool n) : seed(s), param(p), tag(t), normal(n) {}
+  double next();
+};
+
+// Xavier-uniform on [out, in] = [shape[0], numel / shape[0]] (a patch Conv2d
+// weight viewed as [D, C*p*p]), from InitRng(seed, index, tag).
+template <typename T>
+void xavier_uniform(T* dst, const ParamInfo& p, uint64_t seed, uint32_t index, uint32_t tag) {
+  const double fan_out = static_cast<double>(p.shape[0]);
+  const double fan_in = static_cast<double>(p.numel) / fan_out;
+  const double bound = std::sqrt(6.0 / (fan_in + fan_out));
+  InitRng r(seed, index, tag, false);
+  for (size_t k = 0; k < p.numel; ++k) dst[k] = static_cast<T>((2.0 * r.next() - 1.0) * bound);
+}
+
 // Element offsets inside the flat trainable buffer.
 struct BlockOffsets {
   size_t qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b, ada_w, ada_b;
 };
 
-struct DiTLayout {
-  std::vector<ParamInfo> params;  // pos_embed first (offset 0 in its own buffer)
-  size_t num_trainable = 0;       // elements in the flat trainable buffer
-  size_t pos_numel = 0;
+struct DiTLayout : ParamLayout {
   size_t x_w = 0, x_b = 0;                    // x_embedder.proj
   size_t t0_w = 0, t0_b = 0, t2_w = 0, t2_b = 0;  // t_embedder.mlp.0 / .2
   size_t y_table = 0;
@@ -35,6 +75,14 @@ DiTLayout make_layout(const DiTConfig& cfg);
 
 // pos_embed [L, D] in float64: reference §4 (first D/2 channels: column index).
 std::vector<double> pos_embed_2d(int hidden, int grid);
+
+// Uploads pos_embed_2d(hidden, grid), cast to T, to the backend buffer dst.
+template <typename T>
+void upload_pos_embed(Backend<T>& be, T* dst, int hidden, int grid) {
+  std::vector<double> pe = pos_embed_2d(hidden, grid);
+  std::vector<T> tmp(pe.begin(), pe.end());
+  be.to_device(dst, tmp.data(), tmp.size() * sizeof(T));
+}
 
 // Analytic FLOPs per image (multiply-add = 2 FLOPs).
 //   forward = 2 * (matmul weights) * tokens  [x_embedder, qkv, proj, fc1, fc2, final linear]

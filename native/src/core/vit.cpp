@@ -15,8 +15,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "layout.h"  // pos_embed_2d
-#include "speed/philox.h"
+#include "layout.h"  // ParamLayout, InitRng, xavier_uniform, upload_pos_embed
 
 namespace speed {
 
@@ -47,9 +46,7 @@ struct VitBlockOffsets {
   size_t qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b;
 };
 
-struct VitLayout {
-  std::vector<ParamInfo> params;
-  size_t num_trainable = 0, pos_numel = 0;
+struct VitLayout : ParamLayout {
   size_t pe_w = 0, pe_b = 0, head_w = 0, head_b = 0;
   std::vector<VitBlockOffsets> blocks;
 };
@@ -57,25 +54,8 @@ struct VitLayout {
 VitLayout make_vit_layout(const ViTConfig& c) {
   VitLayout lay;
   const int64_t D = c.hidden_size, H = c.mlp_hidden(), L = c.num_tokens(), K = c.num_classes;
-  size_t off = 0;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
-    ParamInfo p;
-    p.name = name;
-    p.shape = std::move(shape);
-    p.numel = 1;
-    for (int64_t d : p.shape) p.numel *= static_cast<size_t>(d);
-    p.offset = off;
-    off += p.numel;
-    lay.params.push_back(p);
-    return p.offset;
-  };
-  ParamInfo pos;
-  pos.name = "pos_embed";
-  pos.shape = {1, L, D};
-  pos.numel = static_cast<size_t>(L * D);
-  pos.trainable = false;
-  lay.params.push_back(pos);
-  lay.pos_numel = pos.numel;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) { return lay.add(name, std::move(shape)); };
+  lay.add_pos_embed(L, D);
   lay.pe_w = add("patch_embed.proj.weight", {D, c.in_channels, c.patch_size, c.patch_size});
   lay.pe_b = add("patch_embed.proj.bias", {D});
   for (int i = 0; i < c.depth; ++i) {
@@ -93,30 +73,11 @@ VitLayout make_vit_layout(const ViTConfig& c) {
   }
   lay.head_w = add("head.weight", {K, D});
   lay.head_b = add("head.bias", {K});
-  lay.num_trainable = off;
   return lay;
 }
 
-// Uniform numbers in (0, 1) from Philox keyed by the seed, one counter space
-// per parameter (word 2) and a tag (word 3) distinct from the DiT's init.
-struct VitInitRng {
-  uint64_t seed;
-  uint32_t param;
-  uint64_t block = 0;
-  double buf[4] = {0, 0, 0, 0};
-  int pos = 4;
-  VitInitRng(uint64_t s, uint32_t p) : seed(s), param(p) {}
-  double next() {
-    if (pos == 4) {
-      Philox4 c{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), param, 0x517Au}};
-      Philox4 w = philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-      ++block;
-      for (int k = 0; k < 4; ++k) buf[k] = (w.v[k] + 0.5) / 4294967296.0;
-      pos = 0;
-    }
-    return buf[pos++];
-  }
-};
+// InitRng counter word 3 of the ViT's init, distinct from the DiT's.
+constexpr uint32_t kVitInitTag = 0x517Au;
 
 template <typename T>
 struct VitBlockActs {
@@ -172,11 +133,7 @@ struct ViTClassifier<T>::Impl {
     for (T* p : {params, grads, m, v, pos}) be->free_bytes(p);
     params = grads = m = v = pos = nullptr;
   }
-  void upload_pos() {
-    std::vector<double> pe = pos_embed_2d(cfg.hidden_size, cfg.grid());
-    std::vector<T> tmp(pe.begin(), pe.end());
-    be->to_device(pos, tmp.data(), tmp.size() * sizeof(T));
-  }
+  void upload_pos() { upload_pos_embed(*be, pos, cfg.hidden_size, cfg.grid()); }
   void release_arena() {
     for (void* p : owned) be->free_bytes(p);
     owned.clear();
@@ -419,13 +376,7 @@ void ViTClassifier<T>::init(uint64_t seed) {
   for (const ParamInfo& p : I.lay.params) {
     ++index;
     if (!p.trainable || p.shape.size() < 2) continue;  // biases stay zero
-    // Xavier-uniform on [out, in] (the patch Conv2d weight viewed as [D, C*p*p])
-    const double fan_out = static_cast<double>(p.shape[0]);
-    const double fan_in = static_cast<double>(p.numel) / fan_out;
-    const double bound = std::sqrt(6.0 / (fan_in + fan_out));
-    VitInitRng r(seed, index);
-    T* dst = host.data() + p.offset;
-    for (size_t k = 0; k < p.numel; ++k) dst[k] = static_cast<T>((2.0 * r.next() - 1.0) * bound);
+    xavier_uniform(host.data() + p.offset, p, seed, index, kVitInitTag);
   }
   const size_t bytes = host.size() * sizeof(T);
   I.be->to_device(I.params, host.data(), bytes);
