@@ -464,16 +464,12 @@ void DiT<T>::init(uint64_t seed) {
 
 template <typename T>
 void DiT<T>::read_param(const std::string& name, Slot slot, T* host) const {
-  const ParamInfo& p = impl_->find(name);
-  if (!host) throw Error("read_param('" + name + "'): host buffer is null");
-  impl_->be->to_host(host, impl_->slot_ptr(p, slot, false), p.numel * sizeof(T));
+  read_param_of(*impl_, name, slot, host);
 }
 
 template <typename T>
 void DiT<T>::write_param(const std::string& name, Slot slot, const T* host) {
-  const ParamInfo& p = impl_->find(name);
-  if (!host) throw Error("write_param('" + name + "'): host buffer is null");
-  impl_->be->to_device(impl_->slot_ptr(p, slot, true), host, p.numel * sizeof(T));
+  write_param_of(*impl_, name, slot, host);
 }
 
 template <typename T>

@@ -29,6 +29,19 @@ size_t ParamLayout::add(const std::string& name, std::vector<int64_t> shape) {
   return pi.offset;
 }
 
+AttnMlpOffsets add_attn_mlp(ParamLayout& lay, const std::string& b, int64_t D, int64_t H) {
+  AttnMlpOffsets o;
+  o.qkv_w = lay.add(b + "attn.qkv.weight", {3 * D, D});
+  o.qkv_b = lay.add(b + "attn.qkv.bias", {3 * D});
+  o.proj_w = lay.add(b + "attn.proj.weight", {D, D});
+  o.proj_b = lay.add(b + "attn.proj.bias", {D});
+  o.fc1_w = lay.add(b + "mlp.fc1.weight", {H, D});
+  o.fc1_b = lay.add(b + "mlp.fc1.bias", {H});
+  o.fc2_w = lay.add(b + "mlp.fc2.weight", {D, H});
+  o.fc2_b = lay.add(b + "mlp.fc2.bias", {D});
+  return o;
+}
+
 double InitRng::next() {
   if (pos == 4) {
     Philox4 c{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), param, tag}};
@@ -73,14 +86,7 @@ DiTLayout make_layout(const DiTConfig& c) {
   for (int i = 0; i < c.depth; ++i) {
     std::string b = "blocks." + std::to_string(i) + ".";
     BlockOffsets o;
-    o.qkv_w = add(b + "attn.qkv.weight", {3 * D, D});
-    o.qkv_b = add(b + "attn.qkv.bias", {3 * D});
-    o.proj_w = add(b + "attn.proj.weight", {D, D});
-    o.proj_b = add(b + "attn.proj.bias", {D});
-    o.fc1_w = add(b + "mlp.fc1.weight", {H, D});
-    o.fc1_b = add(b + "mlp.fc1.bias", {H});
-    o.fc2_w = add(b + "mlp.fc2.weight", {D, H});
-    o.fc2_b = add(b + "mlp.fc2.bias", {D});
+    static_cast<AttnMlpOffsets&>(o) = add_attn_mlp(lay, b, D, H);
     o.ada_w = add(b + "adaLN_modulation.1.weight", {6 * D, D});
     o.ada_b = add(b + "adaLN_modulation.1.bias", {6 * D});
     lay.blocks.push_back(o);

@@ -26,6 +26,29 @@ struct ParamLayout {
   size_t add(const std::string& name, std::vector<int64_t> shape);
 };
 
+// Offsets of a transformer block's attention and MLP Linears (timm / DiT names
+// blocks.i.attn.{qkv,proj}.{weight,bias}, blocks.i.mlp.{fc1,fc2}.{weight,bias}).
+struct AttnMlpOffsets {
+  size_t qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b;
+};
+// Appends them under `prefix` ("blocks.3.") for width D and MLP hidden size H.
+AttnMlpOffsets add_attn_mlp(ParamLayout& lay, const std::string& prefix, int64_t D, int64_t H);
+
+// A model's read_param / write_param: `impl` has find(name) (throws for unknown
+// names), slot_ptr(param, slot, writing) and the backend `be`.
+template <typename T, typename Impl>
+void read_param_of(const Impl& impl, const std::string& name, Slot slot, T* host) {
+  const ParamInfo& p = impl.find(name);
+  if (!host) throw Error("read_param('" + name + "'): host buffer is null");
+  impl.be->to_host(host, impl.slot_ptr(p, slot, false), p.numel * sizeof(T));
+}
+template <typename T, typename Impl>
+void write_param_of(Impl& impl, const std::string& name, Slot slot, const T* host) {
+  const ParamInfo& p = impl.find(name);
+  if (!host) throw Error("write_param('" + name + "'): host buffer is null");
+  impl.be->to_device(impl.slot_ptr(p, slot, true), host, p.numel * sizeof(T));
+}
+
 // Host-side generator for init: Philox keyed by the seed, with its own counter
 // space per parameter (counter word 2 = parameter index, word 3 = a tag that
 // differs between models) so the init never overlaps the noise stream and does
@@ -54,8 +77,8 @@ void xavier_uniform(T* dst, const ParamInfo& p, uint64_t seed, uint32_t index, u
 }
 
 // Element offsets inside the flat trainable buffer.
-struct BlockOffsets {
-  size_t qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b, ada_w, ada_b;
+struct BlockOffsets : AttnMlpOffsets {
+  size_t ada_w, ada_b;
 };
 
 struct DiTLayout : ParamLayout {

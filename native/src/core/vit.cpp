@@ -42,9 +42,7 @@ namespace {
 
 constexpr double kVitLnEps = 1e-6;
 
-struct VitBlockOffsets {
-  size_t qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b;
-};
+using VitBlockOffsets = AttnMlpOffsets;
 
 struct VitLayout : ParamLayout {
   size_t pe_w = 0, pe_b = 0, head_w = 0, head_b = 0;
@@ -59,17 +57,7 @@ VitLayout make_vit_layout(const ViTConfig& c) {
   lay.pe_w = add("patch_embed.proj.weight", {D, c.in_channels, c.patch_size, c.patch_size});
   lay.pe_b = add("patch_embed.proj.bias", {D});
   for (int i = 0; i < c.depth; ++i) {
-    const std::string b = "blocks." + std::to_string(i) + ".";
-    VitBlockOffsets o;
-    o.qkv_w = add(b + "attn.qkv.weight", {3 * D, D});
-    o.qkv_b = add(b + "attn.qkv.bias", {3 * D});
-    o.proj_w = add(b + "attn.proj.weight", {D, D});
-    o.proj_b = add(b + "attn.proj.bias", {D});
-    o.fc1_w = add(b + "mlp.fc1.weight", {H, D});
-    o.fc1_b = add(b + "mlp.fc1.bias", {H});
-    o.fc2_w = add(b + "mlp.fc2.weight", {D, H});
-    o.fc2_b = add(b + "mlp.fc2.bias", {D});
-    lay.blocks.push_back(o);
+    lay.blocks.push_back(add_attn_mlp(lay, "blocks." + std::to_string(i) + ".", D, H));
   }
   lay.head_w = add("head.weight", {K, D});
   lay.head_b = add("head.bias", {K});
@@ -387,16 +375,12 @@ void ViTClassifier<T>::init(uint64_t seed) {
 
 template <typename T>
 void ViTClassifier<T>::read_param(const std::string& name, Slot slot, T* host) const {
-  const ParamInfo& p = impl_->find(name);
-  if (!host) throw Error("read_param('" + name + "'): host buffer is null");
-  impl_->be->to_host(host, impl_->slot_ptr(p, slot, false), p.numel * sizeof(T));
+  read_param_of(*impl_, name, slot, host);
 }
 
 template <typename T>
 void ViTClassifier<T>::write_param(const std::string& name, Slot slot, const T* host) {
-  const ParamInfo& p = impl_->find(name);
-  if (!host) throw Error("write_param('" + name + "'): host buffer is null");
-  impl_->be->to_device(impl_->slot_ptr(p, slot, true), host, p.numel * sizeof(T));
+  write_param_of(*impl_, name, slot, host);
 }
 
 template <typename T>
