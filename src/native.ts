@@ -237,15 +237,20 @@ function load(): Addon {
   return addon;
 }
 
-/** Every error that leaves this module is a NativeError with the original message. */
-function asNativeError(e: unknown): NativeError {
+/** One export of the loaded addon by name, for modules that wrap its other classes (src/featnet: ViTModel). */
+export function addonExport(name: string): unknown {
+  return (load() as unknown as Record<string, unknown>)[name];
+}
+
+/** Every error that leaves this module (or src/featnet) is a NativeError with the original message. */
+export function asNativeError(e: unknown): NativeError {
   if (e instanceof NativeError) return e;
   const err = new NativeError(e instanceof Error ? e.message : String(e));
   if (e instanceof Error) err.cause = e;
   return err;
 }
 
-function call<R>(f: () => R): R {
+export function call<R>(f: () => R): R {
   try {
     return f();
   } catch (e) {
@@ -254,7 +259,7 @@ function call<R>(f: () => R): R {
 }
 
 /** A Promise-returning call: argument errors reject instead of throwing. */
-function callAsync<R>(f: () => Promise<R>): Promise<R> {
+export function callAsync<R>(f: () => Promise<R>): Promise<R> {
   try {
     return f().catch((e: unknown) => {
       throw asNativeError(e);
@@ -291,7 +296,7 @@ function checkFinite(v: unknown, what: string): number {
   return v;
 }
 
-function checkInt(v: unknown, what: string, lo: number, hi: number): number {
+export function checkInt(v: unknown, what: string, lo: number, hi: number): number {
   checkFinite(v, what);
   const n = v as number;
   if (!Number.isSafeInteger(n)) throw new NativeError(`${what} must be an integer, got ${n}`);

@@ -1,10 +1,17 @@
 // The typed face of the addon's ViTModel (native/src/napi/vit.cpp): the small
 // ViT classifier used as a trained feature space. Arguments are checked here
 // first so messages name them in TypeScript terms; every error is a NativeError.
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-
-import { addonPath, NativeError, type CudaMath, type Device, type ParamInfo } from '../native.js';
+import {
+  addonExport,
+  addonPath,
+  call,
+  callAsync,
+  checkInt,
+  NativeError,
+  type CudaMath,
+  type Device,
+  type ParamInfo,
+} from '../native.js';
 
 /** ViT hyper-parameters (native ViTConfig). */
 export interface FeatNetConfig {
@@ -70,35 +77,19 @@ interface NativeViT {
 
 type ViTCtor = new (config: FeatNetConfig, opts: Omit<FeatNetOptions, 'config'>) => NativeViT;
 
-// The same .node file src/native.ts loads: require() caches it, so this is one
-// addon instance, not a second copy.
+// The addon src/native.ts loads (one instance, not a second copy).
 function ctor(): ViTCtor {
-  const file = addonPath();
-  if (!existsSync(file)) throw new NativeError(`the native addon was not found at ${file}; run \`npm run build:native\``);
-  const addon = createRequire(import.meta.url)(file) as { ViTModel?: ViTCtor };
-  if (!addon.ViTModel) throw new NativeError(`the native addon ${file} has no ViTModel (feature network); rebuild it with \`npm run build:native\``);
-  return addon.ViTModel;
-}
-
-function wrap(e: unknown): NativeError {
-  if (e instanceof NativeError) return e;
-  const err = new NativeError(e instanceof Error ? e.message : String(e));
-  if (e instanceof Error) err.cause = e;
-  return err;
-}
-
-function intIn(v: unknown, what: string, lo: number, hi: number): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new NativeError(`${what} must be an integer, got ${String(v)}`);
-  if (v < lo || v > hi) throw new NativeError(`${what} must be in [${lo}, ${hi}], got ${v}`);
-  return v;
+  const vit = addonExport('ViTModel') as ViTCtor | undefined;
+  if (!vit) throw new NativeError(`the native addon ${addonPath()} has no ViTModel (feature network); rebuild it with \`npm run build:native\``);
+  return vit;
 }
 
 const INT_KEYS = ['inputSize', 'patchSize', 'inChannels', 'hiddenSize', 'depth', 'numHeads'] as const;
 
 export function checkFeatNetConfig(c: FeatNetConfig, what: string): void {
   if (typeof c !== 'object' || c === null) throw new NativeError(`${what} must be an object`);
-  for (const k of INT_KEYS) intIn(c[k], `${what}.${k}`, 1, 1 << 20);
-  intIn(c.numClasses, `${what}.numClasses`, 2, 1 << 20);
+  for (const k of INT_KEYS) checkInt(c[k], `${what}.${k}`, 1, 1 << 20);
+  checkInt(c.numClasses, `${what}.numClasses`, 2, 1 << 20);
   if (typeof c.mlpRatio !== 'number' || !(c.mlpRatio > 0) || !Number.isFinite(c.mlpRatio)) {
     throw new NativeError(`${what}.mlpRatio must be a finite number > 0, got ${String(c.mlpRatio)}`);
   }
@@ -122,15 +113,13 @@ export class FeatNet {
     const w = 'FeatNet.create';
     if (typeof opts !== 'object' || opts === null) throw new NativeError(`${w}: options must be an object`);
     checkFeatNetConfig(opts.config, `${w}: config`);
-    intIn(opts.seed, `${w}: seed`, 0, Number.MAX_SAFE_INTEGER);
-    if (opts.threads !== undefined) intIn(opts.threads, `${w}: threads`, 0, 4096);
+    checkInt(opts.seed, `${w}: seed`, 0, Number.MAX_SAFE_INTEGER);
+    if (opts.threads !== undefined) checkInt(opts.threads, `${w}: threads`, 0, 4096);
     const { config, ...rest } = opts;
-    try {
+    return call(() => {
       const native = new (ctor())(config, { ...rest, device: opts.device ?? 'cpu' });
       return new FeatNet(native.config(), native);
-    } catch (e) {
-      throw wrap(e);
-    }
+    });
   }
 
   get busy(): boolean {
@@ -159,21 +148,13 @@ export class FeatNet {
   }
   #call<R>(what: string, f: () => R): R {
     this.#ready(what);
-    try {
-      return f();
-    } catch (e) {
-      throw wrap(e);
-    }
+    return call(f);
   }
   #async<R>(what: string, f: () => Promise<R>): Promise<R> {
-    try {
+    return callAsync(() => {
       this.#ready(what);
-      return f().catch((e: unknown) => {
-        throw wrap(e);
-      });
-    } catch (e) {
-      return Promise.reject(wrap(e));
-    }
+      return f();
+    });
   }
 
   params(): ParamInfo[] {
@@ -192,7 +173,7 @@ export class FeatNet {
     return this.#call('getStep', () => this.#native.getStep());
   }
   setStep(step: number): void {
-    intIn(step, 'setStep: step', 0, Number.MAX_SAFE_INTEGER);
+    checkInt(step, 'setStep: step', 0, Number.MAX_SAFE_INTEGER);
     this.#call('setStep', () => this.#native.setStep(step));
   }
 
@@ -225,11 +206,7 @@ export class FeatNet {
   }
   dispose(): void {
     if (this.#disposed) return;
-    try {
-      this.#native.dispose();
-    } catch (e) {
-      throw wrap(e);
-    }
+    call(() => this.#native.dispose());
     this.#disposed = true;
   }
 }
