@@ -234,7 +234,8 @@ export function readNpyFrom(src: ByteSource, label: string): NdArray {
   return { dtype: h.dtype, shape: h.shape, data } as NdArray;
 }
 
-function withFile<T>(file: string, fn: (fd: number, size: number) => T): T {
+/** Runs fn on `file` opened for reading (its fd and size), closing it after; an open failure is a DataError naming the file. */
+export function withFile<T>(file: string, fn: (fd: number, size: number) => T): T {
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');

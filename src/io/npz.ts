@@ -2,7 +2,6 @@
 // layout, ZIP64 when an entry or the archive passes 4 GiB); read stored or
 // deflated (numpy.savez_compressed), with every entry's CRC-32 checked.
 
-import * as fs from 'node:fs';
 import { DataError } from '../errors.js';
 import {
   type NdArray,
@@ -13,6 +12,7 @@ import {
   readNpyFrom,
   readNpyHeaderFrom,
   toNdArray,
+  withFile,
   writeFileAtomic,
 } from './npy.js';
 import { type ZipEntryInfo, crc32, readDeflatedEntry, readZipDirectory, zipEntryDataOffset, zipStoredParts } from './zip.js';
@@ -69,13 +69,7 @@ function readEntry(fd: number, e: ZipEntryInfo, file: string): NdArray {
 
 /** Reads an .npz file into `{ key: { dtype, shape, data } }` (keys without the `.npy` suffix). */
 export function readNpz(file: string, opts: ReadNpzOptions = {}): Record<string, NdArray> {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new DataError(file, `cannot open: ${(e as Error).message}`);
-  }
-  try {
+  return withFile(file, (fd) => {
     const entries = readZipDirectory(fd, file);
     const wanted = opts.keys ? new Set(opts.keys) : null;
     const out: Record<string, NdArray> = {};
@@ -92,22 +86,10 @@ export function readNpz(file: string, opts: ReadNpzOptions = {}): Record<string,
       }
     }
     return out;
-  } finally {
-    fs.closeSync(fd);
-  }
+  });
 }
 
 /** Lists the keys of an .npz file without reading any array. */
 export function listNpz(file: string): string[] {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new DataError(file, `cannot open: ${(e as Error).message}`);
-  }
-  try {
-    return readZipDirectory(fd, file).filter((e) => !e.name.endsWith('/')).map(keyOf);
-  } finally {
-    fs.closeSync(fd);
-  }
+  return withFile(file, (fd) => readZipDirectory(fd, file).filter((e) => !e.name.endsWith('/')).map(keyOf));
 }
