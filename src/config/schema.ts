@@ -2,6 +2,8 @@
 // default, allowed range and a one-line doc. Hand-written (no schema library)
 // so that error messages can name the file and key path and suggest a key.
 
+import { SAMPLING_NAMES as SAMPLING, WEIGHTING_NAMES as WEIGHTING, type SpeedOptions } from '../speed/options.js';
+
 export type Leaf =
   | { kind: 'int'; default: number | null; min?: number; max?: number; nullable?: boolean; doc: string }
   | { kind: 'number'; default: number | null; min?: number; max?: number; exclusiveMin?: boolean; nullable?: boolean; doc: string }
@@ -22,8 +24,6 @@ export type Node = Leaf | Section;
 
 const section = (doc: string, keys: Record<string, Node>): Section => ({ kind: 'section', doc, keys });
 
-const SAMPLING = ['uniform', 'speed', 'speed_boundary', 'no_dual', 'lognorm', 'clts'] as const;
-const WEIGHTING = ['none', 'speed', 'p2', 'min_snr', 'theory'] as const;
 const SCHEDULES = ['linear', 'cosine', 'squaredcos_cap_v2', 'quad', 'const'] as const;
 
 /** Keys shared by `sample:` and `inference:` (how images are generated). */
@@ -174,22 +174,11 @@ export interface Config {
     num_heads: number | null;
     mlp_ratio: number;
   };
-  diffusion: {
+  /** SpeeD's keys (src/speed/options.ts) before tau's default is resolved, and the forward process. */
+  diffusion: Omit<SpeedOptions, 'tau'> & {
     schedule: (typeof SCHEDULES)[number];
     diffusion_steps: number;
-    sampling: (typeof SAMPLING)[number];
-    weighting: (typeof WEIGHTING)[number];
-    k: number;
     tau: number | null;
-    lam: number;
-    p2_k: number;
-    p2_gamma: number;
-    min_snr_gamma: number;
-    lognorm_mean: number;
-    lognorm_std: number;
-    clts_mu: number;
-    clts_sigma: number;
-    clts_target_steps: number;
     rescale_learned_sigmas: boolean;
   };
   optimizer: {
