@@ -18,8 +18,8 @@ export type Device = 'cpu' | 'cuda';
 export type CudaMath = 'bf16' | 'tf32' | 'fp32';
 export type Slot = 'model' | 'ema' | 'adam_m' | 'adam_v' | 'grad';
 
-/** DiT hyper-parameters (native DiTConfig). */
-export interface ModelConfig {
+/** The transformer's shape: the keys the DiT (ModelConfig) and the feature network's ViT (FeatNetConfig) share. */
+export interface TransformerConfig {
   inputSize: number;
   patchSize: number;
   inChannels: number;
@@ -27,6 +27,11 @@ export interface ModelConfig {
   depth: number;
   numHeads: number;
   mlpRatio: number;
+  numClasses: number;
+}
+
+/** DiT hyper-parameters (native DiTConfig). */
+export interface ModelConfig extends TransformerConfig {
   /** 0 = unconditional */
   numClasses: number;
   classDropoutProb: number;

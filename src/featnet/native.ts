@@ -11,19 +11,11 @@ import {
   type CudaMath,
   type Device,
   type ParamInfo,
+  type TransformerConfig,
 } from '../native.js';
 
 /** ViT hyper-parameters (native ViTConfig). */
-export interface FeatNetConfig {
-  inputSize: number;
-  patchSize: number;
-  inChannels: number;
-  hiddenSize: number;
-  depth: number;
-  numHeads: number;
-  mlpRatio: number;
-  numClasses: number;
-}
+export type FeatNetConfig = TransformerConfig;
 
 export interface FeatNetOptions {
   config: FeatNetConfig;
