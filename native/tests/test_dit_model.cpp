@@ -132,20 +132,6 @@ static void test_dit_s2_names() {
         "no dropout: table has num_classes rows");
 }
 
-static DiTConfig small_config() {
-  DiTConfig c;
-  c.input_size = 8;
-  c.patch_size = 2;
-  c.in_channels = 3;
-  c.hidden_size = 64;
-  c.depth = 2;
-  c.num_heads = 4;
-  c.num_classes = 5;
-  c.class_dropout_prob = 0.1;
-  c.learn_sigma = true;
-  return c;
-}
-
 template <typename T>
 static std::vector<T> read(const DiT<T>& m, const std::string& name, Slot s = Slot::Model) {
   size_t n = 0;
@@ -157,7 +143,7 @@ static std::vector<T> read(const DiT<T>& m, const std::string& name, Slot s = Sl
 }
 
 static void test_init() {
-  DiTConfig c = small_config();
+  DiTConfig c = ditt::small_config(8);
   DiT<float> a(c, make_cpu_backend<float>(2)), b(c, make_cpu_backend<float>(1)), d(c, make_cpu_backend<float>(1));
   a.init(7);
   b.init(7);
@@ -229,7 +215,7 @@ static void test_init() {
 }
 
 static void test_param_access() {
-  DiTConfig c = small_config();
+  DiTConfig c = ditt::small_config(8);
   DiT<float> m(c, make_cpu_backend<float>(1));
   m.init(1);
   std::vector<float> buf(64 * 3 * 2 * 2), back(buf.size());

@@ -10,20 +10,6 @@
 
 using namespace speed;
 
-static DiTConfig cfg16() {
-  DiTConfig c;
-  c.input_size = 16;
-  c.patch_size = 2;
-  c.in_channels = 3;
-  c.hidden_size = 64;
-  c.depth = 2;
-  c.num_heads = 4;
-  c.num_classes = 5;
-  c.class_dropout_prob = 0.1;
-  c.learn_sigma = true;
-  return c;
-}
-
 struct Batch {
   std::vector<float> x0, w;
   std::vector<int32_t> t, y;
@@ -67,7 +53,7 @@ static TrainHyper hyper(double lr) {
 }
 
 static void test_threads_bitwise() {
-  DiTConfig c = cfg16();
+  DiTConfig c = ditt::small_config(16);
   const int N = 6;
   std::vector<std::vector<float>> losses(2), weights(2);
   for (int k = 0; k < 2; ++k) {
@@ -92,7 +78,7 @@ static void test_threads_bitwise() {
 }
 
 static void test_nan_skips() {
-  DiTConfig c = cfg16();
+  DiTConfig c = ditt::small_config(16);
   const int N = 4;
   DiT<float> m(c, make_cpu_backend<float>(2));
   m.init(3);
@@ -115,7 +101,7 @@ static void test_nan_skips() {
 }
 
 static void test_loss_falls() {
-  DiTConfig c = cfg16();
+  DiTConfig c = ditt::small_config(16);
   const int N = 8;
   DiT<float> m(c, make_cpu_backend<float>(2));
   m.init(4);
@@ -136,7 +122,7 @@ static void test_loss_falls() {
 
 // forward() twice by hand vs sample_step (DDIM, eta 0) with and without CFG.
 static void test_sample_step() {
-  DiTConfig c = cfg16();
+  DiTConfig c = ditt::small_config(16);
   c.input_size = 8;
   const int N = 3, C = c.in_channels, HW = 64, Co = c.out_channels();
   auto be = make_cpu_backend<float>(2);
@@ -220,7 +206,7 @@ static void test_sample_step() {
 // Arenas are re-allocated when the batch grows: results must not depend on
 // the batch sizes seen before; forward(use_ema) must read the EMA weights.
 static void test_batch_growth_and_ema() {
-  DiTConfig c = cfg16();
+  DiTConfig c = ditt::small_config(16);
   c.input_size = 8;
   DiT<float> m(c, make_cpu_backend<float>(2));
   m.init(12);

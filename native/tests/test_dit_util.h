@@ -139,4 +139,20 @@ inline speed::DiTConfig tiny_config(bool conditional, bool learn_sigma) {
   return c;
 }
 
+// A small class-conditional DiT (patch 2, RGB, D 64, depth 2, 4 heads, 5 classes with
+// label dropout, learned sigma) at the given input size.
+inline speed::DiTConfig small_config(int input_size) {
+  speed::DiTConfig c;
+  c.input_size = input_size;
+  c.patch_size = 2;
+  c.in_channels = 3;
+  c.hidden_size = 64;
+  c.depth = 2;
+  c.num_heads = 4;
+  c.num_classes = 5;
+  c.class_dropout_prob = 0.1;
+  c.learn_sigma = true;
+  return c;
+}
+
 }  // namespace ditt
