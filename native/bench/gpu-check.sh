@@ -154,10 +154,11 @@ PY
 : > "$LOG/bench_native.jsonl"; : > "$LOG/torch.jsonl"
 
 left() { echo $((DEADLINE - $(date +%s))); }
-# step NAME WANT_S MIN_S LOGFILE CMD...: runs CMD with timeout min(WANT_S, left - RESERVE);
-# skipped (rc 125) when less than MIN_S would remain. stdout+stderr appended to LOGFILE.
-step() {
-  local name=$1 want=$2 min=$3 log=$4; shift 4
+# run_step NAME WANT_S MIN_S OUTFILE ERRFILE CMD...: runs CMD with timeout
+# min(WANT_S, left - RESERVE), stdout appended to OUTFILE and stderr to ERRFILE;
+# skipped (rc 125) when less than MIN_S would remain.
+run_step() {
+  local name=$1 want=$2 min=$3 outf=$4 errf=$5; shift 5
   local avail=$(( $(left) - RESERVE ))
   local t=$(( want < avail ? want : avail ))
   if [ "$t" -lt "$min" ]; then
@@ -165,28 +166,16 @@ step() {
     return 125
   fi
   local s=$(date +%s)
-  echo "=== $name (timeout ${t}s, $(( $(date +%s) - T0 ))s since start) ===" >> "$log"
-  timeout --kill-after=3 "$t" "$@" >> "$log" 2>&1
+  echo "=== $name (timeout ${t}s, $(( s - T0 ))s since start) ===" >> "$errf"
+  timeout --kill-after=3 "$t" "$@" >> "$outf" 2>> "$errf"
   local rc=$?
   echo "$name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$STATUS"
   return $rc
 }
-# like step, but stdout to OUTFILE and stderr to stderr.txt (for JSON-line producers)
-step_json() {
-  local name=$1 want=$2 min=$3 outf=$4; shift 4
-  local avail=$(( $(left) - RESERVE ))
-  local t=$(( want < avail ? want : avail ))
-  if [ "$t" -lt "$min" ]; then
-    echo "$name SKIPPED (only ${avail}s left, needs ${min}s)" | tee -a "$STATUS"
-    return 125
-  fi
-  local s=$(date +%s)
-  echo "=== $name (timeout ${t}s) ===" >> "$ERR"
-  timeout --kill-after=3 "$t" "$@" >> "$outf" 2>> "$ERR"
-  local rc=$?
-  echo "$name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$STATUS"
-  return $rc
-}
+# step NAME WANT_S MIN_S LOGFILE CMD...: stdout and stderr both to LOGFILE
+step() { local name=$1 want=$2 min=$3 log=$4; shift 4; run_step "$name" "$want" "$min" "$log" "$log" "$@"; }
+# step_json NAME WANT_S MIN_S OUTFILE CMD...: stdout (JSON lines) to OUTFILE, stderr to stderr.txt
+step_json() { local name=$1 want=$2 min=$3 outf=$4; shift 4; run_step "$name" "$want" "$min" "$outf" "$ERR" "$@"; }
 
 # ---- (a) what the machine has ------------------------------------------------------------
 {
