@@ -245,6 +245,72 @@ static void test_batch_growth_and_ema() {
   CHECK(bitwise_equal(o_ema, o_ref), "forward(use_ema) must equal a model loaded with the EMA weights");
 }
 
+// Activation recomputation re-runs each block's forward in backward: the same
+// ops on the same inputs, so losses, gradients and weights must be bitwise those
+// of the saving arena, and it must hold (depth + 18) instead of 18 * depth
+// [N, L, D]-sized buffers (plus the shared scratch both layouts have).
+static void test_recompute_bitwise() {
+  DiTConfig c = ditt::small_config(8);
+  c.depth = 4;
+  const int N = 3;
+  std::vector<std::vector<float>> trace(2), weights(2);
+  size_t bytes[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    DiT<float> m(c, make_cpu_backend<float>(2));
+    m.init(5);
+    std::mt19937_64 rng(5);
+    ditt::randomize_params(m, rng, 0.1);  // adaLN-Zero would zero most branches
+    m.set_tables(linear_diffusion_tables(1000));
+    m.set_noise_state(7, 0);
+    m.set_recompute(k == 1);
+    CHECK(m.recompute() == (k == 1), "recompute() reads back the setting");
+    Batch b = make_batch(c, N, 40, 0, 999);
+    auto eps = ditt::normal_vec<float>(rng, size_t(N) * c.in_channels * 64, 1.0);
+    std::vector<float> l;
+    m.loss_and_grad(b.x0.data(), eps.data(), b.t.data(), b.y.data(), b.w.data(), N, 1.0, &l);
+    trace[k] = l;
+    std::vector<float> g = all_slot(m, Slot::Grad);
+    trace[k].insert(trace[k].end(), g.begin(), g.end());
+    for (int s = 0; s < 3; ++s) {
+      Batch bs = make_batch(c, N, 50 + s, 0, 999);
+      TrainResult r = m.train_step(bs.x0.data(), bs.t.data(), bs.y.data(), bs.w.data(), N, hyper(1e-3));
+      trace[k].insert(trace[k].end(), r.loss.begin(), r.loss.end());
+      trace[k].push_back(float(r.grad_norm));
+    }
+    weights[k] = all_slot(m, Slot::Model);
+    bytes[k] = m.activation_bytes(N, true);
+    CHECK(m.activation_bytes(N, false) < bytes[k], "inference needs less than training");
+  }
+  CHECK(bitwise_equal(trace[0], trace[1]), "recomputation changed the losses or gradients");
+  CHECK(bitwise_equal(weights[0], weights[1]), "recomputation changed the trained weights");
+  // per block: x_in, h1, 3 qkv, att, po, xmid, h2, f2 (10 BLD) + f1pre, f1 (2 BLH = 8 BLD)
+  const size_t L = c.num_tokens(), D = c.hidden_size, BLD = size_t(N) * L * D;
+  const size_t per_block_full = 18 * BLD + N * 6 * D + 4 * size_t(N) * L + size_t(N) * c.num_heads * L;
+  const size_t per_block_kept = BLD + N * 6 * D;
+  CHECK(bytes[0] - bytes[1] == (c.depth - 1) * (per_block_full - per_block_kept) * sizeof(float),
+        "recomputation should save (depth-1) blocks minus their inputs: %zu - %zu", bytes[0], bytes[1]);
+
+  // Switching mid-run re-allocates and keeps training: toggling back gives
+  // the same step as a model that never toggled.
+  DiT<float> a(c, make_cpu_backend<float>(1)), b2(c, make_cpu_backend<float>(1));
+  for (DiT<float>* m : {&a, &b2}) {
+    m->init(9);
+    m->set_tables(linear_diffusion_tables(1000));
+    m->set_noise_state(3, 0);
+  }
+  Batch b = make_batch(c, N, 60, 0, 999);
+  std::vector<float> la, lb;
+  for (int s = 0; s < 3; ++s) {
+    a.set_recompute(s == 1);
+    TrainResult ra = a.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
+    TrainResult rb = b2.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
+    la.insert(la.end(), ra.loss.begin(), ra.loss.end());
+    lb.insert(lb.end(), rb.loss.begin(), rb.loss.end());
+  }
+  CHECK(bitwise_equal(la, lb), "toggling recomputation between steps changed the losses");
+  ditt::expect_error([&] { a.activation_bytes(0, true); }, "N must be >= 1", "activation_bytes(0)");
+}
+
 int main() {
   try {
     test_threads_bitwise();
@@ -255,6 +321,7 @@ int main() {
     test_loss_falls();
     test_sample_step();
     test_batch_growth_and_ema();
+    test_recompute_bitwise();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: exception: %s\n", e.what());
     return 1;

@@ -7,6 +7,9 @@
 //   tables_ the 8 per-timestep diffusion tables
 //   two activation arenas: `train_` saves every block's activations for
 //   backward; `infer_` holds one block's worth and is reused by every block.
+//   With recomputation on, `train_` saves only each block's input and adaLN
+//   output and shares one block's worth of the rest: backward re-runs each
+//   block's forward from its saved input just before differentiating it.
 // An arena is allocated once and re-allocated only when the batch grows.
 #include <algorithm>
 #include <cmath>
@@ -62,8 +65,10 @@ struct BlockActs {
 template <typename T>
 struct Arena {
   Backend<T>* be = nullptr;
-  int cap = 0;        // batch capacity
-  bool save = false;  // one BlockActs per block (training) or one shared
+  int cap = 0;             // batch capacity
+  bool save = false;       // keep what backward reads (training) or one shared block
+  bool recompute = false;  // with save: keep only x_in and mod per block
+  size_t bytes = 0;        // bytes held (or, with be == nullptr, that would be)
   std::vector<void*> owned;
 
   T *x_img = nullptr, *tok_in, *tfreq, *h0, *h0s, *yemb, *c, *sc;
@@ -77,21 +82,45 @@ struct Arena {
   T* noise;
 
   void release() {
-    for (void* p : owned) be->free_bytes(p);
+    if (be)
+      for (void* p : owned) be->free_bytes(p);
     owned.clear();
     cap = 0;
+    bytes = 0;
   }
-  ~Arena() { if (be) release(); }
+  ~Arena() { release(); }
 
-  T* A(size_t n) {
-    void* p = be->alloc_bytes(std::max<size_t>(n, 1) * sizeof(T));
+  // Without a backend the arena only counts (activation_bytes()).
+  void* raw(size_t nbytes) {
+    nbytes = std::max<size_t>(nbytes, 1);
+    bytes += nbytes;
+    if (!be) return nullptr;
+    void* p = be->alloc_bytes(nbytes);
     owned.push_back(p);
-    return static_cast<T*>(p);
+    return p;
   }
-  int32_t* I(size_t n) {
-    void* p = be->alloc_bytes(std::max<size_t>(n, 1) * sizeof(int32_t));
-    owned.push_back(p);
-    return static_cast<int32_t*>(p);
+  T* A(size_t n) { return static_cast<T*>(raw(n * sizeof(T))); }
+  int32_t* I(size_t n) { return static_cast<int32_t*>(raw(n * sizeof(int32_t))); }
+
+  // Every buffer of one block, with x_in (and, when saving, xmid) its own.
+  void alloc_block(BlockActs<T>& a, size_t B, size_t L, size_t D, size_t H, size_t heads) {
+    const size_t BLD = B * L * D;
+    a.x_in = A(BLD);
+    a.mod = A(B * 6 * D);
+    a.h1 = A(BLD);
+    a.mean1 = A(B * L);
+    a.rstd1 = A(B * L);
+    a.qkv = A(3 * BLD);
+    a.att = A(BLD);
+    a.lse = A(B * heads * L);
+    a.po = A(BLD);
+    a.xmid = save ? A(BLD) : a.x_in;  // inference updates the stream in place
+    a.h2 = A(BLD);
+    a.mean2 = A(B * L);
+    a.rstd2 = A(B * L);
+    a.f1pre = A(B * L * H);
+    a.f1 = A(B * L * H);
+    a.f2 = A(BLD);
   }
 
   void ensure(const DiTConfig& cfg, int N) {
@@ -111,26 +140,19 @@ struct Arena {
     sc = A(B * D);
     t = I(B);
     y = I(B);
+    // Blocks: all of every block (training), one shared (inference), or with
+    // recomputation every block's x_in and mod plus one shared rest (block 0's).
     int nb = save ? cfg.depth : 1;
     blocks.assign(nb, BlockActs<T>{});
-    for (int i = 0; i < nb; ++i) {
-      BlockActs<T>& a = blocks[i];
-      a.x_in = A(BLD);
-      a.mod = A(B * 6 * D);
-      a.h1 = A(BLD);
-      a.mean1 = A(B * L);
-      a.rstd1 = A(B * L);
-      a.qkv = A(3 * BLD);
-      a.att = A(BLD);
-      a.lse = A(B * heads * L);
-      a.po = A(BLD);
-      a.xmid = save ? A(BLD) : a.x_in;  // inference updates the stream in place
-      a.h2 = A(BLD);
-      a.mean2 = A(B * L);
-      a.rstd2 = A(B * L);
-      a.f1pre = A(B * L * H);
-      a.f1 = A(B * L * H);
-      a.f2 = A(BLD);
+    alloc_block(blocks[0], B, L, D, H, heads);
+    for (int i = 1; i < nb; ++i) {
+      if (!recompute) {
+        alloc_block(blocks[i], B, L, D, H, heads);
+        continue;
+      }
+      blocks[i] = blocks[0];
+      blocks[i].x_in = A(BLD);
+      blocks[i].mod = A(B * 6 * D);
     }
     x_final = save ? A(BLD) : blocks[0].x_in;
     fmod = A(B * 2 * D);
@@ -277,12 +299,37 @@ struct DiT<T>::Impl {
     if (cfg.num_classes > 0) be->to_device(a.y, y, N * sizeof(int32_t));
   }
 
+  // One block after its adaLN Linear (s.mod is set): s.x_in -> the stream
+  // `next`. With `keep` the block input survives (s.xmid is a copy) and
+  // `next` is another buffer; else the stream is updated in place. With
+  // next == nullptr only the activations backward reads are (re)computed.
+  void block_forward(BlockActs<T>& s, const BlockOffsets& o, const T* W, int N, bool keep, T* next) {
+    Backend<T>& b = *be;
+    const int L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden(), NL = N * L;
+    const size_t stream_bytes = size_t(NL) * D * sizeof(T);
+    const T* mod = s.mod;
+    // x += gate1 * attn(modulate(LN(x), shift1, scale1))
+    b.ln_modulate_forward(s.x_in, mod + 0 * D, mod + 1 * D, 6 * D, s.h1, s.mean1, s.rstd1, N, L, D, kLnEps);
+    b.linear_forward(s.h1, W + o.qkv_w, W + o.qkv_b, s.qkv, nullptr, NL, D, 3 * D, Act::None);
+    b.attention_forward(s.qkv, s.att, s.lse, N, L, cfg.num_heads, cfg.head_dim());
+    b.linear_forward(s.att, W + o.proj_w, W + o.proj_b, s.po, nullptr, NL, D, D, Act::None);
+    if (keep) b.copy(s.xmid, s.x_in, stream_bytes);
+    b.gated_residual_forward(s.xmid, mod + 2 * D, 6 * D, s.po, N, L, D);
+    // x += gate2 * mlp(modulate(LN(x), shift2, scale2))
+    b.ln_modulate_forward(s.xmid, mod + 3 * D, mod + 4 * D, 6 * D, s.h2, s.mean2, s.rstd2, N, L, D, kLnEps);
+    b.linear_forward(s.h2, W + o.fc1_w, W + o.fc1_b, s.f1, s.f1pre, NL, D, H, Act::GeluTanh);
+    b.linear_forward(s.f1, W + o.fc2_w, W + o.fc2_b, s.f2, nullptr, NL, H, D, Act::None);
+    if (!next) return;
+    if (keep) b.copy(next, s.xmid, stream_bytes);
+    b.gated_residual_forward(next, mod + 5 * D, 6 * D, s.f2, N, L, D);
+  }
+
   // ---- forward: a.x_img, a.t, a.y -> a.out -----------------------------------
   void forward(Arena<T>& a, int N, const T* W) {
     Backend<T>& b = *be;
-    const int L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden(), p = cfg.patch_size;
+    const int L = cfg.num_tokens(), D = cfg.hidden_size, p = cfg.patch_size;
     const int C = cfg.in_channels, P = C * p * p, Po = cfg.out_channels() * p * p, S = cfg.input_size;
-    const int NL = N * L, heads = cfg.num_heads;
+    const int NL = N * L;
     // x_embedder (Conv2d k = s = p as a Linear over CPP patches) + pos_embed
     T* X = a.blocks[0].x_in;
     b.patchify(a.x_img, a.tok_in, N, C, S, S, p, PatchLayout::CPP);
@@ -300,25 +347,12 @@ struct DiT<T>::Impl {
     b.silu_forward(a.c, a.sc, size_t(N) * D);
 
     for (int i = 0; i < cfg.depth; ++i) {
-      const BlockOffsets& o = lay.blocks[i];
       BlockActs<T>& s = a.blocks[a.save ? i : 0];
-      T* x = s.x_in;  // saved: filled by the previous block; else the shared stream
-      T* mod = s.mod;
-      b.linear_forward(a.sc, W + o.ada_w, W + o.ada_b, mod, nullptr, N, D, 6 * D, Act::None);
-      // x += gate1 * attn(modulate(LN(x), shift1, scale1))
-      b.ln_modulate_forward(x, mod + 0 * D, mod + 1 * D, 6 * D, s.h1, s.mean1, s.rstd1, N, L, D, kLnEps);
-      b.linear_forward(s.h1, W + o.qkv_w, W + o.qkv_b, s.qkv, nullptr, NL, D, 3 * D, Act::None);
-      b.attention_forward(s.qkv, s.att, s.lse, N, L, heads, cfg.head_dim());
-      b.linear_forward(s.att, W + o.proj_w, W + o.proj_b, s.po, nullptr, NL, D, D, Act::None);
-      if (a.save) b.copy(s.xmid, x, size_t(NL) * D * sizeof(T));
-      b.gated_residual_forward(s.xmid, mod + 2 * D, 6 * D, s.po, N, L, D);
-      // x += gate2 * mlp(modulate(LN(x), shift2, scale2))
-      b.ln_modulate_forward(s.xmid, mod + 3 * D, mod + 4 * D, 6 * D, s.h2, s.mean2, s.rstd2, N, L, D, kLnEps);
-      b.linear_forward(s.h2, W + o.fc1_w, W + o.fc1_b, s.f1, s.f1pre, NL, D, H, Act::GeluTanh);
-      b.linear_forward(s.f1, W + o.fc2_w, W + o.fc2_b, s.f2, nullptr, NL, H, D, Act::None);
+      // s.x_in: filled by the previous block (saving), else the shared stream
+      b.linear_forward(a.sc, W + lay.blocks[i].ada_w, W + lay.blocks[i].ada_b, s.mod, nullptr, N, D, 6 * D,
+                       Act::None);
       T* next = a.save ? (i + 1 < cfg.depth ? a.blocks[i + 1].x_in : a.x_final) : s.xmid;
-      if (a.save) b.copy(next, s.xmid, size_t(NL) * D * sizeof(T));
-      b.gated_residual_forward(next, mod + 5 * D, 6 * D, s.f2, N, L, D);
+      block_forward(s, lay.blocks[i], W, N, a.save, next);
     }
     // final layer: modulate(LN(x), shift, scale) -> Linear -> unpatchify (PPC)
     b.linear_forward(a.sc, W + lay.f_ada_w, W + lay.f_ada_b, a.fmod, nullptr, N, D, 2 * D, Act::None);
@@ -347,6 +381,8 @@ struct DiT<T>::Impl {
     for (int i = cfg.depth - 1; i >= 0; --i) {
       const BlockOffsets& o = lay.blocks[i];
       BlockActs<T>& s = a.blocks[i];
+      // the shared buffers still hold the last block's forward
+      if (a.recompute && i + 1 < cfg.depth) block_forward(s, o, W, N, true, nullptr);
       const T* mod = s.mod;
       T* dmod = a.dmod;
       // MLP branch
@@ -460,6 +496,26 @@ void DiT<T>::init(uint64_t seed) {
   I.be->fill(I.grads, T(0), host.size());
   upload_pos_embed(*I.be, I.pos, c.hidden_size, c.grid());
   I.step = 0;
+}
+
+template <typename T>
+void DiT<T>::set_recompute(bool on) {
+  Arena<T>& a = impl_->train;
+  if (a.recompute == on) return;
+  a.release();  // the next training call allocates the other layout
+  a.recompute = on;
+}
+template <typename T>
+bool DiT<T>::recompute() const { return impl_->train.recompute; }
+
+template <typename T>
+size_t DiT<T>::activation_bytes(int N, bool training) const {
+  impl_->check_batch(N, "activation_bytes");
+  Arena<T> count;  // no backend: counts instead of allocating
+  count.save = training;
+  count.recompute = training && impl_->train.recompute;
+  count.ensure(impl_->cfg, N);
+  return count.bytes;
 }
 
 template <typename T>

@@ -3,8 +3,9 @@
 //   test_cuda_train fp32|tf32|bf16
 // Weights are first moved off the adaLN-Zero start by two CPU steps and copied
 // to both models, so that every gradient is non-zero. Then: loss and gradient
-// with given noise; a train step (Philox noise drawn on each backend,
-// AdamW + clip + EMA); the forward pass; a skipped step on a NaN loss.
+// with given noise (and the same with activation recomputation, bitwise);
+// a train step (Philox noise drawn on each backend, AdamW + clip + EMA); the
+// forward pass; a skipped step on a NaN loss.
 // Exits 77 (skipped) when no GPU is usable.
 #include <cstdint>
 
@@ -96,6 +97,18 @@ int main(int argc, char** argv) {
       }
       double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
       if (!(rel <= tol_grad * 2)) expect(false, "gradient of " + p.name + " rel " + std::to_string(rel));
+    }
+
+    // 1b. activation recomputation on the GPU: the same kernels on the same
+    // inputs, so the same loss and gradient bit for bit (needs deterministic
+    // kernels: no atomics, the cached cuBLASLt algorithm per shape)
+    {
+      std::vector<float> g_plain = slot(mg, Slot::Grad), lr_;
+      mg.set_recompute(true);
+      double Lr = mg.loss_and_grad(x0.data(), eps.data(), t.data(), y.data(), w.data(), N, 1.0, &lr_);
+      expect(Lr == Lg && lr_ == lg, "recompute: the same per-sample loss, bitwise");
+      expect(slot(mg, Slot::Grad) == g_plain, "recompute: the same gradient, bitwise");
+      mg.set_recompute(false);
     }
 
     // 2. a train step: noise from each backend's Philox stream, AdamW, EMA
