@@ -98,7 +98,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--threads <n>', 'CPU threads (default: all cores)')
     .option('--iters <n>', 'timed iterations')
     .option('--no-kernels', 'skip the per-kernel timings')
-    .action(async (o: { device: Device; json?: boolean; models: string; batches: string; threads?: string; iters?: string; kernels: boolean }) => {
+    .option('--recompute', 'train step with activation recomputation (less memory, one more forward)')
+    .action(async (o: { device: Device; json?: boolean; models: string; batches: string; threads?: string; iters?: string; kernels: boolean; recompute?: boolean }) => {
       const int = (s: string, what: string) => {
         const v = Number(s);
         if (!Number.isInteger(v) || v < 1) throw new SpeedTrainError(`--${what}: expected a positive integer, found ${JSON.stringify(s)}`);
@@ -111,6 +112,7 @@ async function main(argv: string[]): Promise<number> {
         threads: o.threads ? int(o.threads, 'threads') : undefined,
         iters: o.iters ? int(o.iters, 'iters') : undefined,
         kernels: o.kernels,
+        recompute: o.recompute === true,
       });
       if (o.json) rows.forEach((r) => out(JSON.stringify(r)));
       else out(benchTable(rows));
@@ -122,11 +124,12 @@ async function main(argv: string[]): Promise<number> {
 }
 
 export function benchTable(rows: BenchRow[]): string {
-  const head = ['model', 'device', 'batch', 'what', 'ms', 'images/s', 'GFLOP/s', 'GB/s', 'x GEMM'];
+  const head = ['model', 'device', 'batch', 'what', 'ms', 'images/s', 'GFLOP/s', 'GB/s', 'x GEMM', 'act MiB'];
   const body = rows.map((r) => [
     r.model, r.device, String(r.batch), r.what, r.ms.toFixed(3),
     r.imagesPerSec ? r.imagesPerSec.toFixed(1) : '', r.gflops ? r.gflops.toFixed(1) : '', r.gbps ? r.gbps.toFixed(1) : '',
     r.ratioToGemm ? r.ratioToGemm.toFixed(2) : '',
+    r.activationMB ? r.activationMB.toFixed(0) : '',
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i < 4 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');

@@ -49,6 +49,12 @@ export interface ModelOptions {
   seed: number;
   /** seed of the Philox noise stream (default: seed) */
   noiseSeed?: number;
+  /**
+   * Activation recomputation in training (default false): keep only each block's
+   * input and re-run its forward in backward. Bitwise the same results, about a
+   * depth-th of the activation memory, about a third more compute.
+   */
+  recompute?: boolean;
 }
 
 export interface ParamInfo {
@@ -153,6 +159,7 @@ export interface BenchRow {
   gflops: number; // achieved GFLOP/s (FLOPs counted analytically); 0 when not meaningful
   gbps: number; // achieved GB/s for memory-bound kernels; 0 when not meaningful
   ratioToGemm: number; // gflops / the large-GEMM rate measured in the same run
+  activationMB: number; // forward / train_step rows: activation memory of the call (MiB); else 0
 }
 
 export interface BenchOptions {
@@ -163,6 +170,8 @@ export interface BenchOptions {
   cudaMath?: CudaMath;
   iters?: number;
   kernels?: boolean; // time each kernel alone (default true)
+  /** time the train step with activation recomputation (default false) */
+  recompute?: boolean;
   /** side of the square float32 GEMM that sets the reference rate (default 2048) */
   gemmSize?: number;
 }
@@ -195,6 +204,7 @@ interface NativeModel {
   dispose(): void;
   busy(): string | null;
   steps(): number;
+  activationBytes(n: number, training: boolean): number;
 }
 
 interface Addon {
@@ -436,6 +446,7 @@ export function runBench(opts: BenchOptions): Promise<BenchRow[]> {
     if (opts.iters !== undefined) checkInt(opts.iters, 'runBench: opts.iters', 1, 1 << 20);
     if (opts.gemmSize !== undefined) checkInt(opts.gemmSize, 'runBench: opts.gemmSize', 16, 1 << 15);
     if (opts.kernels !== undefined && typeof opts.kernels !== 'boolean') throw new NativeError(`runBench: opts.kernels must be a boolean, got ${describe(opts.kernels)}`);
+    if (opts.recompute !== undefined && typeof opts.recompute !== 'boolean') throw new NativeError(`runBench: opts.recompute must be a boolean, got ${describe(opts.recompute)}`);
     if (opts.cudaMath !== undefined && !['bf16', 'tf32', 'fp32'].includes(opts.cudaMath)) {
       throw new NativeError(`runBench: opts.cudaMath must be 'bf16', 'tf32' or 'fp32', got ${JSON.stringify(opts.cudaMath)}`);
     }
@@ -501,6 +512,7 @@ export class DiTModel {
     if (opts.noiseSeed !== undefined) checkInt(opts.noiseSeed, `${w}: noiseSeed`, 0, Number.MAX_SAFE_INTEGER);
     if (opts.threads !== undefined) checkInt(opts.threads, `${w}: threads`, 0, 4096);
     if (opts.cudaDevice !== undefined) checkInt(opts.cudaDevice, `${w}: cudaDevice`, 0, 1024);
+    if (opts.recompute !== undefined && typeof opts.recompute !== 'boolean') throw new NativeError(`${w}: recompute must be a boolean, got ${describe(opts.recompute)}`);
     if (opts.cudaMath !== undefined && !['bf16', 'tf32', 'fp32'].includes(opts.cudaMath)) {
       throw new NativeError(`${w}: cudaMath must be 'bf16', 'tf32' or 'fp32', got ${JSON.stringify(opts.cudaMath)}`);
     }
@@ -533,6 +545,17 @@ export class DiTModel {
   numTrainable(): number {
     this.#ready('numTrainable');
     return call(() => this.#native.numTrainable());
+  }
+  /**
+   * Bytes of activation memory a call at batch `n` allocates: a training step
+   * (under this model's recompute setting) or a forward / sampling step.
+   * Parameters, Adam moments and EMA (5 x numTrainable() floats) come on top.
+   */
+  activationBytes(n: number, training: boolean): number {
+    this.#ready('activationBytes');
+    checkInt(n, 'activationBytes: n', 1, 1 << 24);
+    if (typeof training !== 'boolean') throw new NativeError(`activationBytes: training must be a boolean, got ${describe(training)}`);
+    return call(() => this.#native.activationBytes(n, training));
   }
   readParam(name: string, slot: Slot = 'model'): Float32Array {
     this.#ready('readParam');

@@ -134,6 +134,29 @@ test('trainStep: finite per-sample losses, and the loss on a fixed batch and noi
   m.dispose();
 });
 
+test('recompute: the same training, bitwise, in less activation memory', async () => {
+  const cfg: ModelConfig = { ...SMALL, depth: 4 };
+  const plain = DiTModel.create({ config: cfg, seed: 4, threads: 2 });
+  const rec = DiTModel.create({ config: cfg, seed: 4, threads: 2, recompute: true });
+  for (const m of [plain, rec]) m.setTables(TABLES);
+  for (let s = 0; s < 2; s++) {
+    const data = batch(cfg, 3, 20 + s);
+    const a = await plain.trainStep(data, HYPER);
+    const b = await rec.trainStep(data, HYPER);
+    assert.deepEqual(b.loss, a.loss, `step ${s}: losses`);
+    assert.equal(b.gradNorm, a.gradNorm, `step ${s}: gradient norm`);
+  }
+  assert.deepEqual(rec.readParam('blocks.1.mlp.fc1.weight'), plain.readParam('blocks.1.mlp.fc1.weight'));
+  const [p, r] = [plain.activationBytes(3, true), rec.activationBytes(3, true)];
+  assert.ok(r > 0 && r < 0.6 * p, `recompute keeps less: ${r} vs ${p} bytes`);
+  assert.equal(rec.activationBytes(3, false), plain.activationBytes(3, false), 'inference is unaffected');
+  assert.ok(plain.activationBytes(6, true) > p, 'memory grows with the batch');
+  assert.throws(() => rec.activationBytes(0, true), /activationBytes: n must be/);
+  assert.throws(() => DiTModel.create({ config: cfg, seed: 1, recompute: 'yes' as unknown as boolean }), /recompute must be a boolean/);
+  plain.dispose();
+  rec.dispose();
+});
+
 test('the noise stream advances, and restoring it reproduces a step exactly', async () => {
   const a = newModel(SMALL, 9);
   const b = newModel(SMALL, 9);
@@ -363,7 +386,13 @@ test('runBench: a tiny benchmark returns the GEMM reference, forward and train-s
     assert.ok(r.ms > 0 && r.imagesPerSec > 0 && r.gflops > 0, `${what}: ${JSON.stringify(r)}`);
     assert.ok(Math.abs(r.imagesPerSec - (2 * 1000) / r.ms) < 1e-6 * r.imagesPerSec, 'images/s = batch / time');
     assert.ok(Math.abs(r.ratioToGemm - r.gflops / gemm.gflops) < 1e-9, 'ratio to the GEMM rate of the same run');
+    assert.ok(r.activationMB > 0, `${what}: activation memory`);
   }
+  const rec = await runBench({ models: ['DiT-Ti/8@16x3'], batches: [2], device: 'cpu', threads: 2, iters: 1, kernels: false, gemmSize: 64, recompute: true });
+  const step = rows.find((x) => x.what === 'train_step');
+  const stepRec = rec.find((x) => x.what === 'train_step recompute');
+  assert.ok(step && stepRec && stepRec.activationMB < step.activationMB / 2, 'recompute row with less activation memory');
+  await assert.rejects(runBench({ models: ['DiT-Ti/8@16x3'], batches: [2], device: 'cpu', recompute: 1 as unknown as boolean }), /opts.recompute must be a boolean/);
 });
 
 test('dispose frees a model at once; a model dropped without dispose is freed by the GC', async () => {

@@ -8,6 +8,7 @@ import { tinyConfig, useAddon } from './helpers-e2e.js';
 
 useAddon();
 const { train, lrAt, dropLabels } = await import('../src/train/index.js');
+const { formatBytes } = await import('../src/train/loop.js');
 
 const quiet = { log: () => {}, handleSignals: false, progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream };
 
@@ -53,8 +54,18 @@ test('resume is exact: 2N steps == N steps + resume + N steps (losses and every 
   const b = tinyConfig([...base, `max_training_steps=${N}`]);
   await train({ config: b.config, ...quiet });
   assert.ok(existsSync(path.join(b.exp, 'checkpoints', '0000004')), 'ckpt_every writes intermediate checkpoints');
-  const b2 = tinyConfig([...base, `max_training_steps=${2 * N}`, `experiment_dir=${b.exp}`]);
-  const r = await train({ config: b2.config, resume: 'latest', ...quiet });
+  // the second half recomputes activations: the same results, in less memory
+  const b2 = tinyConfig([...base, `max_training_steps=${2 * N}`, `experiment_dir=${b.exp}`, 'recompute_activations=true']);
+  const lines: string[] = [];
+  const r = await train({ config: b2.config, resume: 'latest', ...quiet, log: (m) => lines.push(m) });
+  const mem = (ls: string[]) => /\+ ([\d.]+ \w+) of activations/.exec(ls.find((l) => l.startsWith('memory:')) ?? '')?.[1];
+  const linesA: string[] = [];
+  await train({ config: tinyConfig([...base, 'max_training_steps=1']).config, ...quiet, log: (m) => linesA.push(m) });
+  // tiny model (depth 2, batch 8, 4 tokens, D 32): block 1 keeps x_in and mod, and drops
+  // the other 17600 floats (68.75 KiB) of its 20160
+  assert.equal(mem(linesA), '313 KiB');
+  assert.equal(mem(lines), '244 KiB', 'recompute_activations lowers the logged activation memory');
+  assert.deepEqual(['0 B', '1023 B', '1.5 KiB', '100 MiB', '3.0 GiB'], [0, 1023, 1536, 100 * 2 ** 20, 3.2e9].map(formatBytes));
   assert.equal(r.step, 2 * N);
   const ma = metrics(a.exp);
   const mb = metrics(b.exp);

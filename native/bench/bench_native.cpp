@@ -2,6 +2,7 @@
 //   bench_native [--device cpu|cuda] [--models DiT-S/2@32x4,DiT-Ti/4@32x3]
 //                [--batches 8,32] [--threads n] [--iters n] [--gemm n]
 //                [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json] [--builtin-gemm]
+//                [--recompute]
 // Prints an aligned table (rows as they are measured) or JSON lines whose keys
 // are those of src/native.ts BenchRow.
 #include <cstdio>
@@ -76,11 +77,13 @@ int main(int argc, char** argv) {
         return 2;
       }
     } else if (a == "--no-kernels") o.kernels = false;
+    else if (a == "--recompute") o.recompute = true;
     else if (a == "--json") json = true;
     else if (a == "-h" || a == "--help") {
       std::printf("usage: bench_native [--device cpu|cuda] [--models M,...] [--batches 8,32] [--threads n]\n"
                   "                    [--iters n] [--gemm n] [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json]\n"
                   "                    [--builtin-gemm]  (CPU: the built-in GEMM even when BLAS is linked)\n"
+                  "                    [--recompute]     (train step with activation recomputation)\n"
                   "models are PRESET@SIZExCHANNELS, e.g. DiT-S/2@32x4 (1000 classes, learn_sigma)\n");
       return 0;
     } else {
@@ -92,16 +95,16 @@ int main(int argc, char** argv) {
     if (!json) {
       std::printf("# device %s, cpu gemm %s, iters %d (median after 1 warm-up)\n", o.device.c_str(),
                   cpu_gemm_name(), o.iters);
-      std::printf("%-16s %-5s %5s  %-22s %11s %10s %9s %8s %7s\n", "model", "dev", "batch", "what", "ms",
-                  "img/s", "GFLOP/s", "GB/s", "x gemm");
+      std::printf("%-16s %-5s %5s  %-22s %11s %10s %9s %8s %7s %9s\n", "model", "dev", "batch", "what", "ms",
+                  "img/s", "GFLOP/s", "GB/s", "x gemm", "act MiB");
       std::fflush(stdout);
     }
     run_bench(o, [&](const BenchRow& r) {
       if (json) {
         std::printf("{\"model\":%s,\"device\":%s,\"batch\":%d,\"what\":%s,\"ms\":%.6g,\"imagesPerSec\":%.6g,"
-                    "\"gflops\":%.6g,\"gbps\":%.6g,\"ratioToGemm\":%.6g}\n",
+                    "\"gflops\":%.6g,\"gbps\":%.6g,\"ratioToGemm\":%.6g,\"activationMB\":%.6g}\n",
                     json_str(r.model).c_str(), json_str(r.device).c_str(), r.batch, json_str(r.what).c_str(), r.ms,
-                    r.images_per_sec, r.gflops, r.gbps, r.ratio_to_gemm);
+                    r.images_per_sec, r.gflops, r.gbps, r.ratio_to_gemm, r.activation_mb);
       } else {
         auto num = [](double v, const char* fmt) {
           char b[32];
@@ -109,9 +112,10 @@ int main(int argc, char** argv) {
           std::snprintf(b, sizeof b, fmt, v);
           return std::string(b);
         };
-        std::printf("%-16s %-5s %5d  %-22s %11.3f %10s %9s %8s %7s\n", r.model.c_str(), r.device.c_str(), r.batch,
-                    r.what.c_str(), r.ms, num(r.images_per_sec, "%.1f").c_str(), num(r.gflops, "%.1f").c_str(),
-                    num(r.gbps, "%.2f").c_str(), num(r.ratio_to_gemm, "%.2f").c_str());
+        std::printf("%-16s %-5s %5d  %-22s %11.3f %10s %9s %8s %7s %9s\n", r.model.c_str(), r.device.c_str(),
+                    r.batch, r.what.c_str(), r.ms, num(r.images_per_sec, "%.1f").c_str(),
+                    num(r.gflops, "%.1f").c_str(), num(r.gbps, "%.2f").c_str(), num(r.ratio_to_gemm, "%.2f").c_str(),
+                    num(r.activation_mb, "%.0f").c_str());
       }
       std::fflush(stdout);
     });

@@ -14,7 +14,8 @@
 #       only with >= 150 s left; into tests.txt, its CURVE line in the summary)
 #   (d) test_cuda_attn_bench (attention at SDPA's shapes on both paths; LN and AdamW at
 #       DiT-XL/2 sizes), bench_native --device cuda: DiT-S/2 b32+b256 with per-kernel rows,
-#       DiT-XL/2 b32; DiT-B/2 and DiT-XL/2 b256 only with time to spare (after the sanitizer)
+#       DiT-XL/2 b32; DiT-B/2 and DiT-XL/2 b256 (recomputed activations) only with time to
+#       spare (after the sanitizer)
 #   (e) PyTorch, reduced: DiT-XL/2 b32 eager + compile, SDPA attention, copy, GEMM
 #   (f) compute-sanitizer memcheck (+ racecheck) of the bf16 attention test, if >= 60 s left
 #   (g) the summary table, LAST (also written to summary.txt)
@@ -98,15 +99,17 @@ def tstep(src, model, b, impl):
         if r.get("kind") == "train_step" and r.get("model") == model and r.get("batch") == b and r.get("impl") == impl and r.get("img_per_s"):
             return r["img_per_s"]
     return None
-print(f"{'model':<9}{'batch':>6}{'ours img/s':>11}{'MFU':>7}{'eager':>9}{'compile':>9}{'x eager':>9}{'x comp':>8}  torch")
+print(f"{'model':<12}{'batch':>6}{'ours img/s':>11}{'MFU':>7}{'act GiB':>8}{'eager':>9}{'compile':>9}{'x eager':>9}{'x comp':>8}  torch")
 for r in nat:
-    if r.get("what") != "train_step": continue
+    if r.get("what") not in ("train_step", "train_step recompute"): continue
     model = r["model"].split("@")[0]; b = r["batch"]; ours = r.get("imagesPerSec", 0)
+    label = model + (" rc" if r["what"].endswith("recompute") else "")
     e = tstep(tor, model, b, "torch_eager"); c = tstep(tor, model, b, "torch_compile"); src = "same run"
     if not e and not c:
         e = tstep(rec, model, b, "torch_eager"); c = tstep(rec, model, b, "torch_compile"); src = "recorded" if (e or c) else "-"
     mfu = r.get("gflops", 0) * 1e9 / PEAK
-    print(f"{model:<9}{b:>6}{ours:>11.0f}{100*mfu:>6.1f}%{f0(e):>9}{f0(c):>9}{(ours/e if e else 0):>9.2f}{(ours/c if c else 0):>8.2f}  {src}")
+    act = r.get("activationMB", 0) / 1024
+    print(f"{label:<12}{b:>6}{ours:>11.0f}{100*mfu:>6.1f}%{act:>8.1f}{f0(e):>9}{f0(c):>9}{(ours/e if e else 0):>9.2f}{(ours/c if c else 0):>8.2f}  {src}")
 def sdpa(src, b, h, hd):
     for r in src:
         if r.get("kind") == "attention" and r.get("status") == "ok" and r.get("batch") == b and r.get("heads") == h and r.get("head_dim") == hd:
@@ -280,15 +283,15 @@ else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"
 fi
 
-# ---- (d') only with time to spare: DiT-B/2; DiT-XL/2 b256 (its saved activations, ~150 GB in
-# float32, do not fit: expect the forward row and an out-of-memory message) ------------------------------
+# ---- (d') only with time to spare: DiT-B/2; DiT-XL/2 b256 with activation recomputation (saving
+# every block's activations would take ~150 GB in float32; recomputed, ~14 GB) -------------------------
 if [ -x "$BENCH" ] && [ $(( $(left) - RESERVE )) -ge 45 ]; then
   step_json bench-B2 40 30 "$NJ" "$BENCH" --device cuda --models DiT-B/2@32x4 --batches 32,256 --iters 3 \
     --no-kernels --gemm 1024 --json
 fi
 if [ -x "$BENCH" ] && [ $(( $(left) - RESERVE )) -ge 40 ]; then
   step_json bench-XL2-b256 35 30 "$NJ" "$BENCH" --device cuda --models DiT-XL/2@32x4 --batches 256 --iters 2 \
-    --no-kernels --gemm 1024 --json
+    --no-kernels --gemm 1024 --recompute --json
 fi
 
 # ---- (g) summary (last) --------------------------------------------------------------------------------

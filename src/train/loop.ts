@@ -71,6 +71,18 @@ function truncateMetrics(file: string, step: number): void {
   writeFileSync(file, kept.map((l) => l + '\n').join(''));
 }
 
+/** 1536 -> "1.5 KiB", 3.2e9 -> "3.0 GiB" (binary units, 3 significant figures at most). */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 || v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`;
+}
+
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const c = opts.config;
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
@@ -137,6 +149,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     };
     log(`model: ${c.model.name} (${model.numTrainable().toLocaleString('en')} trainable parameters) on ${model.device}; ` +
       `sampling ${speed.sampling}, weighting ${speed.weighting}; ${totalSteps} steps of batch ${N}`);
+    // What a user sizes the batch by: weights, Adam moments, EMA and gradients
+    // (5 float32 copies) plus the activations of one step.
+    log(`memory: ${formatBytes(5 * 4 * model.numTrainable())} of parameter state + ${formatBytes(model.activationBytes(N, true))} of activations ` +
+      (c.recompute_activations ? '(recompute_activations: each block\'s forward re-run in backward)' : '(set recompute_activations: true to keep only block inputs)'));
 
     let stopRequested = false;
     if (opts.handleSignals ?? true) {

@@ -25,7 +25,9 @@ export function coefsOf(c: Pick<Config, 'diffusion'>): DiffusionCoefs {
 }
 
 /** A freshly initialised model (DiT's init from `seed`) with the tables set. */
-export function createModel(c: Pick<Config, 'model' | 'diffusion' | 'device' | 'threads' | 'cuda_math' | 'seed'>): { model: DiTModel; coefs: DiffusionCoefs } {
+export function createModel(
+  c: Pick<Config, 'model' | 'diffusion' | 'device' | 'threads' | 'cuda_math' | 'seed'> & Partial<Pick<Config, 'recompute_activations'>>,
+): { model: DiTModel; coefs: DiffusionCoefs } {
   const model = DiTModel.create({
     config: modelConfigOf(c),
     device: c.device,
@@ -33,6 +35,7 @@ export function createModel(c: Pick<Config, 'model' | 'diffusion' | 'device' | '
     cudaMath: c.cuda_math,
     seed: c.seed,
     noiseSeed: c.seed,
+    recompute: c.recompute_activations ?? false,
   });
   const coefs = coefsOf(c);
   model.setTables(toNativeTables(coefs));

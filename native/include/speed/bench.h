@@ -28,6 +28,7 @@ struct BenchOptions {
   bool kernels = true;         // time each kernel alone
   CudaMath cuda_math = CudaMath::BF16;
   int gemm_size = 2048;        // the large-GEMM reference: gemm_size^3, float32
+  bool recompute = false;      // train step with activation recomputation (DiT::set_recompute)
 };
 
 struct BenchRow {
@@ -40,6 +41,7 @@ struct BenchRow {
   double gflops = 0;          // 0 when not meaningful
   double gbps = 0;            // 0 when not meaningful
   double ratio_to_gemm = 0;   // gflops / the GEMM rate of the same run
+  double activation_mb = 0;   // forward / train_step: activation memory of the call (MiB), else 0
 };
 
 // "DiT-S/2@32x4" -> preset DiT-S/2, input 32, 4 channels, 1000 classes,

@@ -116,7 +116,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
   std::vector<BenchRow> rows;
   double gemm_rate = 0;
   auto emit = [&](const std::string& model, int batch, const std::string& what, double ms, double images,
-                  double flops, double bytes) {
+                  double flops, double bytes, size_t activation_bytes = 0) {
     BenchRow r;
     r.model = model;
     r.device = dev;
@@ -127,6 +127,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
     r.gflops = flops > 0 ? flops / (ms * 1e-3) * 1e-9 : 0;
     r.gbps = bytes > 0 ? bytes / (ms * 1e-3) * 1e-9 : 0;
     r.ratio_to_gemm = (r.gflops > 0 && gemm_rate > 0) ? r.gflops / gemm_rate : 0;
+    r.activation_mb = activation_bytes / 1048576.0;
     rows.push_back(r);
     if (on_row) on_row(r);
   };
@@ -151,6 +152,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
     DiT<float> model(c, bp);
     model.init(0);
     model.set_tables(tabs);
+    model.set_recompute(o.recompute);
     const double fwd = dit_forward_flops_per_image(c);
     const int L = c.num_tokens(), D = c.hidden_size, H = c.mlp_hidden(), C = c.in_channels;
     const int Co = c.out_channels(), S = c.input_size, HW = S * S, p = c.patch_size, heads = c.num_heads;
@@ -164,11 +166,13 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
       for (int i = 0; i < B; ++i) { t[i] = ut(rng); y[i] = uy(rng); }
 
       double ms = median_ms(be, o.iters, [&] { model.forward(x0.data(), t.data(), y.data(), B, out.data(), false); });
-      emit(name, B, "forward", ms, B, fwd * B, 0);
+      emit(name, B, "forward", ms, B, fwd * B, 0, model.activation_bytes(B, false));
       TrainHyper hp;
       hp.optim.max_grad_norm = 1.0;
       ms = median_ms(be, o.iters, [&] { model.train_step(x0.data(), t.data(), y.data(), w.data(), B, hp); });
-      emit(name, B, "train_step", ms, B, 3.0 * fwd * B, 0);
+      // FLOPs counted as without recomputation (its extra forward is overhead)
+      emit(name, B, o.recompute ? "train_step recompute" : "train_step", ms, B, 3.0 * fwd * B, 0,
+           model.activation_bytes(B, true));
       if (!o.kernels) continue;
 
       // each kernel alone at this model's shapes

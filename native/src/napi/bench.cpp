@@ -42,6 +42,10 @@ Napi::Value RunBench(const Napi::CallbackInfo& info) {
     if (!o.Get("kernels").IsBoolean()) throw_error(env, w + ": opts.kernels must be a boolean", true);
     opts.kernels = o.Get("kernels").As<Napi::Boolean>().Value();
   }
+  if (!o.Get("recompute").IsUndefined()) {
+    if (!o.Get("recompute").IsBoolean()) throw_error(env, w + ": opts.recompute must be a boolean", true);
+    opts.recompute = o.Get("recompute").As<Napi::Boolean>().Value();
+  }
   if (!o.Get("cudaMath").IsUndefined()) {
     std::string m = require_string(o.Get("cudaMath"), w + ": opts.cudaMath");
     if (m == "bf16") opts.cuda_math = speed::CudaMath::BF16;
@@ -75,6 +79,7 @@ Napi::Value RunBench(const Napi::CallbackInfo& info) {
           o.Set("gflops", r.gflops);
           o.Set("gbps", r.gbps);
           o.Set("ratioToGemm", r.ratio_to_gemm);
+          o.Set("activationMB", r.activation_mb);
           arr.Set(static_cast<uint32_t>(i), o);
         }
         return arr;

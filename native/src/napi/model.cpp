@@ -64,10 +64,11 @@ Napi::Function Model::Init(Napi::Env env) {
           InstanceMethod<&Model::Dispose>("dispose"),
           InstanceMethod<&Model::Busy>("busy"),
           InstanceMethod<&Model::Steps>("steps"),
+          InstanceMethod<&Model::ActivationBytes>("activationBytes"),
       });
 }
 
-// new Model(config, { device, threads, cudaDevice, cudaMath, seed, noiseSeed })
+// new Model(config, { device, threads, cudaDevice, cudaMath, seed, noiseSeed, recompute })
 Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   Napi::Env env = info.Env();
   const std::string w = "DiTModel.create";
@@ -78,11 +79,13 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   Napi::Value ns = o.Get("noiseSeed");
   uint64_t noise_seed = ns.IsUndefined() ? seed
       : static_cast<uint64_t>(require_int(ns, w + ": noiseSeed", 0, kMaxSafeInt));
+  const bool recompute = o.Get("recompute").IsUndefined() ? false : require_bool(o, "recompute", w + ": options");
 
   guard(env, w, [&] {
     auto model = std::make_unique<speed::DiT<float>>(cfg_, backend_from_js(env, o, device_, w));
     model->init(seed);
     model->set_noise_state(noise_seed, 0);
+    model->set_recompute(recompute);
     model_ = std::move(model);
     ++g_live_models;
   });
@@ -357,6 +360,18 @@ Napi::Value Model::Busy(const Napi::CallbackInfo& info) { return busy_to_js(info
 
 Napi::Value Model::Steps(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), steps_);
+}
+
+// activationBytes(N, training) -> bytes of activation memory a call at batch N takes
+Napi::Value Model::ActivationBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "activationBytes");
+  const int N = static_cast<int>(require_int(info[0], "activationBytes: N", 1, 1 << 24));
+  if (!info[1].IsBoolean())
+    throw_error(env, "activationBytes: training must be a boolean, got " + describe(info[1]), true);
+  size_t bytes = 0;
+  guard(env, "activationBytes", [&] { bytes = m.activation_bytes(N, info[1].As<Napi::Boolean>().Value()); });
+  return Napi::Number::New(env, static_cast<double>(bytes));
 }
 
 }  // namespace speed_napi

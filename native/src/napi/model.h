@@ -45,6 +45,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   Napi::Value Steps(const Napi::CallbackInfo& info);
+  Napi::Value ActivationBytes(const Napi::CallbackInfo& info);
 
   void free_model();
 
