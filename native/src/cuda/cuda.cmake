@@ -7,7 +7,10 @@
 #   SPEED_CUDA=ON    build it, or stop with a message saying what is missing.
 #
 # cuBLASLt is looked for in the CUDA toolkit and in the Python `nvidia-*` pip
-# packages (site-packages/nvidia/cublas/{include,lib}). When nvcc exists but
+# packages (site-packages/nvidia/cublas/{include,lib} up to CUDA 12, nvidia/cu13/
+# from CUDA 13 on), or named directly: -DSPEED_CUBLASLT_INCLUDE=dir
+# -DSPEED_CUBLASLT_LIB=file (e.g. from an unpacked nvidia-cublas wheel, which is
+# enough to compile and link everything on a machine without a GPU). When nvcc exists but
 # cuBLASLt does not (CUDA runtime only), the runtime-only kernel files are still
 # compiled, into an object library that nothing links (speed_cuda_compile_check),
 # so that they cannot rot unseen. Without nvcc this file does nothing more.
@@ -47,7 +50,7 @@ if(NOT SPEED_CUDA STREQUAL "OFF")
       find_program(SPEED_PYTHON3 NAMES python3 python)
       if(SPEED_PYTHON3)
         execute_process(
-          COMMAND ${SPEED_PYTHON3} -c "import sys, site, os\nps = []\ntry:\n    ps += site.getsitepackages()\nexcept Exception:\n    pass\ntry:\n    ps.append(site.getusersitepackages())\nexcept Exception:\n    pass\nps += [p for p in sys.path if p]\nprint(';'.join(os.path.join(p, 'nvidia', 'cublas') for p in ps if os.path.isdir(os.path.join(p, 'nvidia', 'cublas'))))"
+          COMMAND ${SPEED_PYTHON3} -c "import sys, site, os\nps = []\ntry:\n    ps += site.getsitepackages()\nexcept Exception:\n    pass\ntry:\n    ps.append(site.getusersitepackages())\nexcept Exception:\n    pass\nps += [p for p in sys.path if p]\nprint(';'.join(os.path.join(p, 'nvidia', d) for p in ps for d in ('cublas', 'cu13') if os.path.isdir(os.path.join(p, 'nvidia', d))))"
           OUTPUT_VARIABLE _speed_pip_hints OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET TIMEOUT 20)
       endif()
       set(_speed_inc_hints ${CUDAToolkit_INCLUDE_DIRS})
@@ -76,7 +79,7 @@ if(NOT SPEED_CUDA STREQUAL "OFF")
         target_link_libraries(speed_core PUBLIC speed_cuda)
         set(SPEED_CUDA_BUILT TRUE)
       else()
-        speed_cuda_fail("nvcc ${CMAKE_CUDA_COMPILER_VERSION} was found but cuBLASLt was not (looked for cublasLt.h and libcublasLt in ${_speed_inc_hints} ${_speed_lib_hints}); install the CUDA toolkit's cuBLAS (libcublas-dev-*) or pip install nvidia-cublas-cu12")
+        speed_cuda_fail("nvcc ${CMAKE_CUDA_COMPILER_VERSION} was found but cuBLASLt was not (looked for cublasLt.h and libcublasLt in ${_speed_inc_hints} ${_speed_lib_hints}); install the CUDA toolkit's cuBLAS (libcublas-dev-*) or pip install nvidia-cublas (CUDA 13) / nvidia-cublas-cu12, or name -DSPEED_CUBLASLT_INCLUDE and -DSPEED_CUBLASLT_LIB")
         # Compile (never link) the runtime-only kernels so that they cannot rot.
         add_library(speed_cuda_compile_check OBJECT ${SPEED_CUDA_RUNTIME_SOURCES})
         list(GET SPEED_CUDA_ARCHITECTURES -1 _speed_check_arch)
