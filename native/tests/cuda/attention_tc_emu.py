@@ -221,7 +221,9 @@ def ref(Q, K, V, dO, HD):
     dV = P.T @ dO; dP = dO @ V.T; D = (dO*O).sum(1, keepdims=True); dS = P*(dP - D)
     return O, lse, dS @ K * sc, dS.T @ Q * sc, dV
 
-def rel(a, b): return np.linalg.norm(a-b)/np.linalg.norm(b)
+def rel(a, b):  # relative L2 error; absolute where the reference is ~0 (dQ, dK at L = 1 are 0 up to
+    den = np.linalg.norm(b)  # float64 rounding)
+    return np.linalg.norm(a-b)/den if den > 1e-6 else np.linalg.norm(a-b)
 
 
 # ==== tc2 (SPEED_CUDA_ATTENTION=tc2): bf16 workspace + cp.async stages + ldmatrix ====================
@@ -528,14 +530,14 @@ if __name__ == "__main__":
         dK, dV = bwd_dkv(Q, K, V, dO, lse_, Dt, HD, W)
         errs = [rel(O, O_), rel(lse, lse_), rel(dQ, dQ_), rel(dK, dK_), rel(dV, dV_)]
         nan = sum(int(np.isnan(x).sum()) for x in (O, lse, dQ, dK, dV))
-        worst = max(worst, max(errs)) if nan == 0 else float("inf")
+        worst = max(worst, max(errs)) if nan == 0 and np.all(np.isfinite(errs)) else float("inf")  # max() skips NaN
         print(f"L{L} hd{HD} warps{W}: out {errs[0]:.2e} lse {errs[1]:.2e} dQ {errs[2]:.2e} dK {errs[3]:.2e} dV {errs[4]:.2e} unwritten {nan}", flush=True)
     import sys
-    cases2 = [(67, 72, 4), (70, 16, 8), (1, 64, 4), (33, 32, 8), (150, 64, 4), (130, 72, 8)]
+    cases2 = [(67, 72, 4), (70, 16, 8), (1, 64, 4), (1, 72, 8), (33, 32, 8), (150, 64, 4), (130, 72, 8)]
     if "--quick" in sys.argv: cases2 = cases2[:2]
     for L, HD, W in cases2:
         errs, nan = run_tc2(L, HD, W)
-        worst = max(worst, max(errs)) if nan == 0 else float("inf")
+        worst = max(worst, max(errs)) if nan == 0 and np.all(np.isfinite(errs)) else float("inf")  # max() skips NaN
         print(f"tc2 L{L} hd{HD} warps{W} (N2 h2, head n1 h1): out {errs[0]:.2e} lse {errs[1]:.2e} dQ {errs[2]:.2e} dK {errs[3]:.2e} dV {errs[4]:.2e} unwritten {nan}", flush=True)
     print("PASSED" if worst < 2e-2 else "FAILED", f"(worst {worst:.2e}, tolerance 2e-2)")
     raise SystemExit(0 if worst < 2e-2 else 1)
