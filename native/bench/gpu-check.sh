@@ -283,8 +283,8 @@ fi
 if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
   step memcheck-bf16-attention 60 40 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attention
   step racecheck-bf16-attention 60 40 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attention
-  step memcheck-bf16-attntc2 60 40 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attntc2
-  step racecheck-bf16-attntc2 60 40 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attntc2
+  step memcheck-bf16-attntc2 40 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attntc2q
+  step racecheck-bf16-attntc2 60 30 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attntc2q
   step memcheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 ln
 else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"

@@ -628,16 +628,17 @@ __device__ __forceinline__ void mma_k_rows_ldsm(float (&acc)[Dims<HD>::NT][4], c
 constexpr int kPadRows = 128;  // Lp = L rounded up to this (>= every tile's rows, and a multiple of each)
 inline int tc2_lp(int L) { return (L + kPadRows - 1) / kPadRows * kPadRows; }
 
-// qkv float32 [N, L, 3, heads, HD] -> dst bf16 [3][N][heads][Lp][HDP] (zero past L / HD).
-// grid (ceil(Lp*HDP/8 / 256), 3*heads, N), 256 threads, one 8-element chunk per thread.
+// qkv float32 [N, L, 3, heads, HD] -> dst bf16 [3][N][heads][Lp][HDP] (zero past L / HD), for
+// which = which0..2 (the forward converts K and V only: its Q rows are read once, from float32).
+// grid (ceil(Lp*HDP/8 / 256), (3 - which0)*heads, N), 256 threads, one 8-element chunk per thread.
 template <int HD>
 __global__ void __launch_bounds__(256) attn_tc2_qkv_bf16_k(const float* __restrict__ qkv,
                                                            __nv_bfloat16* __restrict__ dst, int N, int L,
-                                                           int Lp, int heads) {
+                                                           int Lp, int heads, int which0) {
   constexpr int HDP = Dims<HD>::HDP, C8 = HDP / 8;
   const int idx = blockIdx.x * 256 + threadIdx.x;
   if (idx >= Lp * C8) return;
-  const int which = blockIdx.y / heads, h = blockIdx.y - which * heads, n = blockIdx.z;
+  const int wy = blockIdx.y / heads, h = blockIdx.y - wy * heads, n = blockIdx.z, which = which0 + wy;
   const int l = idx / C8, c = idx - l * C8;
   uint4 w = make_uint4(0u, 0u, 0u, 0u);
   if (l < L && c * 8 < HD) {
@@ -694,9 +695,25 @@ __global__ void __launch_bounds__(128) attn_tc2_dout_prep_k(
   Dt[nh * Lp + l] = acc;
 }
 
+// A fragments (as load_a) of rows row0..row0+15 straight from a float32 [row][ld] matrix,
+// rounded to bf16 in registers; rows >= L and columns >= HD read as 0 (8-byte loads).
+template <int HD>
+__device__ __forceinline__ void load_a_f32(uint32_t (&a)[Dims<HD>::KT][4], const float* __restrict__ base,
+                                           size_t ld, int row0, int L, int g, int t) {
+#pragma unroll
+  for (int kt = 0; kt < Dims<HD>::KT; ++kt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // a0 (g, 2t), a1 (g+8, 2t), a2 (g, 2t+8), a3 (g+8, 2t+8)
+      const int r = row0 + g + 8 * (i & 1), d = kt * 16 + 8 * (i >> 1) + 2 * t;
+      float2 v = make_float2(0.f, 0.f);
+      if (r < L && d < HD) v = __ldg(reinterpret_cast<const float2*>(base + (size_t)r * ld + d));
+      a[kt][i] = pack_bf16(v.x, v.y);
+    }
+}
+
 // ---- tc2 forward: block = 16*WARPS query rows, 64-key tiles in two cp.async stages ----------
 template <int HD, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, 16 / WARPS) attn_tc2_fwd_k(const __nv_bfloat16* __restrict__ qb,
+__global__ void __launch_bounds__(WARPS * 32, 16 / WARPS) attn_tc2_fwd_k(const float* __restrict__ qkv,
                                                            const __nv_bfloat16* __restrict__ kb,
                                                            const __nv_bfloat16* __restrict__ vb,
                                                            float* __restrict__ out, float* __restrict__ lse,
@@ -716,8 +733,9 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS) attn_tc2_fwd_k(const _
   cp_tile<HD, kKeys, NTHR>(s0, Kg);
   cp_tile<HD, kKeys, NTHR>(s0 + TILEB, Vg);
   cp_async_commit();
-  uint32_t qa[KT][4];  // rows q0 + warp*16 .. +15 (< Lp), straight from global
-  load_a<HD, HDP / 2>(qa, reinterpret_cast<const uint32_t*>(qb + hoff), q0 + warp * 16, g, t);
+  uint32_t qa[KT][4];  // rows q0 + warp*16 .. +15, straight from the float32 qkv (Q: which = 0)
+  load_a_f32<HD>(qa, qkv + (size_t)n * L * 3 * heads * HD + (size_t)h * HD, (size_t)3 * heads * HD,
+                 q0 + warp * 16, L, g, t);
 
   float o[NT][4];
 #pragma unroll
@@ -1008,10 +1026,11 @@ Tc2Ws tc2_ws(void* ws, int N, int L, int heads, int hd) {
 }
 
 template <int HD>
-void tc2_convert_qkv(const float* qkv, const Tc2Ws& w, int N, int L, int Lp, int heads, cudaStream_t st) {
+void tc2_convert_qkv(const float* qkv, const Tc2Ws& w, int N, int L, int Lp, int heads, int which0,
+                     cudaStream_t st) {
   constexpr int C8 = Dims<HD>::HDP / 8;
-  dim3 grid((Lp * C8 + 255) / 256, 3 * heads, N);
-  attn_tc2_qkv_bf16_k<HD><<<grid, 256, 0, st>>>(qkv, w.q, N, L, Lp, heads);
+  dim3 grid((Lp * C8 + 255) / 256, (3 - which0) * heads, N);
+  attn_tc2_qkv_bf16_k<HD><<<grid, 256, 0, st>>>(qkv, w.q, N, L, Lp, heads, which0);
   SPEED_CUDA_LAUNCH_CHECK("attention tc2: qkv -> bf16");
 }
 
@@ -1019,14 +1038,14 @@ template <int HD>
 void tc2_fwd(const float* qkv, float* out, float* lse, void* ws, int N, int L, int heads, cudaStream_t st) {
   const int Lp = tc2_lp(L);
   const Tc2Ws w = tc2_ws(ws, N, L, heads, HD);
-  tc2_convert_qkv<HD>(qkv, w, N, L, Lp, heads, st);
+  tc2_convert_qkv<HD>(qkv, w, N, L, Lp, heads, 1, st);  // K, V (Q is read from float32)
   const float scale_log2 = 1.0f / sqrtf((float)HD) * kLog2e;
   if (attn_warps() == 8) {
     dim3 grid((L + 127) / 128, heads, N);
-    attn_tc2_fwd_k<HD, 8><<<grid, 256, 0, st>>>(w.q, w.k, w.v, out, lse, L, Lp, heads, scale_log2);
+    attn_tc2_fwd_k<HD, 8><<<grid, 256, 0, st>>>(qkv, w.k, w.v, out, lse, L, Lp, heads, scale_log2);
   } else {
     dim3 grid((L + 63) / 64, heads, N);
-    attn_tc2_fwd_k<HD, 4><<<grid, 128, 0, st>>>(w.q, w.k, w.v, out, lse, L, Lp, heads, scale_log2);
+    attn_tc2_fwd_k<HD, 4><<<grid, 128, 0, st>>>(qkv, w.k, w.v, out, lse, L, Lp, heads, scale_log2);
   }
   SPEED_CUDA_LAUNCH_CHECK("attention_forward (bf16 tensor cores, tc2)");
 }
@@ -1036,7 +1055,7 @@ void tc2_bwd(const float* qkv, const float* out, const float* dout, const float*
              void* ws, int N, int L, int heads, cudaStream_t st) {
   const int Lp = tc2_lp(L);
   const Tc2Ws w = tc2_ws(ws, N, L, heads, HD);
-  tc2_convert_qkv<HD>(qkv, w, N, L, Lp, heads, st);
+  tc2_convert_qkv<HD>(qkv, w, N, L, Lp, heads, 0, st);  // Q, K, V
   attn_tc2_dout_prep_k<HD><<<dim3(Lp / 128, heads, N), 128, 0, st>>>(out, dout, lse, w.dO, w.lse2, w.D, L,
                                                                      Lp, heads);
   SPEED_CUDA_LAUNCH_CHECK("attention tc2: dO -> bf16, D, lse2");

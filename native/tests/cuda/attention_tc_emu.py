@@ -244,11 +244,11 @@ class WS:  # the workspace of tc2_ws (byte offsets as in attention_tc.cu)
         s.buf = np.full(4*e + 2*s.nhl*4, 0xAB, np.uint8)  # garbage, like an unwritten scratch
         assert all(o % 256 == 0 for o in (s.k, s.v, s.dO, s.lse2, s.D))
 
-def conv_qkv(qkv, w, N, L, heads, HD):  # attn_tc2_qkv_bf16_k, thread by thread (index math)
+def conv_qkv(qkv, w, N, L, heads, HD, which0):  # attn_tc2_qkv_bf16_k, thread by thread (index math)
     HDP = dims(HD)[0]; C8 = HDP//8; Lp = w.Lp
     for n in range(N):
-        for yb in range(3*heads):
-            which, h = yb // heads, yb % heads
+        for yb in range((3 - which0)*heads):
+            wy, h = yb // heads, yb % heads; which = which0 + wy
             for idx in range(Lp*C8):
                 l, c = idx // C8, idx % C8
                 wv = np.zeros(8, np.uint16)
@@ -346,9 +346,20 @@ def load_a_ws(w, off, HD, row0, lane):  # load_a<HD, HDP/2> on the workspace cop
     return [[wd((row0+g)*SWW + kt*8 + t), wd((row0+g+8)*SWW + kt*8 + t),
              wd((row0+g)*SWW + kt*8 + 4 + t), wd((row0+g+8)*SWW + kt*8 + 4 + t)] for kt in range(KT)]
 
+def load_a_f32(base, ld, HD, row0, L, lane):  # load_a_f32<HD>: float32 [row][ld], 0 past L / HD
+    KT = dims(HD)[1]; g, t = lane >> 2, lane & 3; a = []
+    for kt in range(KT):
+        regs = []
+        for i in range(4):
+            r = row0 + g + 8*(i & 1); d = kt*16 + 8*(i >> 1) + 2*t
+            v = base[r*ld + d: r*ld + d + 2] if (r < L and d < HD) else np.zeros(2, np.float32)
+            regs.append(pack(v[0], v[1]))
+        a.append(regs)
+    return a
+
 def f32_at(w, off): return float(w.buf[off:off+4].view(np.float32)[0])
 
-def fwd2(w, n, h, N, L, heads, HD, W):  # attn_tc2_fwd_k, all query blocks of head (n, h)
+def fwd2(w, qkv, n, h, N, L, heads, HD, W):  # attn_tc2_fwd_k, all query blocks of head (n, h)
     HDP, KT, NT, SW = dims(HD); Lp = w.Lp; R = 16*W; NTHR = 32*W; TILEB = 64*SW*4
     scale_log2 = np.float32(1/np.sqrt(HD)*LOG2E)
     out = np.full((L, HD), np.nan); lse = np.full(L, np.nan)
@@ -359,7 +370,8 @@ def fwd2(w, n, h, N, L, heads, HD, W):  # attn_tc2_fwd_k, all query blocks of he
         for warp in range(W):
             sm = np.full(4*64*SW*4, 0xCD, np.uint8)
             cp_tile(sm, 0, w, Kg, HD, 64, NTHR); cp_tile(sm, TILEB, w, Vg, HD, 64, NTHR)
-            qa = [load_a_ws(w, w.q + hoff, HD, q0 + warp*16, l) for l in range(32)]
+            qbase = qkv[n*L*3*heads*HD + h*HD:]  # Q (which = 0) of head (n, h), row stride 3*heads*HD
+            qa = [load_a_f32(qbase, 3*heads*HD, HD, q0 + warp*16, L, l) for l in range(32)]
             o = [[np.zeros(4) for _ in range(NT)] for _ in range(32)]
             m0 = [-np.inf]*32; m1 = [-np.inf]*32; l0 = [0.0]*32; l1 = [0.0]*32
             for jt in range(ntiles):
@@ -503,12 +515,13 @@ def run_tc2(L, HD, W, N=2, heads=2, n=1, h=1):
     dO = dout.reshape(N, L, heads, HD)[n, :, h].astype(np.float64)
     O_, lse_, dQ_, dK_, dV_ = ref(Q, K, V, dO, HD)
     w = WS(N, L, heads, HD)
-    conv_qkv(qkv, w, N, L, heads, HD)
-    O, lse = fwd2(w, n, h, N, L, heads, HD, W)
+    conv_qkv(qkv, w, N, L, heads, HD, 1)  # the forward converts K, V; the Q slot stays garbage
+    O, lse = fwd2(w, qkv, n, h, N, L, heads, HD, W)
     # backward from the reference O and lse (as the CUDA test does from the CPU's)
     outf = np.zeros(N*L*heads*HD, np.float32); lsef = np.zeros(N*heads*L, np.float32)
     outf.reshape(N, L, heads, HD)[n, :, h] = O_; lsef.reshape(N, heads, L)[n, h] = lse_
-    w.buf[w.dO:] = 0xAB
+    w.buf[:] = 0xAB
+    conv_qkv(qkv, w, N, L, heads, HD, 0)  # the backward converts Q, K, V
     dout_prep(outf, dout, lsef, w, N, L, heads, HD)
     dQ = dq2(w, n, h, N, L, heads, HD)
     dK, dV = dkv2(w, n, h, N, L, heads, HD, W)
