@@ -650,49 +650,42 @@ __global__ void __launch_bounds__(256) attn_tc2_qkv_bf16_k(const float* __restri
   *reinterpret_cast<uint4*>(dst + (((size_t)which * N + n) * heads + h) * Lp * HDP + (size_t)idx * 8) = w;
 }
 
-// Backward prologue, one thread per (n, head, row l < Lp): dob[n][h][l][:] = bf16(dO) (zero
-// past L / HD), D[n][h][l] = sum_d bf16(dO) bf16(O) (float32, d ascending; 0 past L),
-// lse2[n][h][l] = lse * log2(e) (+inf past L). grid (Lp / 128, heads, N), 128 threads.
+// Backward prologue, one warp per (n, head, row l < Lp), lane q < HD/4 owning columns 4q..4q+3
+// (coalesced 16-byte loads of O and dO, 8-byte bf16 stores of a 2*HDP-byte row):
+// dob[n][h][l][:] = bf16(dO) (zero past L / HD); D[n][h][l] = sum_d bf16(dO) bf16(O) (float32,
+// per-lane sums, then a fixed xor-shuffle tree: deterministic; 0 past L); lse2[n][h][l] =
+// lse * log2(e) (+inf past L). grid (Lp / 8, heads, N), 256 threads (8 rows per block).
 template <int HD>
-__global__ void __launch_bounds__(128) attn_tc2_dout_prep_k(
+__global__ void __launch_bounds__(256) attn_tc2_dout_prep_k(
     const float* __restrict__ out, const float* __restrict__ dout, const float* __restrict__ lse,
     __nv_bfloat16* __restrict__ dob, float* __restrict__ lse2, float* __restrict__ Dt, int L, int Lp,
     int heads) {
   constexpr int HDP = Dims<HD>::HDP;
-  const int l = blockIdx.x * 128 + threadIdx.x, h = blockIdx.y, n = blockIdx.z;
-  if (l >= Lp) return;
-  const size_t nh = (size_t)n * heads + h;
-  uint4* drow = reinterpret_cast<uint4*>(dob + (nh * Lp + l) * HDP);
+  static_assert(HDP / 4 <= 32, "one float4 of the row per lane");
+  const int lane = threadIdx.x & 31, l = blockIdx.x * 8 + (threadIdx.x >> 5), h = blockIdx.y, n = blockIdx.z;
+  const size_t nh = (size_t)n * heads + h;  // l < Lp: Lp % 8 == 0 and the grid is Lp / 8
   float acc = 0.f;
-  if (l < L) {
-    const float4* o4 = reinterpret_cast<const float4*>(out + (((size_t)n * L + l) * heads + h) * HD);
-    const float4* d4 = reinterpret_cast<const float4*>(dout + (((size_t)n * L + l) * heads + h) * HD);
-#pragma unroll
-    for (int c = 0; c < HD / 8; ++c) {
-      uint32_t w[4];
-#pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        const float4 o = __ldg(o4 + 2 * c + q), d = __ldg(d4 + 2 * c + q);
-        const __nv_bfloat162 d01 = __floats2bfloat162_rn(d.x, d.y), d23 = __floats2bfloat162_rn(d.z, d.w);
-        const __nv_bfloat162 o01 = __floats2bfloat162_rn(o.x, o.y), o23 = __floats2bfloat162_rn(o.z, o.w);
-        acc += __low2float(o01) * __low2float(d01);
-        acc += __high2float(o01) * __high2float(d01);
-        acc += __low2float(o23) * __low2float(d23);
-        acc += __high2float(o23) * __high2float(d23);
-        memcpy(&w[2 * q], &d01, 4);
-        memcpy(&w[2 * q + 1], &d23, 4);
-      }
-      drow[c] = make_uint4(w[0], w[1], w[2], w[3]);
-    }
-#pragma unroll
-    for (int c = HD / 8; c < HDP / 8; ++c) drow[c] = make_uint4(0u, 0u, 0u, 0u);
-    lse2[nh * Lp + l] = lse[nh * L + l] * kLog2e;
-  } else {
-#pragma unroll
-    for (int c = 0; c < HDP / 8; ++c) drow[c] = make_uint4(0u, 0u, 0u, 0u);
-    lse2[nh * Lp + l] = INFINITY;
+  uint2 w = make_uint2(0u, 0u);
+  if (l < L && lane < HD / 4) {
+    const size_t off = (((size_t)n * L + l) * heads + h) * HD + lane * 4;
+    const float4 o = __ldg(reinterpret_cast<const float4*>(out + off));
+    const float4 d = __ldg(reinterpret_cast<const float4*>(dout + off));
+    const __nv_bfloat162 d01 = __floats2bfloat162_rn(d.x, d.y), d23 = __floats2bfloat162_rn(d.z, d.w);
+    const __nv_bfloat162 o01 = __floats2bfloat162_rn(o.x, o.y), o23 = __floats2bfloat162_rn(o.z, o.w);
+    acc = __low2float(o01) * __low2float(d01);
+    acc += __high2float(o01) * __high2float(d01);
+    acc += __low2float(o23) * __low2float(d23);
+    acc += __high2float(o23) * __high2float(d23);
+    memcpy(&w.x, &d01, 4);
+    memcpy(&w.y, &d23, 4);
   }
-  Dt[nh * Lp + l] = acc;
+#pragma unroll
+  for (int off = 16; off; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (lane < HDP / 4) *reinterpret_cast<uint2*>(dob + (nh * Lp + l) * HDP + lane * 4) = w;
+  if (lane == 0) {
+    lse2[nh * Lp + l] = l < L ? lse[nh * L + l] * kLog2e : INFINITY;
+    Dt[nh * Lp + l] = acc;
+  }
 }
 
 // A fragments (as load_a) of rows row0..row0+15 straight from a float32 [row][ld] matrix,
@@ -1056,8 +1049,8 @@ void tc2_bwd(const float* qkv, const float* out, const float* dout, const float*
   const int Lp = tc2_lp(L);
   const Tc2Ws w = tc2_ws(ws, N, L, heads, HD);
   tc2_convert_qkv<HD>(qkv, w, N, L, Lp, heads, 0, st);  // Q, K, V
-  attn_tc2_dout_prep_k<HD><<<dim3(Lp / 128, heads, N), 128, 0, st>>>(out, dout, lse, w.dO, w.lse2, w.D, L,
-                                                                     Lp, heads);
+  attn_tc2_dout_prep_k<HD><<<dim3(Lp / 8, heads, N), 256, 0, st>>>(out, dout, lse, w.dO, w.lse2, w.D, L, Lp,
+                                                                   heads);
   SPEED_CUDA_LAUNCH_CHECK("attention tc2: dO -> bf16, D, lse2");
   const float scale = 1.0f / sqrtf((float)HD);
   attn_tc2_bwd_dq_k<HD><<<dim3((L + kRows - 1) / kRows, heads, N), kThreads, 0, st>>>(

@@ -241,7 +241,7 @@ class WS:  # the workspace of tc2_ws (byte offsets as in attention_tc.cu)
     def __init__(s, N, L, heads, HD):
         s.HDP = dims(HD)[0]; s.Lp = lp_of(L); s.nhl = N*heads*s.Lp; e = s.nhl*s.HDP*2
         s.q, s.k, s.v, s.dO = 0, e, 2*e, 3*e; s.lse2 = 4*e; s.D = 4*e + s.nhl*4
-        s.buf = np.full(4*e + 2*s.nhl*4, 0xAB, np.uint8)  # garbage, like an unwritten scratch
+        s.buf = np.full(4*e + 2*s.nhl*4, 0xFF, np.uint8)  # NaN as bf16 and float32: any read of an unwritten byte shows
         assert all(o % 256 == 0 for o in (s.k, s.v, s.dO, s.lse2, s.D))
 
 def conv_qkv(qkv, w, N, L, heads, HD, which0):  # attn_tc2_qkv_bf16_k, thread by thread (index math)
@@ -259,24 +259,29 @@ def conv_qkv(qkv, w, N, L, heads, HD, which0):  # attn_tc2_qkv_bf16_k, thread by
                 assert dst % 16 == 0
                 w.buf[dst:dst+16] = wv.view(np.uint8)
 
-def dout_prep(out, dout, lse, w, N, L, heads, HD):  # attn_tc2_dout_prep_k
-    HDP = dims(HD)[0]; Lp = w.Lp
+def dout_prep(out, dout, lse, w, N, L, heads, HD):  # attn_tc2_dout_prep_k: one warp per row
+    HDP = dims(HD)[0]; Lp = w.Lp; f32 = np.float32
+    assert Lp % 8 == 0 and HDP//4 <= 32
     for n in range(N):
         for h in range(heads):
-            for l in range(Lp):
-                nh = n*heads + h; row = w.dO + ((nh*Lp + l)*HDP)*2
-                acc = np.float32(0)
-                vals = np.zeros(HDP, np.uint16)
-                if l < L:
-                    o = out[((n*L + l)*heads + h)*HD:][:HD]; d = dout[((n*L + l)*heads + h)*HD:][:HD]
-                    for i in range(HD): acc = np.float32(acc + np.float32(bf(o[i])*bf(d[i])))
-                    vals[:HD] = bfbits(d)
-                    l2 = np.float32(lse[nh*L + l]*np.float32(LOG2E))
-                else:
-                    l2 = np.float32(np.inf)
-                w.buf[row:row + 2*HDP] = vals.view(np.uint8)
+            nh = n*heads + h
+            for l in range(Lp):  # blockIdx.x*8 + warp, grid Lp/8
+                acc = [f32(0)]*32; wv = [np.zeros(4, np.uint16) for _ in range(32)]
+                for lane in range(32):
+                    if l < L and lane < HD//4:
+                        off = ((n*L + l)*heads + h)*HD + lane*4
+                        o = bf(out[off:off+4]); d = bf(dout[off:off+4])
+                        a = f32(o[0]*d[0]); a = f32(a + f32(o[1]*d[1])); a = f32(a + f32(o[2]*d[2])); a = f32(a + f32(o[3]*d[3]))
+                        acc[lane] = a; wv[lane] = bfbits(dout[off:off+4])
+                for sh in (16, 8, 4, 2, 1):  # __shfl_xor_sync tree
+                    acc = [f32(acc[x] + acc[x ^ sh]) for x in range(32)]
+                row = w.dO + (nh*Lp + l)*HDP*2
+                for lane in range(HDP//4):
+                    b = row + lane*8; assert b % 8 == 0
+                    w.buf[b:b+8] = wv[lane].view(np.uint8)
+                l2 = f32(lse[nh*L + l]*f32(LOG2E)) if l < L else f32(np.inf)
                 w.buf[w.lse2 + (nh*Lp + l)*4:][:4] = np.array([l2], np.float32).view(np.uint8)
-                w.buf[w.D + (nh*Lp + l)*4:][:4] = np.array([acc], np.float32).view(np.uint8)
+                w.buf[w.D + (nh*Lp + l)*4:][:4] = np.array([acc[0]], np.float32).view(np.uint8)
 
 def cp16(sm, sdst, w, gsrc):  # one cp.async.cg 16 bytes
     assert sdst % 16 == 0 and gsrc % 16 == 0 and sdst + 16 <= len(sm) and gsrc + 16 <= len(w.buf)
@@ -520,7 +525,7 @@ def run_tc2(L, HD, W, N=2, heads=2, n=1, h=1):
     # backward from the reference O and lse (as the CUDA test does from the CPU's)
     outf = np.zeros(N*L*heads*HD, np.float32); lsef = np.zeros(N*heads*L, np.float32)
     outf.reshape(N, L, heads, HD)[n, :, h] = O_; lsef.reshape(N, heads, L)[n, h] = lse_
-    w.buf[:] = 0xAB
+    w.buf[:] = 0xFF
     conv_qkv(qkv, w, N, L, heads, HD, 0)  # the backward converts Q, K, V
     dout_prep(outf, dout, lsef, w, N, L, heads, HD)
     dQ = dq2(w, n, h, N, L, heads, HD)
