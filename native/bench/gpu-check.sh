@@ -128,7 +128,7 @@ for r in nat:
     ratio = f"{ours / s['ms']:.2f}x SDPA ({src}: {s['ms']:.3f} ms, fwd {s.get('ms_fwd', 0):.3f})" if s else "no SDPA row"
     print(f"attention {model} b{b} h{h} hd{hd}: ours fwd {r['ms']:.3f} + bwd {bw['ms'] if bw else 0:.3f} = {ours:.3f} ms  -> {ratio}  (target <= 1.5x)")
 # our attention at SDPA's exact shapes (test_cuda_attn_bench), both paths
-for impl in ("bf16_tc", "bf16_tc_w8", "fp32"):
+for impl in ("bf16_tc", "bf16_tc_w8", "bf16_tc2", "bf16_tc2_w8", "fp32"):
     for r in nat:
         if r.get("what") != "attn_fwd" or r.get("impl") != impl: continue
         b, h, hd = r["batch"], r["heads"], r["head_dim"]
@@ -223,6 +223,14 @@ if [ -x "$OPS" ]; then
   fi
   # the optional 8-warp attention kernels (SPEED_CUDA_ATTN_WARPS=8; not the default path)
   step ops-bf16-attnw8 40 10 "$TLOG" "$OPS" bf16 attnw8
+  # the tc2 kernels (SPEED_CUDA_ATTENTION=tc2: one bf16 copy + cp.async; not the default path);
+  # when they fail, the bench leaves their rows out (a broken kernel could end the process)
+  step ops-bf16-attntc2 40 10 "$TLOG" "$OPS" bf16 attntc2
+  rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
+    export SPEED_BENCH_NO_TC2=1
+    echo "tc2 attention FAILED or did not finish its test (rc $rc): no bf16_tc2 bench rows" | tee -a "$STATUS"
+  fi
   step ops-fp32 60 10 "$TLOG" "$OPS" fp32
   step ops-bf16 60 10 "$TLOG" "$OPS" bf16
   step ops-tf32 60 10 "$TLOG" "$OPS" tf32
@@ -278,6 +286,8 @@ fi
 if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
   step memcheck-bf16-attention 60 40 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attention
   step racecheck-bf16-attention 60 40 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attention
+  step memcheck-bf16-attntc2 40 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attntc2q
+  step racecheck-bf16-attntc2 60 30 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attntc2q
   step memcheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 ln
 else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"

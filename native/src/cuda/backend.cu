@@ -75,6 +75,7 @@ class CudaBackend final : public Backend<float> {
     cudaFree(scratch_a_);
     cudaFree(scratch_b_);
     cudaFree(scratch_f_);
+    cudaFree(scratch_attn_);
     cudaFree(opt_scratch_);
     cudaFree(opt_result_);
     cudaFreeHost(opt_host_);
@@ -289,13 +290,18 @@ class CudaBackend final : public Backend<float> {
   // ---- attention --------------------------------------------------------------------
   void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads,
                          int hd) override {
-    cuda::attention_forward(qkv, out, lse, N, L, heads, hd, opts_.math == CudaMath::BF16, stream_);
+    const bool bf16 = opts_.math == CudaMath::BF16;
+    const size_t wb = cuda::attention_workspace_bytes(N, L, heads, hd, bf16, false);
+    void* ws = wb ? scratch(&scratch_attn_, &cap_attn_, wb) : nullptr;
+    cuda::attention_forward(qkv, out, lse, N, L, heads, hd, bf16, ws, stream_);
   }
   void attention_backward(const float* qkv, const float* out, const float* dout, const float* lse,
                           float* dqkv, int N, int L, int heads, int hd) override {
     float* s = static_cast<float*>(scratch(&scratch_f_, &cap_f_, (size_t)N * heads * L * sizeof(float)));
-    cuda::attention_backward(qkv, out, dout, lse, dqkv, s, N, L, heads, hd,
-                             opts_.math == CudaMath::BF16, stream_);
+    const bool bf16 = opts_.math == CudaMath::BF16;
+    const size_t wb = cuda::attention_workspace_bytes(N, L, heads, hd, bf16, true);
+    void* ws = wb ? scratch(&scratch_attn_, &cap_attn_, wb) : nullptr;
+    cuda::attention_backward(qkv, out, dout, lse, dqkv, s, N, L, heads, hd, bf16, ws, stream_);
   }
 
   // ---- embeddings ---------------------------------------------------------------------
@@ -446,6 +452,8 @@ class CudaBackend final : public Backend<float> {
   size_t cap_b_ = 0;
   void* scratch_f_ = nullptr;
   size_t cap_f_ = 0;
+  void* scratch_attn_ = nullptr;  // bf16 copies for the tc2 attention kernels
+  size_t cap_attn_ = 0;
   double* opt_scratch_ = nullptr;
   OptimDeviceResult* opt_result_ = nullptr;
   OptimDeviceResult* opt_host_ = nullptr;

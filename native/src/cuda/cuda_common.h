@@ -106,11 +106,15 @@ void sample_step(const float* model_out, float* x, const float* noise, int N, in
 // `bf16`: use the bf16 tensor-core kernels (attention_tc.cu) when they support the
 // head_dim and the pointers are 16-byte aligned, unless SPEED_CUDA_ATTENTION=fp32;
 // otherwise (and always for FP32/TF32 math) the float32 CUDA-core kernels.
+// `ws`: workspace of attention_workspace_bytes(...) bytes (may be null when that is 0); the
+// tc2 kernels (SPEED_CUDA_ATTENTION=tc2) need it and run only when it is given.
 void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads,
-                       int hd, bool bf16, cudaStream_t s);
+                       int hd, bool bf16, void* ws, cudaStream_t s);
 void attention_backward(const float* qkv, const float* out, const float* dout,
                         const float* lse, float* dqkv, float* scratch, int N, int L,
-                        int heads, int hd, bool bf16, cudaStream_t s);
+                        int heads, int hd, bool bf16, void* ws, cudaStream_t s);
+// Bytes of workspace the call would use: > 0 only when bf16 and the tc2 kernels are selected.
+size_t attention_workspace_bytes(int N, int L, int heads, int hd, bool bf16, bool backward);
 bool attention_supports_head_dim(int hd);
 
 // ---- attention_tc.cu (bf16 mma.sync m16n8k16) ---------------------------------------
@@ -121,6 +125,14 @@ void attention_tc_forward(const float* qkv, float* out, float* lse, int N, int L
 void attention_tc_backward(const float* qkv, const float* out, const float* dout,
                            const float* lse, float* dqkv, float* scratch, int N, int L,
                            int heads, int hd, cudaStream_t s);
+// tc2: one bf16 copy of Q/K/V (and dO) per call into `ws`, cp.async double-buffered tiles.
+bool attention_tc2_selected();  // SPEED_CUDA_ATTENTION=tc2 (=tc: the kernels above)
+size_t attention_tc2_workspace_bytes(int N, int L, int heads, int hd, bool backward);
+void attention_tc2_forward(const float* qkv, float* out, float* lse, void* ws, int N, int L,
+                           int heads, int hd, cudaStream_t s);
+void attention_tc2_backward(const float* qkv, const float* out, const float* dout,
+                            const float* lse, float* dqkv, void* ws, int N, int L, int heads,
+                            int hd, cudaStream_t s);
 
 }  // namespace cuda
 }  // namespace speed

@@ -1,7 +1,8 @@
 // Timing (not a ctest test): the CUDA attention at PyTorch SDPA's shapes, both paths,
 // and the memory-bound kernels at DiT-XL/2 sizes, as JSON lines for gpu-check.sh:
 //   test_cuda_attn_bench [iters]
-// Rows: {"what": "attn_fwd"|"attn_bwd", "impl": "bf16_tc"|"bf16_tc_w8"|"fp32", "batch", "heads",
+// Rows: {"what": "attn_fwd"|"attn_bwd", "impl": "bf16_tc"|"bf16_tc_w8"|"bf16_tc2"|"bf16_tc2_w8"|"fp32",
+// "batch", "heads",
 // "seq", "head_dim", "ms", "tflops"}; {"what": "ln_modulate_fwd"|"ln_modulate_bwd"|
 // "optimizer_step"|"copy", "size", "ms", "gbps"}. Median of `iters` after one warm-up,
 // synchronising around host clock reads. Inputs are random (never zeros).
@@ -51,20 +52,36 @@ int main(int argc, char** argv) {
       const double f = 4.0 * s.B * s.H * (double)s.L * s.L * s.hd;  // fwd FLOPs (2 products)
       const char* env = std::getenv("SPEED_CUDA_ATTENTION");
       const bool fp32_only = env && std::string(env) == "fp32";  // gpu-check's fallback
-      for (int path = fp32_only ? 2 : 0; path < 3; ++path) {
-        // path 0: bf16 tensor cores (BF16 backend), 4-warp kernels; path 1: the same with
-        // SPEED_CUDA_ATTN_WARPS=8; path 2: the float32 kernels (SPEED_CUDA_ATTENTION=fp32
-        // on the same backend, as the fallback runs)
-        if (path == 1) setenv("SPEED_CUDA_ATTN_WARPS", "8", 1);
-        if (path == 2) unsetenv("SPEED_CUDA_ATTN_WARPS");
+      // SPEED_BENCH_NO_TC2=1 (gpu-check, when the tc2 test failed): no tc2 rows, so that a
+      // broken tc2 kernel cannot take the rest of the bench down with it
+      const char* nt2 = std::getenv("SPEED_BENCH_NO_TC2");
+      const bool no_tc2 = fp32_only || (nt2 && nt2[0] && nt2[0] != '0');
+      // path 0: bf16 tensor cores (BF16 backend), 4-warp kernels; 1: the same with
+      // SPEED_CUDA_ATTN_WARPS=8; 3, 4: the tc2 kernels (SPEED_CUDA_ATTENTION=tc2: one bf16 copy
+      // per call + cp.async), 4 and 8 warps; 2: the float32 kernels (SPEED_CUDA_ATTENTION=fp32
+      // on the same backend, as the fallback runs)
+      std::vector<int> paths;
+      if (!fp32_only) paths = {0, 1};
+      if (!no_tc2) paths.insert(paths.end(), {3, 4});
+      paths.push_back(2);
+      for (int path : paths) {
+        if (path == 1 || path == 4) setenv("SPEED_CUDA_ATTN_WARPS", "8", 1);
+        else unsetenv("SPEED_CUDA_ATTN_WARPS");
         if (path == 2) setenv("SPEED_CUDA_ATTENTION", "fp32", 1);
-        const char* impl = path == 2 ? "fp32" : path == 1 ? "bf16_tc_w8" : "bf16_tc";
+        else if (path >= 3) setenv("SPEED_CUDA_ATTENTION", "tc2", 1);
+        else if (!fp32_only) unsetenv("SPEED_CUDA_ATTENTION");
+        const char* impl = path == 2   ? "fp32"
+                           : path == 1 ? "bf16_tc_w8"
+                           : path == 3 ? "bf16_tc2"
+                           : path == 4 ? "bf16_tc2_w8"
+                                       : "bf16_tc";
         int it = path == 2 ? std::max(2, iters / 4) : iters;
         double fw = median_ms(*G, it, [&] { G->attention_forward(qkv, out, lse, s.B, s.L, s.H, s.hd); });
         double bw = median_ms(*G, it, [&] {
           G->attention_backward(qkv, out, dout, lse, dqkv, s.B, s.L, s.H, s.hd);
         });
-        if (path == 2 && !fp32_only) unsetenv("SPEED_CUDA_ATTENTION");
+        unsetenv("SPEED_CUDA_ATTN_WARPS");
+        if (!fp32_only) unsetenv("SPEED_CUDA_ATTENTION");
         std::printf("{\"what\":\"attn_fwd\",\"impl\":\"%s\",\"batch\":%d,\"heads\":%d,\"seq\":%d,\"head_dim\":%d,"
                     "\"ms\":%.5f,\"tflops\":%.2f}\n", impl, s.B, s.H, s.L, s.hd, fw, f / (fw * 1e-3) * 1e-12);
         std::printf("{\"what\":\"attn_bwd\",\"impl\":\"%s\",\"batch\":%d,\"heads\":%d,\"seq\":%d,\"head_dim\":%d,"

@@ -166,7 +166,7 @@ static void test_gated(int N, int L, int D) {
 // compared with the CUDA float32 path (a second backend in FP32 math), and the
 // SPEED_CUDA_ATTENTION=fp32 fallback must match the CPU to 1e-5 again.
 static std::shared_ptr<Backend<float>> F32;  // CUDA backend in FP32 math (bf16 runs only)
-static std::string g_attn_tag;               // " w8" while SPEED_CUDA_ATTN_WARPS=8
+static std::string g_attn_tag;               // " w8" / " tc2" / " tc2 w8" while the env selects them
 
 static void test_attention(int N, int L, int heads, int hd) {
   std::string tag = "attention N" + std::to_string(N) + " L" + std::to_string(L) + " h" +
@@ -441,8 +441,11 @@ int main(int argc, char** argv) {
       test_gated(2, 67, 384);
       test_gated(1, 3, 50);
     }
-    // sections "attention" (default kernels) and "attnw8" (SPEED_CUDA_ATTN_WARPS=8, bf16 only)
-    if (g_math == CudaMath::BF16 && (want("attention") || want("attnw8"))) {
+    // sections "attention" (default kernels), "attnw8" (SPEED_CUDA_ATTN_WARPS=8, bf16 only) and
+    // "attntc2" (SPEED_CUDA_ATTENTION=tc2: bf16 copy + cp.async kernels, 4 and 8 warps, bf16 only;
+    // "attntc2q": 3 of its cases, for compute-sanitizer)
+    const bool tc2_quick = g_filter && std::strcmp(g_filter, "attntc2q") == 0;
+    if (g_math == CudaMath::BF16 && (want("attention") || want("attnw8") || want("attntc2") || tc2_quick)) {
       CudaOptions fo;
       fo.math = CudaMath::FP32;
       F32 = make_cuda_backend(fo);
@@ -468,12 +471,33 @@ int main(int argc, char** argv) {
       unsetenv("SPEED_CUDA_ATTN_WARPS");
       g_attn_tag.clear();
     }
-    F32.reset();
     if (want("embedding")) test_embeddings();
     if (want("noise")) test_noise();
     if (want("diffusion")) test_diffusion();
     if (want("optimizer")) test_optimizer();
     if (want("errors")) test_errors();
+    // last: a failing new kernel (a sticky CUDA error) cannot take the other sections with it
+    if (g_math == CudaMath::BF16 && (want("attntc2") || tc2_quick)) {
+      // test_attention's SPEED_CUDA_ATTENTION=fp32 fallback check unsets the variable at its
+      // end, so it is set again before each call
+      struct S { int N, L, heads, hd; };
+      const std::vector<S> all = {S{2, 67, 3, 64}, S{1, 256, 2, 72}, S{2, 67, 3, 72}, S{1, 200, 2, 72},
+                                  S{3, 33, 2, 32}, S{1, 1, 1, 64},  S{1, 130, 1, 16}, S{2, 70, 2, 16},
+                                  S{1, 1, 1, 72},  S{2, 256, 6, 64}, S{1, 300, 1, 72}};
+      const std::vector<S> quick = {S{2, 67, 3, 72}, S{1, 1, 1, 64}, S{1, 130, 1, 16}};
+      for (int w8 = 0; w8 < 2; ++w8) {
+        if (w8) setenv("SPEED_CUDA_ATTN_WARPS", "8", 1);
+        g_attn_tag = w8 ? " tc2 w8" : " tc2";
+        for (S c : tc2_quick ? quick : all) {
+          setenv("SPEED_CUDA_ATTENTION", "tc2", 1);
+          test_attention(c.N, c.L, c.heads, c.hd);
+        }
+        unsetenv("SPEED_CUDA_ATTENTION");
+      }
+      unsetenv("SPEED_CUDA_ATTN_WARPS");
+      g_attn_tag.clear();
+    }
+    F32.reset();
     G->synchronize();
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
