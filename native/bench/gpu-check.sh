@@ -277,6 +277,8 @@ if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
   step memcheck-bf16-attention 60 40 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attention
   step racecheck-bf16-attention 60 40 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attention
   step memcheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 ln
+  # the one-pass LN backward's double-buffered shared table (SPEED_CUDA_NORM_ONEPASS paths)
+  step racecheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" fp32 ln
 else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"
 fi
