@@ -457,31 +457,36 @@ ln_mod_bwd_1p_k(const float* __restrict__ dy, const float* __restrict__ x,
   const bool acc = dx && accum;
   int buf = 0;
   for (int lb = l0; lb < l1; lb += R) {
-    // dy, xhat and the old dx (when accumulating) of rows lb + r, all loads issued before any
-    // use (dx is not __restrict__: its loads could not move above the stores below by
-    // themselves); zeros for rows past l1 and columns past D
+    // dy, x -> xhat and the old dx (when accumulating) of rows lb + r; zeros for rows past l1
+    // and columns past D. All loads are issued (first loop) before any use (second loop), so
+    // the 4 rows' loads are in flight together whatever the compiler does with the branches;
+    // dx is not __restrict__, so its loads could not have moved above the dx stores by themselves.
     Pk<W> g[R], xh[R], old[R];
-    float rs[R];
+    float rs[R], mu[R];
     const size_t row0 = (size_t)n * L + lb;  // row of r = 0; element offset of row r: e0 + r D
     const size_t e0 = row0 * D + c;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const int l = lb + r;
       const size_t e = e0 + (size_t)r * D;
 #pragma unroll
       for (int i = 0; i < W; ++i) g[r].v[i] = xh[r].v[i] = old[r].v[i] = 0.0f;
       rs[r] = 0.0f;
-      if (l < l1) {
+      mu[r] = 0.0f;
+      if (lb + r < l1) {
         rs[r] = rstd_in[row0 + r];
+        mu[r] = mean_in[row0 + r];
         if (own) {
-          const float mu = mean_in[row0 + r];
           g[r] = ldpk<W>(dy + e);
           xh[r] = ldpk<W>(x + e);
           if (acc) old[r] = ldpk<W>(dx + e);
-#pragma unroll
-          for (int i = 0; i < W; ++i) xh[r].v[i] = (xh[r].v[i] - mu) * rs[r];
         }
       }
+    }
+    if (own) {  // rows past l1: (0 - 0) * 0 = 0
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int i = 0; i < W; ++i) xh[r].v[i] = (xh[r].v[i] - mu[r]) * rs[r];
     }
     if (dx) {  // uniform over the grid: the barrier below is reached by all or none
       float sa[R], sb[R];
