@@ -418,7 +418,7 @@ __device__ __forceinline__ void stpk(float* p, const Pk<1>& a) { *p = a.v[0]; }
 // warps in warp order by every thread), then dx is written from the registers. The table is
 // double-buffered: one __syncthreads per group (a thread writes buffer b again only after the
 // next group's barrier, which every thread reaches after its reads of b).
-// Registers capped at 96 (ptxas sm_90, no spills: 95 for W = 4; 127 uncapped), so that two
+// Registers capped at 96 (ptxas sm_90, no spills: 96 for W = 4; 127 uncapped), so that two
 // 288-thread blocks (D = 1152) share an SM and one's loads overlap the other's barrier;
 // 96 x kMaxThreads1p fits the register file. (__maxnreg__ needs nvcc 12.4+; older ones get
 // the launch bound alone.)
