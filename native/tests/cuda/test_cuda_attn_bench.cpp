@@ -4,7 +4,8 @@
 // Rows: {"what": "attn_fwd"|"attn_bwd", "impl": "bf16_tc"|"bf16_tc_w8"|"fp32", "batch", "heads",
 // "seq", "head_dim", "ms", "tflops"}; {"what": "ln_modulate_fwd"|"ln_modulate_bwd"|
 // "optimizer_step"|"copy", "size", "ms", "gbps"}; the LN+modulate and gated residual rows also
-// carry "impl": "default"|"onepass" (SPEED_CUDA_NORM_ONEPASS=1, a second backend) and
+// carry "impl": "default"|"onepass" (SPEED_CUDA_NORM_ONEPASS=1, a second backend; the first
+// row set says "onepass(env)" when the variable was already set for the whole run) and
 // "of_copy" (gbps over this run's copy row). Median of `iters` after one warm-up,
 // synchronising around host clock reads. Inputs are random (never zeros).
 // Exits 77 when no GPU is usable.
@@ -110,9 +111,11 @@ int main(int argc, char** argv) {
                     "\"of_copy\":%.3f}\n", what, impl, t, gbps, gbps / copy_gbps);
         std::fflush(stdout);
       };
+      const char* genv = std::getenv("SPEED_CUDA_NORM_ONEPASS");  // as G saw it when it was made
+      const bool g_onepass = genv && genv[0] && genv[0] != '0';
       for (int path = 0; path < 2; ++path) {
         Backend<float>& be = path ? *G1 : *G;
-        const char* impl = path ? "onepass" : "default";
+        const char* impl = path ? "onepass" : g_onepass ? "onepass(env)" : "default";
         // the one-pass rows first grow their scratch (partials) outside the timed calls
         ms = median_ms(be, iters, [&] {
           be.ln_modulate_forward(x, mod, mod + D, 6 * D, y, mean, rstd, N, L, D, 1e-6);
