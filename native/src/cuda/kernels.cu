@@ -1089,7 +1089,7 @@ void ln_modulate_forward(const float* x, const float* shift, const float* scale,
   const int warps = 8;
   if (D % 4 == 0 && mod_stride % 4 == 0 && al16(x) && al16(y) && al16(shift) && al16(scale)) {
     const int D4 = D / 4, vpl = (D4 + 31) / 32;
-    if (rowreg && vpl <= kMaxVplReg) {
+    if (rowreg && vpl >= 1 && vpl <= kMaxVplReg) {  // (D = 0 keeps the default kernel)
       const unsigned grid = (unsigned)((rows + warps - 1) / warps);
       const float4* x4 = reinterpret_cast<const float4*>(x);
       float4* y4 = reinterpret_cast<float4*>(y);
