@@ -1,4 +1,4 @@
-# Thread-level numpy emulation of the one-pass norm kernels in native/src/cuda/kernels.cu
+# Thread-level numpy emulation of the one-pass norm kernels in native/src/cuda/norm_onepass.cuh
 # (SPEED_CUDA_NORM_ONEPASS=1): ln_mod_bwd_1p_k, gated_res_bwd_1p_k, colpart_sum_k,
 # ln_mod_fwd_reg_k and the launchers' choices (norm_onepass_rows, thread counts, partial layout).
 # Checked before any GPU run: every index the kernels compute, that each output element is
@@ -6,6 +6,8 @@
 # is in bounds, and the results against float64. Float32 arithmetic in the kernels' order
 # (warp sums as the xor butterfly); no GPU needed, ~10 s:
 #   python3 native/tests/cuda/norm_onepass_emu.py
+# (native/tests/test_norm_onepass_host.cpp runs the kernels' own source on the host; this port is
+# an independent second reading, with write counts on every buffer.)
 import numpy as np
 
 f32 = np.float32
