@@ -86,10 +86,10 @@ class CudaBackend final : public Backend<float> {
     cudaSetDevice(opts_.device);
     if (stream_) cudaStreamSynchronize(stream_);
     for (auto& kv : wcache_) cudaFree(kv.second.buf);
+    cudaFree(scratch_p_);
     cudaFree(scratch_a_);
     cudaFree(scratch_b_);
     cudaFree(scratch_f_);
-    cudaFree(scratch_p_);
     cudaFree(opt_scratch_);
     cudaFree(opt_result_);
     cudaFreeHost(opt_host_);
@@ -468,6 +468,8 @@ class CudaBackend final : public Backend<float> {
   bool fuse_ = true;
   bool onepass_ = false;  // SPEED_CUDA_NORM_ONEPASS
   int norm_rows_ = 0;     // SPEED_CUDA_NORM_ROWS (0: norm_onepass_rows)
+  void* scratch_p_ = nullptr;  // one-pass norm partials (norm_partials)
+  size_t cap_p_ = 0;
   uint64_t gen_ = 1;
   std::unordered_map<const void*, Cached> wcache_;
   std::unordered_map<void*, size_t> sizes_;
@@ -477,8 +479,6 @@ class CudaBackend final : public Backend<float> {
   size_t cap_b_ = 0;
   void* scratch_f_ = nullptr;
   size_t cap_f_ = 0;
-  void* scratch_p_ = nullptr;  // one-pass norm partials
-  size_t cap_p_ = 0;
   double* opt_scratch_ = nullptr;
   OptimDeviceResult* opt_result_ = nullptr;
   OptimDeviceResult* opt_host_ = nullptr;
