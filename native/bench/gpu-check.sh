@@ -140,12 +140,13 @@ for impl in ("bf16_tc", "bf16_tc_w8", "bf16_tc2", "bf16_tc2_w8", "fp32"):
         print(f"attention {impl:<10} b{b} h{h} L{r['seq']} hd{hd}: fwd {r['ms']:.3f} ({r.get('tflops', 0):.0f} TF/s) + bwd {bw['ms'] if bw else 0:.3f} ({bw.get('tflops', 0) if bw else 0:.0f} TF/s) = {ours:.3f} ms -> {ratio}; target <= 1.5x")
 own_copy = next((r.get("gbps") for r in nat if r.get("what") == "copy"), None)
 if own_copy: print(f"copy (ours, cudaMemcpy D2D): {own_copy:.0f} GB/s")
-for what in ("optimizer_step", "ln_modulate_fwd", "ln_modulate_bwd", "gated_residual_fwd", "gated_residual_bwd"):
+for what in ("optimizer_step", "ln_modulate_fwd", "ln_modulate_bwd", "ln_modulate_bwd_acc", "gated_residual_fwd", "gated_residual_bwd"):
     for r in nat:
         if r.get("what") == what and r.get("gbps"):
             ref = copy or own_copy
             pct = f" = {100 * r['gbps'] / ref:.0f}% of copy" if ref else ""
             where = r.get("size") or f"{str(r.get('model', '?')).split('@')[0]} b{r.get('batch', '?')}"
+            if r.get("impl"): where += f" {r['impl']}"  # default / onepass (SPEED_CUDA_NORM_ONEPASS)
             print(f"{what:<20} {where:<16} {r['ms']:8.3f} ms {r['gbps']:7.0f} GB/s{pct} (target >= 80%)")
 others = [r for r in nat if r.get("what") in ("linear_fwd qkv", "linear_bwd qkv", "linear_fwd fc1+gelu", "linear_bwd fc1+gelu", "forward")]
 if others:
@@ -289,6 +290,8 @@ if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
   step memcheck-bf16-attntc2 40 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attntc2q
   step racecheck-bf16-attntc2 60 30 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attntc2q
   step memcheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 ln
+  # the one-pass LN backward's double-buffered shared table (SPEED_CUDA_NORM_ONEPASS paths)
+  step racecheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" fp32 ln
 else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"
 fi

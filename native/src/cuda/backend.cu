@@ -53,6 +53,20 @@ namespace {
 class CudaBackend final : public Backend<float> {
  public:
   explicit CudaBackend(const CudaOptions& o) : opts_(o) {
+    // Environment first (it can throw; nothing is allocated yet).
+    // SPEED_CUDA_NORM_ONEPASS=1: LN+modulate forward with the row in registers, LN+modulate
+    // and gated residual backward in one pass with per-block partial column sums (NOTES.md).
+    // SPEED_CUDA_NORM_ROWS=R: rows per block of those backward kernels (default: a choice by
+    // size, norm_onepass_rows); for tests and tuning.
+    const char* op = std::getenv("SPEED_CUDA_NORM_ONEPASS");
+    onepass_ = op && op[0] && op[0] != '0';
+    if (const char* nr = std::getenv("SPEED_CUDA_NORM_ROWS"); nr && nr[0]) {
+      char* end = nullptr;
+      const long v = std::strtol(nr, &end, 10);
+      if (*end != '\0' || v < 1 || v > 4096)
+        throw Error(std::string("SPEED_CUDA_NORM_ROWS must be an integer in [1, 4096], got '") + nr + "'");
+      norm_rows_ = (int)v;
+    }
     int count = 0;
     SPEED_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (o.device < 0 || o.device >= count)
@@ -72,6 +86,7 @@ class CudaBackend final : public Backend<float> {
     cudaSetDevice(opts_.device);
     if (stream_) cudaStreamSynchronize(stream_);
     for (auto& kv : wcache_) cudaFree(kv.second.buf);
+    cudaFree(scratch_p_);
     cudaFree(scratch_a_);
     cudaFree(scratch_b_);
     cudaFree(scratch_f_);
@@ -268,13 +283,16 @@ class CudaBackend final : public Backend<float> {
   void ln_modulate_forward(const float* x, const float* shift, const float* scale, int mod_stride,
                            float* y, float* mean, float* rstd, int N, int L, int D,
                            double eps) override {
-    cuda::ln_modulate_forward(x, shift, scale, mod_stride, y, mean, rstd, N, L, D, (float)eps, stream_);
+    cuda::ln_modulate_forward(x, shift, scale, mod_stride, y, mean, rstd, N, L, D, (float)eps,
+                              onepass_, stream_);
   }
   void ln_modulate_backward(const float* dy, const float* x, const float* mean, const float* rstd,
                             const float* scale, int mod_stride, float* dx, float* dshift,
                             float* dscale, int N, int L, int D, bool accum_dx) override {
+    int tr = 0;
+    float* part = onepass_ ? norm_partials(N, L, D, 2, &tr) : nullptr;
     cuda::ln_modulate_backward(dy, x, mean, rstd, scale, mod_stride, dx, dshift, dscale, N, L, D,
-                               accum_dx, stream_);
+                               accum_dx, tr, part, stream_);
   }
 
   // ---- gated residual -------------------------------------------------------------
@@ -284,7 +302,9 @@ class CudaBackend final : public Backend<float> {
   }
   void gated_residual_backward(const float* dx, const float* gate, int mod_stride, const float* h,
                                float* dh, float* dgate, int N, int L, int D) override {
-    cuda::gated_residual_backward(dx, gate, mod_stride, h, dh, dgate, N, L, D, stream_);
+    int tr = 0;
+    float* part = onepass_ ? norm_partials(N, L, D, 1, &tr) : nullptr;
+    cuda::gated_residual_backward(dx, gate, mod_stride, h, dh, dgate, N, L, D, tr, part, stream_);
   }
 
   // ---- attention --------------------------------------------------------------------
@@ -392,6 +412,15 @@ class CudaBackend final : public Backend<float> {
     return *buf;
   }
 
+  // Scratch for the one-pass backward kernels' partial column sums (K per column), or null
+  // when no one-pass kernel serves this size (the launcher then runs the default kernels).
+  float* norm_partials(int N, int L, int D, int K, int* tr) {
+    if (N <= 0 || L <= 0 || D <= 0) return nullptr;
+    *tr = norm_rows_ ? norm_rows_ : cuda::norm_onepass_rows(N, L, D);
+    const size_t nf = cuda::norm_onepass_scratch_floats(N, L, D, *tr, K);
+    return nf ? static_cast<float*>(scratch(&scratch_p_, &cap_p_, nf * sizeof(float))) : nullptr;
+  }
+
   // The matrix operand for an activation: itself (TF32/FP32) or a bf16 copy.
   const void* act_operand(const float* x, size_t n, int) {
     if (opts_.math != CudaMath::BF16) return x;
@@ -443,6 +472,10 @@ class CudaBackend final : public Backend<float> {
   cudaStream_t stream_ = nullptr;
   LtGemm* lt_ = nullptr;
   bool fuse_ = true;
+  bool onepass_ = false;  // SPEED_CUDA_NORM_ONEPASS
+  int norm_rows_ = 0;     // SPEED_CUDA_NORM_ROWS (0: norm_onepass_rows)
+  void* scratch_p_ = nullptr;  // one-pass norm partials (norm_partials)
+  size_t cap_p_ = 0;
   uint64_t gen_ = 1;
   std::unordered_map<const void*, Cached> wcache_;
   std::unordered_map<void*, size_t> sizes_;

@@ -59,18 +59,26 @@ void add(const float* a, const float* b, float* y, size_t n, cudaStream_t s);
 void add_rows(float* x, const float* row, size_t rows, size_t n, cudaStream_t s);
 void patchify(const float* img, float* tok, int N, int C, int H, int W, int p,
               PatchLayout layout, bool inverse, float* img_out, cudaStream_t s);
+// One-pass norm kernels (SPEED_CUDA_NORM_ONEPASS=1; NOTES.md). `rowreg`: LN forward with the
+// row in registers (float4 form, D <= 1536; else the default kernels). Backward: `part` != null
+// selects the one-pass kernels with `tr` rows per block and per-block partial column sums in
+// `part`, norm_onepass_scratch_floats(N, L, D, tr, K) floats (K = 2 for LN, 1 for gated);
+// rows wider than the one-pass kernels serve (D > 2048 float4, D > 512 scalar) take the default
+// kernels. norm_onepass_scratch_floats returns 0 when no one-pass kernel can serve D.
+int norm_onepass_rows(int N, int L, int D);
+size_t norm_onepass_scratch_floats(int N, int L, int D, int tr, int K);
 void ln_modulate_forward(const float* x, const float* shift, const float* scale,
                          int mod_stride, float* y, float* mean, float* rstd, int N,
-                         int L, int D, float eps, cudaStream_t s);
+                         int L, int D, float eps, bool rowreg, cudaStream_t s);
 void ln_modulate_backward(const float* dy, const float* x, const float* mean,
                           const float* rstd, const float* scale, int mod_stride,
                           float* dx, float* dshift, float* dscale, int N, int L, int D,
-                          bool accum_dx, cudaStream_t s);
+                          bool accum_dx, int tr, float* part, cudaStream_t s);
 void gated_residual_forward(float* x, const float* gate, int mod_stride, const float* h,
                             int N, int L, int D, cudaStream_t s);
 void gated_residual_backward(const float* dx, const float* gate, int mod_stride,
                              const float* h, float* dh, float* dgate, int N, int L,
-                             int D, cudaStream_t s);
+                             int D, int tr, float* part, cudaStream_t s);
 void timestep_embedding(const int32_t* t, float* out, int N, int dim, double max_period,
                         cudaStream_t s);
 void embedding_forward(const float* table, const int32_t* idx, float* out, int N, int D,

@@ -374,6 +374,11 @@ __global__ void gated_res_bwd_k(const float* __restrict__ dx, const float* __res
   }
 }
 
+#define SPEED_UNROLL _Pragma("unroll")
+#include "norm_onepass.cuh"
+#undef SPEED_UNROLL
+
+
 // Float64 inside (t f reaches ~1000 rad), as the CPU computes it.
 __global__ void timestep_emb_k(const int32_t* __restrict__ t, float* __restrict__ out, int N, int dim,
                                double max_period) {
@@ -764,13 +769,41 @@ void patchify(const float* src, float* dst, int N, int C, int H, int W, int p, P
   SPEED_CUDA_LAUNCH_CHECK(inverse ? "unpatchify" : "patchify");
 }
 
+// Rows per block of the one-pass backward kernels (norm_onepass.cuh says how they are chosen).
+int norm_onepass_rows(int N, int L, int D) { return norm_onepass_rows_policy(N, L, D); }
+
+size_t norm_onepass_scratch_floats(int N, int L, int D, int tr, int K) {
+  if (N <= 0 || L <= 0 || D <= 0 || tr <= 0) return 0;
+  if (((D + 3) / 4 + 31) / 32 * 32 > kMaxThreads1p) return 0;  // too wide even for float4
+  return (size_t)N * ((L + tr - 1) / tr) * K * D;
+}
+
 void ln_modulate_forward(const float* x, const float* shift, const float* scale, int mod_stride,
                          float* y, float* mean, float* rstd, int N, int L, int D, float eps,
-                         cudaStream_t s) {
+                         bool rowreg, cudaStream_t s) {
   size_t rows = (size_t)N * L;
   if (!rows) return;
   const int warps = 8;
   if (D % 4 == 0 && mod_stride % 4 == 0 && al16(x) && al16(y) && al16(shift) && al16(scale)) {
+    const int D4 = D / 4, vpl = (D4 + 31) / 32;
+    if (rowreg && vpl >= 1 && vpl <= kMaxVplReg) {  // (D = 0 keeps the default kernel)
+      const unsigned grid = (unsigned)((rows + warps - 1) / warps);
+      const float4* x4 = reinterpret_cast<const float4*>(x);
+      float4* y4 = reinterpret_cast<float4*>(y);
+      switch (vpl) {
+#define SPEED_LN_FWD_REG(V)                                                                       \
+  case V:                                                                                         \
+    ln_mod_fwd_reg_k<V><<<grid, warps * 32, 0, s>>>(x4, shift, scale, mod_stride, y4, mean, rstd, \
+                                                    N, L, D4, eps);                               \
+    break;
+        SPEED_LN_FWD_REG(1) SPEED_LN_FWD_REG(2) SPEED_LN_FWD_REG(3) SPEED_LN_FWD_REG(4)
+        SPEED_LN_FWD_REG(5) SPEED_LN_FWD_REG(6) SPEED_LN_FWD_REG(7) SPEED_LN_FWD_REG(8)
+        SPEED_LN_FWD_REG(9) SPEED_LN_FWD_REG(10) SPEED_LN_FWD_REG(11) SPEED_LN_FWD_REG(12)
+#undef SPEED_LN_FWD_REG
+      }
+      SPEED_CUDA_LAUNCH_CHECK("ln_modulate_forward (float4, row in registers)");
+      return;
+    }
     ln_mod_fwd4_k<<<(unsigned)((rows + warps - 1) / warps), warps * 32, 0, s>>>(
         reinterpret_cast<const float4*>(x), shift, scale, mod_stride, reinterpret_cast<float4*>(y),
         mean, rstd, N, L, D / 4, eps);
@@ -784,9 +817,31 @@ void ln_modulate_forward(const float* x, const float* shift, const float* scale,
 
 void ln_modulate_backward(const float* dy, const float* x, const float* mean, const float* rstd,
                           const float* scale, int mod_stride, float* dx, float* dshift,
-                          float* dscale, int N, int L, int D, bool accum_dx, cudaStream_t s) {
+                          float* dscale, int N, int L, int D, bool accum_dx, int tr, float* part,
+                          cudaStream_t s) {
   size_t rows = (size_t)N * L;
   if (!rows) return;
+  if (part && tr > 0 && D > 0 && N <= 65535) {  // one pass (SPEED_CUDA_NORM_ONEPASS=1)
+    const bool v4 = D % 4 == 0 && mod_stride % 4 == 0 && al16(dy) && al16(x) && al16(dx) &&
+                    al16(scale) && al16(part);
+    const int threads = ((v4 ? D / 4 : D) + 31) / 32 * 32;
+    if (threads <= kMaxThreads1p) {
+      const int P = (L + tr - 1) / tr;
+      const dim3 grid(P, N);
+      if (v4)
+        ln_mod_bwd_1p_k<4><<<grid, threads, 0, s>>>(dy, x, mean, rstd, scale, mod_stride, dx, part,
+                                                    L, D, tr, accum_dx);
+      else
+        ln_mod_bwd_1p_k<1><<<grid, threads, 0, s>>>(dy, x, mean, rstd, scale, mod_stride, dx, part,
+                                                    L, D, tr, accum_dx);
+      SPEED_CUDA_LAUNCH_CHECK(v4 ? "ln_modulate_backward (one pass, float4)"
+                                 : "ln_modulate_backward (one pass)");
+      colpart_sum_k<<<dim3((D + 127) / 128, N), 128, 0, s>>>(part, P, 2, D, dshift, dscale,
+                                                            mod_stride);
+      SPEED_CUDA_LAUNCH_CHECK("ln_modulate_backward (dshift, dscale from partials)");
+      return;
+    }
+  }
   const int warps = 8;
   if (dx && D % 4 == 0 && mod_stride % 4 == 0 && al16(dy) && al16(x) && al16(dx) && al16(scale)) {
     ln_mod_bwd_dx4_k<<<(unsigned)((rows + warps - 1) / warps), warps * 32, 0, s>>>(
@@ -818,8 +873,28 @@ void gated_residual_forward(float* x, const float* gate, int mod_stride, const f
 }
 
 void gated_residual_backward(const float* dx, const float* gate, int mod_stride, const float* h,
-                             float* dh, float* dgate, int N, int L, int D, cudaStream_t s) {
+                             float* dh, float* dgate, int N, int L, int D, int tr, float* part,
+                             cudaStream_t s) {
   if (!N || !D) return;
+  if (part && tr > 0 && L > 0 && D > 0 && N <= 65535) {  // one pass (SPEED_CUDA_NORM_ONEPASS=1)
+    const bool v4 = D % 4 == 0 && mod_stride % 4 == 0 && al16(dx) && al16(gate) && al16(h) &&
+                    al16(dh) && al16(part);
+    const int threads = ((v4 ? D / 4 : D) + 31) / 32 * 32;
+    if (threads <= kMaxThreads1p) {
+      const int P = (L + tr - 1) / tr;
+      const dim3 grid(P, N);
+      if (v4)
+        gated_res_bwd_1p_k<4><<<grid, threads, 0, s>>>(dx, gate, mod_stride, h, dh, part, L, D, tr);
+      else
+        gated_res_bwd_1p_k<1><<<grid, threads, 0, s>>>(dx, gate, mod_stride, h, dh, part, L, D, tr);
+      SPEED_CUDA_LAUNCH_CHECK(v4 ? "gated_residual_backward (one pass, float4)"
+                                 : "gated_residual_backward (one pass)");
+      colpart_sum_k<<<dim3((D + 127) / 128, N), 128, 0, s>>>(part, P, 1, D, dgate, nullptr,
+                                                            mod_stride);
+      SPEED_CUDA_LAUNCH_CHECK("gated_residual_backward (dgate from partials)");
+      return;
+    }
+  }
   gated_res_bwd_k<<<dim3((D + 31) / 32, N), dim3(32, 8), 0, s>>>(dx, gate, mod_stride, h, dh,
                                                                 dgate, L, D);
   SPEED_CUDA_LAUNCH_CHECK("gated_residual_backward");

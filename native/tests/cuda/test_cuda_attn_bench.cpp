@@ -4,7 +4,10 @@
 // Rows: {"what": "attn_fwd"|"attn_bwd", "impl": "bf16_tc"|"bf16_tc_w8"|"bf16_tc2"|"bf16_tc2_w8"|"fp32",
 // "batch", "heads",
 // "seq", "head_dim", "ms", "tflops"}; {"what": "ln_modulate_fwd"|"ln_modulate_bwd"|
-// "optimizer_step"|"copy", "size", "ms", "gbps"}. Median of `iters` after one warm-up,
+// "optimizer_step"|"copy", "size", "ms", "gbps"}; the LN+modulate and gated residual rows also
+// carry "impl": "default"|"onepass" (SPEED_CUDA_NORM_ONEPASS=1, a second backend; the first
+// row set says "onepass(env)" when the variable was already set for the whole run) and
+// "of_copy" (gbps over this run's copy row). Median of `iters` after one warm-up,
 // synchronising around host clock reads. Inputs are random (never zeros).
 // Exits 77 when no GPU is usable.
 #include <algorithm>
@@ -90,31 +93,66 @@ int main(int argc, char** argv) {
       }
       for (float* p : {qkv, out, dout, lse, dqkv}) G->free_bytes(p);
     }
-    {  // LN + modulate at DiT-XL/2, batch 256 (bytes: read x, write y, + stats)
+    {  // LN + modulate and gated residual at DiT-XL/2, batch 256 (bytes: the minimum each op
+       // must move: LN fwd x, y + stats; LN bwd dy, x, dx + stats (dx += reads dx too); gated
+       // bwd dx, h, dh), default kernels and one-pass kernels, against this run's copy
       const int N = 256, L = 256, D = 1152;
       const size_t n = (size_t)N * L * D;
       float* x = dev(*G, n, 10);
       float* y = dev(*G, n, 11);
       float* dx = dev(*G, n, 12);
+      float* h = dev(*G, n, 17);
       float* mod = dev(*G, (size_t)N * 6 * D, 13);
       float* dmod = dev(*G, (size_t)N * 6 * D, 14);
       float* mean = dev(*G, (size_t)N * L, 15);
       float* rstd = dev(*G, (size_t)N * L, 16);
-      double ms = median_ms(*G, iters, [&] {
-        G->ln_modulate_forward(x, mod, mod + D, 6 * D, y, mean, rstd, N, L, D, 1e-6);
-      });
-      std::printf("{\"what\":\"ln_modulate_fwd\",\"size\":\"256x256x1152\",\"ms\":%.5f,\"gbps\":%.1f}\n", ms,
-                  (2.0 * n + 2.0 * N * L) * 4 / (ms * 1e-3) * 1e-9);
-      ms = median_ms(*G, iters, [&] {
-        G->ln_modulate_backward(y, x, mean, rstd, mod + D, 6 * D, dx, dmod, dmod + D, N, L, D, false);
-      });
-      std::printf("{\"what\":\"ln_modulate_bwd\",\"size\":\"256x256x1152\",\"ms\":%.5f,\"gbps\":%.1f}\n", ms,
-                  (3.0 * n + 2.0 * N * L) * 4 / (ms * 1e-3) * 1e-9);
-      ms = median_ms(*G, iters, [&] { G->copy(y, x, n * sizeof(float)); });
+      double ms = median_ms(*G, iters, [&] { G->copy(y, x, n * sizeof(float)); });
+      const double copy_gbps = 2.0 * n * 4 / (ms * 1e-3) * 1e-9;
       std::printf("{\"what\":\"copy\",\"size\":\"%zu MiB\",\"ms\":%.5f,\"gbps\":%.1f}\n", (n * 4) >> 20, ms,
-                  2.0 * n * 4 / (ms * 1e-3) * 1e-9);
-      std::fflush(stdout);
-      for (float* p : {x, y, dx, mod, dmod, mean, rstd}) G->free_bytes(p);
+                  copy_gbps);
+      G->ln_modulate_forward(x, mod, mod + D, 6 * D, y, mean, rstd, N, L, D, 1e-6);  // real stats
+      G->synchronize();
+      std::shared_ptr<Backend<float>> G1;  // the one-pass kernels (the variable is read at creation)
+      {
+        const char* prev = std::getenv("SPEED_CUDA_NORM_ONEPASS");
+        const std::string keep = prev ? prev : "";
+        setenv("SPEED_CUDA_NORM_ONEPASS", "1", 1);
+        CudaOptions o;
+        o.math = CudaMath::BF16;
+        G1 = make_cuda_backend(o);
+        if (prev) setenv("SPEED_CUDA_NORM_ONEPASS", keep.c_str(), 1); else unsetenv("SPEED_CUDA_NORM_ONEPASS");
+      }
+      auto row = [&](const char* what, const char* impl, double t, double bytes) {
+        const double gbps = bytes / (t * 1e-3) * 1e-9;
+        std::printf("{\"what\":\"%s\",\"impl\":\"%s\",\"size\":\"256x256x1152\",\"ms\":%.5f,\"gbps\":%.1f,"
+                    "\"of_copy\":%.3f}\n", what, impl, t, gbps, gbps / copy_gbps);
+        std::fflush(stdout);
+      };
+      const char* genv = std::getenv("SPEED_CUDA_NORM_ONEPASS");  // as G saw it when it was made
+      const bool g_onepass = genv && genv[0] && genv[0] != '0';
+      for (int path = 0; path < 2; ++path) {
+        Backend<float>& be = path ? *G1 : *G;
+        const char* impl = path ? "onepass" : g_onepass ? "onepass(env)" : "default";
+        // the one-pass rows first grow their scratch (partials) outside the timed calls
+        ms = median_ms(be, iters, [&] {
+          be.ln_modulate_forward(x, mod, mod + D, 6 * D, y, mean, rstd, N, L, D, 1e-6);
+        });
+        row("ln_modulate_fwd", impl, ms, (2.0 * n + 2.0 * N * L) * 4);
+        ms = median_ms(be, iters, [&] {
+          be.ln_modulate_backward(y, x, mean, rstd, mod + D, 6 * D, dx, dmod, dmod + D, N, L, D, false);
+        });
+        row("ln_modulate_bwd", impl, ms, (3.0 * n + 2.0 * N * L) * 4);
+        ms = median_ms(be, iters, [&] {  // as the DiT blocks call it: dx accumulates
+          be.ln_modulate_backward(y, x, mean, rstd, mod + D, 6 * D, dx, dmod, dmod + D, N, L, D, true);
+        });
+        row("ln_modulate_bwd_acc", impl, ms, (4.0 * n + 2.0 * N * L) * 4);
+        ms = median_ms(be, iters, [&] {
+          be.gated_residual_backward(y, mod + 2 * D, 6 * D, h, dx, dmod + 2 * D, N, L, D);
+        });
+        row("gated_residual_bwd", impl, ms, 3.0 * n * 4);
+      }
+      G1.reset();
+      for (float* p : {x, y, dx, h, mod, dmod, mean, rstd}) G->free_bytes(p);
     }
     {  // AdamW + clip + EMA over DiT-XL/2's 675 M parameters
       const size_t n = 675129632;

@@ -109,8 +109,16 @@ static void test_patch(int N, int Cc, int H, int W, int p, PatchLayout lay) {
   cmp("un" + tag, back, 0);
 }
 
+// " [onepass]" / " [onepass rows10]" while G is a backend made with SPEED_CUDA_NORM_ONEPASS=1
+// (and SPEED_CUDA_NORM_ROWS=10): the LN and gated residual checks run on every path.
+static std::string g_norm_tag;
+
+static bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
 static void test_ln(int N, int L, int D) {
-  std::string tag = "ln_modulate N" + std::to_string(N) + " L" + std::to_string(L) + " D" + std::to_string(D);
+  std::string tag = "ln_modulate N" + std::to_string(N) + " L" + std::to_string(L) + " D" + std::to_string(D) + g_norm_tag;
   int stride = 6 * D;
   std::vector<float> xh = randn((size_t)N * L * D, rng, 2.f);
   for (size_t i = 0; i < xh.size(); ++i) xh[i] += 0.5f;  // non-zero mean
@@ -137,12 +145,32 @@ static void test_ln(int N, int L, int D) {
   expect_close(tag + " dshift,dscale", gs, cs, 1e-5);
   dx.poison();
   C->ln_modulate_backward(dy.c.p, x.c.p, mean.c.p, rstd.c.p, mod.c.p + D, stride, dx.c.p, dmod.c.p, dmod.c.p + D, N, L, D, false);
+  dmod.poison();
   G->ln_modulate_backward(dy.g.p, x.g.p, mean.g.p, rstd.g.p, mod.g.p + D, stride, dx.g.p, dmod.g.p, dmod.g.p + D, N, L, D, false);
   cmp(tag + " dx(=)", dx, 1e-5);
+  // deterministic: the same call again gives the same bits (dx and the column sums)
+  std::vector<float> dx1 = dx.g.get(), dm1 = dmod.g.get();
+  dx.poison();
+  dmod.poison();
+  G->ln_modulate_backward(dy.g.p, x.g.p, mean.g.p, rstd.g.p, mod.g.p + D, stride, dx.g.p, dmod.g.p, dmod.g.p + D, N, L, D, false);
+  expect(same_bits(dx.g.get(), dx1) && same_bits(dmod.g.get(), dm1), tag + " backward bitwise identical on a second run");
+  // dx null (CUDA only; the CPU backend always gets a dx): the column sums alone
+  dmod.poison();
+  G->ln_modulate_backward(dy.g.p, x.g.p, mean.g.p, rstd.g.p, mod.g.p + D, stride, nullptr, dmod.g.p, dmod.g.p + D, N, L, D, false);
+  gc = dmod.g.get();
+  cc = dmod.c.get();
+  gs.clear();
+  cs.clear();
+  for (int n = 0; n < N; ++n)
+    for (int d = 0; d < 2 * D; ++d) {
+      gs.push_back(gc[(size_t)n * stride + d]);
+      cs.push_back(cc[(size_t)n * stride + d]);
+    }
+  expect_close(tag + " dshift,dscale (dx null)", gs, cs, 1e-5);
 }
 
 static void test_gated(int N, int L, int D) {
-  std::string tag = "gated_residual N" + std::to_string(N) + " L" + std::to_string(L);
+  std::string tag = "gated_residual N" + std::to_string(N) + " L" + std::to_string(L) + " D" + std::to_string(D) + g_norm_tag;
   int stride = 6 * D;
   PF x(randn((size_t)N * L * D, rng)), mod(randn((size_t)N * stride, rng)), h(randn((size_t)N * L * D, rng));
   C->gated_residual_forward(x.c.p, mod.c.p + 2 * D, stride, h.c.p, N, L, D);
@@ -159,6 +187,11 @@ static void test_gated(int N, int L, int D) {
       cs.push_back(cc[(size_t)n * stride + 2 * D + d]);
     }
   expect_close(tag + " dgate", gs, cs, 1e-5);
+  std::vector<float> dh1 = dh.g.get();
+  dh.poison();
+  dg.poison();
+  G->gated_residual_backward(dx.g.p, mod.g.p + 2 * D, stride, h.g.p, dh.g.p, dg.g.p + 2 * D, N, L, D);
+  expect(same_bits(dh.g.get(), dh1) && same_bits(dg.g.get(), gc), tag + " backward bitwise identical on a second run");
 }
 
 // In bf16 mode the attention runs on the tensor-core kernels (attention_tc.cu):
@@ -431,15 +464,54 @@ int main(int argc, char** argv) {
       test_patch(1, 3, 24, 16, 4, PatchLayout::PPC);
       test_patch(3, 8, 8, 8, 2, PatchLayout::PPC);
     }
-    if (want("ln")) {
-      test_ln(2, 67, 384);
-      test_ln(1, 5, 72);
-      test_ln(3, 13, 1152);
-      test_ln(2, 7, 50);  // D % 4 != 0: the scalar kernels (the others take the float4 ones)
-    }
-    if (want("gated")) {
-      test_gated(2, 67, 384);
-      test_gated(1, 3, 50);
+    // sections "ln" and "gated", on three paths: the default kernels; the one-pass kernels
+    // (SPEED_CUDA_NORM_ONEPASS=1 is read when a backend is made, so a second CUDA backend stands
+    // in for G) with rows per block chosen by size; the same with SPEED_CUDA_NORM_ROWS=10
+    // (blocks ending inside a group of 4 rows, 3 groups per block: the double-buffered table
+    // reused). Sizes: several samples with L not a multiple of the rows per block, D = 50 (the
+    // scalar kernels; the others take float4), D = 2056 (wider than the one-pass kernels serve:
+    // the default ones run); section "normxl": both at XL/2, batch 32 (the size-based choice
+    // gives 16 rows per block), kept out of "ln" so that gpu-check's sanitizer runs stay short.
+    if (want("ln") || want("gated") || want("normxl")) {
+      const std::shared_ptr<Backend<float>> G0 = G;
+      auto env = [](const char* k) { const char* v = std::getenv(k); return v ? std::string(v) : std::string("\x01"); };
+      auto restore = [](const char* k, const std::string& v) {
+        if (v == "\x01") unsetenv(k); else setenv(k, v.c_str(), 1);
+      };
+      const std::string e1 = env("SPEED_CUDA_NORM_ONEPASS"), e2 = env("SPEED_CUDA_NORM_ROWS");
+      for (int path = 0; path < 3; ++path) {
+        if (path > 0) {
+          setenv("SPEED_CUDA_NORM_ONEPASS", "1", 1);
+          if (path == 2) setenv("SPEED_CUDA_NORM_ROWS", "10", 1); else unsetenv("SPEED_CUDA_NORM_ROWS");
+          CudaOptions o;
+          o.math = g_math;
+          G = make_cuda_backend(o);
+          restore("SPEED_CUDA_NORM_ONEPASS", e1);
+          restore("SPEED_CUDA_NORM_ROWS", e2);
+          g_norm_tag = path == 1 ? " [onepass]" : " [onepass rows10]";
+        }
+        if (want("ln")) {
+          test_ln(2, 67, 384);
+          test_ln(1, 5, 72);
+          test_ln(3, 13, 1152);
+          test_ln(2, 7, 50);  // D % 4 != 0: the scalar kernels (the others take the float4 ones)
+          test_ln(3, 29, 50);
+          test_ln(1, 3, 2056);
+        }
+        if (want("gated")) {
+          test_gated(2, 67, 384);
+          test_gated(1, 3, 50);
+          test_gated(3, 29, 50);
+          test_gated(3, 13, 1152);
+          test_gated(1, 3, 2056);
+        }
+        if (want("normxl")) {
+          test_ln(32, 256, 1152);
+          test_gated(32, 256, 1152);
+        }
+        G = G0;  // the one-pass backend goes away here
+        g_norm_tag.clear();
+      }
     }
     // sections "attention" (default kernels), "attnw8" (SPEED_CUDA_ATTN_WARPS=8, bf16 only) and
     // "attntc2" (SPEED_CUDA_ATTENTION=tc2: bf16 copy + cp.async kernels, 4 and 8 warps, bf16 only;
