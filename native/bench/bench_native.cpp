@@ -4,7 +4,8 @@
 //                [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json] [--builtin-gemm]
 //                [--recompute]
 // Prints an aligned table (rows as they are measured) or JSON lines whose keys
-// are those of src/native.ts BenchRow.
+// are those of src/native.ts BenchRow, plus "variant": the CUDA kernel switches
+// set in the environment (SPEED_CUDA_ATTENTION=tc2 -> "attention=tc2"), or "".
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -45,6 +46,22 @@ static std::string json_str(const std::string& s) {
     o += c;
   }
   return o + "\"";
+}
+
+// The kernel-selection switches of the CUDA backend that are set, "name=value,...", so
+// that rows of A/B runs (gpu-check) say which kernels produced them; "" when none is.
+static std::string kernel_variant() {
+  static const char* const kSwitches[][2] = {
+      {"SPEED_CUDA_ATTENTION", "attention"},     {"SPEED_CUDA_ATTN_WARPS", "attn_warps"},
+      {"SPEED_CUDA_NORM_ONEPASS", "norm_onepass"}, {"SPEED_CUDA_NORM_ROWS", "norm_rows"},
+      {"SPEED_CUDA_NO_FUSED_EPILOGUE", "no_fused_epilogue"}};
+  std::string v;
+  for (const auto& s : kSwitches) {
+    const char* e = std::getenv(s[0]);
+    if (!e || !e[0]) continue;
+    v += (v.empty() ? "" : ",") + std::string(s[1]) + "=" + e;
+  }
+  return v;
 }
 
 int main(int argc, char** argv) {
@@ -91,10 +108,11 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  const std::string variant = kernel_variant();
   try {
     if (!json) {
-      std::printf("# device %s, cpu gemm %s, iters %d (median after 1 warm-up)\n", o.device.c_str(),
-                  cpu_gemm_name(), o.iters);
+      std::printf("# device %s, cpu gemm %s, iters %d (median after 1 warm-up)%s%s\n", o.device.c_str(),
+                  cpu_gemm_name(), o.iters, variant.empty() ? "" : ", kernels: ", variant.c_str());
       std::printf("%-16s %-5s %5s  %-22s %11s %10s %9s %8s %7s %9s\n", "model", "dev", "batch", "what", "ms",
                   "img/s", "GFLOP/s", "GB/s", "x gemm", "act MiB");
       std::fflush(stdout);
@@ -102,9 +120,9 @@ int main(int argc, char** argv) {
     run_bench(o, [&](const BenchRow& r) {
       if (json) {
         std::printf("{\"model\":%s,\"device\":%s,\"batch\":%d,\"what\":%s,\"ms\":%.6g,\"imagesPerSec\":%.6g,"
-                    "\"gflops\":%.6g,\"gbps\":%.6g,\"ratioToGemm\":%.6g,\"activationMB\":%.6g}\n",
+                    "\"gflops\":%.6g,\"gbps\":%.6g,\"ratioToGemm\":%.6g,\"activationMB\":%.6g,\"variant\":%s}\n",
                     json_str(r.model).c_str(), json_str(r.device).c_str(), r.batch, json_str(r.what).c_str(), r.ms,
-                    r.images_per_sec, r.gflops, r.gbps, r.ratio_to_gemm, r.activation_mb);
+                    r.images_per_sec, r.gflops, r.gbps, r.ratio_to_gemm, r.activation_mb, json_str(variant).c_str());
       } else {
         auto num = [](double v, const char* fmt) {
           char b[32];

@@ -103,13 +103,15 @@ print(f"{'model':<12}{'batch':>6}{'ours img/s':>11}{'MFU':>7}{'act GiB':>8}{'eag
 for r in nat:
     if r.get("what") not in ("train_step", "train_step recompute"): continue
     model = r["model"].split("@")[0]; b = r["batch"]; ours = r.get("imagesPerSec", 0)
-    label = model + (" rc" if r["what"].endswith("recompute") else "")
+    label = model + (" rc" if r["what"].endswith("recompute") else "") + (" *" if r.get("variant") else "")
     e = tstep(tor, model, b, "torch_eager"); c = tstep(tor, model, b, "torch_compile"); src = "same run"
     if not e and not c:
         e = tstep(rec, model, b, "torch_eager"); c = tstep(rec, model, b, "torch_compile"); src = "recorded" if (e or c) else "-"
     mfu = r.get("gflops", 0) * 1e9 / PEAK
     act = r.get("activationMB", 0) / 1024
     print(f"{label:<12}{b:>6}{ours:>11.0f}{100*mfu:>6.1f}%{act:>8.1f}{f0(e):>9}{f0(c):>9}{(ours/e if e else 0):>9.2f}{(ours/c if c else 0):>8.2f}  {src}")
+variants = sorted({r["variant"] for r in nat if r.get("variant") and r.get("what") in ("train_step", "train_step recompute")})
+for v in variants: print(f"  * kernels: {v} (candidates, not the default)")
 def sdpa(src, b, h, hd):
     for r in src:
         if r.get("kind") == "attention" and r.get("status") == "ok" and r.get("batch") == b and r.get("heads") == h and r.get("head_dim") == hd:
@@ -243,6 +245,16 @@ if [ -x "$TRAIN" ]; then
   step train-fp32 60 10 "$TLOG" "$TRAIN" fp32
   step train-bf16 60 10 "$TLOG" "$TRAIN" bf16
 fi
+# The candidate kernels that are not the default yet (one-pass norms; tc2 attention unless its
+# op test failed), in whole train steps against the CPU, and below in the same benches as the
+# default so that one run says whether to switch: rows carry "variant" (bench_native).
+NEW_ENV="SPEED_CUDA_NORM_ONEPASS=1"
+[ "${SPEED_BENCH_NO_TC2:-0}" = 1 ] || NEW_ENV="$NEW_ENV SPEED_CUDA_ATTENTION=tc2"
+echo "candidate kernels: $NEW_ENV" >> "$STATUS"
+if [ -x "$TRAIN" ]; then
+  ( export $NEW_ENV; step train-fp32-candidate 40 10 "$TLOG" "$TRAIN" fp32 )
+  ( export $NEW_ENV; step train-bf16-candidate 40 10 "$TLOG" "$TRAIN" bf16 )
+fi
 # issue 7: 200 DiT-S/2 steps at batch 4, GPU (FP32) vs the CPU backend's loss curve (~45-60 s,
 # mostly the CPU side); only with >= 150 s left; --budget-s makes it judge the steps it managed
 # (verdict "(partial)") instead of being killed
@@ -267,6 +279,11 @@ if [ -x "$BENCH" ]; then
   step_json bench-S2 45 15 "$NJ" "$BENCH" --device cuda --models DiT-S/2@32x4 --batches 32,256 --iters 5 --json
   step_json bench-XL2-b32 45 15 "$NJ" "$BENCH" --device cuda --models DiT-XL/2@32x4 --batches 32 --iters 3 \
     --no-kernels --gemm 2048 --json
+  ( export $NEW_ENV
+    step_json bench-XL2-b32-candidate 45 15 "$NJ" "$BENCH" --device cuda --models DiT-XL/2@32x4 --batches 32 \
+      --iters 3 --no-kernels --gemm 1024 --json
+    step_json bench-S2-candidate 30 10 "$NJ" "$BENCH" --device cuda --models DiT-S/2@32x4 --batches 32,256 \
+      --iters 5 --no-kernels --gemm 1024 --json )
 else
   echo "bench: $BENCH not built" | tee -a "$STATUS"
 fi
