@@ -51,17 +51,6 @@ const char* slot_name(Slot s) {
 
 }  // namespace
 
-// Activations of one block (forward outputs that backward reads).
-template <typename T>
-struct BlockActs {
-  T *x_in, *mod;              // block input [N,L,D], adaLN output [N,6D]
-  T *h1, *mean1, *rstd1;      // ln_modulate 1 output and its statistics
-  T *qkv, *att, *lse, *po;    // qkv [N,L,3D], attention out, lse [N,heads,L], proj out
-  T *xmid;                    // residual stream after the attention branch
-  T *h2, *mean2, *rstd2;      // ln_modulate 2
-  T *f1pre, *f1, *f2;         // fc1 pre-activation and GELU output [N,L,H], fc2 out
-};
-
 template <typename T>
 struct Arena {
   Backend<T>* be = nullptr;
@@ -102,25 +91,10 @@ struct Arena {
   T* A(size_t n) { return static_cast<T*>(raw(n * sizeof(T))); }
   int32_t* I(size_t n) { return static_cast<int32_t*>(raw(n * sizeof(int32_t))); }
 
-  // Every buffer of one block, with x_in (and, when saving, xmid) its own.
+  // Every buffer of one block (adaLN output included); inference updates the
+  // stream in place (xmid = x_in).
   void alloc_block(BlockActs<T>& a, size_t B, size_t L, size_t D, size_t H, size_t heads) {
-    const size_t BLD = B * L * D;
-    a.x_in = A(BLD);
-    a.mod = A(B * 6 * D);
-    a.h1 = A(BLD);
-    a.mean1 = A(B * L);
-    a.rstd1 = A(B * L);
-    a.qkv = A(3 * BLD);
-    a.att = A(BLD);
-    a.lse = A(B * heads * L);
-    a.po = A(BLD);
-    a.xmid = save ? A(BLD) : a.x_in;  // inference updates the stream in place
-    a.h2 = A(BLD);
-    a.mean2 = A(B * L);
-    a.rstd2 = A(B * L);
-    a.f1pre = A(B * L * H);
-    a.f1 = A(B * L * H);
-    a.f2 = A(BLD);
+    alloc_block_acts(a, [this](size_t n) { return A(n); }, B, L, D, H, heads, true, save);
   }
 
   void ensure(const DiTConfig& cfg, int N) {

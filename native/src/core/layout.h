@@ -76,6 +76,42 @@ void xavier_uniform(T* dst, const ParamInfo& p, uint64_t seed, uint32_t index, u
   for (size_t k = 0; k < p.numel; ++k) dst[k] = static_cast<T>((2.0 * r.next() - 1.0) * bound);
 }
 
+// Activations of one transformer block that backward reads (DiT and ViT blocks).
+template <typename T>
+struct BlockActs {
+  T *x_in, *mod;              // block input [N,L,D], adaLN output [N,6D] (DiT only)
+  T *h1, *mean1, *rstd1;      // LayerNorm (+ modulate) 1 output and its statistics
+  T *qkv, *att, *lse, *po;    // qkv [N,L,3D], attention out, lse [N,heads,L], proj out
+  T *xmid;                    // residual stream after the attention branch
+  T *h2, *mean2, *rstd2;      // LayerNorm (+ modulate) 2
+  T *f1pre, *f1, *f2;         // fc1 pre-activation and GELU output [N,L,H], fc2 out
+};
+
+// Points every buffer of `a` at new memory from alloc(n elements) -> T*: `mod`
+// only when with_mod (else null), `xmid` only when own_xmid (else x_in: the
+// stream is updated in place).
+template <typename T, typename Alloc>
+void alloc_block_acts(BlockActs<T>& a, Alloc&& alloc, size_t B, size_t L, size_t D, size_t H, size_t heads,
+                      bool with_mod, bool own_xmid) {
+  const size_t BLD = B * L * D;
+  a.x_in = alloc(BLD);
+  a.mod = with_mod ? alloc(B * 6 * D) : nullptr;
+  a.h1 = alloc(BLD);
+  a.mean1 = alloc(B * L);
+  a.rstd1 = alloc(B * L);
+  a.qkv = alloc(3 * BLD);
+  a.att = alloc(BLD);
+  a.lse = alloc(B * heads * L);
+  a.po = alloc(BLD);
+  a.xmid = own_xmid ? alloc(BLD) : a.x_in;
+  a.h2 = alloc(BLD);
+  a.mean2 = alloc(B * L);
+  a.rstd2 = alloc(B * L);
+  a.f1pre = alloc(B * L * H);
+  a.f1 = alloc(B * L * H);
+  a.f2 = alloc(BLD);
+}
+
 // Element offsets inside the flat trainable buffer.
 struct BlockOffsets : AttnMlpOffsets {
   size_t ada_w, ada_b;

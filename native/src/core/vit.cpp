@@ -67,11 +67,6 @@ VitLayout make_vit_layout(const ViTConfig& c) {
 // InitRng counter word 3 of the ViT's init, distinct from the DiT's.
 constexpr uint32_t kVitInitTag = 0x517Au;
 
-template <typename T>
-struct VitBlockActs {
-  T *x_in, *h1, *mean1, *rstd1, *qkv, *att, *lse, *po, *xmid, *h2, *mean2, *rstd2, *f1pre, *f1, *f2;
-};
-
 }  // namespace
 
 template <typename T>
@@ -90,7 +85,7 @@ struct ViTClassifier<T>::Impl {
   T *logit_tok = nullptr, *zeros = nullptr, *losses = nullptr;
   T *dlogit_tok = nullptr, *dhf = nullptr, *dX = nullptr, *dA = nullptr, *dB = nullptr, *dBig = nullptr;
   T *dqkv = nullptr, *dshift = nullptr, *dscale = nullptr;
-  std::vector<VitBlockActs<T>> acts;
+  std::vector<BlockActs<T>> acts;
 
   Impl(const ViTConfig& c, std::shared_ptr<Backend<T>> b) : cfg(c), be_ptr(std::move(b)) {
     if (!be_ptr) throw Error("ViTClassifier: backend is null");
@@ -142,24 +137,8 @@ struct ViTClassifier<T>::Impl {
     try {
       img = A(B * C * S * S);
       tok_in = A(B * L * P);
-      acts.assign(cfg.depth, VitBlockActs<T>{});
-      for (auto& a : acts) {
-        a.x_in = A(BLD);
-        a.h1 = A(BLD);
-        a.mean1 = A(B * L);
-        a.rstd1 = A(B * L);
-        a.qkv = A(3 * BLD);
-        a.att = A(BLD);
-        a.lse = A(B * heads * L);
-        a.po = A(BLD);
-        a.xmid = A(BLD);
-        a.h2 = A(BLD);
-        a.mean2 = A(B * L);
-        a.rstd2 = A(B * L);
-        a.f1pre = A(B * L * H);
-        a.f1 = A(B * L * H);
-        a.f2 = A(BLD);
-      }
+      acts.assign(cfg.depth, BlockActs<T>{});
+      for (auto& a : acts) alloc_block_acts(a, [this](size_t n) { return A(n); }, B, L, D, H, heads, false, true);
       x_final = A(BLD);
       hf = A(BLD);
       meanf = A(B * L);
@@ -208,7 +187,7 @@ struct ViTClassifier<T>::Impl {
     b.add_rows(acts[0].x_in, pos, N, size_t(L) * D);
     for (int i = 0; i < cfg.depth; ++i) {
       const VitBlockOffsets& o = lay.blocks[i];
-      VitBlockActs<T>& s = acts[i];
+      BlockActs<T>& s = acts[i];
       // x + attn(LN(x)); LN without affine: zero shift and scale rows
       b.ln_modulate_forward(s.x_in, zeros, zeros, D, s.h1, s.mean1, s.rstd1, N, L, D, kVitLnEps);
       b.linear_forward(s.h1, W + o.qkv_w, W + o.qkv_b, s.qkv, nullptr, NL, D, 3 * D, Act::None);
@@ -253,7 +232,7 @@ struct ViTClassifier<T>::Impl {
     // dX is the residual stream's gradient; each branch adds its part into it
     for (int i = cfg.depth - 1; i >= 0; --i) {
       const VitBlockOffsets& o = lay.blocks[i];
-      VitBlockActs<T>& s = acts[i];
+      BlockActs<T>& s = acts[i];
       b.linear_backward(s.f1, W + o.fc2_w, dX, nullptr, dBig, G + o.fc2_w, G + o.fc2_b, NL, H, D, Act::None, false);
       b.linear_backward(s.h2, W + o.fc1_w, dBig, s.f1pre, dB, G + o.fc1_w, G + o.fc1_b, NL, D, H, Act::GeluTanh,
                         false);
