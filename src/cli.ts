@@ -99,7 +99,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--iters <n>', 'timed iterations')
     .option('--no-kernels', 'skip the per-kernel timings')
     .option('--recompute', 'train step with activation recomputation (less memory, one more forward)')
-    .action(async (o: { device: Device; json?: boolean; models: string; batches: string; threads?: string; iters?: string; kernels: boolean; recompute?: boolean }) => {
+    .option('--profile', 'one more train step timed op by op: where the step time goes')
+    .action(async (o: { device: Device; json?: boolean; models: string; batches: string; threads?: string; iters?: string; kernels: boolean; recompute?: boolean; profile?: boolean }) => {
       const int = (s: string, what: string) => {
         const v = Number(s);
         if (!Number.isInteger(v) || v < 1) throw new SpeedTrainError(`--${what}: expected a positive integer, found ${JSON.stringify(s)}`);
@@ -113,6 +114,7 @@ async function main(argv: string[]): Promise<number> {
         iters: o.iters ? int(o.iters, 'iters') : undefined,
         kernels: o.kernels,
         recompute: o.recompute === true,
+        profile: o.profile === true,
       });
       if (o.json) rows.forEach((r) => out(JSON.stringify(r)));
       else out(benchTable(rows));
@@ -124,12 +126,14 @@ async function main(argv: string[]): Promise<number> {
 }
 
 export function benchTable(rows: BenchRow[]): string {
-  const head = ['model', 'device', 'batch', 'what', 'ms', 'images/s', 'GFLOP/s', 'GB/s', 'x GEMM', 'act MiB'];
+  const head = ['model', 'device', 'batch', 'what', 'ms', 'images/s', 'GFLOP/s', 'GB/s', 'x GEMM', 'act MiB', 'calls', 'share'];
   const body = rows.map((r) => [
     r.model, r.device, String(r.batch), r.what, r.ms.toFixed(3),
     r.imagesPerSec ? r.imagesPerSec.toFixed(1) : '', r.gflops ? r.gflops.toFixed(1) : '', r.gbps ? r.gbps.toFixed(1) : '',
     r.ratioToGemm ? r.ratioToGemm.toFixed(2) : '',
     r.activationMB ? r.activationMB.toFixed(0) : '',
+    r.calls ? String(r.calls) : '',
+    r.share ? `${(100 * r.share).toFixed(1)}%` : '',
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i < 4 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');

@@ -160,6 +160,10 @@ export interface BenchRow {
   gbps: number; // achieved GB/s for memory-bound kernels; 0 when not meaningful
   ratioToGemm: number; // gflops / the large-GEMM rate measured in the same run
   activationMB: number; // forward / train_step rows: activation memory of the call (MiB); else 0
+  /** profile rows ("step <op> [shape]", "step total (profiled)"): calls in one step; else 0 */
+  calls: number;
+  /** profile rows: share of the profiled step's time (the total row: 1); else 0 */
+  share: number;
 }
 
 export interface BenchOptions {
@@ -172,6 +176,8 @@ export interface BenchOptions {
   kernels?: boolean; // time each kernel alone (default true)
   /** time the train step with activation recomputation (default false) */
   recompute?: boolean;
+  /** after each train step timing, one more step timed op by op (default false) */
+  profile?: boolean;
   /** side of the square float32 GEMM that sets the reference rate (default 2048) */
   gemmSize?: number;
 }
@@ -446,7 +452,9 @@ export function runBench(opts: BenchOptions): Promise<BenchRow[]> {
     if (opts.iters !== undefined) checkInt(opts.iters, 'runBench: opts.iters', 1, 1 << 20);
     if (opts.gemmSize !== undefined) checkInt(opts.gemmSize, 'runBench: opts.gemmSize', 16, 1 << 15);
     if (opts.kernels !== undefined && typeof opts.kernels !== 'boolean') throw new NativeError(`runBench: opts.kernels must be a boolean, got ${describe(opts.kernels)}`);
-    if (opts.recompute !== undefined && typeof opts.recompute !== 'boolean') throw new NativeError(`runBench: opts.recompute must be a boolean, got ${describe(opts.recompute)}`);
+    for (const key of ['recompute', 'profile'] as const) {
+      if (opts[key] !== undefined && typeof opts[key] !== 'boolean') throw new NativeError(`runBench: opts.${key} must be a boolean, got ${describe(opts[key])}`);
+    }
     if (opts.cudaMath !== undefined && !['bf16', 'tf32', 'fp32'].includes(opts.cudaMath)) {
       throw new NativeError(`runBench: opts.cudaMath must be 'bf16', 'tf32' or 'fp32', got ${JSON.stringify(opts.cudaMath)}`);
     }

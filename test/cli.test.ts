@@ -69,3 +69,13 @@ test('Ctrl-C writes a checkpoint and exits; --resume latest continues from it', 
   const lines = readFileSync(path.join(exp, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number });
   assert.equal(lines[lines.length - 1].step, step + 2);
 });
+
+test('speed-train bench --profile prints where a train step goes, op by op', () => {
+  const r = run(['bench', '--models', 'DiT-Ti/8@16x3', '--batches', '2', '--iters', '1', '--threads', '2', '--no-kernels', '--profile', '--recompute']);
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.split('\n');
+  assert.match(lines[0], /model\s+device\s+batch\s+what\s+ms.*act MiB\s+calls\s+share/);
+  assert.ok(lines.some((l) => /train_step recompute/.test(l)), 'the recomputed train-step row');
+  assert.ok(lines.some((l) => /step attention_backward 2,4,3,64\s.*\s12\s+\d+\.\d%/.test(l)), 'an attention row with 12 calls and its share');
+  assert.ok(lines.some((l) => /step total \(profiled\).*100\.0%/.test(l)), 'the profiled total');
+});

@@ -393,6 +393,15 @@ test('runBench: a tiny benchmark returns the GEMM reference, forward and train-s
   const stepRec = rec.find((x) => x.what === 'train_step recompute');
   assert.ok(step && stepRec && stepRec.activationMB < step.activationMB / 2, 'recompute row with less activation memory');
   await assert.rejects(runBench({ models: ['DiT-Ti/8@16x3'], batches: [2], device: 'cpu', recompute: 1 as unknown as boolean }), /opts.recompute must be a boolean/);
+  // --profile: one row per op (and Linear / attention shape) of one train step, shares summing to 1
+  const prof = await runBench({ models: ['DiT-Ti/8@16x3'], batches: [2], device: 'cpu', threads: 2, iters: 1, kernels: false, gemmSize: 64, profile: true });
+  const opRows = prof.filter((r) => r.what.startsWith('step ') && r.what !== 'step total (profiled)');
+  const att = opRows.find((r) => r.what.startsWith('step attention_forward '));
+  assert.ok(att && att.calls === 12 && att.gflops > 0, `attention_forward once per DiT-Ti block: ${JSON.stringify(att)}`);
+  assert.ok(Math.abs(opRows.reduce((s, r) => s + r.share, 0) - 1) < 1e-9, 'the op rows share the profiled step');
+  const total = prof.find((r) => r.what === 'step total (profiled)');
+  assert.ok(total && total.share === 1 && Math.abs(total.ms - opRows.reduce((s, r) => s + r.ms, 0)) < 1e-6 * total.ms);
+  assert.equal(rows.filter((r) => r.what.startsWith('step ')).length, 0, 'no profile rows unless asked');
 });
 
 test('dispose frees a model at once; a model dropped without dispose is freed by the GC', async () => {

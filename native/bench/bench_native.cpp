@@ -2,7 +2,7 @@
 //   bench_native [--device cpu|cuda] [--models DiT-S/2@32x4,DiT-Ti/4@32x3]
 //                [--batches 8,32] [--threads n] [--iters n] [--gemm n]
 //                [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json] [--builtin-gemm]
-//                [--recompute]
+//                [--recompute] [--profile]
 // Prints an aligned table (rows as they are measured) or JSON lines whose keys
 // are those of src/native.ts BenchRow, plus "variant": the CUDA kernel switches
 // set in the environment (SPEED_CUDA_ATTENTION=tc2 -> "attention=tc2"), or "".
@@ -95,12 +95,14 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--no-kernels") o.kernels = false;
     else if (a == "--recompute") o.recompute = true;
+    else if (a == "--profile") o.profile = true;
     else if (a == "--json") json = true;
     else if (a == "-h" || a == "--help") {
       std::printf("usage: bench_native [--device cpu|cuda] [--models M,...] [--batches 8,32] [--threads n]\n"
                   "                    [--iters n] [--gemm n] [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json]\n"
                   "                    [--builtin-gemm]  (CPU: the built-in GEMM even when BLAS is linked)\n"
                   "                    [--recompute]     (train step with activation recomputation)\n"
+                  "                    [--profile]       (one more train step timed op by op)\n"
                   "models are PRESET@SIZExCHANNELS, e.g. DiT-S/2@32x4 (1000 classes, learn_sigma)\n");
       return 0;
     } else {
@@ -115,14 +117,16 @@ int main(int argc, char** argv) {
                   cpu_gemm_name(), o.iters, variant.empty() ? "" : ", kernels: ", variant.c_str());
       std::printf("%-16s %-5s %5s  %-22s %11s %10s %9s %8s %7s %9s\n", "model", "dev", "batch", "what", "ms",
                   "img/s", "GFLOP/s", "GB/s", "x gemm", "act MiB");
+
       std::fflush(stdout);
     }
     run_bench(o, [&](const BenchRow& r) {
       if (json) {
         std::printf("{\"model\":%s,\"device\":%s,\"batch\":%d,\"what\":%s,\"ms\":%.6g,\"imagesPerSec\":%.6g,"
-                    "\"gflops\":%.6g,\"gbps\":%.6g,\"ratioToGemm\":%.6g,\"activationMB\":%.6g,\"variant\":%s}\n",
+                    "\"gflops\":%.6g,\"gbps\":%.6g,\"ratioToGemm\":%.6g,\"activationMB\":%.6g,\"calls\":%ld,\"share\":%.6g,\"variant\":%s}\n",
                     json_str(r.model).c_str(), json_str(r.device).c_str(), r.batch, json_str(r.what).c_str(), r.ms,
-                    r.images_per_sec, r.gflops, r.gbps, r.ratio_to_gemm, r.activation_mb, json_str(variant).c_str());
+                    r.images_per_sec, r.gflops, r.gbps, r.ratio_to_gemm, r.activation_mb, r.calls, r.share,
+                    json_str(variant).c_str());
       } else {
         auto num = [](double v, const char* fmt) {
           char b[32];
@@ -130,10 +134,17 @@ int main(int argc, char** argv) {
           std::snprintf(b, sizeof b, fmt, v);
           return std::string(b);
         };
+        if (r.share > 0) {  // a profile row: op (shape), calls, total ms, share, rate
+          std::printf("  %-46s %5ld calls %11.3f ms %6.1f%% %10s GFLOP/s %6s x gemm\n", r.what.c_str(), r.calls, r.ms,
+                      100 * r.share, num(r.gflops, "%.1f").c_str(), num(r.ratio_to_gemm, "%.2f").c_str());
+          std::fflush(stdout);
+          return;
+        }
         std::printf("%-16s %-5s %5d  %-22s %11.3f %10s %9s %8s %7s %9s\n", r.model.c_str(), r.device.c_str(),
                     r.batch, r.what.c_str(), r.ms, num(r.images_per_sec, "%.1f").c_str(),
                     num(r.gflops, "%.1f").c_str(), num(r.gbps, "%.2f").c_str(), num(r.ratio_to_gemm, "%.2f").c_str(),
                     num(r.activation_mb, "%.0f").c_str());
+
       }
       std::fflush(stdout);
     });

@@ -150,6 +150,17 @@ for what in ("optimizer_step", "ln_modulate_fwd", "ln_modulate_bwd", "ln_modulat
             where = r.get("size") or f"{str(r.get('model', '?')).split('@')[0]} b{r.get('batch', '?')}"
             if r.get("impl"): where += f" {r['impl']}"  # default / onepass (SPEED_CUDA_NORM_ONEPASS)
             print(f"{what:<20} {where:<16} {r['ms']:8.3f} ms {r['gbps']:7.0f} GB/s{pct} (target >= 80%)")
+# where the step goes (bench_native --profile): the largest ops of each profiled step
+groups = {}
+for r in nat:
+    if str(r.get("what", "")).startswith("step ") and r.get("share"):
+        groups.setdefault((r["model"].split("@")[0], r["batch"], r.get("variant") or "default"), []).append(r)
+for (model, b, v), rs in groups.items():
+    tot = next((r for r in rs if r["what"] == "step total (profiled)"), None)
+    ops = sorted((r for r in rs if r is not tot), key=lambda r: -r["share"])[:8]
+    print(f"profile {model} b{b} [{v}]: {tot['ms'] if tot else 0:.1f} ms summed over ops; " +
+          "; ".join(f"{r['what'][5:]} x{r.get('calls', 0)} {r['ms']:.1f}ms {100*r['share']:.0f}%" +
+                    (f" {r['gflops']/1e3:.0f}TF/s" if r.get("gflops") else "") for r in ops))
 others = [r for r in nat if r.get("what") in ("linear_fwd qkv", "linear_bwd qkv", "linear_fwd fc1+gelu", "linear_bwd fc1+gelu", "forward")]
 if others:
     print("other: " + "; ".join(f"{r['what']}[{r['model'].split('@')[0]} b{r['batch']}] {r['ms']:.2f}ms {r.get('gflops', 0)/1e3:.0f}TF/s" for r in others[:12]))
@@ -278,10 +289,10 @@ fi
 if [ -x "$BENCH" ]; then
   step_json bench-S2 45 15 "$NJ" "$BENCH" --device cuda --models DiT-S/2@32x4 --batches 32,256 --iters 5 --json
   step_json bench-XL2-b32 45 15 "$NJ" "$BENCH" --device cuda --models DiT-XL/2@32x4 --batches 32 --iters 3 \
-    --no-kernels --gemm 2048 --json
+    --no-kernels --profile --gemm 2048 --json
   ( export $NEW_ENV
     step_json bench-XL2-b32-candidate 45 15 "$NJ" "$BENCH" --device cuda --models DiT-XL/2@32x4 --batches 32 \
-      --iters 3 --no-kernels --gemm 1024 --json
+      --iters 3 --no-kernels --profile --gemm 1024 --json
     step_json bench-S2-candidate 30 10 "$NJ" "$BENCH" --device cuda --models DiT-S/2@32x4 --batches 32,256 \
       --iters 5 --no-kernels --gemm 1024 --json )
 else

@@ -9,6 +9,9 @@
 //   linear fwd / bwd      2·M·K·N / 4·M·K·N
 //   attention fwd / bwd   4·N·L²·D / 8·N·L²·D
 // Bytes (memory-bound kernels) count each tensor read or written once.
+// With `profile`, one more train step per (model, batch) runs under a
+// ProfilingBackend (speed/profile.h): a row per op (and shape, for matrix
+// products and attention) with its calls, total ms, GFLOP/s and share.
 #pragma once
 #include <functional>
 #include <string>
@@ -29,6 +32,7 @@ struct BenchOptions {
   CudaMath cuda_math = CudaMath::BF16;
   int gemm_size = 2048;        // the large-GEMM reference: gemm_size^3, float32
   bool recompute = false;      // train step with activation recomputation (DiT::set_recompute)
+  bool profile = false;        // after each train step timing, one step timed op by op
 };
 
 struct BenchRow {
@@ -42,6 +46,10 @@ struct BenchRow {
   double gbps = 0;            // 0 when not meaningful
   double ratio_to_gemm = 0;   // gflops / the GEMM rate of the same run
   double activation_mb = 0;   // forward / train_step: activation memory of the call (MiB), else 0
+  // profile rows ("step <op> [<shape>]", and "step total (profiled)"): calls in one
+  // train step and the row's share of the profiled step's time; else 0
+  long calls = 0;
+  double share = 0;
 };
 
 // "DiT-S/2@32x4" -> preset DiT-S/2, input 32, 4 channels, 1000 classes,

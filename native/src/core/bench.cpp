@@ -2,6 +2,7 @@
 // FLOPs and bytes are counted. Every timing is the median of `iters` runs after
 // one warm-up run, with backend.synchronize() around the clock reads.
 #include "speed/bench.h"
+#include "speed/profile.h"
 
 #include <algorithm>
 #include <chrono>
@@ -111,12 +112,15 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
   } else {
     throw Error("bench: device must be 'cpu' or 'cuda', got '" + o.device + "'");
   }
+  // Profiling wraps the backend for the whole run (a pass-through when not recording).
+  std::shared_ptr<ProfilingBackend<float>> prof;
+  if (o.profile) bp = prof = make_profiling_backend(bp);
   Backend<float>& be = *bp;
   const std::string dev = be.name();
   std::vector<BenchRow> rows;
   double gemm_rate = 0;
   auto emit = [&](const std::string& model, int batch, const std::string& what, double ms, double images,
-                  double flops, double bytes, size_t activation_bytes = 0) {
+                  double flops, double bytes, size_t activation_bytes = 0, long calls = 0, double share = 0) {
     BenchRow r;
     r.model = model;
     r.device = dev;
@@ -128,6 +132,8 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
     r.gbps = bytes > 0 ? bytes / (ms * 1e-3) * 1e-9 : 0;
     r.ratio_to_gemm = (r.gflops > 0 && gemm_rate > 0) ? r.gflops / gemm_rate : 0;
     r.activation_mb = activation_bytes / 1048576.0;
+    r.calls = calls;
+    r.share = share;
     rows.push_back(r);
     if (on_row) on_row(r);
   };
@@ -173,6 +179,18 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
       // FLOPs counted as without recomputation (its extra forward is overhead)
       emit(name, B, o.recompute ? "train_step recompute" : "train_step", ms, B, 3.0 * fwd * B, 0,
            model.activation_bytes(B, true));
+      if (prof) {
+        prof->record(true);
+        model.train_step(x0.data(), t.data(), y.data(), w.data(), B, hp);
+        prof->record(false);
+        std::vector<OpProfile> ops = prof->rows();
+        double total = 0;
+        for (const OpProfile& r : ops) total += r.ms;
+        for (const OpProfile& r : ops)
+          emit(name, B, "step " + r.op + (r.shape.empty() ? "" : " " + r.shape), r.ms, 0, r.flops, 0, 0, r.calls,
+               total > 0 ? r.ms / total : 0);
+        emit(name, B, "step total (profiled)", total, B, 3.0 * fwd * B, 0, 0, 0, 1.0);
+      }
       if (!o.kernels) continue;
 
       // each kernel alone at this model's shapes

@@ -42,9 +42,10 @@ Napi::Value RunBench(const Napi::CallbackInfo& info) {
     if (!o.Get("kernels").IsBoolean()) throw_error(env, w + ": opts.kernels must be a boolean", true);
     opts.kernels = o.Get("kernels").As<Napi::Boolean>().Value();
   }
-  if (!o.Get("recompute").IsUndefined()) {
-    if (!o.Get("recompute").IsBoolean()) throw_error(env, w + ": opts.recompute must be a boolean", true);
-    opts.recompute = o.Get("recompute").As<Napi::Boolean>().Value();
+  for (auto [key, dst] : {std::pair<const char*, bool*>{"recompute", &opts.recompute}, {"profile", &opts.profile}}) {
+    if (o.Get(key).IsUndefined()) continue;
+    if (!o.Get(key).IsBoolean()) throw_error(env, w + ": opts." + key + " must be a boolean", true);
+    *dst = o.Get(key).As<Napi::Boolean>().Value();
   }
   if (!o.Get("cudaMath").IsUndefined()) {
     std::string m = require_string(o.Get("cudaMath"), w + ": opts.cudaMath");
@@ -80,6 +81,8 @@ Napi::Value RunBench(const Napi::CallbackInfo& info) {
           o.Set("gbps", r.gbps);
           o.Set("ratioToGemm", r.ratio_to_gemm);
           o.Set("activationMB", r.activation_mb);
+          o.Set("calls", static_cast<double>(r.calls));
+          o.Set("share", r.share);
           arr.Set(static_cast<uint32_t>(i), o);
         }
         return arr;
