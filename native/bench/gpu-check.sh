@@ -295,6 +295,10 @@ if [ -x "$BENCH" ]; then
       --iters 3 --no-kernels --profile --gemm 1024 --json
     step_json bench-S2-candidate 30 10 "$NJ" "$BENCH" --device cuda --models DiT-S/2@32x4 --batches 32,256 \
       --iters 5 --no-kernels --gemm 1024 --json )
+  # cuBLASLt's GELU_AUX_BIAS epilogue ran fc1 at 93-110 TFLOP/s against 176-267 for the plain qkv
+  # product: the profile rows of this run (GEMM + bias epilogue, then our GELU) say whether to drop it
+  SPEED_CUDA_NO_FUSED_EPILOGUE=1 step_json bench-XL2-b32-unfused 30 10 "$NJ" "$BENCH" --device cuda \
+    --models DiT-XL/2@32x4 --batches 32 --iters 3 --no-kernels --profile --gemm 1024 --json
 else
   echo "bench: $BENCH not built" | tee -a "$STATUS"
 fi
