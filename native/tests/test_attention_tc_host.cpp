@@ -36,6 +36,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -215,14 +216,45 @@ inline void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_
   }
 }
 
-// shared memory addresses: 32-bit offsets of the __shared__ statics from an anchor static
+// Shared addresses (smem_u32): 32-bit offsets of the __shared__ statics from an anchor static
+// (the host image's .bss is well within 2 GB). The tc2 kernels take the address of their one
+// __shared__ array `sm`; the launcher helpers below say its size (g_sm_bytes), smem_u32 records
+// the region, every ldmatrix / cp.async address is checked to lie inside a recorded region, and
+// launch() fills the regions with NaN bytes before every block, as a block's shared memory starts
+// with garbage on a GPU (a block reading what it did not write would otherwise see the previous
+// block's tile; the first block of a kernel's first launch still sees zeros, but every case runs
+// twice and must give the same bits).
 alignas(16) inline char g_smem_anchor[16];
+struct SmRegion {
+  char* p;
+  size_t bytes;
+};
+inline std::mutex g_sm_mu;
+inline std::vector<SmRegion> g_sm_regions;
+inline size_t g_sm_bytes = 0;  // size of the __shared__ array of the kernel being launched
 inline uint32_t smem_u32(const void* p) {
-  const std::ptrdiff_t d = static_cast<const char*>(p) - g_smem_anchor;
+  char* c = const_cast<char*>(static_cast<const char*>(p));
+  const std::ptrdiff_t d = c - g_smem_anchor;
   if (d != static_cast<std::ptrdiff_t>(static_cast<std::int32_t>(d))) die("shared static too far from the anchor");
+  {
+    std::lock_guard<std::mutex> lk(g_sm_mu);
+    bool known = false;
+    for (const SmRegion& r : g_sm_regions) known |= r.p == c;
+    if (!known) {
+      if (g_sm_bytes == 0) die("smem_u32 in a kernel whose shared size the test does not know");
+      g_sm_regions.push_back(SmRegion{c, g_sm_bytes});
+    }
+  }
   return static_cast<uint32_t>(static_cast<std::int32_t>(d));
 }
-inline char* smem_ptr(uint32_t a) { return g_smem_anchor + static_cast<std::int32_t>(a); }
+inline char* smem_ptr(uint32_t a, size_t bytes) {
+  char* c = g_smem_anchor + static_cast<std::int32_t>(a);
+  // no lock: regions are added only by a kernel's first smem_u32 calls (under the lock), which
+  // come before any use of the address in every thread
+  for (const SmRegion& r : g_sm_regions)
+    if (c >= r.p && c + bytes <= r.p + r.bytes) return c;
+  die("shared address outside the kernel's __shared__ array");
+}
 
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16
 inline void ldsm_common(uint32_t (&r)[4], uint32_t addr, bool trans) {
@@ -235,7 +267,7 @@ inline void ldsm_common(uint32_t (&r)[4], uint32_t addr, bool trans) {
   for (int i = 0; i < 4; ++i) {
     auto el = [&](int row, int col) {  // element (row, col) of matrix i
       uint16_t v;
-      std::memcpy(&v, smem_ptr(s[8 * i + row].addr) + 2 * col, 2);
+      std::memcpy(&v, smem_ptr(s[8 * i + row].addr + 2 * col, 2), 2);
       return static_cast<uint32_t>(v);
     };
     if (!trans)
@@ -261,9 +293,9 @@ inline std::atomic<int> g_cp_lost{0};  // copies never waited for (at thread exi
 inline void cp_async16(uint32_t dst, const void* src) {
   if ((dst & 15u) || (reinterpret_cast<std::uintptr_t>(src) & 15u)) die("cp.async address not 16-byte aligned");
   if (g_cp_mode == CpMode::Immediate) {
-    std::memcpy(smem_ptr(dst), src, 16);
+    std::memcpy(smem_ptr(dst, 16), src, 16);
   } else {
-    std::memset(smem_ptr(dst), 0xff, 16);  // bf16 / float NaN until the wait
+    std::memset(smem_ptr(dst, 16), 0xff, 16);  // bf16 / float NaN until the wait
     t_cp.push_back(CpPending{dst, src, t_groups});
   }
 }
@@ -274,7 +306,7 @@ inline void cp_async_wait() {
   size_t k = 0;
   for (const CpPending& c : t_cp) {
     if (c.group < done_below)
-      std::memcpy(smem_ptr(c.dst), c.src, 16);
+      std::memcpy(smem_ptr(c.dst, 16), c.src, 16);
     else
       t_cp[k++] = c;
   }
@@ -357,6 +389,7 @@ void launch(dim3 grid, unsigned threads, K kernel) {
         g_block = &block;
         g_warps.clear();
         for (unsigned w = 0; w < threads / 32; ++w) g_warps.emplace_back(new Warp());
+        for (const SmRegion& r : g_sm_regions) std::memset(r.p, 0xff, r.bytes);
         g_pool->run_block(threads, job);
       }
 }
@@ -471,6 +504,7 @@ void tc2_fwd(const float* qkv, float* out, float* lse, void* ws, int N, int L, i
   const Tc2Ws w = tc2_ws(ws, N, L, heads, HD);
   tc2_convert<HD>(qkv, w, N, L, Lp, heads, 1);
   const float scale_log2 = 1.0f / sqrtf((float)HD) * emu::kLog2e;
+  emu::g_sm_bytes = 4 * emu::kKeys * emu::Dims<HD>::SW * 4;  // sm of attn_tc2_fwd_k
   emu::launch(emu::dim3{(unsigned)((L + 16 * W - 1) / (16 * W)), (unsigned)heads, (unsigned)N}, W * 32,
               [&] { emu::attn_tc2_fwd_k<HD, W>(qkv, w.k, w.v, out, lse, L, Lp, heads, scale_log2); });
 }
@@ -483,11 +517,13 @@ void tc2_bwd(const float* qkv, const float* out, const float* dout, const float*
   emu::launch(emu::dim3{(unsigned)(Lp / 8), (unsigned)heads, (unsigned)N}, 256,
               [&] { emu::attn_tc2_dout_prep_k<HD>(out, dout, lse, w.dO, w.lse2, w.D, L, Lp, heads); });
   const float scale = 1.0f / sqrtf((float)HD);
+  emu::g_sm_bytes = 4 * emu::kKeys * emu::Dims<HD>::SW * 4;  // sm of attn_tc2_bwd_dq_k
   emu::launch(emu::dim3{(unsigned)((L + emu::kRows - 1) / emu::kRows), (unsigned)heads, (unsigned)N}, emu::kThreads,
               [&] {
                 emu::attn_tc2_bwd_dq_k<HD>(w.q, w.k, w.v, w.dO, w.lse2, w.D, dqkv, L, Lp, heads, scale,
                                            scale * emu::kLog2e);
               });
+  emu::g_sm_bytes = 2 * emu::Tc2DkvStage<HD>::bytes;  // sm of attn_tc2_bwd_dkv_k
   emu::launch(emu::dim3{(unsigned)((L + 16 * W - 1) / (16 * W)), (unsigned)heads, (unsigned)N}, W * 32, [&] {
     emu::attn_tc2_bwd_dkv_k<HD, W>(w.q, w.k, w.v, w.dO, w.lse2, w.D, dqkv, L, Lp, heads, scale, scale * emu::kLog2e);
   });
