@@ -566,7 +566,7 @@ void test_case(bool tc2, int N, int L, int heads) {
   run(out, lse, dqkv);
   expect(emu::g_cp_lost == 0, tag + " every cp.async waited for");
   close(tag + " out", out, outc, 8e-3);
-  close(tag + " lse", lse, lsec, 8e-3);
+  close(tag + " lse", lse, lsec, 1e-2);  // bf16 q.k alone at L = 1: ~5e-3
   close(tag + " dQ", dqkv, dqkvc, 2e-2, part_mask(N, L, heads, HD, 0));
   close(tag + " dK", dqkv, dqkvc, 2e-2, part_mask(N, L, heads, HD, 1));
   close(tag + " dV", dqkv, dqkvc, 2e-2, part_mask(N, L, heads, HD, 2));
@@ -593,6 +593,8 @@ int main(int argc, char** argv) {
     test_case<64, 8>(b, 2, 70, 2);
     test_case<72, 8>(b, 1, 130, 2);
     test_case<16, 4>(b, 1, 130, 2);
+    test_case<72, 8>(b, 2, 1, 2);
+    test_case<32, 4>(b, 2, 70, 2);
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%.1f s\n", s);
