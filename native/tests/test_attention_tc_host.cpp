@@ -27,161 +27,23 @@
 // caches), real cp.async asynchrony beyond the deferred mode, bank conflicts, register spills.
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
-#include <climits>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <limits>
-#include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
 #include "cpu_test_util.h"
+#include "cuda_host.h"
 #include "speed/backend.h"
 #include "speed/cpu.h"
 
 namespace emu {
 
-using std::size_t;
-using std::uint16_t;
-using std::uint32_t;
-
-struct uint3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-using dim3 = uint3;
-inline thread_local uint3 threadIdx;
-inline uint3 blockIdx, blockDim, gridDim;  // one block at a time
-
-struct alignas(8) float2 {
-  float x, y;
-};
-struct alignas(16) float4 {
-  float x, y, z, w;
-};
-struct alignas(8) uint2 {
-  uint32_t x, y;
-};
-struct alignas(16) uint4 {
-  uint32_t x, y, z, w;
-};
-inline float2 make_float2(float a, float b) { return float2{a, b}; }
-inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
-inline uint2 make_uint2(uint32_t a, uint32_t b) { return uint2{a, b}; }
-inline uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return uint4{a, b, c, d}; }
-template <class T>
-inline T __ldg(const T* p) {
-  return *p;
-}
-
-// ---- bf16: round to nearest even, NaN stays NaN -------------------------------------------------
-struct __nv_bfloat16 {
-  uint16_t x;
-};
-struct __nv_bfloat162 {
-  __nv_bfloat16 x, y;  // .x in the low 16 bits of the 32-bit word
-};
-inline uint16_t f2bf_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;  // NaN
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-inline float bf_bits2f(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{f2bf_bits(f)}; }
-inline float __bfloat162float(__nv_bfloat16 b) { return bf_bits2f(b.x); }
-inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
-  return __nv_bfloat162{__float2bfloat16_rn(lo), __float2bfloat16_rn(hi)};
-}
-inline float __low2float(__nv_bfloat162 v) { return bf_bits2f(v.x.x); }
-inline float __high2float(__nv_bfloat162 v) { return bf_bits2f(v.y.x); }
-
-// ---- threads, barriers --------------------------------------------------------------------------
-[[noreturn]] inline void die(const std::string& why) {
-  std::fprintf(stderr, "test_attention_tc_host: %s\n", why.c_str());
-  std::fflush(stdout);
-  std::_Exit(2);
-}
-
-// Generation-counting barrier on a futex (no mutex for the waiters to fight over on wake-up);
-// a wait longer than 60 s is a deadlock (threads of a block or warp diverged).
-class Barrier {
- public:
-  explicit Barrier(unsigned n) : n_(n) {}
-  void wait(const char* what) {
-    const unsigned gen = gen_.load(std::memory_order_acquire);
-    if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
-      count_.store(0, std::memory_order_relaxed);
-      gen_.fetch_add(1, std::memory_order_release);
-      syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
-      return;
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    while (gen_.load(std::memory_order_acquire) == gen) {
-      timespec ts{1, 0};
-      syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAIT_PRIVATE, gen, &ts, nullptr, 0);
-      if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(60))
-        die(std::string("deadlock at ") + what + " (threads diverged?)");
-    }
-  }
-
- private:
-  static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "futex word");
-  std::atomic<unsigned> count_{0}, gen_{0};
-  unsigned n_;
-};
-
-enum Op : int { kShfl = 1, kMma, kLdsm, kLdsmT };
-struct Slot {
-  int op;
-  float v;
-  uint32_t a[4], b0, b1, addr;
-};
-struct Warp {
-  Barrier bar{32};
-  Slot slot[2][32];
-};
-inline Barrier* g_block = nullptr;
-inline std::vector<std::unique_ptr<Warp>> g_warps;
-inline thread_local int t_phase = 0;
-
-inline void __syncthreads() { g_block->wait("__syncthreads"); }
-
-// Deposits this lane's slot, waits for the warp, returns the 32 slots of this collective.
-inline const Slot* warp_exchange(const Slot& mine) {
-  const unsigned t = threadIdx.x, lane = t & 31u;
-  Warp& w = *g_warps[t / 32];
-  Slot* s = w.slot[t_phase];
-  t_phase ^= 1;
-  s[lane] = mine;
-  w.bar.wait("a warp collective");
-  for (int i = 0; i < 32; ++i)
-    if (s[i].op != mine.op) die("lanes of a warp in different collectives");
-  return s;
-}
-
-inline float __shfl_xor_sync(unsigned mask, float v, int off) {
-  if (mask != 0xffffffffu) die("__shfl_xor_sync with a partial mask");
-  Slot m{};
-  m.op = kShfl;
-  m.v = v;
-  return warp_exchange(m)[(threadIdx.x & 31u) ^ (unsigned)off].v;
-}
+// this test's warp collectives (cuda_host.h's Slot carries their operands)
+enum AttnOp : int { kMma = kUserOp, kLdsm, kLdsmT };
 
 inline float lo_bf(uint32_t w) { return bf_bits2f(static_cast<uint16_t>(w & 0xffffu)); }
 inline float hi_bf(uint32_t w) { return bf_bits2f(static_cast<uint16_t>(w >> 16)); }
@@ -220,7 +82,7 @@ inline void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_
 // (the host image's .bss is well within 2 GB). The tc2 kernels take the address of their one
 // __shared__ array `sm`; the launcher helpers below say its size (g_sm_bytes), smem_u32 records
 // the region, every ldmatrix / cp.async address is checked to lie inside a recorded region, and
-// launch() fills the regions with NaN bytes before every block, as a block's shared memory starts
+// run() fills the regions with NaN bytes before every block, as a block's shared memory starts
 // with garbage on a GPU (a block reading what it did not write would otherwise see the previous
 // block's tile; the first block of a kernel's first launch still sees zeros, but every case runs
 // twice and must give the same bits).
@@ -313,85 +175,26 @@ inline void cp_async_wait() {
   t_cp.resize(k);
 }
 
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
-#define __align__(n) __attribute__((aligned(n)))
-#define __launch_bounds__(...)
-#define SPEED_UNROLL
+#include "cuda_host_begin.h"
 #include "../src/cuda/attention_tc_kernels.cuh"
-#undef SPEED_UNROLL
-#undef __launch_bounds__
-#undef __align__
-#undef __shared__
-#undef __forceinline__
-#undef __device__
-#undef __global__
+#include "cuda_host_end.h"
 
-// A pool of 256 persistent std::threads, one per CUDA thread of the block that runs (thread t is
-// threadIdx.x = t; creating them per block cost more than the kernels). launch() runs kernel() for
-// every block of `grid`, one block at a time, `threads` threads each; Barrier start_/done_ hand a
-// block to the pool and wait for all of it.
-class Pool {
- public:
-  static constexpr unsigned kMax = 256;
-  Pool() : start_(kMax + 1), done_(kMax + 1) {
-    for (unsigned t = 0; t < kMax; ++t)
-      ts_.emplace_back([this, t] {
-        threadIdx = uint3{t, 0, 0};
-        for (;;) {
-          start_.wait("pool start");
-          if (quit_) return;
-          if (t < active_) {
-            t_phase = 0;
-            t_cp.clear();
-            t_groups = 0;
-            (*job_)();
-            g_cp_lost += static_cast<int>(t_cp.size());
-          }
-          done_.wait("pool done");
-        }
-      });
-  }
-  ~Pool() {
-    quit_ = true;
-    start_.wait("pool start");
-    for (auto& th : ts_) th.join();
-  }
-  void run_block(unsigned threads, const std::function<void()>& job) {
-    active_ = threads;
-    job_ = &job;
-    start_.wait("pool start");
-    done_.wait("pool done");
-  }
-
- private:
-  Barrier start_, done_;
-  std::vector<std::thread> ts_;
-  const std::function<void()>* job_ = nullptr;
-  unsigned active_ = 0;
-  bool quit_ = false;
-};
-inline Pool* g_pool = nullptr;
-
+// cuda_host.h's launch() with this test's per-thread state: the cp.async groups start empty
+// for every thread of every block, and a copy never waited for is counted; before every
+// block the kernel's shared array is filled with NaN bytes.
 template <typename K>
-void launch(dim3 grid, unsigned threads, K kernel) {
-  if (threads % 32 || threads > Pool::kMax) die("threads per block not a multiple of 32, or over 256");
-  gridDim = grid;
-  blockDim = uint3{threads, 1, 1};
-  const std::function<void()> job = kernel;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = uint3{x, y, z};
-        Barrier block(threads);
-        g_block = &block;
-        g_warps.clear();
-        for (unsigned w = 0; w < threads / 32; ++w) g_warps.emplace_back(new Warp());
+void run(dim3 grid, unsigned threads, K kernel) {
+  launch(
+      grid, threads,
+      [&kernel] {
+        t_cp.clear();
+        t_groups = 0;
+        kernel();
+        g_cp_lost += static_cast<int>(t_cp.size());
+      },
+      [] {
         for (const SmRegion& r : g_sm_regions) std::memset(r.p, 0xff, r.bytes);
-        g_pool->run_block(threads, job);
-      }
+      });
 }
 
 }  // namespace emu
@@ -448,7 +251,7 @@ template <int HD, int W>
 void tc_fwd(const float* qkv, float* out, float* lse, int N, int L, int heads) {
   constexpr int ROWS = 16 * W;
   const float scale = 1.0f / sqrtf((float)HD);
-  emu::launch(emu::dim3{(unsigned)((L + ROWS - 1) / ROWS), (unsigned)heads, (unsigned)N}, W * 32,
+  emu::run(emu::dim3{(unsigned)((L + ROWS - 1) / ROWS), (unsigned)heads, (unsigned)N}, W * 32,
               [&] { emu::attn_tc_fwd_k<HD, W>(qkv, out, lse, L, heads, scale * emu::kLog2e); });
 }
 template <int HD, int W>
@@ -456,15 +259,15 @@ void tc_bwd(const float* qkv, const float* out, const float* dout, const float* 
             int N, int L, int heads) {
   const float scale = 1.0f / sqrtf((float)HD);
   const emu::dim3 grid{(unsigned)((L + emu::kRows - 1) / emu::kRows), (unsigned)heads, (unsigned)N};
-  emu::launch(grid, emu::kThreads, [&] {
+  emu::run(grid, emu::kThreads, [&] {
     emu::attn_tc_bwd_dq_k<HD>(qkv, out, dout, lse, dqkv, scratch, L, heads, scale, scale * emu::kLog2e);
   });
   if (W == 8)
-    emu::launch(emu::dim3{(unsigned)((L + 127) / 128), (unsigned)heads, (unsigned)N}, 256, [&] {
+    emu::run(emu::dim3{(unsigned)((L + 127) / 128), (unsigned)heads, (unsigned)N}, 256, [&] {
       emu::attn_tc_bwd_dkv_k<HD, 8>(qkv, dout, lse, scratch, dqkv, L, heads, scale, scale * emu::kLog2e);
     });
   else
-    emu::launch(grid, emu::kThreads, [&] {
+    emu::run(grid, emu::kThreads, [&] {
       emu::attn_tc_bwd_dkv_k<HD, 4>(qkv, dout, lse, scratch, dqkv, L, heads, scale, scale * emu::kLog2e);
     });
 }
@@ -495,7 +298,7 @@ Tc2Ws tc2_ws(void* ws, int N, int L, int heads, int hd) {
 template <int HD>
 void tc2_convert(const float* qkv, const Tc2Ws& w, int N, int L, int Lp, int heads, int which0) {
   constexpr int C8 = emu::Dims<HD>::HDP / 8;
-  emu::launch(emu::dim3{(unsigned)((Lp * C8 + 255) / 256), (unsigned)((3 - which0) * heads), (unsigned)N}, 256,
+  emu::run(emu::dim3{(unsigned)((Lp * C8 + 255) / 256), (unsigned)((3 - which0) * heads), (unsigned)N}, 256,
               [&] { emu::attn_tc2_qkv_bf16_k<HD>(qkv, w.q, N, L, Lp, heads, which0); });
 }
 template <int HD, int W>
@@ -505,7 +308,7 @@ void tc2_fwd(const float* qkv, float* out, float* lse, void* ws, int N, int L, i
   tc2_convert<HD>(qkv, w, N, L, Lp, heads, 1);
   const float scale_log2 = 1.0f / sqrtf((float)HD) * emu::kLog2e;
   emu::g_sm_bytes = 4 * emu::kKeys * emu::Dims<HD>::SW * 4;  // sm of attn_tc2_fwd_k
-  emu::launch(emu::dim3{(unsigned)((L + 16 * W - 1) / (16 * W)), (unsigned)heads, (unsigned)N}, W * 32,
+  emu::run(emu::dim3{(unsigned)((L + 16 * W - 1) / (16 * W)), (unsigned)heads, (unsigned)N}, W * 32,
               [&] { emu::attn_tc2_fwd_k<HD, W>(qkv, w.k, w.v, out, lse, L, Lp, heads, scale_log2); });
 }
 template <int HD, int W>
@@ -514,17 +317,17 @@ void tc2_bwd(const float* qkv, const float* out, const float* dout, const float*
   const int Lp = tc2_lp(L);
   const Tc2Ws w = tc2_ws(ws, N, L, heads, HD);
   tc2_convert<HD>(qkv, w, N, L, Lp, heads, 0);
-  emu::launch(emu::dim3{(unsigned)(Lp / 8), (unsigned)heads, (unsigned)N}, 256,
+  emu::run(emu::dim3{(unsigned)(Lp / 8), (unsigned)heads, (unsigned)N}, 256,
               [&] { emu::attn_tc2_dout_prep_k<HD>(out, dout, lse, w.dO, w.lse2, w.D, L, Lp, heads); });
   const float scale = 1.0f / sqrtf((float)HD);
   emu::g_sm_bytes = 4 * emu::kKeys * emu::Dims<HD>::SW * 4;  // sm of attn_tc2_bwd_dq_k
-  emu::launch(emu::dim3{(unsigned)((L + emu::kRows - 1) / emu::kRows), (unsigned)heads, (unsigned)N}, emu::kThreads,
+  emu::run(emu::dim3{(unsigned)((L + emu::kRows - 1) / emu::kRows), (unsigned)heads, (unsigned)N}, emu::kThreads,
               [&] {
                 emu::attn_tc2_bwd_dq_k<HD>(w.q, w.k, w.v, w.dO, w.lse2, w.D, dqkv, L, Lp, heads, scale,
                                            scale * emu::kLog2e);
               });
   emu::g_sm_bytes = 2 * emu::Tc2DkvStage<HD>::bytes;  // sm of attn_tc2_bwd_dkv_k
-  emu::launch(emu::dim3{(unsigned)((L + 16 * W - 1) / (16 * W)), (unsigned)heads, (unsigned)N}, W * 32, [&] {
+  emu::run(emu::dim3{(unsigned)((L + 16 * W - 1) / (16 * W)), (unsigned)heads, (unsigned)N}, W * 32, [&] {
     emu::attn_tc2_bwd_dkv_k<HD, W>(w.q, w.k, w.v, w.dO, w.lse2, w.D, dqkv, L, Lp, heads, scale, scale * emu::kLog2e);
   });
 }
@@ -582,8 +385,6 @@ void test_case(bool tc2, int N, int L, int heads) {
 
 int main(int argc, char** argv) {
   C = speed::make_cpu_backend<float>(1);
-  emu::Pool pool;
-  emu::g_pool = &pool;
   const auto t0 = std::chrono::steady_clock::now();
   for (int tc2 = 0; tc2 < 2; ++tc2) {
     const bool b = tc2 != 0;

@@ -1,8 +1,7 @@
 // The CUDA backend's one-pass norm kernels (native/src/cuda/norm_onepass.cuh, selected on a GPU by
 // SPEED_CUDA_NORM_ONEPASS=1), compiled here as plain C++ and run on the host: one std::thread per
-// CUDA thread, a real barrier for __syncthreads, the warp sums as the same xor butterfly over the
-// warp's 32 values (exchanged through memory between two warp barriers), __shared__ arrays as
-// statics (one block runs at a time). The launch configuration is the CUDA launchers' (grid
+// CUDA thread, a real barrier for __syncthreads, the warp sums as kernels.cu's xor butterfly of
+// __shfl_xor_sync, __shared__ arrays as statics (one block runs at a time): native/tests/cuda_host.h. The launch configuration is the CUDA launchers' (grid
 // (P, N), round_up(D / W, 32) threads, P = ceil(L / rows)). Checked against the CPU backend
 // (relative error 1e-5), with poisoned outputs (every element written, nothing outside the
 // mod_stride chunks), and for identical bits on a second run (threads interleave differently).
@@ -10,116 +9,28 @@
 // device's memory model are not (gpu-check's test_cuda_ops and racecheck do that).
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cpu_test_util.h"
+#include "cuda_host.h"
 #include "speed/backend.h"
 #include "speed/cpu.h"
 
 namespace emu {
 
-struct uint3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-using dim3 = uint3;
-inline thread_local uint3 threadIdx;
-inline uint3 blockIdx, blockDim, gridDim;  // one block at a time
-
-struct alignas(16) float4 {
-  float x, y, z, w;
-};
-inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
-inline float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
-using std::min;
-
-class Barrier {  // generation-counting barrier for a fixed number of threads
- public:
-  explicit Barrier(unsigned n) : n_(n) {}
-  void wait() {
-    std::unique_lock<std::mutex> lk(m_);
-    const unsigned gen = gen_;
-    if (++count_ == n_) {
-      count_ = 0;
-      ++gen_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lk, [&] { return gen_ != gen; });
-    }
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  unsigned n_, count_ = 0, gen_ = 0;
-};
-
-inline Barrier* g_block = nullptr;
-inline std::vector<std::unique_ptr<Barrier>> g_warps;
-inline std::vector<float> g_slots;
-
-inline void __syncthreads() { g_block->wait(); }
-
 // warp_sum of kernels.cu: for o = 16, 8, 4, 2, 1: v += shfl_xor(v, o), on every lane.
 inline float warp_sum(float v) {
-  const unsigned t = threadIdx.x, base = t & ~31u, lane = t & 31u;
-  g_slots[t] = v;
-  g_warps[t / 32]->wait();
-  float a[32], b[32];
-  for (int i = 0; i < 32; ++i) a[i] = g_slots[base + i];
-  g_warps[t / 32]->wait();  // all lanes have read before anyone writes again
-  for (int o = 16; o > 0; o >>= 1) {
-    for (int i = 0; i < 32; ++i) b[i] = a[i] + a[i ^ o];
-    std::memcpy(a, b, sizeof a);
-  }
-  return a[lane];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
 }
 
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
-#define __align__(n) __attribute__((aligned(n)))
-#define __launch_bounds__(...)
-#define SPEED_UNROLL
+#include "cuda_host_begin.h"
 #include "../src/cuda/norm_onepass.cuh"
-#undef SPEED_UNROLL
-#undef __launch_bounds__
-#undef __align__
-#undef __shared__
-#undef __forceinline__
-#undef __device__
-#undef __global__
-
-// Runs kernel() for every block of `grid`, one block at a time, `threads` threads each.
-template <typename K>
-void launch(dim3 grid, unsigned threads, K kernel) {
-  gridDim = grid;
-  blockDim = uint3{threads, 1, 1};
-  for (unsigned y = 0; y < grid.y; ++y)
-    for (unsigned x = 0; x < grid.x; ++x) {
-      blockIdx = uint3{x, y, 0};
-      Barrier block(threads);
-      g_block = &block;
-      g_warps.clear();
-      for (unsigned w = 0; w < (threads + 31) / 32; ++w) g_warps.emplace_back(new Barrier(32));
-      g_slots.assign(threads, std::numeric_limits<float>::quiet_NaN());
-      std::vector<std::thread> ts;
-      ts.reserve(threads);
-      for (unsigned t = 0; t < threads; ++t)
-        ts.emplace_back([t, &kernel] {
-          threadIdx = uint3{t, 0, 0};
-          kernel();
-        });
-      for (auto& th : ts) th.join();
-    }
-}
+#include "cuda_host_end.h"
 
 }  // namespace emu
 
