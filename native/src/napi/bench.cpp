@@ -38,11 +38,9 @@ Napi::Value RunBench(const Napi::CallbackInfo& info) {
     opts.iters = static_cast<int>(require_int(o.Get("iters"), w + ": opts.iters", 1, 1 << 20));
   if (!o.Get("gemmSize").IsUndefined())
     opts.gemm_size = static_cast<int>(require_int(o.Get("gemmSize"), w + ": opts.gemmSize", 16, 1 << 15));
-  if (!o.Get("kernels").IsUndefined()) {
-    if (!o.Get("kernels").IsBoolean()) throw_error(env, w + ": opts.kernels must be a boolean", true);
-    opts.kernels = o.Get("kernels").As<Napi::Boolean>().Value();
-  }
-  for (auto [key, dst] : {std::pair<const char*, bool*>{"recompute", &opts.recompute}, {"profile", &opts.profile}}) {
+  for (auto [key, dst] : {std::pair<const char*, bool*>{"kernels", &opts.kernels},
+                          {"recompute", &opts.recompute},
+                          {"profile", &opts.profile}}) {
     if (o.Get(key).IsUndefined()) continue;
     if (!o.Get(key).IsBoolean()) throw_error(env, w + ": opts." + key + " must be a boolean", true);
     *dst = o.Get(key).As<Napi::Boolean>().Value();
