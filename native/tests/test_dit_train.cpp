@@ -29,17 +29,6 @@ static Batch make_batch(const DiTConfig& c, int N, uint64_t seed, int tmin, int 
   return b;
 }
 
-static std::vector<float> all_slot(const DiT<float>& m, Slot s) {
-  std::vector<float> v;
-  for (const ParamInfo& p : m.params()) {
-    if (!p.trainable) continue;
-    std::vector<float> x(p.numel);
-    m.read_param(p.name, s, x.data());
-    v.insert(v.end(), x.begin(), x.end());
-  }
-  return v;
-}
-
 static bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
@@ -71,7 +60,7 @@ static void test_threads_bitwise() {
     }
     CHECK(m.noise_offset() == 3 * philox_blocks(size_t(N) * 3 * 256), "noise offset %llu after 3 steps",
           (unsigned long long)m.noise_offset());
-    weights[k] = all_slot(m, Slot::Model);
+    weights[k] = ditt::all_slot(m, Slot::Model);
   }
   CHECK(bitwise_equal(losses[0], losses[1]), "losses differ between 1 and 2 threads");
   CHECK(bitwise_equal(weights[0], weights[1]), "weights differ between 1 and 2 threads");
@@ -87,14 +76,14 @@ static void test_nan_skips() {
   TrainResult r0 = m.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
   CHECK(!r0.skipped && r0.step == 1, "first step should apply");
   std::vector<std::vector<float>> before;
-  for (Slot s : {Slot::Model, Slot::EMA, Slot::AdamM, Slot::AdamV}) before.push_back(all_slot(m, s));
+  for (Slot s : {Slot::Model, Slot::EMA, Slot::AdamM, Slot::AdamV}) before.push_back(ditt::all_slot(m, s));
   b.x0[17] = NAN;
   TrainResult r = m.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
   CHECK(r.skipped, "a NaN in x0 must skip the step");
   CHECK(r.step == 1 && m.step() == 1, "a skipped step must not count (step %lld)", (long long)r.step);
   int k = 0;
   for (Slot s : {Slot::Model, Slot::EMA, Slot::AdamM, Slot::AdamV})
-    CHECK(bitwise_equal(before[k++], all_slot(m, s)), "slot %d changed by a skipped step", int(s));
+    CHECK(bitwise_equal(before[k++], ditt::all_slot(m, s)), "slot %d changed by a skipped step", int(s));
   b.x0[17] = 0.1f;
   TrainResult r2 = m.train_step(b.x0.data(), b.t.data(), b.y.data(), b.w.data(), N, hyper(1e-3));
   CHECK(!r2.skipped && r2.step == 2, "training resumes after a skipped step");
@@ -218,10 +207,10 @@ static void test_batch_growth_and_ema() {
   auto eps = ditt::normal_vec<float>(rng, 5 * per, 1.0);
   std::vector<float> l_a, l_b, l_c, g_a, g_c;
   m.loss_and_grad(big.x0.data(), eps.data(), big.t.data(), big.y.data(), big.w.data(), 2, 1.0, &l_a);
-  g_a = all_slot(m, Slot::Grad);
+  g_a = ditt::all_slot(m, Slot::Grad);
   m.loss_and_grad(big.x0.data(), eps.data(), big.t.data(), big.y.data(), big.w.data(), 5, 1.0, &l_b);
   m.loss_and_grad(big.x0.data(), eps.data(), big.t.data(), big.y.data(), big.w.data(), 2, 1.0, &l_c);
-  g_c = all_slot(m, Slot::Grad);
+  g_c = ditt::all_slot(m, Slot::Grad);
   CHECK(bitwise_equal(l_a, l_c) && bitwise_equal(g_a, g_c), "N=2 after N=5 differs from N=2 before it");
   // (not bitwise: the GEMM may block a different M differently)
   CHECK(l_b.size() == 5 && std::fabs(l_b[0] - l_a[0]) < 1e-5 * std::fabs(l_a[0]) &&
@@ -269,7 +258,7 @@ static void test_recompute_bitwise() {
     std::vector<float> l;
     m.loss_and_grad(b.x0.data(), eps.data(), b.t.data(), b.y.data(), b.w.data(), N, 1.0, &l);
     trace[k] = l;
-    std::vector<float> g = all_slot(m, Slot::Grad);
+    std::vector<float> g = ditt::all_slot(m, Slot::Grad);
     trace[k].insert(trace[k].end(), g.begin(), g.end());
     for (int s = 0; s < 3; ++s) {
       Batch bs = make_batch(c, N, 50 + s, 0, 999);
@@ -277,7 +266,7 @@ static void test_recompute_bitwise() {
       trace[k].insert(trace[k].end(), r.loss.begin(), r.loss.end());
       trace[k].push_back(float(r.grad_norm));
     }
-    weights[k] = all_slot(m, Slot::Model);
+    weights[k] = ditt::all_slot(m, Slot::Model);
     bytes[k] = m.activation_bytes(N, true);
     CHECK(m.activation_bytes(N, false) < bytes[k], "inference needs less than training");
   }

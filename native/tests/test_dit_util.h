@@ -58,6 +58,21 @@ std::vector<T> normal_vec(std::mt19937_64& rng, size_t n, double scale) {
   return v;
 }
 
+// Every trainable parameter's `s` copy (weights, EMA, Adam moments or gradient),
+// concatenated in state_dict order: the whole model in one vector to compare.
+template <typename T>
+std::vector<T> all_slot(const speed::DiT<T>& m, speed::Slot s) {
+  std::vector<T> v;
+  v.reserve(m.num_trainable());
+  for (const speed::ParamInfo& p : m.params()) {
+    if (!p.trainable) continue;
+    std::vector<T> x(p.numel);
+    m.read_param(p.name, s, x.data());
+    v.insert(v.end(), x.begin(), x.end());
+  }
+  return v;
+}
+
 // Sets every parameter (pos_embed too) to random values, so that no gradient
 // is zero by construction (adaLN-Zero would make most of them zero).
 template <typename T>

@@ -44,15 +44,8 @@ int main() {
     }
     CHECK(la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0,
           "profiled steps must give the same losses bit for bit");
-    for (const ParamInfo& p : plain.params()) {
-      std::vector<float> a(p.numel), b(p.numel);
-      plain.read_param(p.name, Slot::Model, a.data());
-      wrapped.read_param(p.name, Slot::Model, b.data());
-      if (std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) != 0) {
-        CHECK(false, "weights of %s differ after profiled steps", p.name.c_str());
-        break;
-      }
-    }
+    const std::vector<float> wa = ditt::all_slot(plain, Slot::Model), wb = ditt::all_slot(wrapped, Slot::Model);
+    CHECK(std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)) == 0, "weights differ after profiled steps");
     const std::vector<OpProfile> rows = prof->rows();
     struct Want { const char* op; long calls; };
     const Want want[] = {{"attention_forward", c.depth},      {"attention_backward", c.depth},

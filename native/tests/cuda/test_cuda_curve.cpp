@@ -45,6 +45,7 @@
 #include <thread>
 #include <vector>
 
+#include "../test_dit_util.h"
 #include "speed/bench.h"
 #include "speed/cpu.h"
 #include "speed/cuda.h"
@@ -103,18 +104,6 @@ Batch make_batch(const DiTConfig& c, int N, int step) {
     }
   }
   return b;
-}
-
-std::vector<float> slot(const DiT<float>& m, Slot sl) {
-  std::vector<float> v;
-  v.reserve(m.num_trainable());
-  for (const ParamInfo& p : m.params()) {
-    if (!p.trainable) continue;
-    std::vector<float> x(p.numel);
-    m.read_param(p.name, sl, x.data());
-    v.insert(v.end(), x.begin(), x.end());
-  }
-  return v;
 }
 
 double rel_diff(const std::vector<float>& got, const std::vector<float>& ref) {
@@ -235,10 +224,10 @@ int main(int argc, char** argv) {
                 runs.size() > 1 ? " + bf16" : "", mc.num_trainable(),
                 budget > 0 ? (", budget " + std::to_string((int)budget) + " s").c_str() : "");
     {
-      std::vector<float> pc = slot(mc, Slot::Model);
+      std::vector<float> pc = ditt::all_slot(mc, Slot::Model);
       for (GpuRun& r : runs)
         std::printf("initial weights %s vs cpu: rel %.3e (expected 0: same host-side init)\n", r.name,
-                    rel_diff(slot(*r.model, Slot::Model), pc));
+                    rel_diff(ditt::all_slot(*r.model, Slot::Model), pc));
     }
     std::printf("%5s %11s %11s", "step", "cpu loss", "cpu ma10");
     for (const GpuRun& r : runs) std::printf(" | %6s loss %11s %10s", r.name, "ma10", "ma10 rel");
@@ -306,7 +295,7 @@ int main(int argc, char** argv) {
     for (const GpuRun& r : runs) std::printf(", gpu %s %.1f s (%.4f s/step)", r.name, r.secs, done ? r.secs / done : 0.0);
     std::printf(", total %.1f s%s\n", now_s() - t_start,
                 stop_reason ? "; stopped early: the next step would pass --budget-s" : "");
-    const std::vector<float> pc = slot(mc, Slot::Model), ec = slot(mc, Slot::EMA);
+    const std::vector<float> pc = ditt::all_slot(mc, Slot::Model), ec = ditt::all_slot(mc, Slot::EMA);
     for (GpuRun& r : runs) {
       double worst = 0;
       int at = -1;
@@ -330,8 +319,8 @@ int main(int argc, char** argv) {
       const bool pass = judged && finite && worst <= r.bound && r.skipped == 0 && cpu_skipped == 0;
       double prel = NAN, erel = NAN;
       if (r.error.empty()) {
-        prel = rel_diff(slot(*r.model, Slot::Model), pc);
-        erel = rel_diff(slot(*r.model, Slot::EMA), ec);
+        prel = rel_diff(ditt::all_slot(*r.model, Slot::Model), pc);
+        erel = rel_diff(ditt::all_slot(*r.model, Slot::EMA), ec);
       }
       char line[768];
       std::snprintf(line, sizeof line,

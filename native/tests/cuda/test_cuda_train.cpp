@@ -9,23 +9,13 @@
 // Exits 77 (skipped) when no GPU is usable.
 #include <cstdint>
 
+#include "../test_dit_util.h"
 #include "cuda_test_util.h"
 #include "speed/bench.h"
 #include "speed/dit.h"
 
 using namespace speed;
 using namespace cudatest;
-
-static std::vector<float> slot(const DiT<float>& m, Slot s) {
-  std::vector<float> v;
-  for (const ParamInfo& p : m.params()) {
-    if (!p.trainable) continue;
-    std::vector<float> x(p.numel);
-    m.read_param(p.name, s, x.data());
-    v.insert(v.end(), x.begin(), x.end());
-  }
-  return v;
-}
 
 int main(int argc, char** argv) {
   CudaMath math = parse_math(argc, argv);
@@ -84,7 +74,7 @@ int main(int argc, char** argv) {
     expect_close("per-sample loss", lg, lc, tol_loss);
     expect_close("per-sample mse", mg_, mc_, tol_loss);
     expect_close("per-sample vb", vg, vc, tol_loss * 3);
-    expect_close("gradient (all parameters)", slot(mg, Slot::Grad), slot(mc, Slot::Grad), tol_grad);
+    expect_close("gradient (all parameters)", ditt::all_slot(mg, Slot::Grad), ditt::all_slot(mc, Slot::Grad), tol_grad);
     for (const ParamInfo& p : mc.params()) {  // per tensor, to name the one that is off
       if (!p.trainable) continue;
       std::vector<float> a(p.numel), b(p.numel);
@@ -103,11 +93,11 @@ int main(int argc, char** argv) {
     // inputs, so the same loss and gradient bit for bit (needs deterministic
     // kernels: no atomics, the cached cuBLASLt algorithm per shape)
     {
-      std::vector<float> g_plain = slot(mg, Slot::Grad), lr_;
+      std::vector<float> g_plain = ditt::all_slot(mg, Slot::Grad), lr_;
       mg.set_recompute(true);
       double Lr = mg.loss_and_grad(x0.data(), eps.data(), t.data(), y.data(), w.data(), N, 1.0, &lr_);
       expect(Lr == Lg && lr_ == lg, "recompute: the same per-sample loss, bitwise");
-      expect(slot(mg, Slot::Grad) == g_plain, "recompute: the same gradient, bitwise");
+      expect(ditt::all_slot(mg, Slot::Grad) == g_plain, "recompute: the same gradient, bitwise");
       mg.set_recompute(false);
     }
 
@@ -119,9 +109,9 @@ int main(int argc, char** argv) {
     expect(std::fabs(rg.grad_norm - rc.grad_norm) <= tol_grad * rc.grad_norm,
            "grad norm " + std::to_string(rg.grad_norm) + " vs cpu " + std::to_string(rc.grad_norm));
     expect(mg.noise_offset() == mc.noise_offset(), "noise offsets advance equally");
-    expect_close("params after AdamW", slot(mg, Slot::Model), slot(mc, Slot::Model), tol_param);
-    expect_close("EMA after step", slot(mg, Slot::EMA), slot(mc, Slot::EMA), tol_param);
-    expect_close("Adam m after step", slot(mg, Slot::AdamM), slot(mc, Slot::AdamM), tol_grad);
+    expect_close("params after AdamW", ditt::all_slot(mg, Slot::Model), ditt::all_slot(mc, Slot::Model), tol_param);
+    expect_close("EMA after step", ditt::all_slot(mg, Slot::EMA), ditt::all_slot(mc, Slot::EMA), tol_param);
+    expect_close("Adam m after step", ditt::all_slot(mg, Slot::AdamM), ditt::all_slot(mc, Slot::AdamM), tol_grad);
 
     // 3. forward (model and EMA weights)
     std::vector<float> oc(N * per * 2), og(N * per * 2, NAN);
@@ -133,13 +123,13 @@ int main(int argc, char** argv) {
     expect_close("forward output (EMA)", og, oc, tol_loss);
 
     // 4. a NaN loss skips the step and leaves everything untouched
-    auto before = slot(mg, Slot::Model), ema_before = slot(mg, Slot::EMA);
+    auto before = ditt::all_slot(mg, Slot::Model), ema_before = ditt::all_slot(mg, Slot::EMA);
     int64_t step_before = mg.step();
     std::vector<float> wbad = {1.0f, NAN, 1.0f};
     TrainResult rs = mg.train_step(x0.data(), t.data(), y.data(), wbad.data(), N, hp);
     expect(rs.skipped, "NaN loss: step reported skipped");
     expect(mg.step() == step_before, "NaN loss: step counter unchanged");
-    expect(slot(mg, Slot::Model) == before && slot(mg, Slot::EMA) == ema_before,
+    expect(ditt::all_slot(mg, Slot::Model) == before && ditt::all_slot(mg, Slot::EMA) == ema_before,
            "NaN loss: weights and EMA untouched");
     // and training goes on afterwards
     TrainResult r2 = mg.train_step(x0.data(), t.data(), y.data(), w.data(), N, hp);
