@@ -7,7 +7,7 @@ import { test } from 'node:test';
 
 import { listCheckpoints, loadCheckpoint, readState, resolveCheckpoint, writeCheckpoint } from '../src/checkpoint/index.js';
 import { CheckpointError } from '../src/errors.js';
-import { encodeSafetensors, f32Tensor, readSafetensors } from '../src/io/safetensors.js';
+import { asFloat32, encodeSafetensors, f32Tensor, readSafetensors } from '../src/io/safetensors.js';
 import { FakeModel } from './checkpoint-fake.js';
 import { useAddon } from './helpers-e2e.js';
 
@@ -24,6 +24,24 @@ test('safetensors round trip, 8-byte aligned header, metadata', () => {
   assert.deepEqual(r.metadata, { format: 'pt' });
   assert.deepEqual(r.tensors.get('w')!.shape, [2, 3]);
   assert.deepEqual([...new Float32Array(Uint8Array.from(r.tensors.get('w')!.bytes).buffer)], [...a]);
+});
+
+test('F16 and BF16 tensors widen exactly to float32; integer tensors are refused by asFloat32', () => {
+  // Bit patterns numpy writes for float16(0, -0, 1, -2.5, 65504, 2^-24, 0.1, inf, -inf), and bfloat16 patterns.
+  const f16 = Uint16Array.from([0x0000, 0x8000, 0x3c00, 0xc100, 0x7bff, 0x0001, 0x2e66, 0x7c00, 0xfc00]);
+  const f16Vals = [0, -0, 1, -2.5, 65504, 2 ** -24, 0.0999755859375, Infinity, -Infinity];
+  const bf16 = Uint16Array.from([0x0000, 0x8000, 0x3f80, 0xc020, 0x477f, 0x3380, 0x3dcd, 0x7f80, 0xff80]);
+  const bf16Vals = [0, -0, 1, -2.5, 65280, 2 ** -24, 0.10009765625, Infinity, -Infinity];
+  const dir = tmp();
+  const f = path.join(dir, 'half.safetensors');
+  const t = (dtype: 'F16' | 'BF16', a: Uint16Array) => ({ dtype, shape: [a.length], bytes: new Uint8Array(a.buffer) });
+  writeFileSync(f, Buffer.concat(encodeSafetensors([['h', t('F16', f16)], ['b', t('BF16', bf16)], ['i', { dtype: 'I32', shape: [1], bytes: new Uint8Array(4) }]])));
+  const r = readSafetensors(f);
+  assert.deepEqual([...asFloat32(r.tensors.get('h')!, f, 'h')], f16Vals);
+  assert.deepEqual([...asFloat32(r.tensors.get('b')!, f, 'b')], bf16Vals);
+  const nan = asFloat32({ dtype: 'F16', shape: [1], bytes: new Uint8Array(Uint16Array.from([0x7e00]).buffer) }, f, 'n');
+  assert.ok(Number.isNaN(nan[0]));
+  assert.throws(() => asFloat32(r.tensors.get('i')!, f, 'i'), /half\.safetensors: tensor i: expected a floating-point dtype .* found I32/);
 });
 
 test('truncated or tampered safetensors files are rejected with a message naming the file', () => {

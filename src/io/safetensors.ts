@@ -6,8 +6,8 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 import { CheckpointError } from '../errors.js';
 
-export type SafeDtype = 'F32' | 'F64' | 'I32' | 'I64' | 'U8';
-const ITEM: Record<SafeDtype, number> = { F32: 4, F64: 8, I32: 4, I64: 8, U8: 1 };
+export type SafeDtype = 'F32' | 'F64' | 'F16' | 'BF16' | 'I32' | 'I64' | 'U8';
+const ITEM: Record<SafeDtype, number> = { F32: 4, F64: 8, F16: 2, BF16: 2, I32: 4, I64: 8, U8: 1 };
 
 export interface SafeTensor {
   dtype: SafeDtype;
@@ -27,12 +27,49 @@ export const f32Tensor = (data: Float32Array, shape: number[]): SafeTensor => ({
   bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
 });
 
-/** The tensor's F32 values (copied, so the result is aligned and owned). */
+/** IEEE half -> float (exact: every half is a float). */
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24; // zero and subnormals
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/**
+ * The tensor's values as float32 (copied, so the result is aligned and owned).
+ * F16 and BF16 widen exactly; F64 rounds to nearest. Integer dtypes are refused.
+ */
 export function asFloat32(t: SafeTensor, file: string, name: string): Float32Array {
-  if (t.dtype !== 'F32') throw new CheckpointError(file, `tensor ${name}: expected dtype F32, found ${t.dtype}`);
-  const out = new Float32Array(t.bytes.byteLength / 4);
-  new Uint8Array(out.buffer).set(t.bytes);
-  return out;
+  const n = t.bytes.byteLength / ITEM[t.dtype];
+  const dv = new DataView(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength);
+  switch (t.dtype) {
+    case 'F32': {
+      const out = new Float32Array(n);
+      new Uint8Array(out.buffer).set(t.bytes);
+      return out;
+    }
+    case 'BF16': {
+      // bf16 is the top half of a float32: shift it into place.
+      const out = new Float32Array(n);
+      const u = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) u[i] = dv.getUint16(2 * i, true) << 16;
+      return out;
+    }
+    case 'F16': {
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(2 * i, true));
+      return out;
+    }
+    case 'F64': {
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat64(8 * i, true);
+      return out;
+    }
+    default:
+      throw new CheckpointError(file, `tensor ${name}: expected a floating-point dtype (F32, F16, BF16, F64), found ${t.dtype}`);
+  }
 }
 
 /** Serialises tensors (in the given order) to the parts of one file. */
