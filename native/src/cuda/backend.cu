@@ -365,6 +365,7 @@ class CudaBackend final : public Backend<float> {
     OptimResult r;
     r.grad_norm = opt_host_->norm;
     r.skipped = opt_host_->skip != 0;
+    r.update_nonfinite = opt_host_->skip == 2;
     return r;
   }
 
