@@ -254,8 +254,12 @@ else
 fi
 if [ -x "$TRAIN" ]; then
   step train-fp32 60 10 "$TLOG" "$TRAIN" fp32
+  # bf16 includes the weight cache's conversions per step (issue 16: each weight once)
   step train-bf16 60 10 "$TLOG" "$TRAIN" bf16
 fi
+# issue 13 item 7: the optimizer's check kernels (skip an update that would store Inf/NaN,
+# nothing written) on their own, named in the log (also inside the ops-* runs above)
+[ -x "$OPS" ] && step ops-optimizer-skip 20 5 "$TLOG" "$OPS" fp32 optimizer
 # The candidate kernels that are not the default yet (one-pass norms; tc2 attention unless its
 # op test failed), in whole train steps against the CPU, and below in the same benches as the
 # default so that one run says whether to switch: rows carry "variant" (bench_native).
@@ -324,6 +328,8 @@ if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
   step memcheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 ln
   # the one-pass LN backward's double-buffered shared table (SPEED_CUDA_NORM_ONEPASS paths)
   step racecheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" fp32 ln
+  # the optimizer's check kernels (__syncthreads_or, the skip flag written by other blocks)
+  step memcheck-fp32-optimizer 20 10 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 optimizer
 else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"
 fi
