@@ -187,6 +187,9 @@ test('optimizer.lr = 1e20 / 1e38 and other absurd settings are refused at the co
   const wd = run(['-c', file, 'optimizer.weight_decay=5']);
   assert.equal(wd.status, 1);
   assert.match(wd.stderr, /optimizer\.weight_decay: 5 is out of range: expected <= 1/);
+  const beta = run(['-c', file, 'optimizer.betas=[0.9, 1]']);
+  assert.equal(beta.status, 1);
+  assert.match(beta.stderr, /optimizer\.betas: element 1: 1 is out of range: expected a value in \[0, 1\)/);
   const neg = run(['-c', file, 'max_consecutive_skips=-1']);
   assert.equal(neg.status, 1);
   assert.match(neg.stderr, /max_consecutive_skips: -1 is out of range/);

@@ -3,7 +3,8 @@
 // steps in a row, and the signals that end a run with a checkpoint.
 import { constants } from 'node:os';
 
-import { SpeedTrainError } from '../errors.js';
+import type { Config } from '../config/schema.js';
+import { ConfigError, SpeedTrainError } from '../errors.js';
 
 /** Why the native step skipped an update (nothing was written in every case). */
 export type SkipReason = 'loss' | 'gradient' | 'update';
@@ -97,6 +98,16 @@ export class SkipGuard {
     return `The weights are those of step ${this.lastApplied} (no update was applied since); ` +
       (ck ? `the last checkpoint is ${ck}; ` : '') + 'no checkpoint was written for this state';
   }
+}
+
+/**
+ * Optimizer settings the schema's ranges cannot express: Adam betas must be < 1 (the
+ * bias correction divides by 1 - beta^t). The schema bounds lr and weight_decay by 1.
+ */
+export function checkOptimizerConfig(o: Config['optimizer']): void {
+  o.betas.forEach((b, i) => {
+    if (!(b < 1)) throw new ConfigError('optimizer.betas', `element ${i}: ${b} is out of range: expected a value in [0, 1) (the bias correction divides by 1 - beta^t, 0 for beta = 1)`);
+  });
 }
 
 /** Signals that stop training like Ctrl-C: a checkpoint after the current step, then exit 128 + signo. */

@@ -14,7 +14,7 @@ import type { DiTModel, OptimizerHyper } from '../native.js';
 import { Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
-import { installStopSignals, skipReason, SkipGuard, type StopSignal } from './guard.js';
+import { checkOptimizerConfig, installStopSignals, skipReason, SkipGuard, type StopSignal } from './guard.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
 import { createModel } from './model.js';
 
@@ -95,6 +95,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const started = Date.now();
 
   const speed = validateSpeedOptions(speedSection(c.diffusion), T);
+  checkOptimizerConfig(c.optimizer);
   const dataset = makeDataset(c, (m) => log(m));
   const { model, coefs } = createModel(c);
   let loader: BatchLoader | undefined;
