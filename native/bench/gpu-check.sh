@@ -10,6 +10,8 @@
 #       test_cuda_attn_bench, bench_native)
 #   (c) CUDA tests (bf16 attention first: when it fails, the bench runs with
 #       SPEED_CUDA_ATTENTION=fp32 so that it still produces numbers from the safe path);
+#       the optimizer's non-finite-update check kernels on their own (ops-optimizer-skip); the
+#       bf16 weight cache's conversions per step are asserted inside train-bf16;
 #       then test_cuda_curve (200 DiT-S/2 steps b4, GPU fp32 vs CPU loss curve, <= 130 s,
 #       only with >= 150 s left; into tests.txt, its CURVE line in the summary)
 #   (d) test_cuda_attn_bench (attention at SDPA's shapes on both paths; LN and AdamW at
@@ -17,7 +19,8 @@
 #       DiT-XL/2 b32; DiT-B/2 and DiT-XL/2 b256 (recomputed activations) only with time to
 #       spare (after the sanitizer)
 #   (e) PyTorch, reduced: DiT-XL/2 b32 eager + compile, SDPA attention, copy, GEMM
-#   (f) compute-sanitizer memcheck (+ racecheck) of the bf16 attention test, if >= 60 s left
+#   (f) compute-sanitizer memcheck (+ racecheck) of the bf16 attention test, LN, and memcheck of
+#       the optimizer section, if >= 60 s left
 #   (g) the summary table, LAST (also written to summary.txt)
 # At most 8 files in $OUT (or ./gpu-check-out): machine.txt build.txt tests.txt
 # bench_native.jsonl torch.jsonl stderr.txt status.txt summary.txt.
