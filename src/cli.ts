@@ -13,6 +13,7 @@ import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Co
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 import { addExperimentCommands } from './experiment/cli.js';
+import { signalExitCode } from './train/guard.js';
 import './featnet/index.js'; // registers the featnet:<file> feature space
 
 const out = (s: string) => process.stdout.write(s + '\n');
@@ -46,8 +47,8 @@ async function main(argv: string[]): Promise<number> {
       if (o.phase === 'train') {
         const { train } = await import('./train/index.js');
         const r = await train({ config: loaded.config, resume: o.resume });
-        out(`trained ${r.step}/${r.totalSteps} steps in ${r.seconds.toFixed(1)} s; final loss ${r.finalLoss?.toFixed(4) ?? 'n/a'}`);
-        if (r.interrupted) { code = 130; return; }
+        out(`trained ${r.step}/${r.totalSteps} steps${r.skipped ? ` (${r.skipped} skipped: non-finite loss, gradient or update)` : ''} in ${r.seconds.toFixed(1)} s; final loss ${r.finalLoss?.toFixed(4) ?? 'n/a'}`);
+        if (r.interrupted) { code = signalExitCode(r.signal ?? 'SIGINT'); return; }
         if (loaded.config.sample_at_end) {
           // The end-of-training grid uses the sample phase's settings.
           const sc = loadConfig(o.config, { overrides, phase: 'sample' }).config;
@@ -140,9 +141,21 @@ export function benchTable(rows: BenchRow[]): string {
   return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...body.map(line)].join('\n');
 }
 
+// A command whose promise is still pending when the event loop runs dry has lost an
+// operation (a worker or native call nothing keeps alive): Node would exit 0 with the
+// work half done. Fail loudly instead (a safety net; issue 13 item 8 was such a case).
+let settled = false;
+process.on('beforeExit', () => {
+  if (settled) return;
+  settled = true;
+  process.stderr.write('speed-train: internal error: the process ran out of pending work before the command finished; its output is incomplete\n');
+  process.exitCode = 70; // EX_SOFTWARE
+});
+
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => { settled = true; process.exitCode = code; },
   (e: unknown) => {
+    settled = true;
     if (e instanceof CommanderError) {
       // commander has printed its message (or the help) already.
       process.exitCode = e.exitCode;

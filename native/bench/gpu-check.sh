@@ -10,6 +10,8 @@
 #       test_cuda_attn_bench, bench_native)
 #   (c) CUDA tests (bf16 attention first: when it fails, the bench runs with
 #       SPEED_CUDA_ATTENTION=fp32 so that it still produces numbers from the safe path);
+#       the optimizer's non-finite-update check kernels on their own (ops-optimizer-skip); the
+#       bf16 weight cache's conversions per step are asserted inside train-bf16;
 #       then test_cuda_curve (200 DiT-S/2 steps b4, GPU fp32 vs CPU loss curve, <= 130 s,
 #       only with >= 150 s left; into tests.txt, its CURVE line in the summary)
 #   (d) test_cuda_attn_bench (attention at SDPA's shapes on both paths; LN and AdamW at
@@ -17,7 +19,8 @@
 #       DiT-XL/2 b32; DiT-B/2 and DiT-XL/2 b256 (recomputed activations) only with time to
 #       spare (after the sanitizer)
 #   (e) PyTorch, reduced: DiT-XL/2 b32 eager + compile, SDPA attention, copy, GEMM
-#   (f) compute-sanitizer memcheck (+ racecheck) of the bf16 attention test, if >= 60 s left
+#   (f) compute-sanitizer memcheck (+ racecheck) of the bf16 attention test, LN, and memcheck of
+#       the optimizer section, if >= 60 s left
 #   (g) the summary table, LAST (also written to summary.txt)
 # At most 8 files in $OUT (or ./gpu-check-out): machine.txt build.txt tests.txt
 # bench_native.jsonl torch.jsonl stderr.txt status.txt summary.txt.
@@ -254,8 +257,12 @@ else
 fi
 if [ -x "$TRAIN" ]; then
   step train-fp32 60 10 "$TLOG" "$TRAIN" fp32
+  # bf16 includes the weight cache's conversions per step (issue 16: each weight once)
   step train-bf16 60 10 "$TLOG" "$TRAIN" bf16
 fi
+# issue 13 item 7: the optimizer's check kernels (skip an update that would store Inf/NaN,
+# nothing written) on their own, named in the log (also inside the ops-* runs above)
+[ -x "$OPS" ] && step ops-optimizer-skip 20 5 "$TLOG" "$OPS" fp32 optimizer
 # The candidate kernels that are not the default yet (one-pass norms; tc2 attention unless its
 # op test failed), in whole train steps against the CPU, and below in the same benches as the
 # default so that one run says whether to switch: rows carry "variant" (bench_native).
@@ -324,6 +331,8 @@ if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
   step memcheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 ln
   # the one-pass LN backward's double-buffered shared table (SPEED_CUDA_NORM_ONEPASS paths)
   step racecheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" fp32 ln
+  # the optimizer's check kernels (__syncthreads_or, the skip flag written by other blocks)
+  step memcheck-fp32-optimizer 20 10 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 optimizer
 else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"
 fi

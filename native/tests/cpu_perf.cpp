@@ -4,6 +4,7 @@
 //       build-cperf/libspeed_core.a -lopenblas -lpthread -o /tmp/cpu_perf
 //   /tmp/cpu_perf [threads] [batch] [reps] [ops: opt,att,lin,ln,gemm,all]
 // Under callgrind use reps 1.
+#include <cmath>
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
@@ -116,7 +117,17 @@ int main(int argc, char** argv) {
       hp.step++;
       be->optimizer_step(p.data(), g.data(), m.data(), v.data(), e.data(), n, hp, losses, 1);
     });
-    std::printf("%-22s %9.3f ms %7.2f GB/s (9 x 4 B/param)\n", "optimizer_step", ms, 36.0 * n / ms * 1e-6);
+    std::printf("%-22s %9.3f ms %7.2f GB/s (15 x 4 B/param)\n", "optimizer_step", ms, 60.0 * n / ms * 1e-6);
+    // its parts: the norm pass alone (an Inf gradient is skipped right after it), and the
+    // norm + the non-finite check pass (an update that would overflow is skipped after it)
+    auto gi = g;
+    gi[n / 2] = INFINITY;
+    double ms_norm = min_ms(reps, [&] { be->optimizer_step(p.data(), gi.data(), m.data(), v.data(), e.data(), n, hp, losses, 1); });
+    OptimHyper big = hp;
+    big.lr = 3e38;
+    double ms_chk = min_ms(reps, [&] { be->optimizer_step(p.data(), g.data(), m.data(), v.data(), e.data(), n, big, losses, 1); });
+    std::printf("%-22s %9.3f ms (norm pass)\n%-22s %9.3f ms (check pass: %.0f%% of the step)\n%-22s %9.3f ms (update pass)\n",
+                "  norm", ms_norm, "  check", ms_chk - ms_norm, 100.0 * (ms_chk - ms_norm) / ms, "  update", ms - ms_chk);
   }
   if (has("step")) {  // the whole model: forward and train step (CPU time)
     DiTConfig c = parse_bench_model("DiT-S/2@32x4");

@@ -1,7 +1,9 @@
 // optimizer_step: AdamW (PyTorch semantics, decoupled weight decay, bias
 // correction) + global-norm clipping + EMA against values computed by hand here
-// over 3 steps; the returned norm; the skip on a NaN loss or an Inf gradient
-// (everything bitwise untouched); identical results for 1 and 2 threads.
+// over 3 steps; the returned norm; the skip on a NaN loss or an Inf gradient, and
+// on an update that would store a non-finite parameter, moment or EMA value (huge
+// lr, overflowing v, a NaN already in the state): everything bitwise untouched;
+// identical results for 1 and 2 threads.
 #include <cmath>
 #include <vector>
 
@@ -98,6 +100,49 @@ void skips(const char* tname) {
     expect(r.skipped && !std::isfinite(r.grad_norm) && bitwise_equal(p, p0) && bitwise_equal(m, m0) &&
                bitwise_equal(v, v0) && bitwise_equal(ema, e0),
            t + " Inf gradient: skipped, params/moments/EMA bitwise untouched");
+  }
+  // Finite loss and gradient, but an update that would store a non-finite value:
+  // skipped (update_nonfinite), nothing written. Positions: inside the AVX2 body of
+  // a chunk and the last element (the generic tail of the last chunk).
+  auto untouched_after = [&](const std::string& what, speed::OptimHyper h, std::vector<T> gi,
+                             std::vector<T> mi) {
+    auto p0 = p, v0 = v, e0 = ema, m0 = mi;
+    T losses[2] = {T(1), T(0.5)};
+    auto r = be->optimizer_step(p.data(), gi.data(), mi.data(), v.data(), ema.data(), n, h, losses, 2);
+    expect(r.skipped && r.update_nonfinite && bitwise_equal(p, p0) && bitwise_equal(mi, m0) &&
+               bitwise_equal(v, v0) && bitwise_equal(ema, e0),
+           t + " " + what + ": skipped as a non-finite update, params/moments/EMA bitwise untouched",
+           "skipped " + std::to_string(r.skipped) + " update_nonfinite " + std::to_string(r.update_nonfinite));
+  };
+  {  // lr = the largest finite value: every parameter would become +-Inf or NaN (issue 13, lr=1e38)
+    speed::OptimHyper h = hp;
+    h.lr = double(std::numeric_limits<T>::max());
+    untouched_after("lr = max finite", h, g, m);
+  }
+  // float: one gradient element whose square overflows float: v would become Inf while
+  // the parameter itself stays finite (the old step wrote that Inf into v). (In double
+  // such a gradient overflows the norm first and is skipped as a gradient.)
+  const T huge = T(1e30);
+  for (size_t at : {n / 2 + 3, n - 1}) {
+    if (sizeof(T) != 4) break;
+    speed::OptimHyper h = hp;
+    h.max_grad_norm = 0;  // no clipping, so the huge element reaches v
+    auto gi = g;
+    gi[at] = huge;
+    untouched_after("g[" + std::to_string(at) + "]^2 overflows v", h, gi, m);
+  }
+  {  // a state already damaged (a NaN in m, e.g. from a checkpoint of a diverged run)
+    auto mi = m;
+    mi[12345] = std::numeric_limits<T>::quiet_NaN();
+    untouched_after("NaN already in m", hp, g, mi);
+  }
+  {  // a large but finite update is applied, and not flagged
+    speed::OptimHyper h = hp;
+    h.lr = 1e3;
+    auto pa = p, ma = m, va = v, ea = ema;
+    T losses[1] = {T(1)};
+    auto r = be->optimizer_step(pa.data(), g.data(), ma.data(), va.data(), ea.data(), n, h, losses, 1);
+    expect(!r.skipped && !r.update_nonfinite && !bitwise_equal(pa, p), t + " lr 1e3: applied (finite), not flagged");
   }
   {  // same bits with 1 and 2 threads
     auto b1 = speed::make_cpu_backend<T>(1);

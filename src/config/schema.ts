@@ -52,6 +52,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
   recompute_activations: { kind: 'bool', default: false, doc: 'activation checkpointing: keep only each block\'s input, re-run its forward in backward (same results, ~1/depth of the activation memory, ~1/3 more compute)' },
   resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from, or "latest"' },
   sample_at_end: { kind: 'bool', default: true, doc: 'write a sample grid (the sample: settings) when training ends' },
+  max_consecutive_skips: { kind: 'int', default: 50, min: 0, doc: 'stop with an error after this many skipped steps in a row (non-finite loss, gradient or update; no checkpoint is written for that state); 0: never stop. A run whose every step was skipped fails too' },
   model: section('DiT network', {
     name: {
       kind: 'string', default: 'DiT-S/2', doc: 'preset DiT-{Ti,S,B,L,XL}/{2,4,8}',
@@ -87,10 +88,10 @@ export const SCHEMA: Section = section('speed-train configuration', {
   }),
   optimizer: section('optimizer', {
     name: { kind: 'enum', default: 'adamw', values: ['adamw'], doc: 'optimizer' },
-    lr: { kind: 'number', default: 1e-4, min: 0, exclusiveMin: true, doc: 'learning rate' },
-    betas: { kind: 'numbers', default: [0.9, 0.999], length: 2, min: 0, max: 1, doc: 'Adam betas [beta1, beta2]' },
+    lr: { kind: 'number', default: 1e-4, min: 0, exclusiveMin: true, max: 1, doc: 'learning rate, at most 1: an AdamW step moves each weight by about lr, and weights start at ~0.02-0.1 (DiT trains at 1e-4); far larger values only overflow into Inf/NaN (skipped steps)' },
+    betas: { kind: 'numbers', default: [0.9, 0.999], length: 2, min: 0, max: 1, doc: 'Adam betas [beta1, beta2], each in [0, 1) (1 would divide by zero in the bias correction)' },
     eps: { kind: 'number', default: 1e-8, min: 0, exclusiveMin: true, doc: 'Adam epsilon' },
-    weight_decay: { kind: 'number', default: 0, min: 0, doc: 'decoupled weight decay' },
+    weight_decay: { kind: 'number', default: 0, min: 0, max: 1, doc: 'decoupled weight decay, at most 1: each step scales the weights by 1 - lr * weight_decay, which must stay in [0, 1)' },
     max_grad_norm: { kind: 'number', default: 0, min: 0, doc: 'global grad-norm clip (0: off)' },
     warmup_steps: { kind: 'int', default: 0, min: 0, doc: 'linear LR warm-up steps' },
   }),
@@ -164,6 +165,7 @@ export interface Config {
   recompute_activations: boolean;
   resume_training: string | null;
   sample_at_end: boolean;
+  max_consecutive_skips: number;
   model: {
     name: string;
     input_size: number;

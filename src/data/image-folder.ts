@@ -124,8 +124,9 @@ export class ImageFolderDataset implements Dataset {
     w.on('message', (r: DecodeReply) => {
       const p = this.pending.get(r.id);
       this.pending.delete(r.id);
-      // An idle worker must not keep the process alive; a busy one must.
-      if (this.pending.size === 0) w.unref();
+      // An idle worker must not keep the process alive; a busy one must. Not once
+      // close() has begun: see there.
+      if (this.pending.size === 0 && this.worker === w) w.unref();
       p?.resolve(r);
     });
     const failAll = (e: Error) => {
@@ -175,6 +176,15 @@ export class ImageFolderDataset implements Dataset {
   async close(): Promise<void> {
     const w = this.worker;
     this.worker = undefined;
-    if (w) await w.terminate();
+    if (!w) return;
+    // The worker stays ref'd until it has exited. Otherwise a reply arriving while
+    // terminate() is pending (the loader's prefetch of a batch nobody takes) unref'd
+    // the idle worker, the event loop emptied with terminate()'s promise unresolved,
+    // and the process exited 0 in the middle of train()'s cleanup: after
+    // "checkpoint:", without the "trained" line and the sample grid (issue 13 item 8).
+    w.ref();
+    for (const p of this.pending.values()) p.reject(new DataError(this.o.root, 'the data set was closed before this batch was read'));
+    this.pending.clear();
+    await w.terminate();
   }
 }

@@ -14,6 +14,7 @@ import type { DiTModel, OptimizerHyper } from '../native.js';
 import { Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
+import { checkOptimizerConfig, installStopSignals, skipReason, SkipGuard, type StopSignal } from './guard.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
 import { createModel } from './model.js';
 
@@ -25,7 +26,7 @@ export interface TrainOptions {
   log?: (msg: string) => void;
   /** progress output (default: stderr) */
   progressStream?: NodeJS.WriteStream;
-  /** install the SIGINT handler (Ctrl-C: checkpoint, then stop); default true */
+  /** install the SIGINT/SIGTERM/SIGHUP handlers (checkpoint, then stop); default true */
   handleSignals?: boolean;
   /** called after every step (tests) */
   onStep?: (step: number, loss: number) => void;
@@ -38,6 +39,10 @@ export interface TrainResult {
   finalLoss: number | null;
   checkpoint: string;
   interrupted: boolean;
+  /** the signal that stopped the run (interrupted), for the exit status 128 + signo */
+  signal?: StopSignal;
+  /** steps of this run that were skipped (non-finite loss, gradient or update) */
+  skipped: number;
   seconds: number;
 }
 
@@ -90,6 +95,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const started = Date.now();
 
   const speed = validateSpeedOptions(speedSection(c.diffusion), T);
+  checkOptimizerConfig(c.optimizer);
   const dataset = makeDataset(c, (m) => log(m));
   const { model, coefs } = createModel(c);
   let loader: BatchLoader | undefined;
@@ -155,21 +161,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       (c.recompute_activations ? '(recompute_activations: each block\'s forward re-run in backward)' : '(set recompute_activations: true to keep only block inputs)'));
 
     let stopRequested = false;
+    let stopSignal: StopSignal | undefined;
     if (opts.handleSignals ?? true) {
-      const onSig = () => {
-        if (stopRequested) {
-          process.stderr.write('\nsecond Ctrl-C: exiting without a checkpoint\n');
-          process.exit(130);
-        }
-        stopRequested = true;
-        process.stderr.write('\nCtrl-C: writing a checkpoint after this step (Ctrl-C again to quit at once)\n');
-      };
-      process.on('SIGINT', onSig);
-      removeSignal = () => process.off('SIGINT', onSig);
+      removeSignal = installStopSignals((sig) => { stopRequested = true; stopSignal = sig; });
     }
 
     const progress = new Progress('train', totalSteps, opts.progressStream, step);
     let lastCkpt = '';
+    const guard = new SkipGuard(c.max_consecutive_skips, step, () => lastCkpt || listCheckpoints(exp).at(-1) || '');
     let lastLine: MetricsLine | undefined;
     let intervalStart = Date.now();
     let intervalImages = 0;
@@ -195,16 +194,17 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       step++;
       nextPos = posAfter;
       accumulate(accum, T, t, r);
+      guard.record(step, skipReason(r)); // throws after max_consecutive_skips in a row, before any checkpoint
       intervalImages += N;
       const meanLoss = r.loss.reduce((a, b) => a + b, 0) / N;
       opts.onStep?.(step, meanLoss);
-      progress.tick(step, { loss: meanLoss, 'img/s': (intervalImages / Math.max(1e-3, (Date.now() - intervalStart) / 1000)) });
+      progress.tick(step, { loss: r.skipped ? 'skipped' : meanLoss, 'img/s': (intervalImages / Math.max(1e-3, (Date.now() - intervalStart) / 1000)) });
       if (step % c.log_every === 0 || step === totalSteps) {
         const sec = (Date.now() - intervalStart) / 1000;
         lastLine = summarise(accum, { step, epoch: batch.epoch, lr, imagesPerSec: intervalImages / Math.max(1e-6, sec), T });
         appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
         progress.line(step, {
-          loss: lastLine.loss, mse: lastLine.mse, vb: lastLine.vb, 'img/s': lastLine.images_per_sec, lr, grad: lastLine.grad_norm,
+          loss: lastLine.loss ?? 'n/a', mse: lastLine.mse ?? 'n/a', vb: lastLine.vb ?? 'n/a', 'img/s': lastLine.images_per_sec, lr, grad: lastLine.grad_norm ?? 'n/a',
           ...(lastLine.skipped ? { skipped: lastLine.skipped } : {}),
         });
         accum = emptyAccum();
@@ -215,6 +215,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (nextBatch) batch = await nextBatch;
     }
     progress.done();
+    if (!stopRequested) guard.finish(step); // a run that applied no step fails instead of checkpointing it
     if (!lastCkpt.endsWith(stepDirName(step))) save();
     log(`${stopRequested ? 'interrupted; ' : ''}checkpoint: ${lastCkpt}`);
     return {
@@ -223,6 +224,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       finalLoss: lastLine ? lastLine.loss : null,
       checkpoint: lastCkpt,
       interrupted: stopRequested,
+      signal: stopSignal,
+      skipped: guard.skipped.count,
       seconds: (Date.now() - started) / 1000,
     };
   } finally {

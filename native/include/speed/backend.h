@@ -61,8 +61,10 @@ struct OptimHyper {
 
 struct OptimResult {
   double grad_norm = 0.0;  // global L2 norm of the gradient before clipping
-  bool skipped = false;    // true when a loss or gradient was not finite:
-                           // params, moments and EMA are then untouched
+  bool skipped = false;    // true when a loss or gradient was not finite, or the
+                           // update would have stored a non-finite parameter,
+                           // moment or EMA value: all of them are then untouched
+  bool update_nonfinite = false;  // skipped for the latter reason
 };
 
 // Coefficients of one sampling step (all samples of a batch share t).
@@ -196,9 +198,11 @@ class Backend {
                           int C, int HW) = 0;
 
   // ---- optimizer (all trainable parameters in one flat buffer) -------------------
-  // norm = ||grads||; skip everything if norm or any losses[0..N) is not finite;
-  // else g *= min(1, max_grad_norm / (norm + 1e-6)) when clipping, AdamW with bias
-  // correction and decoupled weight decay, then ema = decay ema + (1 - decay) params.
+  // norm = ||grads||; skip everything if norm or any losses[0..N) is not finite,
+  // or if any value the update would store is not finite (checked before anything
+  // is written); else g *= min(1, max_grad_norm / (norm + 1e-6)) when clipping,
+  // AdamW with bias correction and decoupled weight decay, then
+  // ema = decay ema + (1 - decay) params.
   // ema may be null (no EMA). Returns the norm before clipping.
   virtual OptimResult optimizer_step(T* params, const T* grads, T* m, T* v, T* ema,
                                      size_t n, const OptimHyper& hp, const T* losses,

@@ -311,7 +311,9 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
       OptimHyper oh;
       oh.max_grad_norm = 1.0;
       ms = median_ms(be, o.iters, [&] { be.optimizer_step(prm, grd, m1, v1, ema, n, oh, ls, B); });
-      emit(name, B, "optimizer_step", ms, 0, 0, 10.0 * n * F);
+      // bytes moved: norm pass 1 array, check pass 5 (p, g, m, v, EMA: the update is
+      // checked for non-finite values before anything is written), update 5 read + 4 written
+      emit(name, B, "optimizer_step", ms, 0, 0, 15.0 * n * F);
     }
   }
   return rows;

@@ -154,13 +154,21 @@ struct AdamCoefs {
 // Generic (float64, and the tail of float32): std::sqrt's errno branch keeps a
 // loop that calls it scalar, so the update runs in blocks: vectorised moments, a
 // short sqrt loop, vectorised parameter update.
-template <typename T>
-void adamw_generic(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+//
+// Write = false is the check pass of optimizer_step: the same arithmetic, term for
+// term, on the same inputs, but nothing is stored; it returns whether every value the
+// update would store (moments, parameters, EMA) is finite. Keeping both modes in one
+// function is what makes the check exact: it cannot drift from the update.
+// x - x is 0 for a finite x and NaN for an infinite or NaN one, so a sum of such
+// differences is 0 exactly when everything was finite (no branch in the loop).
+template <bool Write, typename T>
+bool adamw_generic(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
                    T* __restrict ema, size_t n, const AdamCoefs& k) {
   const double clip = k.clip, decay = k.decay, b1 = k.b1, b2 = k.b2, lr_bc1 = k.lr_bc1,
                inv_bc2 = k.inv_bc2, eps = k.eps, ed = k.ema;
   constexpr size_t blk = 256;
   double mb[blk], den[blk];
+  T bad = T(0);
   for (size_t b0 = 0; b0 < n; b0 += blk) {
     const size_t w = std::min(blk, n - b0);
     T *pb = p + b0, *mp = m + b0, *vp = v + b0;
@@ -169,50 +177,95 @@ void adamw_generic(T* __restrict p, const T* __restrict g, T* __restrict m, T* _
       const double gi = static_cast<double>(gb[i]) * clip;
       const double mi = b1 * static_cast<double>(mp[i]) + (1.0 - b1) * gi;
       const double vi = b2 * static_cast<double>(vp[i]) + (1.0 - b2) * gi * gi;
-      mp[i] = T(mi);
-      vp[i] = T(vi);
+      if constexpr (Write) {
+        mp[i] = T(mi);
+        vp[i] = T(vi);
+      } else {
+        bad += (T(mi) - T(mi)) + (T(vi) - T(vi));
+      }
       mb[i] = mi;
       den[i] = vi * inv_bc2;
     }
     for (size_t i = 0; i < w; ++i) den[i] = std::sqrt(den[i]) + eps;
-    for (size_t i = 0; i < w; ++i)
-      pb[i] = T(static_cast<double>(pb[i]) * decay - lr_bc1 * mb[i] / den[i]);
+    for (size_t i = 0; i < w; ++i) {
+      const T pn = T(static_cast<double>(pb[i]) * decay - lr_bc1 * mb[i] / den[i]);
+      if constexpr (Write) {
+        pb[i] = pn;
+      } else {
+        bad += pn - pn;
+        if (ema) {
+          const T en = T(ed * static_cast<double>(ema[b0 + i]) + (1.0 - ed) * static_cast<double>(pn));
+          bad += en - en;
+        }
+      }
+    }
   }
-  if (ema)
-    for (size_t i = 0; i < n; ++i)
-      ema[i] = T(ed * static_cast<double>(ema[i]) + (1.0 - ed) * static_cast<double>(p[i]));
+  if constexpr (Write) {
+    if (ema)
+      for (size_t i = 0; i < n; ++i)
+        ema[i] = T(ed * static_cast<double>(ema[i]) + (1.0 - ed) * static_cast<double>(p[i]));
+  }
+  return bad == T(0);
 }
 
-template <typename T>
-void adamw_chunk(T* p, const T* g, T* m, T* v, T* ema, size_t n, const AdamCoefs& k) {
-  adamw_generic<T>(p, g, m, v, ema, n, k);
+template <bool Write, typename T>
+bool adamw_chunk(T* p, const T* g, T* m, T* v, T* ema, size_t n, const AdamCoefs& k) {
+  return adamw_generic<Write, T>(p, g, m, v, ema, n, k);
 }
 #if defined(__AVX2__) && defined(__FMA__)
 // float32: one pass in float32 arithmetic, 8 lanes (AVX2 + FMA); memory-bound,
 // so each array is read once and written once. Any tail goes to the generic path.
-template <>
-void adamw_chunk<float>(float* p, const float* g, float* m, float* v, float* ema, size_t n,
-                        const AdamCoefs& k) {
+// Write = false: the check pass (see adamw_generic), same intrinsics, no stores.
+template <bool Write>
+bool adamw_chunk_f32(float* p, const float* g, float* m, float* v, float* ema, size_t n,
+                     const AdamCoefs& k) {
   const __m256 clip = _mm256_set1_ps(float(k.clip)), decay = _mm256_set1_ps(float(k.decay));
   const __m256 b1 = _mm256_set1_ps(float(k.b1)), c1 = _mm256_set1_ps(float(1.0 - k.b1));
   const __m256 b2 = _mm256_set1_ps(float(k.b2)), c2 = _mm256_set1_ps(float(1.0 - k.b2));
   const __m256 lr = _mm256_set1_ps(float(k.lr_bc1)), ibc2 = _mm256_set1_ps(float(k.inv_bc2));
   const __m256 eps = _mm256_set1_ps(float(k.eps));
   const __m256 ed = _mm256_set1_ps(float(k.ema)), ec = _mm256_set1_ps(float(1.0 - k.ema));
+  __m256 bad = _mm256_setzero_ps();
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 gi = _mm256_mul_ps(_mm256_loadu_ps(g + i), clip);
     const __m256 mi = _mm256_fmadd_ps(b1, _mm256_loadu_ps(m + i), _mm256_mul_ps(c1, gi));
     const __m256 vi = _mm256_fmadd_ps(b2, _mm256_loadu_ps(v + i), _mm256_mul_ps(c2, _mm256_mul_ps(gi, gi)));
-    _mm256_storeu_ps(m + i, mi);
-    _mm256_storeu_ps(v + i, vi);
     const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, ibc2)), eps);
     const __m256 pi = _mm256_fmsub_ps(_mm256_loadu_ps(p + i), decay,
                                       _mm256_div_ps(_mm256_mul_ps(lr, mi), den));
-    _mm256_storeu_ps(p + i, pi);
-    if (ema) _mm256_storeu_ps(ema + i, _mm256_fmadd_ps(ed, _mm256_loadu_ps(ema + i), _mm256_mul_ps(ec, pi)));
+    if constexpr (Write) {
+      _mm256_storeu_ps(m + i, mi);
+      _mm256_storeu_ps(v + i, vi);
+      _mm256_storeu_ps(p + i, pi);
+      if (ema) _mm256_storeu_ps(ema + i, _mm256_fmadd_ps(ed, _mm256_loadu_ps(ema + i), _mm256_mul_ps(ec, pi)));
+    } else {
+      bad = _mm256_add_ps(bad, _mm256_add_ps(_mm256_sub_ps(mi, mi), _mm256_sub_ps(vi, vi)));
+      bad = _mm256_add_ps(bad, _mm256_sub_ps(pi, pi));
+      if (ema) {
+        const __m256 ei = _mm256_fmadd_ps(ed, _mm256_loadu_ps(ema + i), _mm256_mul_ps(ec, pi));
+        bad = _mm256_add_ps(bad, _mm256_sub_ps(ei, ei));
+      }
+    }
   }
-  if (i < n) adamw_generic<float>(p + i, g + i, m + i, v + i, ema ? ema + i : nullptr, n - i, k);
+  bool ok = true;
+  if constexpr (!Write) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, bad);
+    for (float l : lanes) ok = ok && l == 0.0f;
+  }
+  if (i < n) ok = adamw_generic<Write, float>(p + i, g + i, m + i, v + i, ema ? ema + i : nullptr, n - i, k) && ok;
+  return ok;
+}
+template <>
+bool adamw_chunk<true, float>(float* p, const float* g, float* m, float* v, float* ema, size_t n,
+                              const AdamCoefs& k) {
+  return adamw_chunk_f32<true>(p, g, m, v, ema, n, k);
+}
+template <>
+bool adamw_chunk<false, float>(float* p, const float* g, float* m, float* v, float* ema, size_t n,
+                               const AdamCoefs& k) {
+  return adamw_chunk_f32<false>(p, g, m, v, ema, n, k);
 }
 #endif
 
@@ -813,9 +866,24 @@ class CpuBackend final : public Backend<T> {
     const double decay = 1.0 - hp.lr * hp.weight_decay;
     const AdamCoefs k{clip, decay, hp.beta1, hp.beta2, hp.lr / bc1, 1.0 / bc2, hp.eps, hp.ema_decay};
     const bool do_ema = ema && hp.ema_decay >= 0;
+    // Check pass: would the update store anything non-finite (a huge lr, a v that
+    // overflows, a state already damaged)? Then skip it, so that no weight is ever
+    // touched. One more read of p, g, m, v (and EMA): 20 of the step's 60 bytes per
+    // parameter (the norm pass reads 4, the update reads 20 and writes 16).
+    std::vector<unsigned char> ok(static_cast<size_t>(chunks), 1);
     pool_.run(chunks, [&](int64_t c, int) {
       const size_t b = static_cast<size_t>(c) * chunk, e = std::min(n, b + chunk);
-      adamw_chunk<T>(params + b, grads + b, m + b, v + b, do_ema ? ema + b : nullptr, e - b, k);
+      ok[c] = adamw_chunk<false, T>(params + b, grads + b, m + b, v + b, do_ema ? ema + b : nullptr, e - b, k);
+    });
+    for (unsigned char f : ok)
+      if (!f) {
+        res.skipped = true;
+        res.update_nonfinite = true;
+        return res;
+      }
+    pool_.run(chunks, [&](int64_t c, int) {
+      const size_t b = static_cast<size_t>(c) * chunk, e = std::min(n, b + chunk);
+      adamw_chunk<true, T>(params + b, grads + b, m + b, v + b, do_ema ? ema + b : nullptr, e - b, k);
     });
     return res;
   }

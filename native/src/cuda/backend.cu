@@ -4,11 +4,14 @@
 // match the CPU backend; tests under native/tests/cuda check each op against it.
 //
 // bf16 weights: in CudaMath::BF16 the Linear weights are converted to bf16 on
-// first use and cached per pointer. The cache is invalidated by every op that
-// can write a weight: optimizer_step, to_device, copy, fill, normal and
-// free_bytes (the DiT core writes parameters only through these). Activations
-// are converted into scratch buffers at each use. A cached copy costs 2 bytes
-// per parameter and saves one conversion per use (forward, dx in backward).
+// first use and cached per pointer (weight_cache.h). A copy goes stale only when
+// a write overlaps its weight's bytes: to_device, copy, fill and normal report
+// their destination range, optimizer_step the parameter and EMA buffers,
+// free_bytes drops the entries inside the freed block (the DiT core writes
+// parameters only through these). So a training step converts each weight once
+// (after the optimizer wrote it) and reuses it for forward and dx. Activations are
+// converted into scratch buffers at each use. A cached copy costs 2 bytes per
+// parameter.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -20,6 +23,7 @@
 #include "cuda_common.h"
 #include "gemm.h"
 #include "speed/cuda.h"
+#include "weight_cache.h"
 
 namespace speed {
 
@@ -85,7 +89,7 @@ class CudaBackend final : public Backend<float> {
   ~CudaBackend() override {
     cudaSetDevice(opts_.device);
     if (stream_) cudaStreamSynchronize(stream_);
-    for (auto& kv : wcache_) cudaFree(kv.second.buf);
+    wcache_.clear([](void* b) { cudaFree(b); });
     cudaFree(scratch_p_);
     cudaFree(scratch_a_);
     cudaFree(scratch_b_);
@@ -99,6 +103,15 @@ class CudaBackend final : public Backend<float> {
   }
 
   std::string name() const override { return "cuda"; }
+
+  CudaWeightCacheStats weight_cache_stats() const {
+    CudaWeightCacheStats st;
+    st.hits = wcache_.stats().hits;
+    st.conversions = wcache_.stats().conversions;
+    st.invalidations = wcache_.stats().invalidations;
+    st.entries = wcache_.size();
+    return st;
+  }
 
   // ---- memory ---------------------------------------------------------------
   void* alloc_bytes(size_t bytes) override {
@@ -119,26 +132,20 @@ class CudaBackend final : public Backend<float> {
   }
   void free_bytes(void* p) override {
     if (!p) return;
-    // Drop cached bf16 copies of anything inside the freed block.
+    // Drop cached bf16 copies of anything inside the freed block (a block of unknown
+    // size, not from alloc_bytes: every copy is suspect).
     auto sz = sizes_.find(p);
-    size_t b = sz == sizes_.end() ? 0 : sz->second;
-    for (auto it = wcache_.begin(); it != wcache_.end();) {
-      const char* k = static_cast<const char*>(it->first);
-      if (k >= static_cast<const char*>(p) && k < static_cast<const char*>(p) + b) {
-        SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        cudaFree(it->second.buf);
-        it = wcache_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    if (sz != sizes_.end()) sizes_.erase(sz);
-    ++gen_;
     SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (sz == sizes_.end()) {
+      wcache_.invalidate_all();
+    } else {
+      wcache_.erase(p, sz->second, [](void* b) { cudaFree(b); });
+      sizes_.erase(sz);
+    }
     SPEED_CUDA_CHECK(cudaFree(p));
   }
   void to_device(void* dst, const void* src, size_t bytes) override {
-    ++gen_;
+    wcache_.invalidate(dst, bytes);
     if (!bytes) return;
     SPEED_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
     SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host buffer may go away
@@ -149,12 +156,12 @@ class CudaBackend final : public Backend<float> {
     SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void copy(void* dst, const void* src, size_t bytes) override {
-    ++gen_;
+    wcache_.invalidate(dst, bytes);
     if (!bytes) return;
     SPEED_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
   void fill(float* x, float value, size_t n) override {
-    ++gen_;
+    wcache_.invalidate(x, n * sizeof(float));
     cuda::fill(x, value, n, stream_);
   }
   void synchronize() override { SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
@@ -338,7 +345,7 @@ class CudaBackend final : public Backend<float> {
 
   // ---- noise, diffusion -------------------------------------------------------------
   void normal(float* x, size_t n, uint64_t seed, uint64_t offset) override {
-    ++gen_;
+    wcache_.invalidate(x, n * sizeof(float));
     cuda::normal(x, n, seed, offset, stream_);
   }
   void q_sample(const float* x0, const float* eps, const int32_t* t,
@@ -356,7 +363,6 @@ class CudaBackend final : public Backend<float> {
   // ---- optimizer --------------------------------------------------------------------
   OptimResult optimizer_step(float* params, const float* grads, float* m, float* v, float* ema,
                              size_t n, const OptimHyper& hp, const float* losses, int N) override {
-    ++gen_;
     cuda::optimizer_step(params, grads, m, v, ema, n, hp, losses, N, opt_scratch_, opt_result_,
                          stream_);
     SPEED_CUDA_CHECK(cudaMemcpyAsync(opt_host_, opt_result_, sizeof(OptimDeviceResult),
@@ -365,6 +371,11 @@ class CudaBackend final : public Backend<float> {
     OptimResult r;
     r.grad_norm = opt_host_->norm;
     r.skipped = opt_host_->skip != 0;
+    r.update_nonfinite = opt_host_->skip == 2;
+    if (!r.skipped) {  // the weights (and their EMA) changed; a skipped step wrote nothing
+      wcache_.invalidate(params, n * sizeof(float));
+      if (ema && hp.ema_decay >= 0) wcache_.invalidate(ema, n * sizeof(float));
+    }
     return r;
   }
 
@@ -376,12 +387,6 @@ class CudaBackend final : public Backend<float> {
   }
 
  private:
-  struct Cached {
-    void* buf = nullptr;
-    size_t n = 0;
-    uint64_t gen = 0;
-  };
-
   static void check_dims(const char* op, int M, int K, int N) {
     if (M < 0 || K <= 0 || N <= 0)
       throw Error(std::string(op) + ": expected M >= 0, K > 0, N > 0, got M=" + std::to_string(M) +
@@ -432,25 +437,26 @@ class CudaBackend final : public Backend<float> {
   // The matrix operand for a weight: itself or its cached bf16 copy.
   const void* weight_operand(const float* w, size_t n) {
     if (opts_.math != CudaMath::BF16) return w;
-    Cached& c = wcache_[w];
-    if (c.buf && c.n == n && c.gen == gen_) return c.buf;
-    if (!c.buf || c.n < n) {
+    if (const WeightCache::Entry* hit = wcache_.lookup(w, n)) return hit->buf;
+    WeightCache::Entry& c = wcache_.entry(w);
+    if (!c.buf || c.cap < n) {
       if (c.buf) {
         SPEED_CUDA_CHECK(cudaStreamSynchronize(stream_));
         cudaFree(c.buf);
         c.buf = nullptr;
+        c.cap = 0;
       }
       cudaError_t e = cudaMalloc(&c.buf, n * 2);
       if (e != cudaSuccess) {
         cudaGetLastError();
-        wcache_.erase(w);
+        c.buf = nullptr;
         throw Error("cuda: out of device memory for a bf16 weight copy: " +
                     std::string(cudaGetErrorString(e)));
       }
+      c.cap = n;
     }
-    c.n = n;
-    c.gen = gen_;
     f32_to_bf16(w, c.buf, n, stream_);
+    wcache_.converted(w, n);
     return c.buf;
   }
 
@@ -476,8 +482,7 @@ class CudaBackend final : public Backend<float> {
   int norm_rows_ = 0;     // SPEED_CUDA_NORM_ROWS (0: norm_onepass_rows)
   void* scratch_p_ = nullptr;  // one-pass norm partials (norm_partials)
   size_t cap_p_ = 0;
-  uint64_t gen_ = 1;
-  std::unordered_map<const void*, Cached> wcache_;
+  WeightCache wcache_;
   std::unordered_map<void*, size_t> sizes_;
   void* scratch_a_ = nullptr;
   size_t cap_a_ = 0;
@@ -494,6 +499,12 @@ class CudaBackend final : public Backend<float> {
 
 }  // namespace
 }  // namespace cuda
+
+CudaWeightCacheStats cuda_weight_cache_stats(const Backend<float>& be) {
+  const auto* c = dynamic_cast<const cuda::CudaBackend*>(&be);
+  if (!c) throw Error("cuda_weight_cache_stats: backend '" + be.name() + "' is not a CUDA backend");
+  return c->weight_cache_stats();
+}
 
 std::shared_ptr<Backend<float>> make_cuda_backend(const CudaOptions& opts) {
   std::string why;

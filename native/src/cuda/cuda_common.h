@@ -96,7 +96,9 @@ void iddpm_loss(const float* model_out, const float* x0, const float* xt,
                 cudaStream_t s);
 
 // Optimizer. `scratch` holds at least optimizer_scratch_bytes() bytes of device
-// memory; `result` receives {grad_norm (double), skipped (int32)} in device memory.
+// memory; `result` receives {grad_norm (double), skipped (int32)} in device memory:
+// skip = 1 for a non-finite loss or gradient, 2 for an update that would store a
+// non-finite parameter, moment or EMA value (nothing is written in either case).
 struct OptimDeviceResult {
   double norm;
   double clip;

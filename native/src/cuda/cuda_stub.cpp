@@ -14,4 +14,8 @@ std::shared_ptr<Backend<float>> make_cuda_backend(const CudaOptions&) {
   throw Error("device 'cuda' is not available: " + why);
 }
 
+CudaWeightCacheStats cuda_weight_cache_stats(const Backend<float>&) {
+  throw Error("cuda_weight_cache_stats: speed-train was built without the CUDA backend");
+}
+
 }  // namespace speed

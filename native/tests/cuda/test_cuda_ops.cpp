@@ -413,6 +413,33 @@ static void test_optimizer() {
   losses.set(std::vector<float>{0.5f, 0.25f, 1.f, 2.f});
   rs = G->optimizer_step(p.g.p, g.g.p, m.g.p, v.g.p, ema.g.p, n, hp, losses.g.p, N);
   expect(rs.skipped && p.g.get() == before, "optimizer: Inf gradient -> skipped, params untouched");
+  // finite loss and gradient, but an update that would store a non-finite value
+  // (issue 13: lr = 1e38; a gradient element whose square overflows v, in the float4
+  // body and in the scalar tail): skipped with update_nonfinite on both backends, and
+  // nothing written on the GPU
+  g.set(gh);
+  auto vbef = v.g.get();
+  {
+    OptimHyper h = hp;
+    h.lr = 1e38;
+    h.weight_decay = 10;  // p * (1 - lr wd) overflows for |p| > 0.34: certain on both backends
+    OptimResult c1 = C->optimizer_step(p.c.p, g.c.p, m.c.p, v.c.p, ema.c.p, n, h, losses.c.p, N);
+    OptimResult g1 = G->optimizer_step(p.g.p, g.g.p, m.g.p, v.g.p, ema.g.p, n, h, losses.g.p, N);
+    expect(c1.skipped && c1.update_nonfinite && g1.skipped && g1.update_nonfinite && p.g.get() == before &&
+               m.g.get() == mb && v.g.get() == vbef && ema.g.get() == eb,
+           "optimizer: lr 1e38, wd 10 -> skipped as a non-finite update (cpu and gpu), params/moments/EMA untouched");
+  }
+  for (size_t at : {n / 3, n - 1}) {
+    OptimHyper h = hp;
+    h.max_grad_norm = 0;  // the huge element reaches v unclipped
+    auto gv = gh;
+    gv[at] = 1e30f;
+    g.set(gv);
+    OptimResult g1 = G->optimizer_step(p.g.p, g.g.p, m.g.p, v.g.p, ema.g.p, n, h, losses.g.p, N);
+    expect(g1.skipped && g1.update_nonfinite && std::isfinite(g1.grad_norm) && p.g.get() == before &&
+               m.g.get() == mb && v.g.get() == vbef && ema.g.get() == eb,
+           "optimizer: g[" + std::to_string(at) + "]^2 overflows v -> skipped, nothing written");
+  }
   // no clipping, no EMA, from the same state on both
   g.set(gh);
   p.set(ph); m.set(mh); v.set(vh);

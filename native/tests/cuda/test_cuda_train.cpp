@@ -5,7 +5,8 @@
 // to both models, so that every gradient is non-zero. Then: loss and gradient
 // with given noise (and the same with activation recomputation, bitwise);
 // a train step (Philox noise drawn on each backend, AdamW + clip + EMA); the
-// forward pass; a skipped step on a NaN loss.
+// forward pass; a skipped step on a NaN loss; (bf16) the weight cache's conversions
+// per step, per forward, after a skipped step and after write_param.
 // Exits 77 (skipped) when no GPU is usable.
 #include <cstdint>
 
@@ -134,6 +135,50 @@ int main(int argc, char** argv) {
     // and training goes on afterwards
     TrainResult r2 = mg.train_step(x0.data(), t.data(), y.data(), w.data(), N, hp);
     expect(!r2.skipped && std::isfinite(r2.loss[0]), "step after a skipped one is taken");
+
+    // 5. the bf16 weight cache (issue 16): the core's activation copies no longer
+    // invalidate it, so a train step converts each Linear weight once (the optimizer
+    // wrote them all) and reuses the copy for dx; a forward right after converts
+    // each once more, a second forward none. Linear weights: 5 per block (qkv, proj,
+    // fc1, fc2, adaLN) + x_embedder, t_embedder (2), final adaLN and linear; dx is
+    // not computed for x_embedder and t_embedder.mlp.0.
+    if (bf16) {
+      const uint64_t W = 5 * (uint64_t)c.depth + 5, uses = 2 * W - 2;
+      auto s0 = cuda_weight_cache_stats(*G);
+      TrainResult r3 = mg.train_step(x0.data(), t.data(), y.data(), w.data(), N, hp);
+      auto s1 = cuda_weight_cache_stats(*G);
+      const uint64_t conv = s1.conversions - s0.conversions, hits = s1.hits - s0.hits;
+      expect(!r3.skipped && conv == W && hits == uses - W,
+             "weight cache, train step: each of the " + std::to_string(W) + " weights converted once (" +
+                 std::to_string(conv) + " conversions, " + std::to_string(hits) + " hits; want " +
+                 std::to_string(uses - W) + ")");
+      mg.forward(x0.data(), t.data(), y.data(), N, og.data(), false);
+      auto s2 = cuda_weight_cache_stats(*G);
+      mg.forward(x0.data(), t.data(), y.data(), N, og.data(), false);
+      auto s3 = cuda_weight_cache_stats(*G);
+      expect(s2.conversions - s1.conversions == W && s3.conversions == s2.conversions && s3.hits - s2.hits == W,
+             "weight cache, forward: " + std::to_string(s2.conversions - s1.conversions) +
+                 " conversions after a step (want " + std::to_string(W) + "), then " +
+                 std::to_string(s3.conversions - s2.conversions) + " (want 0) and " +
+                 std::to_string(s3.hits - s2.hits) + " hits");
+      // a skipped step writes nothing, so it invalidates nothing
+      TrainResult rs2 = mg.train_step(x0.data(), t.data(), y.data(), wbad.data(), N, hp);
+      auto s4 = cuda_weight_cache_stats(*G);
+      expect(rs2.skipped && s4.conversions == s3.conversions,
+             "weight cache: a skipped step converts nothing (" + std::to_string(s4.conversions - s3.conversions) + ")");
+      // write_param into one weight: only that one goes stale
+      for (const ParamInfo& p : mg.params())
+        if (p.name == "blocks.0.attn.qkv.weight") {
+          std::vector<float> wq(p.numel);
+          mg.read_param(p.name, Slot::Model, wq.data());
+          mg.write_param(p.name, Slot::Model, wq.data());
+        }
+      mg.forward(x0.data(), t.data(), y.data(), N, og.data(), false);
+      auto s5 = cuda_weight_cache_stats(*G);
+      expect(s5.conversions - s4.conversions == 1,
+             "weight cache: write_param of one weight -> " + std::to_string(s5.conversions - s4.conversions) +
+                 " conversion (want 1)");
+    }
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
     return 1;
