@@ -43,6 +43,7 @@ async function main(argv: string[]): Promise<number> {
       if (!o.config) throw new SpeedTrainError('missing -c CONFIG (for example: speed-train -c configs/default.yaml)');
       const loaded = loadConfig(o.config, { overrides, phase: o.phase });
       printConfig(loaded.config, o.phase, loaded.files);
+      loaded.notes.forEach((n) => out(n));
       if (o.phase === 'train') {
         const { train } = await import('./train/index.js');
         const r = await train({ config: loaded.config, resume: o.resume });

@@ -5,7 +5,8 @@
 import { SAMPLING_NAMES as SAMPLING, WEIGHTING_NAMES as WEIGHTING, type SpeedOptions } from '../speed/options.js';
 
 export type Leaf =
-  | { kind: 'int'; default: number | null; min?: number; max?: number; nullable?: boolean; doc: string }
+  /** `follows`: unset, the key takes that key's value (so the defaults agree with each other) */
+  | { kind: 'int'; default: number | null; min?: number; max?: number; nullable?: boolean; follows?: string; doc: string }
   | { kind: 'number'; default: number | null; min?: number; max?: number; exclusiveMin?: boolean; nullable?: boolean; doc: string }
   | { kind: 'bool'; default: boolean; doc: string }
   | { kind: 'string'; default: string | null; nullable?: boolean; doc: string; pattern?: RegExp; patternDoc?: string }
@@ -57,9 +58,9 @@ export const SCHEMA: Section = section('speed-train configuration', {
       kind: 'string', default: 'DiT-S/2', doc: 'preset DiT-{Ti,S,B,L,XL}/{2,4,8}',
       pattern: /^DiT-(Ti|S|B|L|XL)\/(2|4|8)$/, patternDoc: 'DiT-{Ti,S,B,L,XL}/{2,4,8}, e.g. DiT-S/2',
     },
-    input_size: { kind: 'int', default: 32, min: 1, doc: 'H = W of the model input (image size, or latent size)' },
-    in_channels: { kind: 'int', default: 4, min: 1, doc: 'input channels (3 for RGB, 4 for SD-VAE latents)' },
-    num_classes: { kind: 'int', default: 1000, min: 0, doc: 'class count (0: unconditional)' },
+    input_size: { kind: 'int', default: 32, follows: 'data.image_size', min: 1, doc: 'H = W of the model input (image size, or latent size)' },
+    in_channels: { kind: 'int', default: 3, follows: 'data.channels', min: 1, doc: 'input channels (3 for RGB, 4 for SD-VAE latents)' },
+    num_classes: { kind: 'int', default: 10, follows: 'data.num_classes', min: 0, doc: 'class count (0: unconditional)' },
     class_dropout_prob: { kind: 'number', default: 0.1, min: 0, max: 1, doc: 'label dropout for classifier-free guidance' },
     learn_sigma: { kind: 'bool', default: true, doc: 'predict the variance too (IDDPM hybrid loss)' },
     depth: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset depth (tiny test models)' },
@@ -82,7 +83,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     lognorm_std: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'logit-normal sampler std' },
     clts_mu: { kind: 'number', default: 0.5, doc: 'CLTS: mean of the Gaussian part (fraction of T)' },
     clts_sigma: { kind: 'number', default: 0.2, min: 0, exclusiveMin: true, doc: 'CLTS: std of the Gaussian part (fraction of T)' },
-    clts_target_steps: { kind: 'int', default: 10000, min: 1, doc: 'CLTS: steps until the curriculum is complete' },
+    clts_target_steps: { kind: 'int', default: 100000, min: 1, doc: 'CLTS: steps until the curriculum is complete' },
     rescale_learned_sigmas: { kind: 'bool', default: false, doc: 'multiply vb by T/1000 (IDDPM RESCALED_MSE)' },
   }),
   optimizer: section('optimizer', {
@@ -230,7 +231,9 @@ export function speedSection(d: Config['diffusion']): Record<string, unknown> {
 export function defaultsOf(node: Section = SCHEMA): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(node.keys)) {
-    out[k] = v.kind === 'section' ? defaultsOf(v) : Array.isArray(v.default) ? [...v.default] : v.default;
+    out[k] = v.kind === 'section' ? defaultsOf(v)
+      : v.kind === 'int' && v.follows ? `\${${v.follows}}`
+        : Array.isArray(v.default) ? [...v.default] : v.default;
   }
   return out;
 }
