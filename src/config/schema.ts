@@ -83,7 +83,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     lognorm_std: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'logit-normal sampler std' },
     clts_mu: { kind: 'number', default: 0.5, doc: 'CLTS: mean of the Gaussian part (fraction of T)' },
     clts_sigma: { kind: 'number', default: 0.2, min: 0, exclusiveMin: true, doc: 'CLTS: std of the Gaussian part (fraction of T)' },
-    clts_target_steps: { kind: 'int', default: 100000, min: 1, doc: 'CLTS: steps until the curriculum is complete' },
+    clts_target_steps: { kind: 'int', default: 100000, min: 0, doc: 'CLTS: steps until the curriculum is complete' },
     rescale_learned_sigmas: { kind: 'bool', default: false, doc: 'multiply vb by T/1000 (IDDPM RESCALED_MSE)' },
   }),
   optimizer: section('optimizer', {
@@ -248,15 +248,24 @@ export function nodeAt(path: string[], root: Section = SCHEMA): Node | undefined
   return n;
 }
 
-/** One line per key: `path  type  default  doc` (for --help-config). */
+/** A leaf's type as the docs show it (`linear|cosine|...` for an enum). */
+export function typeText(v: Leaf): string {
+  return v.kind === 'enum' ? v.values.join('|') : v.kind;
+}
+
+/** A leaf's default as the docs show it (`= data.channels` when it follows another key). */
+export function defaultText(v: Leaf): string {
+  return v.kind === 'int' && v.follows ? `= ${v.follows}` : JSON.stringify(v.default);
+}
+
+/** One line per key: `path  type  default  doc` (for --help-config; docs/config.md has the same content). */
 export function describeSchema(node: Section = SCHEMA, prefix = ''): string[] {
   const lines: string[] = [];
   for (const [k, v] of Object.entries(node.keys)) {
     const path = prefix ? `${prefix}.${k}` : k;
     if (v.kind === 'section') lines.push(...describeSchema(v, path));
     else {
-      const type = v.kind === 'enum' ? v.values.join('|') : v.kind;
-      lines.push(`${path}  (${type}, default ${JSON.stringify(v.default)})  ${v.doc}`);
+      lines.push(`${path}  (${typeText(v)}, default ${defaultText(v)})  ${v.doc}`);
     }
   }
   return lines;

@@ -243,3 +243,23 @@ export function translateSpeedKeys(tree: Tree, prov: Provenance, problems: Probl
   }
   return { mapped, ignored };
 }
+
+/** The mappings above, for docs/config.md (SpeeD's key, what speed-train makes of it). */
+export const SPEED_SPELLINGS: readonly (readonly [string, string])[] = [
+  ['diffusion.faster: true / false', 'diffusion.sampling + diffusion.weighting = speed + speed / uniform + none (where not set explicitly)'],
+  ['diffusion.sampling: ours, diffusion.weighting: ours', 'speed'],
+  ['diffusion.timestep_respacing: "250" (top level)', 'sample.steps and inference.steps; "" means all T steps (training)'],
+  ['sample.diffusion.timestep_respacing, inference.diffusion.timestep_respacing', 'sample.steps, inference.steps'],
+  ['diffusion.noise_schedule', 'diffusion.schedule'],
+  ['diffusion.learn_sigma', 'model.learn_sigma'],
+  ['diffusion.cfg_scale', 'sample.guidance_scale and inference.guidance_scale'],
+  ['diffusion.use_kl / sigma_small / predict_xstart: false', 'accepted (the only choice); true is an error'],
+  ['model._target_: ...DiT_XL_2', 'model.name: DiT-XL/2 (any DiT_{S,B,L,XL}_{2,4,8})'],
+  ['optimizer._target_: torch.optim.AdamW', 'optimizer.name: adamw'],
+  ['data.dataset._target_: ...image_dataest, data.dataset.root, data.dataset.image_size', 'data.name: image_folder, data.root, data.image_size'],
+  ['num_classes, image_size (top-level variables, and ${num_classes} references)', 'data.num_classes, data.image_size'],
+  ['epoch', 'epochs'],
+  ['ckpt_path', 'sample.ckpt and inference.ckpt'],
+  ['50_000 (YAML 1.1 numbers)', '50000'],
+  [`${TOOLING.join(', ')}, any other _target_`, 'ignored with one warning naming each key and its file'],
+];
