@@ -29,7 +29,7 @@ const SCHEDULES = ['linear', 'cosine', 'squaredcos_cap_v2', 'quad', 'const'] as 
 
 /** Keys shared by `sample:` and `inference:` (how images are generated). */
 const generationKeys = (guidance: number): Record<string, Node> => ({
-  ckpt: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory (or "latest" / null: the newest in experiment_dir/checkpoints)' },
+  ckpt: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory, a bare DiT weights file (.safetensors: architecture read off the shapes), or "latest" / null: the newest in experiment_dir/checkpoints' },
   sampler: { kind: 'enum', default: 'ddpm', values: ['ddpm', 'ddim'], doc: 'reverse process' },
   steps: { kind: 'steps', default: '250', doc: 'respacing: "250", "10,15,20" or "ddim50"' },
   eta: { kind: 'number', default: 0, min: 0, max: 1, doc: 'DDIM eta (0 = deterministic)' },
@@ -67,6 +67,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     hidden_size: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset width' },
     num_heads: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset head count' },
     mlp_ratio: { kind: 'number', default: 4, min: 0, exclusiveMin: true, doc: 'MLP width / hidden size' },
+    init_from: { kind: 'string', default: null, nullable: true, doc: 'start training from these weights (a DiT weights .safetensors or a checkpoint directory; fresh optimizer); must match the model' },
   }),
   diffusion: section('forward process, SpeeD time-step sampling and loss weighting', {
     schedule: { kind: 'enum', default: 'linear', values: SCHEDULES, doc: 'noise schedule' },
@@ -176,6 +177,7 @@ export interface Config {
     hidden_size: number | null;
     num_heads: number | null;
     mlp_ratio: number;
+    init_from: string | null;
   };
   /** SpeeD's keys (src/speed/options.ts) before tau's default is resolved, and the forward process. */
   diffusion: Omit<SpeedOptions, 'tau'> & {

@@ -28,7 +28,7 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
   const s = c.inference;
-  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt);
+  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt, log);
   try {
     const { inChannels: C, inputSize: H, numClasses } = g.model.config;
     const N = s.num_samples;

@@ -53,7 +53,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
   const s = c.sample;
-  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt);
+  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt, log);
   try {
     const { inChannels: C, inputSize: H, numClasses } = g.model.config;
     const classes = numClasses === 0 ? [0] : (s.sample_classes ?? Array.from({ length: numClasses }, (_, i) => i));

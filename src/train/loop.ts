@@ -15,6 +15,7 @@ import { Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
+import { initFrom } from './init-from.js';
 import { createModel } from './model.js';
 
 export interface TrainOptions {
@@ -118,6 +119,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (resumeSpec) {
       if (resumeSpec === 'latest' && listCheckpoints(exp).length === 0) {
         log(`resume: no checkpoint in ${exp}/checkpoints yet; starting from scratch`);
+        initFrom(model, c, log);
       } else {
         const dir = resolveCheckpoint(resumeSpec, exp);
         const st = loadCheckpoint(model, dir);
@@ -129,8 +131,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         truncateMetrics(metricsFile, step);
         log(`resumed from ${dir} at step ${step}`);
       }
-    } else if (existsSync(metricsFile)) {
-      writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
+    } else {
+      initFrom(model, c, log);
+      if (existsSync(metricsFile)) writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
     }
     loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos);
 
