@@ -52,6 +52,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
   cuda_math: { kind: 'enum', default: 'bf16', values: ['bf16', 'tf32', 'fp32'], doc: 'CUDA matrix-product precision' },
   recompute_activations: { kind: 'bool', default: false, doc: 'activation checkpointing: keep only each block\'s input, re-run its forward in backward (same results, ~1/depth of the activation memory, ~1/3 more compute)' },
   resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from, or "latest"' },
+  overwrite: { kind: 'bool', default: false, doc: 'a fresh run into an experiment_dir holding checkpoints first deletes them and the metrics (false: refuse)' },
   sample_at_end: { kind: 'bool', default: true, doc: 'write a sample grid (the sample: settings) when training ends' },
   model: section('DiT network', {
     name: {
@@ -165,6 +166,7 @@ export interface Config {
   cuda_math: 'bf16' | 'tf32' | 'fp32';
   recompute_activations: boolean;
   resume_training: string | null;
+  overwrite: boolean;
   sample_at_end: boolean;
   model: {
     name: string;

@@ -15,6 +15,7 @@ import { Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
+import { prepareFreshRun } from './fresh-run.js';
 import { initFrom } from './init-from.js';
 import { createModel } from './model.js';
 
@@ -106,6 +107,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (totalSteps <= 0) throw new ConfigError('max_training_steps', 'nothing to train: set max_training_steps or epochs to a value > 0');
 
     const exp = c.experiment_dir;
+    const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
+    if (!resumeSpec) prepareFreshRun(exp, c.overwrite, log); // before anything of this run is written
     mkdirSync(exp, { recursive: true });
     writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
     const metricsFile = path.join(exp, 'metrics.jsonl');
@@ -115,7 +118,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let trainRng = new Rng(c.seed * 4 + 2);
     let dataPos: DataPosition | undefined;
     let accum = emptyAccum();
-    const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
     if (resumeSpec) {
       if (resumeSpec === 'latest' && listCheckpoints(exp).length === 0) {
         log(`resume: no checkpoint in ${exp}/checkpoints yet; starting from scratch`);
