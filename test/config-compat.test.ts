@@ -86,7 +86,12 @@ test('SpeeD spellings: sampling=ours, faster=false, explicit keys win, both spel
   assert.equal(c.config.sample.steps, '100');
   assert.equal(c.config.inference.steps, '100');
   assert.match(c.notes[0], /diffusion\.weighting kept \(set explicitly\)/);
-  assert.match(loadError(path.join(root, 'd.yaml')).message, /epoch: SpeeD's spelling of epochs, which .*d\.yaml sets to 4: keep one/);
+  assert.match(loadError(path.join(root, 'd.yaml')).message, /d\.yaml: epoch: SpeeD's spelling of epochs, which the same file sets to 4: keep one/);
+  // our key set by a stronger source wins over SpeeD's spelling in a file
+  const d = loadConfig(path.join(root, 'd.yaml'), { overrides: ['epochs=9'] });
+  assert.equal(d.config.epochs, 9);
+  assert.match(d.notes[0], /epoch -> epochs \(overridden by command line\)/);
+  assert.equal(loadConfig(SPEED_XL, { overrides: ['data.root=/data/in'] }).config.data.root, '/data/in');
   const e = loadError(path.join(root, 'e.yaml'));
   assert.ok(e instanceof ConfigErrorList);
   assert.match(e.message, /diffusion\.faster: expected true or false/);

@@ -103,8 +103,15 @@ export function translateSpeedKeys(tree: Tree, prov: Provenance, problems: Probl
       return;
     }
     const t = getAt(tree, to.split('.'));
-    if (t.found && rank(prov.get(to)) >= 0 && JSON.stringify(t.value) !== JSON.stringify(value)) {
-      problems.add(from, `SpeeD's spelling of ${to}, which ${prov.get(to)} sets to ${show(t.value)}: keep one`, fromSrc);
+    const rTo = rank(prov.get(to));
+    if (t.found && rTo > rank(fromSrc)) {
+      // A later file or the command line sets our key: it wins, as it would over SpeeD's own.
+      deleteAt(tree, from.split('.'), prov);
+      mapped.push(`${from} -> ${to} (overridden by ${prov.get(to)})`);
+      return;
+    }
+    if (t.found && rTo === rank(fromSrc) && JSON.stringify(t.value) !== JSON.stringify(value)) {
+      problems.add(from, `SpeeD's spelling of ${to}, which the same file sets to ${show(t.value)}: keep one`, fromSrc);
       deleteAt(tree, from.split('.'), prov);
       return;
     }
