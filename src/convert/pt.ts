@@ -3,10 +3,12 @@
 // `<name>/data/<key>` per storage, raw little-endian elements. Tensors are
 // views of storages (offset, size, stride), so a transposed or sliced tensor
 // is gathered into contiguous row-major bytes here.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 import { CheckpointError, DataError } from '../errors.js';
-import { readDeflatedEntry, readZipDirectory, zipEntryDataOffset, type ZipEntryInfo } from '../io/zip.js';
+import * as zlib from 'node:zlib';
+
+import { crc32, readZipDirectory, zipEntryDataOffset, type ZipEntryInfo } from '../io/zip.js';
 import { unpickle, type PtDtype, type PtTensor, type PyValue } from './unpickle.js';
 
 export const ITEM_BYTES: Record<PtDtype, number> = { F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -23,6 +25,8 @@ export interface PtFile {
 
 const rethrow = (file: string, e: unknown): never => {
   if (e instanceof DataError) throw new CheckpointError(file, e.message.startsWith(file) ? e.message.slice(file.length + 2) : e.message);
+  // A damaged central directory can send the zip reader's Buffer reads out of range.
+  if (e instanceof RangeError) throw new CheckpointError(file, `corrupt zip archive (${e.message})`);
   throw e;
 };
 
@@ -54,9 +58,10 @@ export function openPt(file: string): PtFile {
     const readEntry = (e: ZipEntryInfo, limit: number): Uint8Array => {
       if (e.size > limit) throw new CheckpointError(file, `zip entry ${e.name} is ${e.size} bytes, more than the ${limit} allowed`);
       try {
-        if (e.method === 8) return readDeflatedEntry(fd, e, file);
+        if (e.method === 8) return inflateEntry(fd, e, file, limit);
         if (e.method !== 0) throw new CheckpointError(file, `zip entry ${e.name}: compression method ${e.method} is not supported`);
         if (e.compressedSize !== e.size) throw new CheckpointError(file, `zip entry ${e.name}: stored sizes disagree`);
+        if (e.size > fstatSync(fd).size) throw new CheckpointError(file, `zip entry ${e.name} claims ${e.size} bytes, more than the file holds`);
         const start = zipEntryDataOffset(fd, e, file);
         const buf = Buffer.alloc(e.size);
         for (let done = 0; done < e.size; ) {
@@ -94,6 +99,25 @@ export function openPt(file: string): PtFile {
   }
 }
 
+/** Inflates a deflated entry (torch writes stored ones; other zip tools may not), never past its declared size. */
+function inflateEntry(fd: number, e: ZipEntryInfo, file: string, limit: number): Uint8Array {
+  const start = zipEntryDataOffset(fd, e, file);
+  const comp = Buffer.alloc(e.compressedSize);
+  if (e.compressedSize > 0 && readSync(fd, comp, 0, e.compressedSize, start) !== e.compressedSize) throw new CheckpointError(file, `zip entry ${e.name} is truncated`);
+  let raw: Buffer;
+  try {
+    raw = zlib.inflateRawSync(comp, { maxOutputLength: Math.max(1, Math.min(limit, e.size)) });
+  } catch (err) {
+    throw new CheckpointError(file, `zip entry ${e.name} does not inflate to its declared ${e.size} bytes (${(err as Error).message})`);
+  }
+  if (raw.length !== e.size) throw new CheckpointError(file, `zip entry ${e.name} inflates to ${raw.length} bytes, the directory says ${e.size}`);
+  if (crc32([raw]) !== e.crc) throw new CheckpointError(file, `CRC-32 mismatch in zip entry ${e.name}: the file is corrupt`);
+  return raw;
+}
+
+/** A view may repeat its storage (stride 0) but not blow it up without bound. */
+const MAX_EXPANSION = 16;
+
 /** Copies a strided view of `storage` into contiguous row-major bytes. */
 export function gather(t: PtTensor, storage: Uint8Array, file: string): Uint8Array {
   const item = ITEM_BYTES[t.storage.dtype];
@@ -101,7 +125,10 @@ export function gather(t: PtTensor, storage: Uint8Array, file: string): Uint8Arr
   if (numel === 0) return new Uint8Array(0);
   let last = t.offset;
   for (let d = 0; d < t.size.length; d++) last += (t.size[d] - 1) * t.stride[d];
-  if (last >= t.storage.numel || (last + 1) * item > storage.byteLength) {
+  if (!Number.isSafeInteger(numel) || numel * item > MAX_EXPANSION * Math.max(storage.byteLength, 1 << 20)) {
+    throw new CheckpointError(file, `tensor view of size [${t.size}] is more than ${MAX_EXPANSION}x its storage of ${t.storage.numel} elements`);
+  }
+  if (!Number.isSafeInteger(last) || last >= t.storage.numel || (last + 1) * item > storage.byteLength) {
     throw new CheckpointError(file, `tensor view (offset ${t.offset}, size [${t.size}], stride [${t.stride}]) runs past its storage of ${t.storage.numel} elements`);
   }
   // Contiguous (row-major strides): one slice.

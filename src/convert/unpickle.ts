@@ -48,7 +48,7 @@ const ALLOWED = new Set([
 ]);
 
 /** Limits that keep a hostile pickle bounded (a state dict is far below them). */
-const MAX_ITEMS = 50_000_000;
+const MAX_ITEMS = 5_000_000;
 const MAX_DEPTH_STACK = 1_000_000;
 
 const isTensorLike = (v: unknown): v is PtTensor => typeof v === 'object' && v !== null && (v as PtTensor).kind === 'tensor';
