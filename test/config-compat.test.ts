@@ -157,6 +157,9 @@ test('YAML alias errors and alias bombs are ConfigErrors naming the file', () =>
   assert.match(loadError(path.join(root, 'bomb.yaml')).message, /bomb\.yaml: expands more than 100 YAML aliases/);
   assert.match(loadError(path.join(root, 'ok.yaml'), ['seed=*nope']).message, /command line: seed: cannot parse value/);
   assert.equal(loadConfig(path.join(root, 'ok.yaml'), { phase: 'sample' }).config.data.batch_size, 4); // a plain alias works
+  const big = path.join(root, 'big.yaml');
+  writeFileSync(big, `# ${'x'.repeat(5 * 1024 * 1024)}\nseed: 1\n`);
+  assert.match(loadError(big).message, /big\.yaml: is \d+ bytes: expected a config file of at most 4194304 bytes/);
 });
 
 test('the defaults form a valid config: a file outside configs/ setting only optimizer.lr loads', () => {
