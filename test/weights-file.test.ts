@@ -165,3 +165,39 @@ test('model.init_from loads weights into a matching model and refuses one that c
     m2.dispose();
   }
 });
+
+test('model.init_from also takes a checkpoint directory: its weights and EMA, not its optimizer', async () => {
+  const { writeCheckpoint } = await import('../src/checkpoint/index.js');
+  const dir = tmp();
+  const c = tinyConfig();
+  const { model: a } = createModel({ ...c, seed: 5 });
+  let ckpt: string;
+  const want = new Map<string, [Float32Array, Float32Array]>();
+  try {
+    for (const p of a.params()) {
+      const w = a.readParam(p.name, 'model');
+      if (p.trainable) {
+        a.writeParam(p.name, 'ema', w.map((x) => x * 0.5)); // an EMA that differs from the weights
+        a.writeParam(p.name, 'adam_m', w.map(() => 7));
+      }
+      want.set(p.name, [w, a.readParam(p.name, 'ema')]);
+    }
+    ckpt = writeCheckpoint(a, dir, { step: 3, config: c, train: {} });
+  } finally {
+    a.dispose();
+  }
+  const { model: b } = createModel({ ...c, seed: 0 });
+  try {
+    const logs: string[] = [];
+    initFrom(b, { ...c, model: { ...c.model, init_from: ckpt } }, (m) => logs.push(m));
+    for (const p of b.params()) {
+      assert.deepEqual(b.readParam(p.name, 'model'), want.get(p.name)![0]);
+      assert.deepEqual(b.readParam(p.name, 'ema'), want.get(p.name)![1]);
+      if (p.trainable) assert.ok(b.readParam(p.name, 'adam_m').every((x) => x === 0), 'fresh optimizer');
+    }
+    assert.equal(b.getStep(), 0);
+    assert.match(logs[0], /init_from: .*0000003: weights and EMA of that checkpoint \(fresh optimizer, step 0\)/);
+  } finally {
+    b.dispose();
+  }
+});
