@@ -106,6 +106,23 @@ test('faster=true next to an explicit sampling in the same file keeps the explic
   assert.equal(c.diffusion.weighting, 'speed');
 });
 
+test("SpeeD's unconditional dataset (class_cond: false) is an unconditional run", () => {
+  // From SpeeD's configs/ablation/base.yaml (commit d2702fb).
+  const root = tree({ 'x.yaml': 'image_size: 32\ndata:\n  dataset:\n    _target_: speedit.dataset.image.image_dataset\n    image_size: ${image_size}\n' +
+    '    class_cond: false\n    root: "/data/ffhq"\n  batch_size: 32\n  num_workers: 4\nepoch: 200_000\nmax_training_steps: 50_000\n' +
+    'model: {_target_: speedit.networks.dit.DiT_S_2}\ndiffusion: {_target_: speedit.diffusion.speed.Speed_IDDPM, timestep_respacing: "", weighting: ours, sampling: ours, k: 5, lam: 0.6, tau: 700}\n' });
+  const r = loadConfig(path.join(root, 'x.yaml'));
+  assert.equal(r.config.data.num_classes, 0);
+  assert.equal(r.config.model.num_classes, 0);
+  assert.equal(r.config.data.name, 'image_folder');
+  assert.equal(r.config.data.image_size, 32);
+  assert.equal(r.config.model.input_size, 32);
+  assert.equal(r.config.epochs, 200000);
+  assert.equal(r.config.max_training_steps, 50000);
+  assert.equal(r.config.diffusion.sampling, 'speed');
+  assert.match(r.notes[0], /data\.dataset\.class_cond=false -> data\.num_classes=0 \+ model\.num_classes=0/);
+});
+
 test('every problem of a config is reported in one error, each with its file or "command line"', () => {
   const root = tree({
     'base.yaml': 'wandb_project: x\nfoo: {bar: 1, baz: 2}\n',

@@ -23,7 +23,7 @@ const isMap = (v: unknown): v is Tree => typeof v === 'object' && v !== null && 
 const TOOLING = [
   'wandb', 'wandb_api_key', 'enable_wandb_log', 'enable_tensorboard_log', 'logger', 'experiment_name',
   'allow_tf32', 'save_firt_step_ckpt', 'num_workers', 'pin_memory', 'vae',
-  'data.num_workers', 'data.pin_memory', 'data.dataset.class_cond',
+  'data.num_workers', 'data.pin_memory',
 ];
 
 function getAt(t: Tree, p: string[]): { found: boolean; value: unknown } {
@@ -176,6 +176,15 @@ export function translateSpeedKeys(tree: Tree, prov: Provenance, problems: Probl
       if (assign('data.name', 'image_folder', 'data.dataset._target_')) mapped.push(`data.dataset._target_=${t} -> data.name=image_folder`);
       deleteAt(tree, ['data', 'dataset', '_target_'], prov);
     }
+    if (has('data.dataset.class_cond')) {
+      const v = val('data.dataset.class_cond');
+      if (v === false) {
+        // SpeeD's unconditional runs (FFHQ, MetFaces): no labels, no class embedding.
+        assign('data.num_classes', 0, 'data.dataset.class_cond');
+        assign('model.num_classes', 0, 'data.dataset.class_cond');
+        drop('data.dataset.class_cond', 'mapped', 'data.dataset.class_cond=false -> data.num_classes=0 + model.num_classes=0 (unconditional)');
+      } else drop('data.dataset.class_cond', 'mapped', `data.dataset.class_cond=${show(v)} (class-conditional, as data.num_classes says)`);
+    }
     if (has('data.dataset.root')) rename('data.dataset.root', 'data.root');
     if (has('data.dataset.image_size')) rename('data.dataset.image_size', 'data.image_size');
   }
@@ -264,6 +273,7 @@ export const SPEED_SPELLINGS: readonly (readonly [string, string])[] = [
   ['model._target_: ...DiT_XL_2', 'model.name: DiT-XL/2 (any DiT_{S,B,L,XL}_{2,4,8})'],
   ['optimizer._target_: torch.optim.AdamW', 'optimizer.name: adamw'],
   ['data.dataset._target_: ...image_dataest, data.dataset.root, data.dataset.image_size', 'data.name: image_folder, data.root, data.image_size'],
+  ['data.dataset.class_cond: false', 'data.num_classes: 0 and model.num_classes: 0 (unconditional)'],
   ['num_classes, image_size (top-level variables, and ${num_classes} references)', 'data.num_classes, data.image_size'],
   ['epoch', 'epochs'],
   ['ckpt_path', 'sample.ckpt and inference.ckpt'],
