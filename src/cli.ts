@@ -3,6 +3,7 @@
 //   speed-train -c CONFIG [-p train|sample|inference|evaluate] [key.path=value ...] [--resume PATH|latest]
 //   speed-train analyze -c CONFIG [key.path=value ...]
 //   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
+//   speed-train convert IN.pt OUT.safetensors [--key ema]
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -44,6 +45,7 @@ async function main(argv: string[]): Promise<number> {
       if (!o.config) throw new SpeedTrainError('missing -c CONFIG (for example: speed-train -c configs/default.yaml)');
       const loaded = loadConfig(o.config, { overrides, phase: o.phase });
       printConfig(loaded.config, o.phase, loaded.files);
+      loaded.notes.forEach((n) => out(n));
       if (o.phase === 'train') {
         const { train } = await import('./train/index.js');
         const r = await train({ config: loaded.config, resume: o.resume });
@@ -119,6 +121,17 @@ async function main(argv: string[]): Promise<number> {
       });
       if (o.json) rows.forEach((r) => out(JSON.stringify(r)));
       else out(benchTable(rows));
+    });
+
+  program
+    .command('convert')
+    .description('PyTorch .pt state dict (e.g. DiT-XL-2-256x256.pt) -> .safetensors, through a restricted unpickler that runs no code')
+    .argument('<in>', '.pt file (torch.save zip)')
+    .argument('<out>', '.safetensors file to write')
+    .option('--key <key>', 'top-level key of the state dict in a checkpoint (default: ema, else model, else state_dict)')
+    .action(async (input: string, output: string, o: { key?: string }) => {
+      const { convertPt } = await import('./convert/index.js');
+      convertPt(input, output, { key: o.key, log: out });
     });
 
   addExperimentCommands(program);

@@ -9,3 +9,6 @@ export {
 } from './checkpoint/index.js';
 export { readSafetensors, encodeSafetensors } from './io/safetensors.js';
 export { DiTModel, presetConfig, nativeInfo, runBench, NativeError } from './native.js';
+export { convertPt, type ConvertOptions, type ConvertResult } from './convert/index.js';
+export { inferDiT, readWeightsFile, type InferredDiT } from './checkpoint/weights-file.js';
+export { ConfigErrorList } from './config/index.js';

@@ -176,7 +176,11 @@ export function readState(dir: string): CheckpointState {
 
 /** Reads one safetensors file and checks that it holds exactly `expected` (names, F32, shapes). */
 export function readTensorsFor(file: string, expected: { name: string; shape: number[] }[]): Map<string, Float32Array> {
-  const { tensors } = readSafetensors(file);
+  return checkTensors(readSafetensors(file).tensors, file, expected);
+}
+
+/** Checks tensors read from `file` against `expected` (names, shapes) and widens them to float32. */
+export function checkTensors(tensors: Map<string, SafeTensor>, file: string, expected: { name: string; shape: number[] }[]): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
   const want = new Set(expected.map((e) => e.name));
   const missing = expected.filter((e) => !tensors.has(e.name)).map((e) => e.name);

@@ -3,6 +3,7 @@
 // stays an integer); references inside longer strings are substituted as text.
 import { ConfigError } from '../errors.js';
 import type { Provenance, Tree } from './load.js';
+import type { Problems } from './problems.js';
 
 const REF = /\$\{([^}]*)\}/g;
 const WHOLE = /^\$\{([^}]*)\}$/;
@@ -18,7 +19,11 @@ function lookup(root: Tree, ref: string): { found: boolean; value: unknown } {
   return { found: true, value: cur };
 }
 
-export function interpolate(root: Tree, prov: Provenance): unknown {
+/**
+ * Resolves every reference. With `problems`, a bad reference is recorded and
+ * its string left as it is, so the other problems are found in the same run.
+ */
+export function interpolate(root: Tree, prov: Provenance, problems?: Problems): unknown {
   const done = new Map<string, unknown>();
 
   const resolveRef = (ref: string, from: string, stack: string[]): unknown => {
@@ -34,18 +39,25 @@ export function interpolate(root: Tree, prov: Provenance): unknown {
     return v;
   };
 
+  const resolveString = (v: string, at: string, stack: string[]): unknown => {
+    const whole = WHOLE.exec(v);
+    if (whole) return resolveRef(whole[1], at, stack);
+    return v.replace(REF, (_m, ref: string) => {
+      const r = resolveRef(ref, at, stack);
+      if (typeof r === 'object' && r !== null) {
+        throw new ConfigError(at, `\${${ref}} is a ${Array.isArray(r) ? 'list' : 'mapping'} and cannot be part of a string`, prov.get(at));
+      }
+      return String(r);
+    });
+  };
+
   const walk = (v: unknown, at: string, stack: string[]): unknown => {
-    if (typeof v === 'string') {
-      const whole = WHOLE.exec(v);
-      if (whole) return resolveRef(whole[1], at, stack);
-      return v.replace(REF, (_m, ref: string) => {
-        const r = resolveRef(ref, at, stack);
-        if (typeof r === 'object' && r !== null) {
-          throw new ConfigError(at, `\${${ref}} is a ${Array.isArray(r) ? 'list' : 'mapping'} and cannot be part of a string`, prov.get(at));
-        }
-        return String(r);
-      });
+    if (typeof v === 'string' && problems && stack.length <= 1) {
+      // Top of a chain: record its error here, once.
+      const r = problems.catch(() => ({ v: resolveString(v, at, stack) }));
+      return r ? r.v : v;
     }
+    if (typeof v === 'string') return resolveString(v, at, stack);
     if (Array.isArray(v)) return v.map((x, i) => walk(x, `${at}.${i}`, stack));
     if (typeof v === 'object' && v !== null) {
       const out: Tree = {};

@@ -5,7 +5,8 @@
 import { SAMPLING_NAMES as SAMPLING, WEIGHTING_NAMES as WEIGHTING, type SpeedOptions } from '../speed/options.js';
 
 export type Leaf =
-  | { kind: 'int'; default: number | null; min?: number; max?: number; nullable?: boolean; doc: string }
+  /** `follows`: unset, the key takes that key's value (so the defaults agree with each other) */
+  | { kind: 'int'; default: number | null; min?: number; max?: number; nullable?: boolean; follows?: string; doc: string }
   | { kind: 'number'; default: number | null; min?: number; max?: number; exclusiveMin?: boolean; nullable?: boolean; doc: string }
   | { kind: 'bool'; default: boolean; doc: string }
   | { kind: 'string'; default: string | null; nullable?: boolean; doc: string; pattern?: RegExp; patternDoc?: string }
@@ -28,7 +29,7 @@ const SCHEDULES = ['linear', 'cosine', 'squaredcos_cap_v2', 'quad', 'const'] as 
 
 /** Keys shared by `sample:` and `inference:` (how images are generated). */
 const generationKeys = (guidance: number): Record<string, Node> => ({
-  ckpt: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory (or "latest" / null: the newest in experiment_dir/checkpoints)' },
+  ckpt: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory, a bare DiT weights file (.safetensors: architecture read off the shapes), or "latest" / null: the newest in experiment_dir/checkpoints' },
   sampler: { kind: 'enum', default: 'ddpm', values: ['ddpm', 'ddim'], doc: 'reverse process' },
   steps: { kind: 'steps', default: '250', doc: 'respacing: "250", "10,15,20" or "ddim50"' },
   eta: { kind: 'number', default: 0, min: 0, max: 1, doc: 'DDIM eta (0 = deterministic)' },
@@ -51,6 +52,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
   cuda_math: { kind: 'enum', default: 'bf16', values: ['bf16', 'tf32', 'fp32'], doc: 'CUDA matrix-product precision' },
   recompute_activations: { kind: 'bool', default: false, doc: 'activation checkpointing: keep only each block\'s input, re-run its forward in backward (same results, ~1/depth of the activation memory, ~1/3 more compute)' },
   resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from, or "latest"' },
+  overwrite: { kind: 'bool', default: false, doc: 'a fresh run into an experiment_dir holding checkpoints first deletes them and the metrics (false: refuse)' },
   sample_at_end: { kind: 'bool', default: true, doc: 'write a sample grid (the sample: settings) when training ends' },
   max_consecutive_skips: { kind: 'int', default: 50, min: 0, doc: 'stop with an error after this many skipped steps in a row (non-finite loss, gradient or update; no checkpoint is written for that state); 0: never stop. A run whose every step was skipped fails too' },
   model: section('DiT network', {
@@ -58,15 +60,16 @@ export const SCHEMA: Section = section('speed-train configuration', {
       kind: 'string', default: 'DiT-S/2', doc: 'preset DiT-{Ti,S,B,L,XL}/{2,4,8}',
       pattern: /^DiT-(Ti|S|B|L|XL)\/(2|4|8)$/, patternDoc: 'DiT-{Ti,S,B,L,XL}/{2,4,8}, e.g. DiT-S/2',
     },
-    input_size: { kind: 'int', default: 32, min: 1, doc: 'H = W of the model input (image size, or latent size)' },
-    in_channels: { kind: 'int', default: 4, min: 1, doc: 'input channels (3 for RGB, 4 for SD-VAE latents)' },
-    num_classes: { kind: 'int', default: 1000, min: 0, doc: 'class count (0: unconditional)' },
+    input_size: { kind: 'int', default: 32, follows: 'data.image_size', min: 1, doc: 'H = W of the model input (image size, or latent size)' },
+    in_channels: { kind: 'int', default: 3, follows: 'data.channels', min: 1, doc: 'input channels (3 for RGB, 4 for SD-VAE latents)' },
+    num_classes: { kind: 'int', default: 10, follows: 'data.num_classes', min: 0, doc: 'class count (0: unconditional)' },
     class_dropout_prob: { kind: 'number', default: 0.1, min: 0, max: 1, doc: 'label dropout for classifier-free guidance' },
     learn_sigma: { kind: 'bool', default: true, doc: 'predict the variance too (IDDPM hybrid loss)' },
     depth: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset depth (tiny test models)' },
     hidden_size: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset width' },
     num_heads: { kind: 'int', default: null, nullable: true, min: 1, doc: 'override the preset head count' },
     mlp_ratio: { kind: 'number', default: 4, min: 0, exclusiveMin: true, doc: 'MLP width / hidden size' },
+    init_from: { kind: 'string', default: null, nullable: true, doc: 'start training from these weights (a DiT weights .safetensors or a checkpoint directory; fresh optimizer); must match the model' },
   }),
   diffusion: section('forward process, SpeeD time-step sampling and loss weighting', {
     schedule: { kind: 'enum', default: 'linear', values: SCHEDULES, doc: 'noise schedule' },
@@ -83,7 +86,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     lognorm_std: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'logit-normal sampler std' },
     clts_mu: { kind: 'number', default: 0.5, doc: 'CLTS: mean of the Gaussian part (fraction of T)' },
     clts_sigma: { kind: 'number', default: 0.2, min: 0, exclusiveMin: true, doc: 'CLTS: std of the Gaussian part (fraction of T)' },
-    clts_target_steps: { kind: 'int', default: 10000, min: 1, doc: 'CLTS: steps until the curriculum is complete' },
+    clts_target_steps: { kind: 'int', default: 100000, min: 0, doc: 'CLTS: steps until the curriculum is complete' },
     rescale_learned_sigmas: { kind: 'bool', default: false, doc: 'multiply vb by T/1000 (IDDPM RESCALED_MSE)' },
   }),
   optimizer: section('optimizer', {
@@ -164,6 +167,7 @@ export interface Config {
   cuda_math: 'bf16' | 'tf32' | 'fp32';
   recompute_activations: boolean;
   resume_training: string | null;
+  overwrite: boolean;
   sample_at_end: boolean;
   max_consecutive_skips: number;
   model: {
@@ -177,6 +181,7 @@ export interface Config {
     hidden_size: number | null;
     num_heads: number | null;
     mlp_ratio: number;
+    init_from: string | null;
   };
   /** SpeeD's keys (src/speed/options.ts) before tau's default is resolved, and the forward process. */
   diffusion: Omit<SpeedOptions, 'tau'> & {
@@ -232,7 +237,9 @@ export function speedSection(d: Config['diffusion']): Record<string, unknown> {
 export function defaultsOf(node: Section = SCHEMA): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(node.keys)) {
-    out[k] = v.kind === 'section' ? defaultsOf(v) : Array.isArray(v.default) ? [...v.default] : v.default;
+    out[k] = v.kind === 'section' ? defaultsOf(v)
+      : v.kind === 'int' && v.follows ? `\${${v.follows}}`
+        : Array.isArray(v.default) ? [...v.default] : v.default;
   }
   return out;
 }
@@ -247,15 +254,24 @@ export function nodeAt(path: string[], root: Section = SCHEMA): Node | undefined
   return n;
 }
 
-/** One line per key: `path  type  default  doc` (for --help-config). */
+/** A leaf's type as the docs show it (`linear|cosine|...` for an enum). */
+export function typeText(v: Leaf): string {
+  return v.kind === 'enum' ? v.values.join('|') : v.kind;
+}
+
+/** A leaf's default as the docs show it (`= data.channels` when it follows another key). */
+export function defaultText(v: Leaf): string {
+  return v.kind === 'int' && v.follows ? `= ${v.follows}` : JSON.stringify(v.default);
+}
+
+/** One line per key: `path  type  default  doc` (for --help-config; docs/config.md has the same content). */
 export function describeSchema(node: Section = SCHEMA, prefix = ''): string[] {
   const lines: string[] = [];
   for (const [k, v] of Object.entries(node.keys)) {
     const path = prefix ? `${prefix}.${k}` : k;
     if (v.kind === 'section') lines.push(...describeSchema(v, path));
     else {
-      const type = v.kind === 'enum' ? v.values.join('|') : v.kind;
-      lines.push(`${path}  (${type}, default ${JSON.stringify(v.default)})  ${v.doc}`);
+      lines.push(`${path}  (${typeText(v)}, default ${defaultText(v)})  ${v.doc}`);
     }
   }
   return lines;

@@ -2,6 +2,7 @@
 // Every error names the file that set the value and the dotted key path.
 import { ConfigError } from '../errors.js';
 import type { Provenance, Tree } from './load.js';
+import { Problems } from './problems.js';
 import { PHASES, SCHEMA, type Config, type Leaf, type Section } from './schema.js';
 
 const isMap = (v: unknown): v is Tree => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -43,8 +44,24 @@ export function suggest(key: string, candidates: string[], prefix: string): stri
   return ` (expected one of: ${candidates.join(', ')})`;
 }
 
-/** Rejects keys that the schema does not know; phase sections may hold global keys too. */
-export function checkUnknownKeys(tree: Tree, prov: Provenance): void {
+/**
+ * Where the value at `p` came from: its own entry, else (a section) every
+ * source that set a key below it, so an unknown section names its file too.
+ */
+export function sourceOf(p: string, prov: Provenance): string | undefined {
+  if (prov.has(p)) return prov.get(p);
+  const below = new Set<string>();
+  for (const [k, src] of prov) if (k.startsWith(p + '.')) below.add(src);
+  return below.size > 0 ? [...below].join(', ') : undefined;
+}
+
+/**
+ * Records every key the schema does not know (phase sections may hold global
+ * keys too) and removes it from the tree, so that validation can go on and
+ * report the remaining problems in the same run.
+ */
+export function checkUnknownKeys(tree: Tree, prov: Provenance, problems?: Problems): void {
+  const sink = problems ?? new Problems();
   const walk = (t: Tree, node: Section, prefix: string, extra?: Section) => {
     for (const [k, v] of Object.entries(t)) {
       const p = prefix ? `${prefix}.${k}` : k;
@@ -52,16 +69,23 @@ export function checkUnknownKeys(tree: Tree, prov: Provenance): void {
       if (!child && extra && Object.hasOwn(extra.keys, k) && !(PHASES as readonly string[]).includes(k)) child = extra.keys[k];
       if (!child) {
         const cands = [...Object.keys(node.keys), ...(extra ? Object.keys(extra.keys).filter((x) => !(PHASES as readonly string[]).includes(x)) : [])];
-        throw new ConfigError(p, `unknown key${suggest(k, cands, prefix)}`, prov.get(p));
+        sink.add(p, `unknown key${suggest(k, cands, prefix)}`, sourceOf(p, prov));
+        delete t[k];
+        continue;
       }
       if (child.kind === 'section') {
-        if (!isMap(v)) throw new ConfigError(p, `expected a mapping (section "${child.doc}"), found ${describeValue(v)}`, prov.get(p));
+        if (!isMap(v)) {
+          sink.add(p, `expected a mapping (section "${child.doc}"), found ${describeValue(v)}`, sourceOf(p, prov));
+          t[k] = {};
+          continue;
+        }
         const isPhase = prefix === '' && (PHASES as readonly string[]).includes(k);
         walk(v, child, p, isPhase ? SCHEMA : undefined);
       }
     }
   };
   walk(tree, SCHEMA, '');
+  if (!problems) sink.throwIfAny();
 }
 
 function describeValue(v: unknown): string {
@@ -92,6 +116,10 @@ function checkRange(p: string, prov: Provenance, v: number, leaf: { min?: number
 }
 
 function validateLeaf(v: unknown, leaf: Leaf, p: string, prov: Provenance): unknown {
+  // SpeeD's configs write 50_000: YAML 1.1 (PyYAML, OmegaConf) reads a number, YAML 1.2 a string.
+  if ((leaf.kind === 'int' || leaf.kind === 'number') && typeof v === 'string' && /^[-+]?[0-9]+(_[0-9]+)+$/.test(v)) {
+    v = Number(v.replace(/_/g, ''));
+  }
   const nullable = 'nullable' in leaf && leaf.nullable;
   if (v === null || v === undefined) {
     if (nullable) return null;
@@ -156,52 +184,80 @@ function expectation(leaf: Leaf): string {
   }
 }
 
-/** Checks every leaf's type and range; returns the normalised tree. */
-export function validateTree(tree: Tree, prov: Provenance): Tree {
+/**
+ * Checks every leaf's type and range; returns the normalised tree. A bad leaf
+ * is recorded (when `problems` is given) and takes the schema's default so the
+ * rest can still be checked.
+ */
+export function validateTree(tree: Tree, prov: Provenance, problems?: Problems): Tree {
+  const sink = problems ?? new Problems();
   const walk = (t: Tree, node: Section, prefix: string): Tree => {
     const out: Tree = {};
     for (const [k, child] of Object.entries(node.keys)) {
       const p = prefix ? `${prefix}.${k}` : k;
       const v = t[k];
-      out[k] = child.kind === 'section' ? walk(isMap(v) ? v : {}, child, p) : validateLeaf(v, child, p, prov);
+      if (child.kind === 'section') out[k] = walk(isMap(v) ? v : {}, child, p);
+      else {
+        const ok = sink.catch(() => ({ v: validateLeaf(v, child, p, prov) }));
+        out[k] = ok ? ok.v : child.default;
+      }
     }
     for (const k of Object.keys(t)) {
       if (!Object.hasOwn(node.keys, k)) {
         const p = prefix ? `${prefix}.${k}` : k;
-        throw new ConfigError(p, `unknown key${suggest(k, Object.keys(node.keys), prefix)}`, prov.get(p));
+        sink.add(p, `unknown key${suggest(k, Object.keys(node.keys), prefix)}`, sourceOf(p, prov));
       }
     }
     return out;
   };
-  return walk(tree, SCHEMA, '');
+  const out = walk(tree, SCHEMA, '');
+  if (!problems) sink.throwIfAny();
+  return out;
 }
 
-/** Constraints between keys. */
-export function crossCheck(c: Config, prov: Provenance): void {
-  if (c.diffusion.tau !== null && c.diffusion.tau > c.diffusion.diffusion_steps) {
-    fail('diffusion.tau', prov, `${c.diffusion.tau} is out of range: expected 1 <= tau <= diffusion.diffusion_steps (${c.diffusion.diffusion_steps})`);
-  }
-  if (c.data.name !== 'synthetic' && !c.data.root) {
-    fail('data.root', prov, `data.name is ${c.data.name}: expected the path of the ${c.data.name === 'latents' ? 'latents .npy file' : 'image folder'}, found null`);
-  }
+/** Constraints between keys (each one checked, every failure recorded). */
+export function crossCheck(c: Config, prov: Provenance, problems?: Problems): void {
+  const sink = problems ?? new Problems();
+  const check = (fn: () => void) => sink.catch(fn);
+  check(() => {
+    if (c.diffusion.tau !== null && c.diffusion.tau > c.diffusion.diffusion_steps) {
+      fail('diffusion.tau', prov, `${c.diffusion.tau} is out of range: expected 1 <= tau <= diffusion.diffusion_steps (${c.diffusion.diffusion_steps})`);
+    }
+  });
+  check(() => {
+    if (c.data.name !== 'synthetic' && !c.data.root) {
+      fail('data.root', prov, `data.name is ${c.data.name}: expected the path of the ${c.data.name === 'latents' ? 'latents .npy file' : 'image folder'}, found null`);
+    }
+  });
   if (c.data.name !== 'latents') {
-    if (c.model.input_size !== c.data.image_size) {
-      fail('model.input_size', prov, `${c.model.input_size} differs from data.image_size (${c.data.image_size}); the model sees the images as they are`);
+    check(() => {
+      if (c.model.input_size !== c.data.image_size) {
+        fail('model.input_size', prov, `${c.model.input_size} differs from data.image_size (${c.data.image_size}); the model sees the images as they are`);
+      }
+    });
+    check(() => {
+      if (c.model.in_channels !== c.data.channels) {
+        fail('model.in_channels', prov, `${c.model.in_channels} differs from data.channels (${c.data.channels})`);
+      }
+    });
+  }
+  check(() => {
+    if (c.model.num_classes > 0 && c.data.num_classes > c.model.num_classes) {
+      fail('data.num_classes', prov, `${c.data.num_classes} exceeds model.num_classes (${c.model.num_classes})`);
     }
-    if (c.model.in_channels !== c.data.channels) {
-      fail('model.in_channels', prov, `${c.model.in_channels} differs from data.channels (${c.data.channels})`);
+  });
+  check(() => {
+    const patch = Number(c.model.name.split('/')[1]);
+    if (c.model.input_size % patch !== 0) {
+      fail('model.input_size', prov, `${c.model.input_size} is not divisible by the patch size ${patch} of ${c.model.name}`);
     }
-  }
-  if (c.model.num_classes > 0 && c.data.num_classes > c.model.num_classes) {
-    fail('data.num_classes', prov, `${c.data.num_classes} exceeds model.num_classes (${c.model.num_classes})`);
-  }
-  const patch = Number(c.model.name.split('/')[1]);
-  if (c.model.input_size % patch !== 0) {
-    fail('model.input_size', prov, `${c.model.input_size} is not divisible by the patch size ${patch} of ${c.model.name}`);
-  }
-  for (const cls of c.sample.sample_classes ?? []) {
-    if (c.model.num_classes > 0 && cls >= c.model.num_classes) {
-      fail('sample.sample_classes', prov, `class ${cls} is outside [0, model.num_classes = ${c.model.num_classes})`);
+  });
+  check(() => {
+    for (const cls of c.sample.sample_classes ?? []) {
+      if (c.model.num_classes > 0 && cls >= c.model.num_classes) {
+        fail('sample.sample_classes', prov, `class ${cls} is outside [0, model.num_classes = ${c.model.num_classes})`);
+      }
     }
-  }
+  });
+  if (!problems) sink.throwIfAny();
 }

@@ -222,7 +222,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       }
       log(`${method}: training ${config.max_training_steps} steps (sampling ${config.diffusion.sampling}, weighting ${config.diffusion.weighting})`);
       const tr = await train({
-        config, resume: null, handleSignals: false, log: (l) => log(`${method}: ${l}`),
+        // Not evaluated yet: train this method again from scratch, replacing a partial earlier run.
+        config: { ...config, overwrite: true }, resume: null, handleSignals: false, log: (l) => log(`${method}: ${l}`),
         progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream,
       });
       if (tr.interrupted) throw new Error(`${method}: training was interrupted`);

@@ -13,6 +13,7 @@ import { Progress } from '../progress.js';
 import { Rng } from '../rng.js';
 import { encodePng, toUint8NHWC } from './images.js';
 import { writeFileAtomic } from '../io/npy.js';
+import { emaWarning } from './ema-check.js';
 import { loadForGeneration } from './model.js';
 import { generate } from './sample.js';
 
@@ -28,8 +29,10 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
   const s = c.inference;
-  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt);
+  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt, log);
   try {
+    const emaNote = emaWarning(g.trained, g.step, s.use_ema);
+    if (emaNote) log(emaNote);
     const { inChannels: C, inputSize: H, numClasses } = g.model.config;
     const N = s.num_samples;
     const rng = new Rng(c.seed * 4 + 3);

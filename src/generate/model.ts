@@ -1,10 +1,11 @@
 // A model for sampling, built from the checkpoint's own config (its network and
 // diffusion schedule are what the weights belong to), loaded with its weights.
 import { loadCheckpoint, readState, resolveCheckpoint } from '../checkpoint/index.js';
+import { describeInferred, isWeightsFile, loadWeightsFile, modelSectionFor, readWeightsFile } from '../checkpoint/weights-file.js';
 import type { Config } from '../config/schema.js';
 import type { DiffusionCoefs } from '../diffusion/coefs.js';
 import type { DiTModel } from '../native.js';
-import { createModel } from '../train/model.js';
+import { createModel, modelConfigOf } from '../train/model.js';
 
 export interface GenerationModel {
   model: DiTModel;
@@ -15,7 +16,13 @@ export interface GenerationModel {
   trained: Config;
 }
 
-export function loadForGeneration(c: Config, spec: string | null): GenerationModel {
+/**
+ * `spec`: a checkpoint directory, "latest"/null (the newest in experiment_dir),
+ * or a bare DiT weights file (.safetensors), whose architecture is read off its
+ * tensor shapes and whose diffusion schedule is the config's.
+ */
+export function loadForGeneration(c: Config, spec: string | null, log: (m: string) => void = (m) => process.stdout.write(m + '\n')): GenerationModel {
+  if (isWeightsFile(spec)) return loadBareWeights(c, spec, log);
   const ckpt = resolveCheckpoint(spec, c.experiment_dir);
   const state = readState(ckpt);
   const trained = state.config as Config;
@@ -34,4 +41,23 @@ export function loadForGeneration(c: Config, spec: string | null): GenerationMod
     throw e;
   }
   return { model, coefs, ckpt, step: state.step, trained };
+}
+
+function loadBareWeights(c: Config, file: string, log: (m: string) => void): GenerationModel {
+  const { tensors, arch } = readWeightsFile(file);
+  const section = modelSectionFor(arch, c.model, file);
+  // The weights define the network (as a checkpoint's state.json does); say where the config differs.
+  const a = modelConfigOf({ model: section });
+  const b = modelConfigOf(c);
+  const differ = (Object.keys(a) as (keyof typeof a)[]).filter((k) => a[k] !== b[k]).map((k) => `${k} ${String(b[k])} -> ${String(a[k])}`);
+  log(`weights: ${file}: inferred ${describeInferred(arch, section)}` + (differ.length ? `; differs from the config's model: ${differ.join(', ')}` : ''));
+  const trained: Config = { ...c, model: section };
+  const { model, coefs } = createModel({ ...trained, device: c.device, threads: c.threads, cuda_math: c.cuda_math, seed: c.seed });
+  try {
+    loadWeightsFile(model, file, tensors);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return { model, coefs, ckpt: file, step: 0, trained };
 }

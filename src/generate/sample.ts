@@ -9,6 +9,7 @@ import { sample } from '../diffusion/sampler.js';
 import { writeNpy } from '../io/npy.js';
 import { Progress } from '../progress.js';
 import { grid, toUint8NHWC, writePng } from './images.js';
+import { emaWarning } from './ema-check.js';
 import { loadForGeneration } from './model.js';
 
 export interface SampleResult {
@@ -53,8 +54,10 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
   const s = c.sample;
-  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt);
+  const g = loadForGeneration(c, opts.ckpt !== undefined ? opts.ckpt : s.ckpt, log);
   try {
+    const emaNote = emaWarning(g.trained, g.step, s.use_ema);
+    if (emaNote) log(emaNote);
     const { inChannels: C, inputSize: H, numClasses } = g.model.config;
     const classes = numClasses === 0 ? [0] : (s.sample_classes ?? Array.from({ length: numClasses }, (_, i) => i));
     for (const k of classes) {

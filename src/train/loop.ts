@@ -16,6 +16,8 @@ import { Rng, type RngState } from '../rng.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { checkOptimizerConfig, installStopSignals, skipReason, SkipGuard, type StopSignal } from './guard.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
+import { prepareFreshRun } from './fresh-run.js';
+import { initFrom } from './init-from.js';
 import { createModel } from './model.js';
 
 export interface TrainOptions {
@@ -111,6 +113,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (totalSteps <= 0) throw new ConfigError('max_training_steps', 'nothing to train: set max_training_steps or epochs to a value > 0');
 
     const exp = c.experiment_dir;
+    const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
+    if (!resumeSpec) prepareFreshRun(exp, c.overwrite, log); // before anything of this run is written
     mkdirSync(exp, { recursive: true });
     writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
     const metricsFile = path.join(exp, 'metrics.jsonl');
@@ -120,10 +124,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let trainRng = new Rng(c.seed * 4 + 2);
     let dataPos: DataPosition | undefined;
     let accum = emptyAccum();
-    const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
     if (resumeSpec) {
       if (resumeSpec === 'latest' && listCheckpoints(exp).length === 0) {
         log(`resume: no checkpoint in ${exp}/checkpoints yet; starting from scratch`);
+        initFrom(model, c, log);
       } else {
         const dir = resolveCheckpoint(resumeSpec, exp);
         const st = loadCheckpoint(model, dir);
@@ -135,8 +139,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         truncateMetrics(metricsFile, step);
         log(`resumed from ${dir} at step ${step}`);
       }
-    } else if (existsSync(metricsFile)) {
-      writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
+    } else {
+      initFrom(model, c, log);
+      if (existsSync(metricsFile)) writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
     }
     loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos);
 

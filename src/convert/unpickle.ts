@@ -1,0 +1,303 @@
+// A restricted unpickler for PyTorch state dicts (pickle protocols 2-5).
+//
+// A pickle is a program: GLOBAL names any Python callable and REDUCE calls it,
+// so loading an untrusted .pt with Python's pickle can run code
+// (`os.system`). This reader executes nothing. It knows the opcodes a state
+// dict uses and a short list of callables whose effect it reproduces as data:
+// collections.OrderedDict, torch._utils._rebuild_tensor_v2 / _rebuild_parameter
+// and the torch.*Storage types of the persistent ids; argparse.Namespace is
+// kept as a plain record (DiT's train.py stores its args). Any other GLOBAL,
+// and any opcode outside that set, is refused with a message naming it.
+import { CheckpointError } from '../errors.js';
+
+/** A tensor as the pickle describes it: a view (offset, size, stride in elements) of a storage. */
+export interface PtTensor {
+  kind: 'tensor';
+  storage: PtStorage;
+  offset: number;
+  size: number[];
+  stride: number[];
+}
+
+/** A persistent storage reference: the zip entry `data/<key>`, `numel` elements of `dtype`. */
+export interface PtStorage {
+  kind: 'storage';
+  dtype: PtDtype;
+  key: string;
+  numel: number;
+}
+
+export type PtDtype = 'F32' | 'F64' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+
+/** What a pickled object becomes: dicts are Maps (keys in order), tuples and lists arrays. */
+export type PyValue =
+  | null | boolean | number | bigint | string | Uint8Array
+  | PyValue[] | Map<PyValue, PyValue> | PtTensor | PtStorage | PyRecord | PyGlobal;
+
+/** An allowed plain-data object (argparse.Namespace): its attributes. */
+export interface PyRecord { kind: 'record'; type: string; attrs: Map<PyValue, PyValue> }
+interface PyGlobal { kind: 'global'; name: string }
+
+const STORAGES: Record<string, PtDtype> = {
+  FloatStorage: 'F32', DoubleStorage: 'F64', HalfStorage: 'F16', BFloat16Storage: 'BF16',
+  LongStorage: 'I64', IntStorage: 'I32', ShortStorage: 'I16', CharStorage: 'I8', ByteStorage: 'U8', BoolStorage: 'BOOL',
+};
+const ALLOWED = new Set([
+  'collections.OrderedDict', 'torch._utils._rebuild_tensor_v2', 'torch._utils._rebuild_parameter', 'argparse.Namespace',
+  ...Object.keys(STORAGES).map((s) => `torch.${s}`),
+]);
+
+/** Limits that keep a hostile pickle bounded (a state dict is far below them). */
+const MAX_ITEMS = 5_000_000;
+const MAX_DEPTH_STACK = 1_000_000;
+
+const isTensorLike = (v: unknown): v is PtTensor => typeof v === 'object' && v !== null && (v as PtTensor).kind === 'tensor';
+
+class Mark {}
+const MARK = new Mark();
+
+const intOf = (v: PyValue | Mark, what: string, file: string): number => {
+  if (typeof v === 'number' && Number.isInteger(v)) return v;
+  if (typeof v === 'bigint' && v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+  throw new CheckpointError(file, `pickle: ${what}: expected an integer, found ${typeof v}`);
+};
+
+/** Decodes a little-endian two's-complement integer of any length (LONG1/LONG4). */
+function decodeLong(b: Uint8Array): number | bigint {
+  if (b.length === 0) return 0;
+  let v = 0n;
+  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
+  if (b[b.length - 1] & 0x80) v -= 1n << BigInt(8 * b.length);
+  return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+/**
+ * Interprets `data` (a pickle) and returns the object it builds. `file` names
+ * the archive in errors.
+ */
+export function unpickle(data: Uint8Array, file: string): PyValue {
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const dec = new TextDecoder('utf-8', { fatal: false });
+  let pos = 0;
+  const stack: (PyValue | Mark)[] = [];
+  const marks: number[] = [];
+  const memo = new Map<number, PyValue>();
+  let items = 0;
+
+  const fail = (msg: string): never => {
+    throw new CheckpointError(file, `pickle byte ${pos}: ${msg}`);
+  };
+  const need = (n: number) => {
+    if (n < 0 || pos + n > data.length) fail(`truncated (needs ${n} more bytes)`);
+  };
+  const u8 = () => { need(1); return data[pos++]; };
+  const u16 = () => { need(2); const v = dv.getUint16(pos, true); pos += 2; return v; };
+  const u32 = () => { need(4); const v = dv.getUint32(pos, true); pos += 4; return v; };
+  const i32 = () => { need(4); const v = dv.getInt32(pos, true); pos += 4; return v; };
+  const u64 = () => {
+    need(8);
+    const v = dv.getBigUint64(pos, true);
+    pos += 8;
+    if (v > BigInt(data.length)) fail(`length ${v} exceeds the pickle's ${data.length} bytes`);
+    return Number(v);
+  };
+  const bytes = (n: number) => { need(n); const b = data.subarray(pos, pos + n); pos += n; return b; };
+  const line = () => {
+    const end = data.indexOf(0x0a, pos);
+    if (end < 0) fail('truncated (a text argument has no newline)');
+    const s = dec.decode(data.subarray(pos, end));
+    pos = end + 1;
+    return s;
+  };
+  const push = (v: PyValue) => {
+    if (stack.length >= MAX_DEPTH_STACK) fail('stack too deep');
+    stack.push(v);
+  };
+  const pop = (): PyValue => {
+    if (stack.length === 0) fail('stack underflow');
+    const v = stack.pop()!;
+    if (v instanceof Mark) fail('unexpected MARK');
+    return v as PyValue;
+  };
+  const top = (): PyValue => {
+    if (stack.length === 0) fail('stack underflow');
+    const v = stack[stack.length - 1];
+    if (v instanceof Mark) fail('unexpected MARK');
+    return v as PyValue;
+  };
+  const popMark = (): PyValue[] => {
+    const m = marks.pop();
+    if (m === undefined) fail('no MARK to pop to');
+    const out = stack.splice(m!);
+    out.shift(); // the MARK itself
+    return out as PyValue[];
+  };
+  const count = (n: number) => {
+    items += n;
+    if (items > MAX_ITEMS) fail(`more than ${MAX_ITEMS} items: not a state dict`);
+  };
+  const asMap = (v: PyValue, op: string): Map<PyValue, PyValue> => {
+    if (v instanceof Map) return v;
+    if (typeof v === 'object' && v !== null && (v as PyRecord).kind === 'record') return (v as PyRecord).attrs;
+    return fail(`${op} on something that is not a dict`);
+  };
+  const global = (mod: string, name: string): PyGlobal => {
+    const full = `${mod}.${name}`;
+    if (!ALLOWED.has(full)) {
+      fail(`refusing to load ${full}: a .pt may only hold tensors, dicts, lists and numbers (this pickle would run ${full}; it is not a plain state dict)`);
+    }
+    return { kind: 'global', name: full };
+  };
+  const call = (fn: PyValue, args: PyValue, op: string): PyValue => {
+    if (typeof fn !== 'object' || fn === null || (fn as PyGlobal).kind !== 'global') fail(`${op} of something that is not an allowed callable`);
+    if (!Array.isArray(args)) fail(`${op}: arguments are not a tuple`);
+    const name = (fn as PyGlobal).name;
+    const a = args as PyValue[];
+    switch (name) {
+      case 'collections.OrderedDict':
+        if (a.length > 0) fail('collections.OrderedDict with arguments');
+        return new Map();
+      case 'argparse.Namespace':
+        return { kind: 'record', type: name, attrs: new Map() };
+      case 'torch._utils._rebuild_tensor_v2': {
+        // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+        if (a.length < 4) fail(`${name} with ${a.length} arguments (expected at least 4)`);
+        const st = a[0] as PtStorage;
+        if (typeof st !== 'object' || st === null || st.kind !== 'storage') fail(`${name}: argument 0 is not a storage`);
+        const size = a[2];
+        const stride = a[3];
+        if (!Array.isArray(size) || !Array.isArray(stride) || size.length !== stride.length) fail(`${name}: size and stride must be tuples of one length`);
+        const t: PtTensor = {
+          kind: 'tensor', storage: st, offset: intOf(a[1], 'storage offset', file),
+          size: (size as PyValue[]).map((v) => intOf(v, 'size', file)), stride: (stride as PyValue[]).map((v) => intOf(v, 'stride', file)),
+        };
+        if (t.offset < 0 || t.size.some((d) => d < 0) || t.stride.some((d) => d < 0)) fail(`${name}: negative offset, size or stride`);
+        return t;
+      }
+      case 'torch._utils._rebuild_parameter':
+        if (a.length < 1 || !isTensorLike(a[0])) fail(`${name}: argument 0 is not a tensor`);
+        return a[0];
+      default:
+        return fail(`${op} of ${name}: only its use as a storage type is allowed`);
+    }
+  };
+
+  need(2);
+  if (data[0] !== 0x80) fail('not a pickle of protocol 2 or later (PyTorch >= 1.6 writes protocol 2)');
+  for (;;) {
+    const op = u8();
+    switch (op) {
+      case 0x80: { const p = u8(); if (p < 2 || p > 5) fail(`unsupported pickle protocol ${p}`); break; } // PROTO
+      case 0x95: u64(); break; // FRAME: a length hint
+      case 0x2e: { // STOP
+        if (stack.length !== 1 || marks.length > 0) fail('STOP with an unbalanced stack');
+        return stack[0] as PyValue;
+      }
+      case 0x28: marks.push(stack.length); stack.push(MARK); break; // MARK
+      case 0x7d: push(new Map()); break; // EMPTY_DICT
+      case 0x5d: push([]); break; // EMPTY_LIST
+      case 0x29: push([]); break; // EMPTY_TUPLE
+      case 0x8f: push([]); break; // EMPTY_SET (as a list)
+      case 0x74: { const t = popMark(); push(t); break; } // TUPLE (MARK removed)
+      case 0x6c: { const t = popMark(); push(t); break; } // LIST
+      case 0x64: { // DICT
+        const t = popMark();
+        const m = new Map<PyValue, PyValue>();
+        for (let i = 0; i + 1 < t.length; i += 2) m.set(t[i], t[i + 1]);
+        push(m); break;
+      }
+      case 0x85: push([pop()]); break; // TUPLE1
+      case 0x86: { const b = pop(); const a = pop(); push([a, b]); break; } // TUPLE2
+      case 0x87: { const c = pop(); const b = pop(); const a = pop(); push([a, b, c]); break; } // TUPLE3
+      case 0x61: { const v = pop(); const l = top(); if (!Array.isArray(l)) fail('APPEND to a non-list'); (l as PyValue[]).push(v); count(1); break; }
+      case 0x65: case 0x90: { // APPENDS, ADDITEMS
+        const vs = popMark();
+        const l = top(); if (!Array.isArray(l)) fail('APPENDS to a non-list');
+        (l as PyValue[]).push(...vs); count(vs.length); break;
+      }
+      case 0x73: { const v = pop(); const k = pop(); asMap(top(), 'SETITEM').set(k, v); count(1); break; }
+      case 0x75: { // SETITEMS
+        const kv = popMark();
+        const m = asMap(top(), 'SETITEMS');
+        for (let i = 0; i + 1 < kv.length; i += 2) m.set(kv[i], kv[i + 1]);
+        count(kv.length / 2); break;
+      }
+      case 0x71: memo.set(u8(), top()); break; // BINPUT
+      case 0x72: memo.set(u32(), top()); break; // LONG_BINPUT
+      case 0x94: memo.set(memo.size, top()); break; // MEMOIZE
+      case 0x70: memo.set(Number(line()), top()); break; // PUT
+      case 0x68: case 0x6a: case 0x67: { // BINGET, LONG_BINGET, GET
+        const k = op === 0x68 ? u8() : op === 0x6a ? u32() : Number(line());
+        if (!memo.has(k)) fail(`memo key ${k} is not set`);
+        push(memo.get(k)!); break;
+      }
+      case 0x4a: push(i32()); break; // BININT
+      case 0x4b: push(u8()); break; // BININT1
+      case 0x4d: push(u16()); break; // BININT2
+      case 0x8a: push(decodeLong(bytes(u8()))); break; // LONG1
+      case 0x8b: { const n = u32(); if (n > 1 << 20) fail('LONG4 too long'); push(decodeLong(bytes(n))); break; }
+      case 0x49: { // INT (text; also True/False as 01/00)
+        const s = line();
+        if (s === '01') push(true); else if (s === '00') push(false);
+        else { const v = Number(s); if (!Number.isInteger(v)) fail(`INT ${JSON.stringify(s)}`); push(v); }
+        break;
+      }
+      case 0x47: { need(8); push(dv.getFloat64(pos, false)); pos += 8; break; } // BINFLOAT (big-endian)
+      case 0x88: push(true); break; // NEWTRUE
+      case 0x89: push(false); break; // NEWFALSE
+      case 0x4e: push(null); break; // NONE
+      case 0x8c: push(dec.decode(bytes(u8()))); break; // SHORT_BINUNICODE
+      case 0x58: push(dec.decode(bytes(u32()))); break; // BINUNICODE
+      case 0x8d: push(dec.decode(bytes(u64()))); break; // BINUNICODE8
+      case 0x55: push(dec.decode(bytes(u8()))); break; // SHORT_BINSTRING
+      case 0x54: { const n = i32(); if (n < 0) fail('negative BINSTRING length'); push(dec.decode(bytes(n))); break; }
+      case 0x43: push(bytes(u8()).slice()); break; // SHORT_BINBYTES
+      case 0x42: push(bytes(u32()).slice()); break; // BINBYTES
+      case 0x8e: push(bytes(u64()).slice()); break; // BINBYTES8
+      case 0x30: pop(); break; // POP
+      case 0x31: popMark(); break; // POP_MARK
+      case 0x32: push(top()); break; // DUP
+      case 0x63: { const mod = line(); const name = line(); push(global(mod, name)); break; } // GLOBAL
+      case 0x93: { // STACK_GLOBAL
+        const name = pop(); const mod = pop();
+        if (typeof mod !== 'string' || typeof name !== 'string') fail('STACK_GLOBAL needs two strings');
+        push(global(mod as string, name as string)); break;
+      }
+      case 0x52: { const args = pop(); const fn = pop(); push(call(fn, args, 'REDUCE')); break; } // REDUCE
+      case 0x81: { const args = pop(); const cls = pop(); push(call(cls, args, 'NEWOBJ')); break; } // NEWOBJ
+      case 0x62: { // BUILD: set state on the object below
+        const state = pop();
+        const obj = top();
+        if (obj instanceof Map) {
+          // OrderedDict state: {'_metadata': ...} from state_dict(); kept out of the items.
+          break;
+        }
+        if (typeof obj === 'object' && obj !== null && (obj as PyRecord).kind === 'record') {
+          if (state instanceof Map) for (const [k, v] of state) (obj as PyRecord).attrs.set(k, v);
+          break;
+        }
+        if (isTensorLike(obj)) break; // tensor state (requires_grad etc.): irrelevant for the values
+        fail('BUILD on an object that is not a dict, a record or a tensor');
+        break;
+      }
+      case 0x51: { // BINPERSID: ('storage', storage_type, key, location, numel)
+        const pid = pop();
+        if (!Array.isArray(pid) || pid.length < 5 || pid[0] !== 'storage') fail('persistent id is not a ("storage", type, key, location, numel) tuple');
+        const [, type, key, , numel] = pid as PyValue[];
+        const t = type as PyGlobal;
+        if (typeof t !== 'object' || t === null || t.kind !== 'global' || !t.name.startsWith('torch.') || !(t.name.slice(6) in STORAGES)) {
+          fail('persistent id names no torch storage type');
+        }
+        if (typeof key !== 'string' || !/^[0-9A-Za-z_.-]+$/.test(key)) fail(`storage key ${JSON.stringify(key)} is not a plain name`);
+        const st: PtStorage = { kind: 'storage', dtype: STORAGES[t.name.slice(6)], key: key as string, numel: intOf(numel as PyValue, 'storage numel', file) };
+        if (st.numel < 0) fail('negative storage size');
+        push(st); break;
+      }
+      case 0x50: fail('PERSID (text persistent ids) is not used by torch.save'); break;
+      case 0x82: case 0x83: case 0x84: fail('EXT opcodes (the copyreg extension registry) are refused'); break;
+      case 0x69: case 0x6f: case 0x92: fail(`opcode ${op === 0x69 ? 'INST' : op === 0x6f ? 'OBJ' : 'NEWOBJ_EX'} (builds arbitrary objects) is refused`); break;
+      default:
+        fail(`unsupported pickle opcode 0x${op.toString(16).padStart(2, '0')} (${JSON.stringify(String.fromCharCode(op))})`);
+    }
+  }
+}
