@@ -356,8 +356,8 @@ export function encodeNpyParts(arr: NdArray): Uint8Array[] {
   return [header, payload];
 }
 
-/** Writes pieces to `file` atomically: a temporary file in the same folder, fsync, rename. */
-export function writeFileAtomic(file: string, parts: readonly Uint8Array[]): void {
+/** Writes pieces (any iterable, so a generator streams them) to `file` atomically: a temporary file in the same folder, fsync, rename. */
+export function writeFileAtomic(file: string, parts: Iterable<Uint8Array>): void {
   const dir = path.dirname(path.resolve(file));
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
   let fd: number;
