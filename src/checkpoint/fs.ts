@@ -62,7 +62,13 @@ export function ensureWritableDir(dir: string, what = 'experiment_dir'): void {
   try {
     mkdirSync(dir, { recursive: true });
   } catch (e) {
-    throw new CheckpointError(dir, `${what}: cannot create the folder: ${describeWriteError(e, nearestExisting(dir))}`);
+    // A recursive mkdir on a read-only file system reports ENOENT; the
+    // nearest existing folder says what is really wrong.
+    const base = nearestExisting(dir);
+    let why = e;
+    try { accessSync(base, constants.W_OK); } catch (e2) { why = e2; }
+    throw new CheckpointError(dir, `${what}: cannot create the folder: ${describeWriteError(why, base)}` +
+      (why !== e ? ` (the nearest existing folder ${base} is not writable)` : ''));
   }
   const probe = path.join(dir, `.write-probe-${process.pid}`);
   try {

@@ -277,6 +277,9 @@ export function readState(dir: string): CheckpointState {
     const got = hex32(zlib.crc32(JSON.stringify(s)));
     if (stored !== got) throw new CheckpointError(file, `checksum mismatch (state_crc32 ${JSON.stringify(stored)}, computed "${got}"): the file is damaged`);
   }
+  const known = new Set(['format', 'version', 'step', 'config', 'noise', 'adam_step', 'train', 'files']);
+  for (const k of Object.keys(s)) if (!known.has(k)) c.fail(k, `no such field (state.json holds ${[...known, 'state_crc32'].join(', ')})`, (s as Record<string, unknown>)[k]);
+  if (s.files !== undefined && stored === undefined) c.fail('state_crc32', 'the checksum of state.json (it records file checksums, so it was written with one)', undefined);
   if (s.version !== 1) throw new CheckpointError(file, `version: expected 1, found ${JSON.stringify(s.version)}`);
   c.int(s.step, 'step');
   const noise = c.obj(s.noise, 'noise', '{seed, offset} (the noise stream)');
@@ -336,6 +339,15 @@ function readVerified(r: SafetensorsReader, name: string, digest: FileDigest | u
   return t.dtype === 'F32' ? new Float32Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength / 4) : asFloat32(t, r.file, name);
 }
 
+/** Checks one tensor's checksum without loading it (read in bounded pieces). */
+function verifyStreamed(r: SafetensorsReader, name: string, digest: FileDigest | undefined): void {
+  if (!digest) return;
+  const got = hex32(r.crc32(name));
+  if (got !== digest.tensor_crc32[name]) {
+    throw new CheckpointError(r.file, `tensor ${name}: checksum mismatch (recorded ${digest.tensor_crc32[name]}, computed ${got}): the file is damaged`);
+  }
+}
+
 /** Reads one safetensors file and checks that it holds exactly `expected` (names, shapes); for small files. */
 export function readTensorsFor(file: string, expected: { name: string; shape: number[] }[]): Map<string, Float32Array> {
   const r = openChecked(file, expected, undefined);
@@ -359,10 +371,7 @@ export function verifyCheckpoint(dir: string): CheckpointState {
       const d = state.files?.[f];
       if (!d) continue;
       openChecked(file, r.entries, d).close();
-      for (const e of r.entries) {
-        const got = hex32(r.crc32(e.name));
-        if (got !== d.tensor_crc32[e.name]) throw new CheckpointError(file, `tensor ${e.name}: checksum mismatch (recorded ${d.tensor_crc32[e.name]}, computed ${got}): the file is damaged`);
-      }
+      for (const e of r.entries) verifyStreamed(r, e.name, d);
     } finally {
       r.close();
     }
@@ -416,6 +425,7 @@ export function loadCheckpoint(model: CheckpointModel, dir: string, what: LoadWh
     for (const p of params) {
       if (m) model.writeParam(p.name, 'model', readVerified(m, p.name, digest(m)));
       if (e && (p.trainable || !m)) model.writeParam(p.name, 'ema', readVerified(e, p.name, digest(e)));
+      else if (e) verifyStreamed(e, p.name, digest(e)); // not loaded (a fixed buffer equals the model's), still checked
       if (o && p.trainable) {
         model.writeParam(p.name, 'adam_m', readVerified(o, 'exp_avg.' + p.name, digest(o)));
         model.writeParam(p.name, 'adam_v', readVerified(o, 'exp_avg_sq.' + p.name, digest(o)));
