@@ -7,7 +7,7 @@
 // equal to an uninterrupted run. CRASH_TRIALS sets the number of kills.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 
@@ -109,5 +109,6 @@ test(`crash consistency: ${TRIALS} SIGKILLs (some inside checkpoint writes), res
   const got = fingerprint(final);
   assert.equal(got.length, want.length);
   for (let i = 0; i < want.length; i++) assert.ok(got[i] === want[i], `final ${['model', 'ema', 'optimizer', 'state'][i]} differs from the uninterrupted run`);
+  for (const d of [base.exp, exp]) rmSync(path.dirname(d), { recursive: true, force: true }); // ~150 MB each
   process.stdout.write(`# crash: ${kills} kills (${killedInWrite} inside a checkpoint write), newest checkpoint after each kill at steps ${steps.join(', ')}; final step ${STEPS} bitwise equal\n`);
 });

@@ -12,7 +12,7 @@
 // target, no time bound), FUZZ_SEED=n, FUZZ_TARGETS=npy,npz.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -37,7 +37,7 @@ interface Summary {
   failures: string[];
 }
 
-async function fuzz(target: string, seed: number): Promise<Summary & { crash?: string; hang?: string }> {
+async function fuzz(target: string, seed: number): Promise<Summary & { crash?: string; hang?: string; work: string }> {
   const work = mkdtempSync(path.join(tmpdir(), `fuzz-${target}-`));
   const child = spawn(process.execPath, [
     `--max-old-space-size=${HEAP_MB}`, '--import', 'tsx', path.resolve('test/fuzz-worker.ts'),
@@ -69,11 +69,11 @@ async function fuzz(target: string, seed: number): Promise<Summary & { crash?: s
   } catch {
     const at = existsSync(status) ? readFileSync(status, 'utf8').trim() : '?';
     return {
-      target, inputs: 0, clean_errors: 0, accepted: 0, untyped: 0, silent: 0, memory: 0, ms: 0, failures: [], hang,
+      target, inputs: 0, clean_errors: 0, accepted: 0, untyped: 0, silent: 0, memory: 0, ms: 0, failures: [], hang, work,
       crash: hang ? undefined : `worker ended with code ${code} signal ${signal} at input ${at} (saved as ${path.join(work, 'current.bin')}): ${err.slice(-1500)}`,
     };
   }
-  return summary;
+  return { ...summary, work };
 }
 
 // YAML alias errors surface as a raw ReferenceError (issue 13 item 5); the
@@ -91,5 +91,6 @@ for (const target of TARGETS) {
     assert.equal(r.untyped + r.silent + r.memory, 0);
     assert.ok(r.inputs >= (process.env.FUZZ_ITERS ? ITERS : 50), `only ${r.inputs} inputs ran`);
     assert.ok(r.clean_errors > 0, 'the mutations reach the validation');
+    rmSync(r.work, { recursive: true, force: true }); // kept when a check failed: it holds the failing inputs
   });
 }
