@@ -5,9 +5,11 @@ export { train, createModel, lrAt, type TrainOptions, type TrainResult, type Met
 export { runSample, runInference, loadForGeneration } from './generate/index.js';
 export { makeDataset, BatchLoader, SyntheticDataset, ImageFolderDataset, LatentsDataset, type Dataset, type Batch } from './data/index.js';
 export {
-  writeCheckpoint, loadCheckpoint, readState, resolveCheckpoint, listCheckpoints, stepDirName, type CheckpointState,
+  writeCheckpoint, loadCheckpoint, readState, resolveCheckpoint, listCheckpoints, stepDirName, useCheckpoint, verifyCheckpoint, type CheckpointState,
 } from './checkpoint/index.js';
-export { readSafetensors, encodeSafetensors } from './io/safetensors.js';
+export {
+  readSafetensors, encodeSafetensors, SafetensorsReader, readSafetensorsHeader, safetensorsParts, writeSafetensorsTo, type LazyTensor,
+} from './io/safetensors.js';
 export { DiTModel, presetConfig, nativeInfo, runBench, NativeError } from './native.js';
 export { convertPt, type ConvertOptions, type ConvertResult } from './convert/index.js';
 export { inferDiT, readWeightsFile, type InferredDiT } from './checkpoint/weights-file.js';

@@ -1,16 +1,33 @@
 // Checkpoints: <experiment_dir>/checkpoints/<step, 7 digits>/ holding
 // model.safetensors, ema.safetensors, optimizer.safetensors (DiT state_dict
 // names and shapes) and state.json (step, resolved config, every generator's
-// state, data position). Written into a temporary directory, fsynced, then
-// renamed, so a crash never leaves a half-written checkpoint under its name.
+// state, data position, and a checksum of every file). Written into a
+// temporary directory, fsynced, then renamed, so a crash never leaves a
+// half-written checkpoint under its name. Tensors stream one at a time in both
+// directions, so memory stays bounded for any model size.
+//
+// Checksums: a CRC-32 of every tensor and of every file's header, recorded in
+// state.json (whose own CRC-32 covers the rest of it). CRC-32 rather than a
+// cryptographic hash because the threat is damage, not an attacker (who could
+// rewrite state.json too): it detects every burst error up to 32 bits and any
+// other corruption with probability 1 - 2^-32, names the damaged tensor, and
+// zlib computes it about 3x faster than SHA-256 here (an XL/2 checkpoint is 11 GB).
 import {
   closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync,
 } from 'node:fs';
 import path from 'node:path';
+import * as zlib from 'node:zlib';
 
 import { CheckpointError } from '../errors.js';
 import type { NoiseState, ParamInfo, Slot } from '../native.js';
-import { asFloat32, encodeSafetensors, f32Tensor, readSafetensors, type SafeTensor } from '../io/safetensors.js';
+import {
+  SafetensorsReader, hex32, safetensorsHeader, writeSafetensorsTo, type FileDigest, type LazyTensor, type SafeDtype, asFloat32,
+} from '../io/safetensors.js';
+import { describeWriteError, ensureWritableDir, freeBytes } from './fs.js';
+import { Checker, checkDigests, checkStoredConfig, checkTrainState } from './state.js';
+
+export { ensureWritableDir } from './fs.js';
+export { checkStoredConfig, checkTrainState } from './state.js';
 
 /** What checkpointing needs from a model (DiTModel satisfies it). */
 export interface CheckpointModel {
@@ -36,25 +53,17 @@ export interface CheckpointState {
   adam_step: number;
   /** TypeScript generators and data position, opaque here (src/train owns them) */
   train: unknown;
+  /** per-file checksums (absent in checkpoints written before they existed) */
+  files?: Record<string, FileDigest>;
 }
 
 export const STATE_FILE = 'state.json';
-const FILES = ['model.safetensors', 'ema.safetensors', 'optimizer.safetensors', STATE_FILE] as const;
+const TENSOR_FILES = ['model.safetensors', 'ema.safetensors', 'optimizer.safetensors'] as const;
+type TensorFile = (typeof TENSOR_FILES)[number];
+const FILES = [...TENSOR_FILES, STATE_FILE] as const;
 
 export const stepDirName = (step: number): string => String(step).padStart(7, '0');
 export const checkpointsDir = (experimentDir: string): string => path.join(experimentDir, 'checkpoints');
-
-function writeFileSynced(file: string, parts: readonly Uint8Array[]): void {
-  const fd = openSync(file, 'w');
-  try {
-    for (const p of parts) {
-      for (let done = 0; done < p.byteLength; ) done += writeSync(fd, p, done, Math.min(p.byteLength - done, 1 << 30));
-    }
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function fsyncDir(dir: string): void {
   // Makes the renames durable; some platforms refuse fsync on a directory.
@@ -76,21 +85,45 @@ function cleanStale(root: string): void {
   }
 }
 
-function slotTensors(model: CheckpointModel, slot: Slot, prefix = '', trainableOnly = false): [string, SafeTensor][] {
+const f32Bytes = (a: Float32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** One file's tensors, read from the model only when the writer reaches each. */
+function slotTensors(model: CheckpointModel, slot: Slot, prefix = '', trainableOnly = false): LazyTensor[] {
   return model.params()
     .filter((p) => !trainableOnly || p.trainable)
-    .map((p) => [prefix + p.name, f32Tensor(model.readParam(p.name, slot), p.shape)]);
+    .map((p) => ({ name: prefix + p.name, dtype: 'F32' as SafeDtype, shape: p.shape, bytes: () => f32Bytes(model.readParam(p.name, slot)) }));
 }
 
-/** Writes a checkpoint atomically and returns its directory. */
-export function writeCheckpoint(model: CheckpointModel, experimentDir: string, state: Omit<CheckpointState, 'format' | 'version' | 'noise' | 'adam_step'>): string {
+const tensorBytes = (ts: readonly LazyTensor[]): number => ts.reduce((s, t) => s + 4 * t.shape.reduce((a, b) => a * b, 1), 0);
+
+/** state.json text with its own CRC-32 (of the JSON without that field) as the last field. */
+function stateText(s: CheckpointState): string {
+  const crc = hex32(zlib.crc32(JSON.stringify(s)));
+  return JSON.stringify({ ...s, state_crc32: crc }, null, 1) + '\n';
+}
+
+export interface WriteOptions {
+  /** refuse to start when the file system reports less free space than the checkpoint needs (default true) */
+  checkFreeSpace?: boolean;
+}
+
+/**
+ * Writes a checkpoint atomically and returns its directory. On any failure
+ * (a full disk, say) the temporary directory is removed, the previous
+ * checkpoints stay as they were, and the error names the file being written.
+ */
+export function writeCheckpoint(
+  model: CheckpointModel,
+  experimentDir: string,
+  state: Omit<CheckpointState, 'format' | 'version' | 'noise' | 'adam_step' | 'files'>,
+  opts: WriteOptions = {},
+): string {
   const root = checkpointsDir(experimentDir);
-  mkdirSync(root, { recursive: true });
+  ensureWritableDir(root, 'checkpoint folder');
   cleanStale(root);
   const name = stepDirName(state.step);
   const tag = `${name}-${process.pid}-${Date.now()}`;
   const tmp = path.join(root, `.tmp-${tag}`);
-  mkdirSync(tmp);
   const full: CheckpointState = {
     format: 'speed-train-checkpoint',
     version: 1,
@@ -99,31 +132,70 @@ export function writeCheckpoint(model: CheckpointModel, experimentDir: string, s
     adam_step: model.getStep(),
   };
   const meta = { format: 'pt', step: String(state.step) };
-  writeFileSynced(path.join(tmp, 'model.safetensors'), encodeSafetensors(slotTensors(model, 'model'), meta));
-  writeFileSynced(path.join(tmp, 'ema.safetensors'), encodeSafetensors(slotTensors(model, 'ema'), meta));
-  writeFileSynced(
-    path.join(tmp, 'optimizer.safetensors'),
-    encodeSafetensors(
+  const plan: [TensorFile, LazyTensor[], Record<string, string>][] = [
+    ['model.safetensors', slotTensors(model, 'model'), meta],
+    ['ema.safetensors', slotTensors(model, 'ema'), meta],
+    [
+      'optimizer.safetensors',
       [...slotTensors(model, 'adam_m', 'exp_avg.', true), ...slotTensors(model, 'adam_v', 'exp_avg_sq.', true)],
       { ...meta, adam_step: String(full.adam_step) },
-    ),
-  );
-  writeFileSynced(path.join(tmp, STATE_FILE), [Buffer.from(JSON.stringify(full, null, 1) + '\n')]);
-  fsyncDir(tmp);
-  const final = path.join(root, name);
-  if (existsSync(final)) {
-    // Replacing a checkpoint of the same step: move the old one aside first,
-    // so that one complete copy exists at every moment.
-    const old = path.join(root, `.old-${tag}`);
-    renameSync(final, old);
-    renameSync(tmp, final);
-    fsyncDir(root);
-    rmSync(old, { recursive: true, force: true });
-  } else {
-    renameSync(tmp, final);
-    fsyncDir(root);
+    ],
+  ];
+  // What the checkpoint occupies (headers + tensors; state.json is small): the
+  // figure a user needs when the disk is full.
+  const needed = plan.reduce((s, [, ts, m]) => s + safetensorsHeader(ts, m).byteLength + tensorBytes(ts), 0) + 64 * 1024;
+  const free = freeBytes(root);
+  if ((opts.checkFreeSpace ?? true) && free !== undefined && free < needed) {
+    throw new CheckpointError(path.join(root, name), describeWriteError(Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }), root, needed) +
+      ' (checked before writing; the previous checkpoints are untouched)');
   }
-  return final;
+  let current = tmp;
+  try {
+    mkdirSync(tmp);
+    const files: Record<string, FileDigest> = {};
+    for (const [file, tensors, m] of plan) {
+      current = path.join(tmp, file);
+      const fd = openSync(current, 'w');
+      try {
+        files[file] = writeSafetensorsTo(fd, tensors, m);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    full.files = files;
+    current = path.join(tmp, STATE_FILE);
+    const fd = openSync(current, 'w');
+    try {
+      const text = Buffer.from(stateText(full));
+      for (let done = 0; done < text.byteLength; ) done += writeSync(fd, text, done);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    fsyncDir(tmp);
+    const final = path.join(root, name);
+    current = final;
+    if (existsSync(final)) {
+      // Replacing a checkpoint of the same step: move the old one aside first,
+      // so that one complete copy exists at every moment.
+      const old = path.join(root, `.old-${tag}`);
+      renameSync(final, old);
+      renameSync(tmp, final);
+      fsyncDir(root);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, final);
+      fsyncDir(root);
+    }
+    return final;
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    if (e instanceof CheckpointError) throw e;
+    if ((e as NodeJS.ErrnoException).code === undefined) throw e; // a programming error, not the file system
+    throw new CheckpointError(current, `writing the checkpoint of step ${state.step} failed: ${describeWriteError(e, root, needed)}; ` +
+      'the partial checkpoint was removed, earlier checkpoints are intact');
+  }
 }
 
 /** Step directories (complete ones: holding state.json), oldest first. */
@@ -148,6 +220,40 @@ export function resolveCheckpoint(spec: string | null | undefined, experimentDir
   return spec;
 }
 
+/**
+ * Runs `attempt` on the checkpoint `spec` names. For "latest" (or null) a
+ * checkpoint that fails with a CheckpointError (missing file, bad checksum,
+ * bad state.json) is reported through `warn` and the next older one is tried;
+ * the error comes only when none is usable. A directory the user named is
+ * used as it is (no silent substitute).
+ */
+export function useCheckpoint<T>(
+  spec: string | null | undefined,
+  experimentDir: string,
+  attempt: (dir: string) => T,
+  warn: (msg: string) => void = (m) => process.stderr.write(m + '\n'),
+): { dir: string; value: T } {
+  if (spec && spec !== 'latest') {
+    const dir = resolveCheckpoint(spec, experimentDir);
+    return { dir, value: attempt(dir) };
+  }
+  const all = listCheckpoints(experimentDir).reverse();
+  if (all.length === 0) throw new CheckpointError(checkpointsDir(experimentDir), 'no checkpoint found (train first, or name one)');
+  const bad: string[] = [];
+  for (const dir of all) {
+    try {
+      const value = attempt(dir);
+      return { dir, value };
+    } catch (e) {
+      if (!(e instanceof CheckpointError)) throw e;
+      bad.push(`${path.basename(dir)}: ${e.message}`);
+      warn(`warning: checkpoint ${dir} is unusable, ${e.message}; ${dir === all[all.length - 1] ? 'no older checkpoint left' : 'falling back to the previous one'}`);
+    }
+  }
+  throw new CheckpointError(checkpointsDir(experimentDir), `none of the ${all.length} checkpoint(s) is usable (newest first): ${bad.join(' | ')}`);
+}
+
+/** Reads state.json and checks every field this module reads, and its own checksum. */
 export function readState(dir: string): CheckpointState {
   const file = path.join(dir, STATE_FILE);
   let text: string;
@@ -156,49 +262,135 @@ export function readState(dir: string): CheckpointState {
   } catch (e) {
     throw new CheckpointError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  let s: CheckpointState;
+  let raw: unknown;
   try {
-    s = JSON.parse(text) as CheckpointState;
+    raw = JSON.parse(text);
   } catch (e) {
     throw new CheckpointError(file, `invalid JSON (${(e as Error).message}); the file is truncated or damaged`);
   }
-  if (s === null || typeof s !== 'object' || s.format !== 'speed-train-checkpoint') {
+  const c = new Checker(file);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || (raw as { format?: unknown }).format !== 'speed-train-checkpoint') {
     throw new CheckpointError(file, 'not a speed-train checkpoint state (format field missing)');
   }
-  if (s.version !== 1) throw new CheckpointError(file, `unsupported version ${String(s.version)} (expected 1)`);
-  if (!Number.isInteger(s.step) || s.step < 0) throw new CheckpointError(file, `step: expected an integer >= 0, found ${JSON.stringify(s.step)}`);
-  if (!s.noise || !Number.isFinite(s.noise.seed) || !Number.isFinite(s.noise.offset)) {
-    throw new CheckpointError(file, `noise: expected {seed, offset}, found ${JSON.stringify(s.noise)}`);
+  const { state_crc32: stored, ...s } = raw as CheckpointState & { state_crc32?: unknown };
+  if (stored !== undefined) {
+    const got = hex32(zlib.crc32(JSON.stringify(s)));
+    if (stored !== got) throw new CheckpointError(file, `checksum mismatch (state_crc32 ${JSON.stringify(stored)}, computed "${got}"): the file is damaged`);
   }
-  if (!Number.isInteger(s.adam_step) || s.adam_step < 0) throw new CheckpointError(file, `adam_step: expected an integer >= 0`);
+  // Fields other modules may add are allowed; a damaged key name is caught by the checksum,
+  // and a checkpoint that records file checksums must carry its own.
+  if (s.files !== undefined && stored === undefined) c.fail('state_crc32', 'the checksum of state.json (it records file checksums, so it was written with one)', undefined);
+  if (s.version !== 1) throw new CheckpointError(file, `version: expected 1, found ${JSON.stringify(s.version)}`);
+  c.int(s.step, 'step');
+  const noise = c.obj(s.noise, 'noise', '{seed, offset} (the noise stream)');
+  c.int(noise.seed, 'noise.seed');
+  c.int(noise.offset, 'noise.offset');
+  c.int(s.adam_step, 'adam_step');
+  if (!('config' in s)) c.fail('config', 'the resolved config of the run', undefined);
+  if (!('train' in s)) c.fail('train', 'the training generators and data position', undefined);
+  s.files = checkDigests(s.files, file, TENSOR_FILES);
   return s;
 }
 
-/** Reads one safetensors file and checks that it holds exactly `expected` (names, F32, shapes). */
-export function readTensorsFor(file: string, expected: { name: string; shape: number[] }[]): Map<string, Float32Array> {
-  return checkTensors(readSafetensors(file).tensors, file, expected);
+/**
+ * Opens one tensor file, checks it against its digest (size, header CRC) and
+ * that it holds exactly `expected` (names, shapes); reads no tensor data.
+ */
+function openChecked(file: string, expected: { name: string; shape: number[] }[], digest: FileDigest | undefined): SafetensorsReader {
+  const r = SafetensorsReader.open(file);
+  try {
+    if (digest) {
+      if (r.size !== digest.bytes) throw new CheckpointError(file, `size ${r.size} bytes differs from the ${digest.bytes} recorded in state.json (truncated or replaced)`);
+      const h = hex32(zlib.crc32(r.headerBytes));
+      if (h !== digest.header_crc32) throw new CheckpointError(file, `header checksum mismatch (recorded ${digest.header_crc32}, computed ${h}): the file is damaged`);
+    }
+    const want = new Set(expected.map((e) => e.name));
+    const missing = expected.filter((e) => !r.get(e.name)).map((e) => e.name);
+    if (missing.length > 0) {
+      throw new CheckpointError(file, `missing ${missing.length} tensor(s) the model needs: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
+    }
+    const extra = r.entries.map((e) => e.name).filter((n) => !want.has(n));
+    if (extra.length > 0) {
+      throw new CheckpointError(file, `holds ${extra.length} tensor(s) this model does not have: ${extra.slice(0, 5).join(', ')} (a checkpoint of another model?)`);
+    }
+    for (const e of expected) {
+      const t = r.get(e.name)!;
+      if (t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
+        throw new CheckpointError(file, `tensor ${e.name}: shape [${t.shape}] differs from the model's [${e.shape}]`);
+      }
+      if (digest && !Object.hasOwn(digest.tensor_crc32, e.name)) throw new CheckpointError(file, `tensor ${e.name}: no checksum recorded in state.json`);
+    }
+    return r;
+  } catch (e) {
+    r.close();
+    throw e;
+  }
 }
 
-/** Checks tensors read from `file` against `expected` (names, shapes) and widens them to float32. */
-export function checkTensors(tensors: Map<string, SafeTensor>, file: string, expected: { name: string; shape: number[] }[]): Map<string, Float32Array> {
-  const out = new Map<string, Float32Array>();
-  const want = new Set(expected.map((e) => e.name));
-  const missing = expected.filter((e) => !tensors.has(e.name)).map((e) => e.name);
-  if (missing.length > 0) {
-    throw new CheckpointError(file, `missing ${missing.length} tensor(s) the model needs: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
+/** Reads one tensor as float32, verifying its checksum when one is recorded. */
+function readVerified(r: SafetensorsReader, name: string, digest: FileDigest | undefined): Float32Array {
+  const t = r.read(name);
+  if (digest) {
+    const got = hex32(zlib.crc32(t.bytes));
+    const want = digest.tensor_crc32[name];
+    if (got !== want) throw new CheckpointError(r.file, `tensor ${name}: checksum mismatch (recorded ${want}, computed ${got}): the file is damaged`);
   }
-  const extra = [...tensors.keys()].filter((n) => !want.has(n));
-  if (extra.length > 0) {
-    throw new CheckpointError(file, `holds ${extra.length} tensor(s) this model does not have: ${extra.slice(0, 5).join(', ')} (a checkpoint of another model?)`);
+  // Owned, aligned F32 bytes are used in place; other dtypes widen.
+  return t.dtype === 'F32' ? new Float32Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength / 4) : asFloat32(t, r.file, name);
+}
+
+/** Checks one tensor's checksum without loading it (read in bounded pieces). */
+function verifyStreamed(r: SafetensorsReader, name: string, digest: FileDigest | undefined): void {
+  if (!digest) return;
+  const got = hex32(r.crc32(name));
+  if (got !== digest.tensor_crc32[name]) {
+    throw new CheckpointError(r.file, `tensor ${name}: checksum mismatch (recorded ${digest.tensor_crc32[name]}, computed ${got}): the file is damaged`);
   }
-  for (const e of expected) {
-    const t = tensors.get(e.name)!;
-    if (t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
-      throw new CheckpointError(file, `tensor ${e.name}: shape [${t.shape}] differs from the model's [${e.shape}]`);
+}
+
+/**
+ * Streams the tensors of one file that holds exactly `expected` (names,
+ * shapes) into `use`, one at a time, widened to float32: bounded memory for
+ * weights files of any size.
+ */
+export function loadTensorsInto(file: string, expected: { name: string; shape: number[] }[], use: (name: string, data: Float32Array) => void): void {
+  const r = openChecked(file, expected, undefined);
+  try {
+    for (const e of expected) use(e.name, readVerified(r, e.name, undefined));
+  } finally {
+    r.close();
+  }
+}
+
+/** Reads one safetensors file and checks that it holds exactly `expected` (names, shapes); for small files. */
+export function readTensorsFor(file: string, expected: { name: string; shape: number[] }[]): Map<string, Float32Array> {
+  const r = openChecked(file, expected, undefined);
+  try {
+    return new Map(expected.map((e) => [e.name, readVerified(r, e.name, undefined)]));
+  } finally {
+    r.close();
+  }
+}
+
+/**
+ * Verifies every tensor checksum of a checkpoint by streaming its files,
+ * without a model (for tools and tests); returns the state.
+ */
+export function verifyCheckpoint(dir: string): CheckpointState {
+  const state = readState(dir);
+  for (const f of TENSOR_FILES) {
+    const file = path.join(dir, f);
+    const r = SafetensorsReader.open(file);
+    try {
+      const d = state.files?.[f];
+      if (!d) continue;
+      openChecked(file, r.entries, d).close();
+      for (const e of r.entries) verifyStreamed(r, e.name, d);
+    } finally {
+      r.close();
     }
-    out.set(e.name, asFloat32(t, file, e.name));
   }
-  return out;
+  return state;
 }
 
 export interface LoadWhat {
@@ -206,36 +398,72 @@ export interface LoadWhat {
   model?: boolean;
   ema?: boolean;
   optimizer?: boolean;
+  /** where a note about an unverifiable (pre-checksum) checkpoint goes (default: stderr) */
+  note?: (msg: string) => void;
 }
 
 /**
- * Loads a checkpoint into `model` (every file checked before anything is
- * written, so a bad checkpoint leaves the model untouched) and returns its state.
+ * Loads a checkpoint into `model` and returns its state. state.json, every
+ * file's size, header checksum, tensor names and shapes are checked before
+ * anything is written; tensors then stream in one at a time, each verified
+ * against its checksum before it is written. A tensor that fails its
+ * checksum stops the load with a CheckpointError naming file and tensor; the
+ * model then holds a mix and must be loaded again (useCheckpoint does so from
+ * an older checkpoint: a complete load overwrites every slot it touches).
  */
 export function loadCheckpoint(model: CheckpointModel, dir: string, what: LoadWhat = {}): CheckpointState {
   const { model: wModel = true, ema: wEma = true, optimizer: wOpt = true } = what;
   const state = readState(dir);
+  if (!state.files) {
+    (what.note ?? ((m: string) => process.stderr.write(m + '\n')))(
+      `note: ${dir} was written before checkpoints carried checksums; its tensors are loaded unverified`);
+  }
   const params = model.params();
   const trainable = params.filter((p) => p.trainable);
-  const m = wModel ? readTensorsFor(path.join(dir, 'model.safetensors'), params) : undefined;
-  const e = wEma ? readTensorsFor(path.join(dir, 'ema.safetensors'), params) : undefined;
-  const o = wOpt
-    ? readTensorsFor(path.join(dir, 'optimizer.safetensors'), [
-      ...trainable.map((p) => ({ name: 'exp_avg.' + p.name, shape: p.shape })),
-      ...trainable.map((p) => ({ name: 'exp_avg_sq.' + p.name, shape: p.shape })),
-    ])
-    : undefined;
-  for (const p of params) {
-    if (m) model.writeParam(p.name, 'model', m.get(p.name)!);
-    if (e && (p.trainable || !m)) model.writeParam(p.name, 'ema', e.get(p.name)!);
-    if (o && p.trainable) {
-      model.writeParam(p.name, 'adam_m', o.get('exp_avg.' + p.name)!);
-      model.writeParam(p.name, 'adam_v', o.get('exp_avg_sq.' + p.name)!);
+  const readers: SafetensorsReader[] = [];
+  const open = (f: TensorFile, expected: { name: string; shape: number[] }[]): SafetensorsReader => {
+    const r = openChecked(path.join(dir, f), expected, state.files?.[f]);
+    readers.push(r);
+    return r;
+  };
+  try {
+    const m = wModel ? open('model.safetensors', params) : undefined;
+    const e = wEma ? open('ema.safetensors', params) : undefined;
+    const o = wOpt
+      ? open('optimizer.safetensors', [
+        ...trainable.map((p) => ({ name: 'exp_avg.' + p.name, shape: p.shape })),
+        ...trainable.map((p) => ({ name: 'exp_avg_sq.' + p.name, shape: p.shape })),
+      ])
+      : undefined;
+    const digest = (r: SafetensorsReader) => state.files?.[path.basename(r.file) as TensorFile];
+    for (const p of params) {
+      if (m) model.writeParam(p.name, 'model', readVerified(m, p.name, digest(m)));
+      if (e && (p.trainable || !m)) model.writeParam(p.name, 'ema', readVerified(e, p.name, digest(e)));
+      else if (e) verifyStreamed(e, p.name, digest(e)); // not loaded (a fixed buffer equals the model's), still checked
+      if (o && p.trainable) {
+        model.writeParam(p.name, 'adam_m', readVerified(o, 'exp_avg.' + p.name, digest(o)));
+        model.writeParam(p.name, 'adam_v', readVerified(o, 'exp_avg_sq.' + p.name, digest(o)));
+      }
     }
+  } finally {
+    for (const r of readers) r.close();
   }
   if (wOpt) {
     model.setStep(state.adam_step);
     model.setNoiseState(state.noise);
   }
   return state;
+}
+
+/**
+ * Resumes training: loads `spec` ("latest" falls back past damaged
+ * checkpoints) into `model`, with the train section validated too.
+ */
+export function loadForResume(model: CheckpointModel, spec: string, experimentDir: string, warn: (msg: string) => void): { dir: string; state: CheckpointState } {
+  const { dir, value } = useCheckpoint(spec, experimentDir, (d) => {
+    const st = readState(d);
+    checkTrainState(st.train, path.join(d, STATE_FILE));
+    return loadCheckpoint(model, d, { note: warn });
+  }, warn);
+  return { dir, state: value };
 }

@@ -7,9 +7,9 @@ import { statSync } from 'node:fs';
 
 import type { Config } from '../config/schema.js';
 import { CheckpointError, ConfigError } from '../errors.js';
-import { readSafetensors, type SafeTensor } from '../io/safetensors.js';
+import { readSafetensorsHeader } from '../io/safetensors.js';
 import type { ModelConfig } from '../native.js';
-import { checkTensors, readTensorsFor, type CheckpointModel } from './index.js';
+import { loadTensorsInto, type CheckpointModel } from './index.js';
 
 /** What the shapes of a DiT state_dict determine. */
 export interface InferredDiT {
@@ -149,18 +149,19 @@ export function contradictions(a: InferredDiT, want: ModelConfig): string[] {
   return out;
 }
 
-/** A weights file's tensors (read and checked once) and the architecture they imply. */
-export function readWeightsFile(file: string): { tensors: Map<string, SafeTensor>; arch: InferredDiT } {
-  const { tensors } = readSafetensors(file);
-  return { tensors, arch: inferDiT(new Map([...tensors].map(([k, t]) => [k, t.shape])), file) };
+/** The architecture a weights file implies, from its header alone (no tensor data is read). */
+export function readWeightsFile(file: string): { arch: InferredDiT } {
+  const { entries } = readSafetensorsHeader(file);
+  return { arch: inferDiT(new Map(entries.map((e) => [e.name, e.shape])), file) };
 }
 
-/** Loads a bare weights file into both the raw and the EMA slot (the file holds one set of weights). */
-export function loadWeightsFile(model: CheckpointModel, file: string, tensors?: Map<string, SafeTensor>): void {
-  const t = tensors ? checkTensors(tensors, file, model.params()) : readTensorsFor(file, model.params());
-  for (const p of model.params()) {
-    const w = t.get(p.name)!;
-    model.writeParam(p.name, 'model', w);
-    model.writeParam(p.name, 'ema', w);
-  }
+/**
+ * Loads a bare weights file into both the raw and the EMA slot (the file holds
+ * one set of weights), streaming one tensor at a time: any size of file.
+ */
+export function loadWeightsFile(model: CheckpointModel, file: string): void {
+  loadTensorsInto(file, model.params(), (name, w) => {
+    model.writeParam(name, 'model', w);
+    model.writeParam(name, 'ema', w);
+  });
 }

@@ -233,12 +233,17 @@ export function speedSection(d: Config['diffusion']): Record<string, unknown> {
   return Object.fromEntries(Object.entries(d).filter(([, v]) => v !== null));
 }
 
-/** The schema's defaults as a plain object tree. */
-export function defaultsOf(node: Section = SCHEMA): Record<string, unknown> {
+/**
+ * The schema's defaults as a plain object tree. A key that follows another is
+ * `${that.key}` (resolved by interpolation), or its own plain default with
+ * `follow: false` (for trees that are never interpolated).
+ */
+export function defaultsOf(node: Section = SCHEMA, opts: { follow?: boolean } = {}): Record<string, unknown> {
+  const follow = opts.follow ?? true;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(node.keys)) {
-    out[k] = v.kind === 'section' ? defaultsOf(v)
-      : v.kind === 'int' && v.follows ? `\${${v.follows}}`
+    out[k] = v.kind === 'section' ? defaultsOf(v, opts)
+      : follow && v.kind === 'int' && v.follows ? `\${${v.follows}}`
         : Array.isArray(v.default) ? [...v.default] : v.default;
   }
   return out;

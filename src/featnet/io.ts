@@ -2,7 +2,7 @@
 // every parameter (timm ViT names) and, in __metadata__, the network's config
 // and the held-out accuracy it was trained to, so that a feature space loaded
 // from the file can say how good its classifier is.
-import { readSafetensors, encodeSafetensors, asFloat32, f32Tensor, type SafeTensor } from '../io/safetensors.js';
+import { asFloat32, readSafetensorsHeader, safetensorsParts, withSafetensors, type LazyTensor } from '../io/safetensors.js';
 import { writeFileAtomic } from '../io/npy.js';
 import { CheckpointError } from '../errors.js';
 import type { Device } from '../native.js';
@@ -21,7 +21,11 @@ export interface FeatNetInfo {
 }
 
 export function saveFeatNet(file: string, net: FeatNet, info: Omit<FeatNetInfo, 'config'>): void {
-  const tensors: [string, SafeTensor][] = net.params().map((p) => [p.name, f32Tensor(net.readParam(p.name, 'model'), p.shape)]);
+  // Each parameter is read from the network only when the writer reaches it.
+  const tensors: LazyTensor[] = net.params().map((p) => ({
+    name: p.name, dtype: 'F32', shape: p.shape,
+    bytes: () => { const a = net.readParam(p.name, 'model'); return new Uint8Array(a.buffer, a.byteOffset, a.byteLength); },
+  }));
   const meta: Record<string, string> = {
     format: FEATNET_FORMAT,
     config: JSON.stringify(net.config),
@@ -30,12 +34,11 @@ export function saveFeatNet(file: string, net: FeatNet, info: Omit<FeatNetInfo, 
     trained_on: info.trainedOn,
     steps: String(info.steps),
   };
-  writeFileAtomic(file, encodeSafetensors(tensors, meta));
+  writeFileAtomic(file, safetensorsParts(tensors, meta));
 }
 
 export function readFeatNetInfo(file: string): FeatNetInfo {
-  const st = readSafetensors(file);
-  const m = st.metadata;
+  const m = readSafetensorsHeader(file).metadata;
   if (m.format !== FEATNET_FORMAT) throw new CheckpointError(file, `not a speed-train feature network (metadata format is ${JSON.stringify(m.format ?? null)}, expected "${FEATNET_FORMAT}")`);
   let config: FeatNetConfig;
   try {
@@ -52,21 +55,23 @@ export function readFeatNetInfo(file: string): FeatNetInfo {
 /** Builds the network from the file's config and loads every parameter (names and shapes checked). */
 export function loadFeatNet(file: string, opts: { device?: Device; threads?: number } = {}): { net: FeatNet; info: FeatNetInfo } {
   const info = readFeatNetInfo(file);
-  const st = readSafetensors(file);
   const net = FeatNet.create({ config: info.config, seed: 0, device: opts.device, threads: opts.threads });
   try {
-    const names = new Set<string>();
-    for (const p of net.params()) {
-      const t = st.tensors.get(p.name);
-      if (!t) throw new CheckpointError(file, `missing tensor ${p.name}`);
-      if (t.shape.length !== p.shape.length || t.shape.some((d, i) => d !== p.shape[i])) {
-        throw new CheckpointError(file, `tensor ${p.name} has shape [${t.shape}], the network expects [${p.shape}]`);
+    withSafetensors(file, (r) => {
+      const names = new Set<string>();
+      for (const p of net.params()) {
+        const e = r.get(p.name);
+        if (!e) throw new CheckpointError(file, `missing tensor ${p.name}`);
+        if (e.shape.length !== p.shape.length || e.shape.some((d, i) => d !== p.shape[i])) {
+          throw new CheckpointError(file, `tensor ${p.name} has shape [${e.shape}], the network expects [${p.shape}]`);
+        }
+        names.add(p.name);
       }
-      net.writeParam(p.name, 'model', asFloat32(t, file, p.name));
-      names.add(p.name);
-    }
-    const extra = [...st.tensors.keys()].filter((k) => !names.has(k));
-    if (extra.length > 0) throw new CheckpointError(file, `unexpected tensor(s) ${extra.slice(0, 3).join(', ')}`);
+      const extra = r.entries.map((e) => e.name).filter((k) => !names.has(k));
+      if (extra.length > 0) throw new CheckpointError(file, `unexpected tensor(s) ${extra.slice(0, 3).join(', ')}`);
+      // Names and shapes are checked before any tensor is read; then one at a time.
+      for (const p of net.params()) net.writeParam(p.name, 'model', asFloat32(r.read(p.name), file, p.name));
+    });
   } catch (e) {
     net.dispose();
     throw e;

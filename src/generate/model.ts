@@ -1,6 +1,8 @@
 // A model for sampling, built from the checkpoint's own config (its network and
 // diffusion schedule are what the weights belong to), loaded with its weights.
-import { loadCheckpoint, readState, resolveCheckpoint } from '../checkpoint/index.js';
+import path from 'node:path';
+
+import { STATE_FILE, checkStoredConfig, loadCheckpoint, readState, useCheckpoint } from '../checkpoint/index.js';
 import { describeInferred, isWeightsFile, loadWeightsFile, modelSectionFor, readWeightsFile } from '../checkpoint/weights-file.js';
 import type { Config } from '../config/schema.js';
 import type { DiffusionCoefs } from '../diffusion/coefs.js';
@@ -17,34 +19,39 @@ export interface GenerationModel {
 }
 
 /**
- * `spec`: a checkpoint directory, "latest"/null (the newest in experiment_dir),
- * or a bare DiT weights file (.safetensors), whose architecture is read off its
+ * `spec`: a checkpoint directory, "latest"/null (the newest in experiment_dir;
+ * "latest" falls back past a damaged newest checkpoint, with a warning), or a
+ * bare DiT weights file (.safetensors), whose architecture is read off its
  * tensor shapes and whose diffusion schedule is the config's.
  */
 export function loadForGeneration(c: Config, spec: string | null, log: (m: string) => void = (m) => process.stdout.write(m + '\n')): GenerationModel {
   if (isWeightsFile(spec)) return loadBareWeights(c, spec, log);
-  const ckpt = resolveCheckpoint(spec, c.experiment_dir);
-  const state = readState(ckpt);
-  const trained = state.config as Config;
-  const { model, coefs } = createModel({
-    model: trained.model,
-    diffusion: trained.diffusion,
-    device: c.device,
-    threads: c.threads,
-    cuda_math: c.cuda_math,
-    seed: c.seed,
-  });
-  try {
-    loadCheckpoint(model, ckpt, { model: true, ema: true, optimizer: false });
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
-  return { model, coefs, ckpt, step: state.step, trained };
+  // "latest" falls back past a damaged newest checkpoint; the model is built
+  // from each candidate's own (validated) config.
+  const { value } = useCheckpoint(spec, c.experiment_dir, (ckpt) => {
+    const state = readState(ckpt);
+    const trained = checkStoredConfig(state.config, path.join(ckpt, STATE_FILE)) as unknown as Config;
+    const { model, coefs } = createModel({
+      model: trained.model,
+      diffusion: trained.diffusion,
+      device: c.device,
+      threads: c.threads,
+      cuda_math: c.cuda_math,
+      seed: c.seed,
+    });
+    try {
+      loadCheckpoint(model, ckpt, { model: true, ema: true, optimizer: false, note: log });
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return { model, coefs, ckpt, step: state.step, trained };
+  }, log);
+  return value;
 }
 
 function loadBareWeights(c: Config, file: string, log: (m: string) => void): GenerationModel {
-  const { tensors, arch } = readWeightsFile(file);
+  const { arch } = readWeightsFile(file);
   const section = modelSectionFor(arch, c.model, file);
   // The weights define the network (as a checkpoint's state.json does); say where the config differs.
   const a = modelConfigOf({ model: section });
@@ -54,7 +61,7 @@ function loadBareWeights(c: Config, file: string, log: (m: string) => void): Gen
   const trained: Config = { ...c, model: section };
   const { model, coefs } = createModel({ ...trained, device: c.device, threads: c.threads, cuda_math: c.cuda_math, seed: c.seed });
   try {
-    loadWeightsFile(model, file, tensors);
+    loadWeightsFile(model, file);
   } catch (e) {
     model.dispose();
     throw e;

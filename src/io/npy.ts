@@ -3,6 +3,7 @@
 // arrays over 2 GiB (Node's readFileSync limit) load as long as they fit in a
 // typed array, and the same code reads entries stored inside an .npz.
 
+import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -49,6 +50,11 @@ export interface NpyHeader {
   /** payload size in bytes */
   dataBytes: number;
 }
+
+/** numpy refuses headers over 10000 bytes by default; we allow more but not megabytes. */
+const MAX_NPY_HEADER = 1 << 20;
+/** Largest payload read into one typed array (Node's Buffer limit). */
+const MAX_NPY_LOAD = bufferConstants.MAX_LENGTH;
 
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 
@@ -181,6 +187,9 @@ export function readNpyHeaderFrom(src: ByteSource, label: string): NpyHeader {
   } else {
     throw new DataError(label, `unsupported .npy format version ${major}.${pre[7]} (expected 1.0, 2.0 or 3.0)`);
   }
+  if (headerLen > MAX_NPY_HEADER) {
+    throw new DataError(label, `.npy header length ${headerLen} exceeds ${MAX_NPY_HEADER} bytes (numpy writes a few hundred): not an .npy file or a damaged one`);
+  }
   if (headerStart + headerLen > src.size) {
     throw new DataError(label, `truncated .npy header: needs ${headerStart + headerLen} bytes, file has ${src.size}`);
   }
@@ -200,7 +209,9 @@ export function readNpyHeaderFrom(src: ByteSource, label: string): NpyHeader {
   }
   const dataOffset = headerStart + headerLen;
   const dataBytes = n * ITEMSIZE[dtype];
-  if (dataOffset + dataBytes > src.size) {
+  // Checked against the bytes present before anything is allocated (a
+  // product past 2^53 is inexact but still far larger than any file).
+  if (!Number.isSafeInteger(dataBytes) || dataOffset + dataBytes > src.size) {
     throw new DataError(label, `truncated .npy data: ${dtype} [${shape.join(', ')}] needs ${dataBytes} bytes after the header, file has ${src.size - dataOffset}`);
   }
   return { dtype, shape, version: major, dataOffset, dataBytes };
@@ -220,6 +231,9 @@ function allocate(dtype: NpyDtype, n: number): NpyData {
 /** Reads a whole .npy array from a byte source. */
 export function readNpyFrom(src: ByteSource, label: string): NdArray {
   const h = readNpyHeaderFrom(src, label);
+  if (h.dataBytes > MAX_NPY_LOAD) {
+    throw new DataError(label, `${h.dtype} [${h.shape.join(', ')}] is ${h.dataBytes} bytes, more than one typed array holds (${MAX_NPY_LOAD}); read it in rows (readNpyHeader + positioned reads)`);
+  }
   const data = allocate(h.dtype, product(h.shape));
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const got = src.read(bytes, h.dataOffset);
@@ -356,8 +370,8 @@ export function encodeNpyParts(arr: NdArray): Uint8Array[] {
   return [header, payload];
 }
 
-/** Writes pieces to `file` atomically: a temporary file in the same folder, fsync, rename. */
-export function writeFileAtomic(file: string, parts: readonly Uint8Array[]): void {
+/** Writes pieces (any iterable, so a generator streams them) to `file` atomically: a temporary file in the same folder, fsync, rename. */
+export function writeFileAtomic(file: string, parts: Iterable<Uint8Array>): void {
   const dir = path.dirname(path.resolve(file));
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
   let fd: number;

@@ -67,8 +67,22 @@ function readEntry(fd: number, e: ZipEntryInfo, file: string): NdArray {
   return arr;
 }
 
+/** Any stray RangeError from Buffer reads on a malformed archive becomes a DataError naming the file. */
+function typed<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof RangeError) throw new DataError(file, `corrupt zip archive (${e.message})`);
+    throw e;
+  }
+}
+
 /** Reads an .npz file into `{ key: { dtype, shape, data } }` (keys without the `.npy` suffix). */
 export function readNpz(file: string, opts: ReadNpzOptions = {}): Record<string, NdArray> {
+  return typed(file, () => readNpzUnchecked(file, opts));
+}
+
+function readNpzUnchecked(file: string, opts: ReadNpzOptions): Record<string, NdArray> {
   return withFile(file, (fd) => {
     const entries = readZipDirectory(fd, file);
     const wanted = opts.keys ? new Set(opts.keys) : null;
@@ -91,5 +105,5 @@ export function readNpz(file: string, opts: ReadNpzOptions = {}): Record<string,
 
 /** Lists the keys of an .npz file without reading any array. */
 export function listNpz(file: string): string[] {
-  return withFile(file, (fd) => readZipDirectory(fd, file).filter((e) => !e.name.endsWith('/')).map(keyOf));
+  return typed(file, () => withFile(file, (fd) => readZipDirectory(fd, file).filter((e) => !e.name.endsWith('/')).map(keyOf)));
 }

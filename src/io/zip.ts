@@ -3,6 +3,7 @@
 // writes ZIP64 extra fields even for small arrays and real sample sets pass 4 GiB.
 
 import * as fs from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
 import * as zlib from 'node:zlib';
 import { DataError } from '../errors.js';
 
@@ -13,6 +14,10 @@ const SIG_ZIP64_EOCD = 0x06064b50;
 const SIG_ZIP64_LOCATOR = 0x07064b50;
 const U32_MAX = 0xffffffff;
 const U16_MAX = 0xffff;
+/** Deflate's largest expansion (a stored block aside): 1032 output bytes per input byte. */
+const MAX_DEFLATE_RATIO = 1032;
+/** Largest entry inflated into one buffer (Node's Buffer limit). */
+const MAX_INFLATE = bufferConstants.MAX_LENGTH;
 
 /** CRC-32 (IEEE, as ZIP uses) over several pieces. */
 export function crc32(parts: readonly Uint8Array[], initial = 0): number {
@@ -219,6 +224,9 @@ export function readZipDirectory(fd: number, file: string): ZipEntryInfo[] {
     cdSize = u64(z, 40, file);
     cdOffset = u64(z, 48, file);
   }
+  if (count > cdSize / 46) {
+    throw new DataError(file, `corrupt zip end record: ${count} entries cannot fit in a ${cdSize}-byte central directory`);
+  }
   if (cdOffset + cdSize > size) {
     throw new DataError(file, `truncated zip archive: central directory at ${cdOffset}+${cdSize} exceeds file size ${size}`);
   }
@@ -239,6 +247,9 @@ export function readZipDirectory(fd: number, file: string): ZipEntryInfo[] {
     const extraLen = cd.readUInt16LE(p + 30);
     const commentLen = cd.readUInt16LE(p + 32);
     let localHeaderOffset = cd.readUInt32LE(p + 42);
+    if (p + 46 + nameLen + extraLen + commentLen > cd.length) {
+      throw new DataError(file, `corrupt zip central directory at entry ${i}: its name, extra field and comment (${nameLen} + ${extraLen} + ${commentLen} bytes) run past the directory's ${cd.length} bytes`);
+    }
     const name = cd.toString(flags & 0x0800 ? 'utf8' : 'latin1', p + 46, p + 46 + nameLen);
     if (flags & 0x0001) throw new DataError(file, `zip entry '${name}' is encrypted`);
     // ZIP64 extra: 64-bit values for exactly those fields that read 0xFFFFFFFF.
@@ -247,13 +258,30 @@ export function readZipDirectory(fd: number, file: string): ZipEntryInfo[] {
     while (x + 4 <= xEnd) {
       const id = cd.readUInt16LE(x);
       const len = cd.readUInt16LE(x + 2);
+      if (x + 4 + len > xEnd) throw new DataError(file, `corrupt zip central directory: extra field 0x${id.toString(16)} of entry '${name}' overruns its ${extraLen} bytes`);
       if (id === 0x0001) {
         let q = x + 4;
-        if (usize === U32_MAX) { usize = u64(cd, q, file); q += 8; }
-        if (compressedSize === U32_MAX) { compressedSize = u64(cd, q, file); q += 8; }
-        if (localHeaderOffset === U32_MAX) { localHeaderOffset = u64(cd, q, file); q += 8; }
+        const take = (what: string): number => {
+          if (q + 8 > x + 4 + len) throw new DataError(file, `corrupt zip central directory: ZIP64 extra field of entry '${name}' lacks its ${what}`);
+          const v = u64(cd, q, file);
+          q += 8;
+          return v;
+        };
+        if (usize === U32_MAX) usize = take('size');
+        if (compressedSize === U32_MAX) compressedSize = take('compressed size');
+        if (localHeaderOffset === U32_MAX) localHeaderOffset = take('local header offset');
       }
       x += 4 + len;
+    }
+    // Declared sizes against the file, before anything is allocated for them.
+    if (localHeaderOffset + 30 > size || compressedSize > size) {
+      throw new DataError(file, `corrupt zip central directory: entry '${name}' claims ${compressedSize} bytes at offset ${localHeaderOffset}, the file has ${size}`);
+    }
+    if (method === 0 && compressedSize !== usize) {
+      throw new DataError(file, `corrupt zip central directory: stored entry '${name}' has size ${usize} but ${compressedSize} bytes of data`);
+    }
+    if (method === 8 && usize > MAX_DEFLATE_RATIO * compressedSize + 1024) {
+      throw new DataError(file, `zip entry '${name}' claims ${usize} bytes from ${compressedSize} compressed ones, more than deflate can produce (at most ${MAX_DEFLATE_RATIO}:1)`);
     }
     entries.push({ name, method, crc, compressedSize, size: usize, localHeaderOffset });
     p = xEnd + commentLen;
@@ -277,12 +305,17 @@ export function zipEntryDataOffset(fd: number, e: ZipEntryInfo, file: string): n
 /** Reads and inflates a deflated entry, checking its size and CRC. */
 export function readDeflatedEntry(fd: number, e: ZipEntryInfo, file: string): Buffer {
   const start = zipEntryDataOffset(fd, e, file);
+  if (e.size > MAX_INFLATE) throw new DataError(file, `zip entry '${e.name}' inflates to ${e.size} bytes, more than one buffer holds (${MAX_INFLATE}); store it uncompressed`);
   const comp = Buffer.alloc(e.compressedSize);
   readAt(fd, comp, start, file, `data of '${e.name}'`);
   let raw: Buffer;
   try {
-    raw = zlib.inflateRawSync(comp);
+    // Never more than the directory declares: a deflate bomb stops here, not after filling memory.
+    raw = zlib.inflateRawSync(comp, { maxOutputLength: Math.max(1, e.size) });
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new DataError(file, `zip entry '${e.name}' inflates to more than the ${e.size} bytes its directory declares (a corrupt entry or a decompression bomb)`);
+    }
     throw new DataError(file, `zip entry '${e.name}' does not inflate: ${(err as Error).message}`);
   }
   if (raw.length !== e.size) throw new DataError(file, `zip entry '${e.name}' inflates to ${raw.length} bytes, directory says ${e.size}`);

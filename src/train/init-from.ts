@@ -13,7 +13,7 @@ export function initFrom(model: DiTModel, c: Config, log: (m: string) => void): 
   const src = c.model.init_from;
   if (!src) return;
   if (isWeightsFile(src)) {
-    const { tensors, arch } = readWeightsFile(src);
+    const { arch } = readWeightsFile(src);
     const bad = contradictions(arch, model.config);
     if (bad.length > 0) {
       const fit = modelSectionFor(arch, c.model, src);
@@ -21,7 +21,7 @@ export function initFrom(model: DiTModel, c: Config, log: (m: string) => void): 
         `model.learn_sigma=${fit.learn_sigma}`, ...(fit.depth !== null ? [`model.depth=${fit.depth}`, `model.hidden_size=${fit.hidden_size}`] : [])];
       throw new ConfigError('model.init_from', `${src} does not fit the configured model: ${bad.join('; ')}. The weights are ${describeInferred(arch, fit)} (${keys.join(' ')})`);
     }
-    loadWeightsFile(model, src, tensors);
+    loadWeightsFile(model, src);
     log(`init_from: ${src}: ${describeInferred(arch, modelSectionFor(arch, c.model, src))}; loaded into the weights and the EMA (fresh optimizer)`);
     return;
   }

@@ -2,10 +2,10 @@
 // native train step (noise, loss, backward, clip, AdamW, EMA) -> metrics,
 // progress, checkpoints. Every random decision comes from a generator whose
 // state goes into the checkpoint, so a resumed run continues exactly.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { loadCheckpoint, resolveCheckpoint, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
+import { ensureWritableDir, loadForResume, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
 import { speedSection, type Config } from '../config/schema.js';
 import { configToYaml } from '../config/load.js';
 import { BatchLoader, makeDataset, type Batch, type DataPosition } from '../data/index.js';
@@ -115,7 +115,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const exp = c.experiment_dir;
     const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
     if (!resumeSpec) prepareFreshRun(exp, c.overwrite, log); // before anything of this run is written
-    mkdirSync(exp, { recursive: true });
+    ensureWritableDir(exp); // an unwritable experiment_dir fails here, named
     writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
     const metricsFile = path.join(exp, 'metrics.jsonl');
 
@@ -129,8 +129,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         log(`resume: no checkpoint in ${exp}/checkpoints yet; starting from scratch`);
         initFrom(model, c, log);
       } else {
-        const dir = resolveCheckpoint(resumeSpec, exp);
-        const st = loadCheckpoint(model, dir);
+        // "latest" falls back past a damaged newest checkpoint (warning naming it).
+        const { dir, state: st } = loadForResume(model, resumeSpec, exp, log);
         const ts = st.train as TrainState;
         step = st.step;
         trainRng = Rng.fromState(ts.rng);
