@@ -109,6 +109,8 @@ export const SCHEMA: Section = section('speed-train configuration', {
     random_flip: { kind: 'bool', default: true, doc: 'random horizontal flip' },
     center_crop: { kind: 'bool', default: true, doc: 'image_folder: centre-crop and resize (false: every image must be image_size square)' },
     skip_bad_files: { kind: 'bool', default: false, doc: 'warn and skip unreadable files instead of failing' },
+    max_image_pixels: { kind: 'int', default: 40000000, min: 1, doc: 'images (JPEG/PNG/WebP) claiming more pixels (width x height, read from the header before decoding) are bad files' },
+    max_image_bytes: { kind: 'int', default: 67108864, min: 1, doc: 'image files larger than this many bytes are bad files' },
     latent_scale: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'latents are multiplied by this (SD-VAE: 0.18215)' },
   }),
   sample: section('-p sample: a PNG grid', {
@@ -205,6 +207,8 @@ export interface Config {
     random_flip: boolean;
     center_crop: boolean;
     skip_bad_files: boolean;
+    max_image_pixels: number;
+    max_image_bytes: number;
     latent_scale: number;
   };
   sample: GenerationConfig & { sample_classes: number[] | null; num_per_class: number };

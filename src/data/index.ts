@@ -3,6 +3,7 @@ import path from 'node:path';
 
 import type { Config } from '../config/schema.js';
 import { ImageFolderDataset } from './image-folder.js';
+import type { ImageLimits } from './image-decode.js';
 import { LatentsDataset } from './latents.js';
 import { SyntheticDataset } from './synthetic.js';
 import type { Dataset } from './types.js';
@@ -13,6 +14,11 @@ export { ImageFolderDataset, scanImageFolder } from './image-folder.js';
 export { LatentsDataset } from './latents.js';
 export type { Batch, Dataset } from './types.js';
 
+/** The image limits of the config's data: section. */
+export function imageLimits(c: Config): ImageLimits {
+  return { maxPixels: c.data.max_image_pixels, maxBytes: c.data.max_image_bytes };
+}
+
 export function makeDataset(c: Config, warn?: (msg: string) => void): Dataset {
   const d = c.data;
   switch (d.name) {
@@ -21,7 +27,7 @@ export function makeDataset(c: Config, warn?: (msg: string) => void): Dataset {
     case 'image_folder':
       return new ImageFolderDataset({
         root: path.resolve(d.root!), imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes,
-        centerCrop: d.center_crop, skipBadFiles: d.skip_bad_files, warn,
+        centerCrop: d.center_crop, skipBadFiles: d.skip_bad_files, limits: imageLimits(c), warn,
       });
     case 'latents':
       return new LatentsDataset({
