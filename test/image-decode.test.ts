@@ -74,7 +74,7 @@ test('issue 13 inputs: width 2^31-1, 8 x (2^31-1), a 20000x20000 zero bomb, 32 x
 
 test('empty, truncated and corrupt pixel data are errors, never a black image', async () => {
   const dir = tmp();
-  const rgb = Buffer.alloc(16 * 16 * 3).map((_, i) => (i * 37) % 256);
+  const rgb = Buffer.alloc(16 * 16 * 3).map((_, i) => ((i % 48) / 3) * 10 + Math.floor(i / 48) * 5 + (i % 3) * 20); // smooth gradients
   const raw = { raw: { width: 16, height: 16, channels: 3 as const } };
   const png = await sharp(rgb, raw).png().toBuffer();
   const jpg = await sharp(rgb, raw).jpeg({ quality: 90 }).toBuffer();
@@ -98,8 +98,8 @@ test('empty, truncated and corrupt pixel data are errors, never a black image', 
     await assert.rejects(decodeImageFile(f), isTypedError(f, re), name);
   }
   // The intact files decode, to their pixels (PNG and lossless WebP exactly).
-  // (JPEG of this high-frequency pattern: near on average only.)
-  for (const [name, buf, tol] of [['a.png', png, 0], ['a.webp', webpLossless, 0], ['a.jpg', jpg, 25]] as const) {
+  // (JPEG: lossy, near on average.)
+  for (const [name, buf, tol] of [['a.png', png, 0], ['a.webp', webpLossless, 0], ['a.jpg', jpg, 3]] as const) {
     const img = await decodeImage(buf, name);
     assert.equal(img.data.length, 16 * 16 * 3);
     const d = name === 'a.jpg' ? img.data.reduce((m, v, i) => m + Math.abs(v - rgb[i]), 0) / img.data.length : img.data.reduce((m, v, i) => Math.max(m, Math.abs(v - rgb[i])), 0);
