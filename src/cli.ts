@@ -2,6 +2,7 @@
 // speed-train: the only entry point.
 //   speed-train -c CONFIG [-p train|sample|inference|evaluate] [key.path=value ...] [--resume PATH|latest]
 //   speed-train analyze -c CONFIG [key.path=value ...]
+//   speed-train encode -c CONFIG [key.path=value ...]
 //   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -86,6 +87,17 @@ async function main(argv: string[]): Promise<number> {
         metricsPath: existsSync(metricsPath) ? metricsPath : undefined, out: file,
       });
       out(r.text.trimEnd());
+    });
+
+  program
+    .command('encode')
+    .description('image folder -> ADM centre crop -> VAE latents in shards + manifest.json (encode.*, vae.*; resumable)')
+    .requiredOption('-c, --config <file>', 'YAML config')
+    .argument('[overrides...]', 'config overrides key.path=value')
+    .action(async (overrides: string[], o: { config: string }) => {
+      const { config: c } = loadConfig(o.config, { overrides, phase: 'train' });
+      const { runEncode } = await import('./encode/index.js');
+      await runEncode(c);
     });
 
   program
