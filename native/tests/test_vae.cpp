@@ -169,6 +169,10 @@ void test_f32_vs_f64() {
   expect(rel_err(zmean, want_mean) == 0, "encode(sample=false) is the posterior mean");
   expect(rel_err(zs, want_s) < 1e-6, "encode(sample=true) = mean + std * Philox eps", "rel " + fmt(rel_err(zs, want_s)));
   expect(bitwise_equal(zs, zs1), "sampled latents: chunk 1 (3 threads) == one chunk, bitwise");
+  std::vector<float> zpart(zmean.size());  // the batch split over two calls: images 0..0, then 1..2
+  m1.encode(xf.data(), 1, H, W, zpart.data(), true, 1234, 5, 4);
+  m1.encode(xf.data() + 3 * H * W, 2, H, W, zpart.data() + per, true, 1234, 5, 4, {}, 1);
+  expect(bitwise_equal(zs, zpart), "sampled latents: split over calls with first_image == one call");
 
   // decoder
   std::vector<double> zd(zmean.begin(), zmean.end()), yd(size_t(N) * 3 * H * W);

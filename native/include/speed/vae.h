@@ -78,8 +78,10 @@ class VAE {
   // images -> z [N, latent, H/f, W/f]: the posterior mean when !sample, else
   // mean + std eps with eps from Philox (seed, offset): element i of the whole
   // batch's z is Backend::normal's element i, so chunking does not change it.
+  // The images of this call are images first_image.. of that whole batch (a
+  // caller that splits a batch over calls passes where each part starts).
   void encode(const T* images, int N, int H, int W, T* z, bool sample, uint64_t seed, uint64_t offset,
-              int chunk, const VAEProgress& progress = {});
+              int chunk, const VAEProgress& progress = {}, uint64_t first_image = 0);
   // z [N, latent, h, w] -> images [N, out_channels, h*f, w*f]
   void decode(const T* z, int N, int h, int w, T* images, int chunk, const VAEProgress& progress = {});
 

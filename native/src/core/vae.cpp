@@ -464,7 +464,7 @@ void VAE<T>::encode_moments(const T* images, int N, int H, int W, T* moments, in
 
 template <typename T>
 void VAE<T>::encode(const T* images, int N, int H, int W, T* z, bool sample, uint64_t seed, uint64_t offset,
-                    int chunk, const VAEProgress& progress) {
+                    int chunk, const VAEProgress& progress, uint64_t first_image) {
   Impl& I = *impl_;
   const int f = I.cfg.down_factor();
   I.check_size("encode", N, H, W, f);
@@ -484,7 +484,7 @@ void VAE<T>::encode(const T* images, int N, int H, int W, T* z, bool sample, uin
     const T* e = nullptr;
     if (sample) {
       // element i of the whole batch's eps is Philox normal (i % 4) of block offset + i / 4
-      const size_t e0 = size_t(n0) * z_per, skip = e0 % 4;
+      const uint64_t e0 = (first_image + uint64_t(n0)) * z_per, skip = e0 % 4;
       I.be->normal(I.eps, n * z_per + skip, seed, offset + e0 / 4);
       e = I.eps + skip;
     }
