@@ -19,7 +19,8 @@ set(SPEED_CUDA_RUNTIME_SOURCES
   ${SPEED_CUDA_DIR}/backend.cu
   ${SPEED_CUDA_DIR}/kernels.cu
   ${SPEED_CUDA_DIR}/attention.cu
-  ${SPEED_CUDA_DIR}/attention_tc.cu)
+  ${SPEED_CUDA_DIR}/attention_tc.cu
+  ${SPEED_CUDA_DIR}/conv.cu)
 set(SPEED_CUDA_BUILT FALSE)
 set(SPEED_CUDA_WHY "")
 
