@@ -65,7 +65,7 @@ async function imageFolder(): Promise<string> {
 function config(dir: string, images: string, extra: string[] = []): Config {
   const file = path.join(dir, 'c.yaml');
   writeFileSync(file, `experiment_dir: ${dir}/exp\nmodel: {name: DiT-Ti/2, input_size: 4, in_channels: 4, num_classes: 2}\n` +
-    `data: {name: latents, root: ${dir}/lat, num_classes: 2, batch_size: 2}\nencode: {images: ${images}, image_size: 8, shard_size: 3}\nvae: {batch_size: 2}\n`);
+    `data: {name: latents, root: ${dir}/lat, num_classes: 2, batch_size: 2}\nencode: {images: ${images}, image_size: 8, shard_size: 3}\nvae: {chunk: 2}\n`);
   return loadConfig(file, { overrides: extra }).config;
 }
 const quiet = { log: () => {}, progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream };

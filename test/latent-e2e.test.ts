@@ -52,7 +52,7 @@ sample_at_end: false
 model: {name: DiT-Ti/4, input_size: 8, in_channels: 4, num_classes: 2, depth: 2, hidden_size: 32, num_heads: 2}
 data: {name: latents, root: ${dir}/latents, image_size: 8, channels: 4, num_classes: 2, batch_size: 4, random_flip: true}
 encode: {images: ${images}, image_size: 16, flip: true, shard_size: 5}
-vae: {path: ${vae}, batch_size: 4}
+vae: {path: ${vae}, chunk: 4}
 diffusion: {sampling: speed, weighting: speed, diffusion_steps: 100, tau: 70}
 optimizer: {lr: 2.0e-3, warmup_steps: 2}
 ema: {decay: 0.9}

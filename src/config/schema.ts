@@ -117,7 +117,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     path: { kind: 'string', default: null, nullable: true, doc: 'VAE weights (.safetensors, diffusers or original LDM naming; e.g. sd-vae-ft-ema diffusion_pytorch_model.safetensors); null: latent samples are written as latents only' },
     scale_factor: { kind: 'number', default: 0.18215, min: 0, exclusiveMin: true, doc: 'the diffusion model sees VAE latents times this (SD: 0.18215); samples are divided by it before decoding; encode records it in manifest.json' },
     sample_posterior: { kind: 'bool', default: false, doc: 'encode: mean + std * eps (seeded Philox) instead of the posterior mean' },
-    batch_size: { kind: 'int', default: 8, min: 1, doc: 'images per VAE call (bounds the VAE\'s activation memory)' },
+    chunk: { kind: 'int', default: 8, min: 1, doc: 'images per VAE call in encode and when decoding samples (bounds the VAE activation memory)' },
   }),
   encode: section('speed-train encode: an image folder -> ADM centre crop -> VAE latents in shards + manifest.json', {
     images: { kind: 'string', default: null, nullable: true, doc: 'folder of JPEG/PNG/WebP images: one subfolder per class (labels = sorted names), or flat (unconditional)' },
@@ -225,7 +225,7 @@ export interface Config {
     max_image_bytes: number;
     latent_scale: number;
   };
-  vae: { path: string | null; scale_factor: number; sample_posterior: boolean; batch_size: number };
+  vae: { path: string | null; scale_factor: number; sample_posterior: boolean; chunk: number };
   encode: { images: string | null; out: string | null; image_size: number; flip: boolean; shard_size: number };
   sample: GenerationConfig & { sample_classes: number[] | null; num_per_class: number };
   inference: GenerationConfig & { num_samples: number; per_proc_batch_size: number; save_png: boolean; save_latents: boolean };

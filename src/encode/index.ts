@@ -135,7 +135,7 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
       (resumedImages ? `; resuming: ${K - todo.length} shards done` : ''));
 
     const progress = new Progress('encode', N, opts.progressStream, resumedImages);
-    const B = c.vae.batch_size;
+    const B = c.vae.chunk;
     const per = 3 * S * S;
     let encoded = 0;
     let skipped = 0;
@@ -171,14 +171,25 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
         if (batch.length > 0) {
           const n = batch.length;
           const x = new Float32Array(n * per);
-          batch.forEach((b, j) => toChw(b.rgb, S, false, x, j * per));
-          // Noise of image i is Philox block (seed, i * latent size): the same for any batch size or restart.
-          const o = { sample: c.vae.sample_posterior, seed, offset: batch[0].i * zc * h * h, chunk: B };
-          lat.push(await vae.encode(x, n, S, S, o));
-          if (e.flip) {
-            batch.forEach((b, j) => toChw(b.rgb, S, true, x, j * per));
-            flat.push(await vae.encode(x, n, S, S, { ...o, seed: seed + 1 }));
+          // eps of image i (sample_posterior) starts at Philox block i * latent size / 4 of
+          // (seed): the same for any batch size or restart. A skipped image leaves a gap, so
+          // each contiguous run of images is one call.
+          const runs: [number, number][] = [];
+          for (let j = 0; j < n; j++) {
+            if (j > 0 && batch[j].i === batch[j - 1].i + 1) runs[runs.length - 1][1] = j + 1;
+            else runs.push([j, j + 1]);
           }
+          const encodeAll = async (flip: boolean, s: number) => {
+            batch.forEach((b, j) => toChw(b.rgb, S, flip, x, j * per));
+            const z = new Float32Array(n * zc * h * h);
+            for (const [r0, r1] of runs) {
+              const o = { sample: c.vae.sample_posterior, seed: s, offset: Math.floor((batch[r0].i * zc * h * h) / 4), chunk: B };
+              z.set(await vae.encode(x.subarray(r0 * per, r1 * per), r1 - r0, S, S, o), r0 * zc * h * h);
+            }
+            return z;
+          };
+          lat.push(await encodeAll(false, seed));
+          if (e.flip) flat.push(await encodeAll(true, seed + 1));
           for (const b of batch) labels.push(scan.labels[b.i]);
           encoded += n;
         }

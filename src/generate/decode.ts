@@ -50,7 +50,7 @@ export async function latentDecoder(c: Config, g: GenerationModel, log: (m: stri
     scale,
     async decode(x, n, label = 'decode') {
       const progress = new Progress(label, n);
-      const imgs = await vae.decode(unscaleLatents(x, scale), n, h, h, { chunk: c.vae.batch_size, onProgress: (d) => progress.tick(d) });
+      const imgs = await vae.decode(unscaleLatents(x, scale), n, h, h, { chunk: c.vae.chunk, onProgress: (d) => progress.tick(d) });
       progress.done();
       return imgs;
     },

@@ -61,7 +61,7 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
       const x = await generate(g, s, y, B);
       if (latents) latents.set(unscaleLatents(x, c.vae.scale_factor), a * C * H * H);
       if (isImage) {
-        const pix = dec ? await dec.vae.decode(unscaleLatents(x, dec.scale), y.length, H, H, { chunk: c.vae.batch_size }) : x;
+        const pix = dec ? await dec.vae.decode(unscaleLatents(x, dec.scale), y.length, H, H, { chunk: c.vae.chunk }) : x;
         const u8 = toUint8NHWC(pix, y.length, IC, IH, IH);
         imgs.set(u8, a * IH * IH * IC);
         if (s.save_png) {
