@@ -72,6 +72,13 @@ evaluate: {num_reference: 8}
   ok(again, 'encode (rerun)');
   assert.match(again.stdout, /encoded 0 images .* 12 from earlier runs/);
 
+  // The same random weights in the original LDM naming encode to the same bits.
+  const ldm = await writeTinyVae(path.join(dir, 'vae-ldm'), { naming: 'ldm', seed: 5 });
+  ok(run(['encode', '-c', file, `vae.path=${ldm}`, `encode.out=${dir}/latents-ldm`]), 'encode (LDM naming)');
+  for (const s of m.shards) {
+    assert.ok(readFileSync(path.join(dir, 'latents', s.file)).equals(readFileSync(path.join(dir, 'latents-ldm', s.file))), s.file);
+  }
+
   const tr = run(['-c', file]);
   ok(tr, 'train');
   assert.match(tr.stdout, /trained 20\/20 steps/);
@@ -82,6 +89,12 @@ evaluate: {num_reference: 8}
   const grid = await sharp(path.join(exp, 'samples', 'grid-0000020.png')).metadata();
   // 2 classes x 2 images of 16x16 (decoded from 8x8 latents), enlarged 4x, 2-pixel gaps.
   assert.deepEqual([grid.width, grid.height], [2 * (64 + 2) + 2, 2 * (64 + 2) + 2]);
+
+  // Without a VAE the grid phase keeps the (unscaled) latents and says how to decode them.
+  const noVae = run(['-c', file, '-p', 'sample', 'vae.path=null', `sample.out=${dir}/novae.png`]);
+  ok(noVae, 'sample without a VAE');
+  assert.deepEqual(readNpy(path.join(dir, 'novae.npy')).shape, [4, 4, 8, 8]);
+  assert.match(noVae.stdout, /divided by vae\.scale_factor 0\.18215.*set vae\.path to decode/);
 
   const inf = run(['-c', file, '-p', 'inference']);
   ok(inf, 'inference');
