@@ -3,7 +3,7 @@
 // steps -> `-p sample` -> `-p inference` (decoded samples.npz + latents.npy)
 // -> `-p evaluate`.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -121,4 +121,36 @@ evaluate: {num_reference: 8}
   const evj = JSON.parse(readFileSync(path.join(exp, 'eval.json'), 'utf8')) as Record<string, unknown>;
   assert.ok(JSON.stringify(evj).includes('fid'), JSON.stringify(evj).slice(0, 300));
   assert.match(ev.stdout, /reference: 8 images 16x16x3 from image folder/);
+});
+
+test('encode survives kill -9: the rerun skips the complete shards and ends bitwise equal to an uninterrupted run', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'latent-kill-'));
+  const images = path.join(dir, 'images');
+  mkdirSync(images);
+  for (let k = 0; k < 40; k++) {
+    const rgb = Buffer.alloc(70 * 64 * 3).map((_, i) => (i * (k + 1) * 7 + k * 31) % 256);
+    writeFileSync(path.join(images, `${String(k).padStart(2, '0')}.jpg`), await sharp(rgb, { raw: { width: 70, height: 64, channels: 3 } }).jpeg().toBuffer());
+  }
+  const vae = await writeTinyVae(path.join(dir, 'vae'), { naming: 'diffusers', seed: 9, config: { blockOutChannels: [32, 64], normNumGroups: 8 } });
+  const file = path.join(dir, 'enc.yaml');
+  writeFileSync(file, `threads: 1\ndata: {name: latents, root: ${dir}/lat, num_classes: 0}\nmodel: {in_channels: 4, input_size: 32}\n` +
+    `encode: {images: ${images}, image_size: 64, shard_size: 4, flip: true}\nvae: {path: ${vae}, chunk: 2, sample_posterior: true}\n`);
+  ok(run(['encode', '-c', file, `encode.out=${dir}/ref`]), 'uninterrupted encode');
+
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'encode', '-c', file], { stdio: 'ignore', env: process.env });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const lat = path.join(dir, 'lat');
+  const t0 = Date.now();
+  while (!existsSync(path.join(lat, 'shard-00001.npy')) && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 10));
+  child.kill('SIGKILL');
+  await exited;
+  assert.ok(!existsSync(path.join(lat, 'manifest.json')), 'killed before the end (else the test proves nothing)');
+  const rerun = run(['encode', '-c', file]);
+  ok(rerun, 'encode after kill -9');
+  assert.match(rerun.stdout, /resuming: \d+ shards done/);
+  const m = readManifest(lat);
+  assert.equal(m.count, 40);
+  for (const s of m.shards) {
+    for (const f of [s.file, s.labels, s.flip!]) assert.ok(readFileSync(path.join(lat, f)).equals(readFileSync(path.join(dir, 'ref', f))), f);
+  }
 });
