@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { deflateSync } from 'node:zlib';
+import { PNG } from 'pngjs';
 import sharp from 'sharp';
 
 import { ImageFolderDataset, scanImageFolder } from '../src/data/index.js';
@@ -105,6 +106,15 @@ test('empty, truncated and corrupt pixel data are errors, never a black image', 
     const d = name === 'a.jpg' ? img.data.reduce((m, v, i) => m + Math.abs(v - rgb[i]), 0) / img.data.length : img.data.reduce((m, v, i) => Math.max(m, Math.abs(v - rgb[i])), 0);
     assert.ok(d <= tol, `${name}: diff ${d}`);
   }
+});
+
+test('an embedded ICC profile is ignored, as Pillow ignores it: the stored values come back', async () => {
+  const rgb = Buffer.alloc(4 * 4 * 3).map((_, i) => (i * 20) % 256);
+  const png = await sharp(rgb, { raw: { width: 4, height: 4, channels: 3 } }).withIccProfile('p3').png().toBuffer();
+  assert.ok((await sharp(png).metadata()).icc, 'the file carries a profile');
+  const stored = PNG.sync.read(png).data.filter((_, i) => i % 4 !== 3);
+  assert.notDeepEqual([...stored], [...rgb]); // the P3 conversion changed the stored values
+  assert.deepEqual([...(await decodeImage(png, 'p3.png')).data], [...stored]);
 });
 
 test('image folders: .jpg/.JPEG/.png/.webp by class or flat; bad files, symlink loops and dangling links named or skipped', async () => {

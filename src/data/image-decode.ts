@@ -162,7 +162,9 @@ export function readImageHeader(file: string, lim: ImageLimits = DEFAULT_LIMITS)
 /**
  * Decodes image bytes to RGB uint8 (grey expanded, alpha dropped without
  * compositing, palette expanded, 16-bit reduced to 8), as PIL's
- * `convert("RGB")` does. No EXIF rotation (PIL does none either). Throws
+ * `convert("RGB")` does: the stored values, an embedded ICC profile ignored as
+ * Pillow ignores it (DiT's latents were made that way). No EXIF rotation (PIL does
+ * none either). Throws
  * DataError naming `name` for anything that is not a whole, valid image within
  * the limits.
  */
@@ -176,7 +178,7 @@ export async function decodeImage(buf: Buffer, name: string, lim: ImageLimits = 
   }
   let out: { data: Buffer; info: OutputInfo };
   try {
-    out = await sharp(buf, { limitInputPixels: lim.maxPixels, failOn: 'warning', sequentialRead: true })
+    out = await sharp(buf, { limitInputPixels: lim.maxPixels, failOn: 'warning', sequentialRead: true, ignoreIcc: true })
       .toColourspace('srgb')
       .removeAlpha()
       .raw({ depth: 'uchar' })
