@@ -4,7 +4,7 @@
 // -> `-p evaluate`.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -145,9 +145,13 @@ test('encode survives kill -9: the rerun skips the complete shards and ends bitw
   child.kill('SIGKILL');
   await exited;
   assert.ok(!existsSync(path.join(lat, 'manifest.json')), 'killed before the end (else the test proves nothing)');
+  // What a kill inside a shard write leaves behind: removed by the rerun.
+  writeFileSync(path.join(lat, '.shard-00007.npy.12345.1700000000000.tmp'), 'partial');
   const rerun = run(['encode', '-c', file]);
   ok(rerun, 'encode after kill -9');
   assert.match(rerun.stdout, /resuming: \d+ shards done/);
+  assert.match(rerun.stdout, /removed 1 temporary files of an interrupted run/);
+  assert.deepEqual(readdirSync(lat).filter((n) => n.endsWith('.tmp')), []);
   const m = readManifest(lat);
   assert.equal(m.count, 40);
   for (const s of m.shards) {

@@ -9,7 +9,7 @@
 // shard whose latents file exists is complete and a restart skips it; the
 // manifest is written last of all.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 
 import type { Config } from '../config/schema.js';
@@ -97,6 +97,10 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
       sample_posterior: c.vae.sample_posterior, seed: c.vae.sample_posterior ? c.seed : null, latent_scale: c.vae.scale_factor,
     };
     mkdirSync(out, { recursive: true });
+    // Temporary files of a write that a kill interrupted (writeFileAtomic names them .NAME.PID.TIME.tmp).
+    const stale = readdirSync(out).filter((n) => /^\.(shard-\d{5}(-labels|-flip)?\.npy|manifest\.json|encode-plan\.json)\.\d+\.\d+\.tmp$/.test(n));
+    for (const n of stale) unlinkSync(path.join(out, n));
+    if (stale.length) log(`encode: removed ${stale.length} temporary files of an interrupted run`);
     const planFile = path.join(out, PLAN);
     if (existsSync(planFile)) {
       let old: Record<string, unknown>;
