@@ -142,6 +142,9 @@ test('image folders: .jpg/.JPEG/.png/.webp by class or flat; bad files, symlink 
   writeFileSync(path.join(flat, 'x.jpg'), await px('#808080').jpeg().toBuffer());
   writeFileSync(path.join(flat, 'y.PNG'), await px('#808080').png().toBuffer());
   assert.deepEqual([...scanImageFolder({ ...o, root: flat, numClasses: 0 }).labels], [0, 0]);
+  // Unconditional (num_classes 0) in subfolders, as FFHQ ships: every image, label 0, no classes.
+  const u = scanImageFolder({ ...o, numClasses: 0 });
+  assert.deepEqual([u.files.length, [...new Set(u.labels)], u.classes], [4, [0], []]);
 
   // A link to itself, a loop of two, a dangling link, a link loop as a class folder.
   symlinkSync('self.png', path.join(root, 'b/self.png'));

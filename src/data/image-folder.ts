@@ -1,5 +1,6 @@
 // A folder of images (JPEG, PNG, WebP), one subfolder per class (labels =
-// subfolders sorted by name) or flat (unconditional, all labelled 0), decoded
+// subfolders sorted by name) or flat (unconditional, all labelled 0; with
+// data.num_classes 0 subfolders are only a layout, every image labelled 0), decoded
 // in a worker thread. Problems are found early where that is cheap (empty
 // folders, symlink loops, dangling links, bad headers, sizes and pixel counts
 // above the limits) and name the file.
@@ -105,7 +106,17 @@ export function scanImageFolder(o: ImageFolderOptions): ImageFolderScan {
     labels.push(label);
   };
   const top = entriesOf(o.root);
-  const classes = top.filter((e) => e.dir).map((e) => e.name);
+  const subdirs = top.filter((e) => e.dir).map((e) => e.name);
+  if (o.numClasses === 0 && subdirs.length > 0) {
+    // Unconditional data in subfolders (FFHQ ships as 00000/, 01000/, ...): every
+    // image of the folder and its subfolders (one level), all labelled 0.
+    for (const e of top) if (!e.dir && isImageName(e.name)) add(e.p, 0);
+    for (const d of subdirs) for (const e of entriesOf(path.join(o.root, d))) if (!e.dir && isImageName(e.name)) add(e.p, 0);
+    if (files.length === 0 && skipped === 0) throw new DataError(o.root, 'empty image folder: no .jpg/.jpeg/.png/.webp files in it or its subfolders');
+    if (files.length === 0) throw new DataError(o.root, 'no usable images found');
+    return { files, labels: Int32Array.from(labels), classes: [], skipped };
+  }
+  const classes = subdirs;
   if (classes.length === 0) {
     // No class subfolders: an unconditional folder of images, all labelled 0.
     const imgs = top.filter((e) => isImageName(e.name));
