@@ -125,7 +125,7 @@ test('encode resumes after a failure, skipping complete shards; other settings a
   const dir = tmp();
   const c = config(dir, images);
   const ref = tmp();
-  await runEncode(config(ref, images), { vae: poolEncoder(), ...quiet });
+  await runEncode(config(ref, images, ['encode.workers=3']), { vae: poolEncoder(), ...quiet }); // 3 decode workers: the same bits as 1
   // Dies in shard 1 (calls of 2 images: shard 0 takes 2 calls, the third call is shard 1's first).
   await assert.rejects(runEncode(c, { vae: poolEncoder(3), ...quiet }), /encoder killed/);
   const out = path.join(dir, 'lat');
@@ -136,7 +136,7 @@ test('encode resumes after a failure, skipping complete shards; other settings a
   assert.equal(r.encoded, 4); // shards 1 and 2 only
   assert.equal(statSync(path.join(out, shardName(0))).mtimeMs, t0);
   for (let k = 0; k < 3; k++) {
-    assert.ok(readFileSync(path.join(out, shardName(k))).equals(readFileSync(path.join(ref, 'lat', shardName(k)))), `shard ${k} equals an uninterrupted run's`);
+    assert.ok(readFileSync(path.join(out, shardName(k))).equals(readFileSync(path.join(ref, 'lat', shardName(k)))), `shard ${k} equals an uninterrupted run's (with 3 decode workers)`);
   }
   await assert.rejects(runEncode(config(dir, images, ['encode.image_size=16']), { vae: poolEncoder(), ...quiet }),
     (e: unknown) => e instanceof DataError && /encode-plan\.json/.test(e.file) && /image_size: 8 now 16/.test(e.message));

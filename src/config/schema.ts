@@ -125,6 +125,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     image_size: { kind: 'int', default: 256, min: 8, doc: 'side of the centre crop (DiT/ADM center_crop_arr); latents are image_size / 8 for SD' },
     flip: { kind: 'bool', default: false, doc: 'also encode the mirrored image (shard-*-flip.npy): data.random_flip then picks the real flipped latent' },
     shard_size: { kind: 'int', default: 4096, min: 1, doc: 'images per shard (the unit of resumption)' },
+    workers: { kind: 'int', default: 0, min: 0, max: 256, doc: 'decode + crop worker threads (0: CPU cores - 1, at most 8)' },
   }),
   sample: section('-p sample: a PNG grid', {
     ...generationKeys(4.0),
@@ -226,7 +227,7 @@ export interface Config {
     latent_scale: number;
   };
   vae: { path: string | null; scale_factor: number; sample_posterior: boolean; chunk: number };
-  encode: { images: string | null; out: string | null; image_size: number; flip: boolean; shard_size: number };
+  encode: { images: string | null; out: string | null; image_size: number; flip: boolean; shard_size: number; workers: number };
   sample: GenerationConfig & { sample_classes: number[] | null; num_per_class: number };
   inference: GenerationConfig & { num_samples: number; per_proc_batch_size: number; save_png: boolean; save_latents: boolean };
   evaluate: {

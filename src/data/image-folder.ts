@@ -147,6 +147,16 @@ function workerUrl(): URL {
   return new URL(`./decode-worker${ext}`, import.meta.url);
 }
 
+/** A new decode worker thread (decode-worker.ts). */
+export function startDecodeWorker(): Worker {
+  const url = workerUrl();
+  // A .ts worker (tests, dev under tsx) is entered through a dynamic import,
+  // which goes through tsx's loader; Node 20 does not hook a worker's entry file.
+  return url.pathname.endsWith('.ts')
+    ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((t) => { t.register(); return import(${JSON.stringify(url.href)}); });`, { eval: true })
+    : new Worker(url);
+}
+
 export class ImageFolderDataset implements Dataset {
   readonly size: number;
   readonly shape: readonly [number, number, number];
@@ -179,13 +189,7 @@ export class ImageFolderDataset implements Dataset {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const url = workerUrl();
-    // A .ts worker (tests, dev) needs tsx's loader registered in its thread too.
-    // A .ts worker (tests, dev under tsx) is entered through a dynamic import,
-    // which goes through tsx's loader; Node 20 does not hook a worker's entry file.
-    const w = url.pathname.endsWith('.ts')
-      ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((t) => { t.register(); return import(${JSON.stringify(url.href)}); });`, { eval: true })
-      : new Worker(url);
+    const w = startDecodeWorker();
     w.on('message', (r: DecodeReply) => {
       const p = this.pending.get(r.id);
       this.pending.delete(r.id);

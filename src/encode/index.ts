@@ -10,12 +10,14 @@
 // manifest is written last of all.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 
 import type { Config } from '../config/schema.js';
-import { centerCropArr } from '../data/center-crop.js';
-import { decodeImageFile } from '../data/image-decode.js';
+import { DecodePool } from '../data/decode-pool.js';
+import type { DecodeOptions } from '../data/image-sample.js';
 import { imageLimits, scanImageFolder } from '../data/index.js';
+import { flipSample } from '../data/types.js';
 import { MANIFEST, MANIFEST_FORMAT, type LatentManifest, type ShardEntry } from '../data/latent-shards.js';
 import { ConfigError, DataError } from '../errors.js';
 import { readNpyHeader, writeFileAtomic, writeNpy } from '../io/npy.js';
@@ -43,20 +45,6 @@ export interface EncodeResult {
 export const PLAN = 'encode-plan.json';
 export const shardName = (k: number, kind: '' | '-labels' | '-flip' = ''): string => `shard-${String(k).padStart(5, '0')}${kind}.npy`;
 
-/** [H, W, 3] uint8 -> [3, H, W] in [-1, 1] (optionally mirrored) at out[off ..]. */
-function toChw(rgb: Uint8Array, S: number, flip: boolean, out: Float32Array, off: number): void {
-  const plane = S * S;
-  for (let y = 0; y < S; y++) {
-    for (let x = 0; x < S; x++) {
-      const p = (y * S + x) * 3;
-      const d = off + y * S + (flip ? S - 1 - x : x);
-      out[d] = rgb[p] / 127.5 - 1;
-      out[d + plane] = rgb[p + 1] / 127.5 - 1;
-      out[d + 2 * plane] = rgb[p + 2] / 127.5 - 1;
-    }
-  }
-}
-
 export interface EncodeOptions {
   /** the VAE; by default loaded from vae.path */
   vae?: LatentEncoder;
@@ -77,6 +65,7 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
 
   const own = opts.vae ? null : await loadConfiguredVae(c, log);
   const vae: LatentEncoder = opts.vae ?? own!;
+  let pool: DecodePool | null = null;
   try {
     const f = vae.downFactor;
     if (S % f !== 0) throw new ConfigError('encode.image_size', `${S} is not a multiple of the VAE's down factor ${f}`);
@@ -145,19 +134,26 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
     let skipped = 0;
     let processed = 0; // images of this run's shard ranges handled (encoded or skipped)
     const t0 = Date.now();
-    const decodeOne = async (i: number): Promise<Uint8Array | null> => {
-      try {
-        const img = await decodeImageFile(scan.files[i], imageLimits(c));
-        return centerCropArr(img.data, img.width, img.height, S);
-      } catch (err) {
-        if (!c.data.skip_bad_files) throw err instanceof DataError ? new DataError(err.file, `${err.message.slice(err.file.length + 2)} (set data.skip_bad_files: true to skip such files)`) : err;
-        log(`warning: skipping ${scan.files[i]}: ${(err as Error).message}`);
-        return null;
+    // Decoding and cropping run in worker threads (encode.workers), a batch ahead of the VAE.
+    pool = new DecodePool(e.workers > 0 ? e.workers : Math.max(1, Math.min(8, availableParallelism() - 1)));
+    const dopts: DecodeOptions = { size: S, channels: 3, centerCrop: true, limits: imageLimits(c) };
+    const decodeRange = async (a: number, b: number): Promise<{ idx: number[]; x: Float32Array }> => {
+      const r = await pool!.decode(scan.files.slice(a, b), dopts);
+      const bad = new Set<number>();
+      for (const f of r.bad) {
+        if (!c.data.skip_bad_files) throw new DataError(f.file, `${f.reason} (set data.skip_bad_files: true to skip such files)`);
+        log(`warning: skipping ${f.file}: ${f.reason}`);
+        bad.add(f.i);
       }
-    };
-    const decodeRange = async (a: number, b: number) => {
-      const got = await Promise.all(Array.from({ length: b - a }, (_, j) => decodeOne(a + j)));
-      return got.map((rgb, j) => ({ i: a + j, rgb })).filter((g): g is { i: number; rgb: Uint8Array } => g.rgb !== null);
+      if (bad.size === 0) return { idx: Array.from({ length: b - a }, (_, j) => a + j), x: r.x };
+      const idx: number[] = [];
+      const x = new Float32Array((b - a - bad.size) * per);
+      for (let j = 0; j < b - a; j++) {
+        if (bad.has(j)) continue;
+        x.set(r.x.subarray(j * per, (j + 1) * per), idx.length * per);
+        idx.push(a + j);
+      }
+      return { idx, x };
     };
     const seed = c.seed;
     for (const k of todo) {
@@ -170,31 +166,35 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
       for (let a = a0; a < a1; a += B) {
         const batch = await next;
         // Decode the next batch while this one is in the VAE.
-        if (a + B < a1) next = decodeRange(a + B, Math.min(a1, a + 2 * B));
-        skipped += Math.min(a1, a + B) - a - batch.length;
-        if (batch.length > 0) {
-          const n = batch.length;
-          const x = new Float32Array(n * per);
+        if (a + B < a1) {
+          next = decodeRange(a + B, Math.min(a1, a + 2 * B));
+          next.catch(() => {}); // surfaces when awaited
+        }
+        const n = batch.idx.length;
+        skipped += Math.min(a1, a + B) - a - n;
+        if (n > 0) {
           // eps of image i (sample_posterior) starts at Philox block i * latent size / 4 of
           // (seed): the same for any batch size or restart. A skipped image leaves a gap, so
           // each contiguous run of images is one call.
           const runs: [number, number][] = [];
           for (let j = 0; j < n; j++) {
-            if (j > 0 && batch[j].i === batch[j - 1].i + 1) runs[runs.length - 1][1] = j + 1;
+            if (j > 0 && batch.idx[j] === batch.idx[j - 1] + 1) runs[runs.length - 1][1] = j + 1;
             else runs.push([j, j + 1]);
           }
-          const encodeAll = async (flip: boolean, s: number) => {
-            batch.forEach((b, j) => toChw(b.rgb, S, flip, x, j * per));
+          const encodeAll = async (x: Float32Array, s: number) => {
             const z = new Float32Array(n * zc * h * h);
             for (const [r0, r1] of runs) {
-              const o = { sample: c.vae.sample_posterior, seed: s, offset: Math.floor((batch[r0].i * zc * h * h) / 4), chunk: B };
+              const o = { sample: c.vae.sample_posterior, seed: s, offset: Math.floor((batch.idx[r0] * zc * h * h) / 4), chunk: B };
               z.set(await vae.encode(x.subarray(r0 * per, r1 * per), r1 - r0, S, S, o), r0 * zc * h * h);
             }
             return z;
           };
-          lat.push(await encodeAll(false, seed));
-          if (e.flip) flat.push(await encodeAll(true, seed + 1));
-          for (const b of batch) labels.push(scan.labels[b.i]);
+          lat.push(await encodeAll(batch.x, seed));
+          if (e.flip) {
+            for (let j = 0; j < n; j++) flipSample(batch.x, j * per, 3, S, S);
+            flat.push(await encodeAll(batch.x, seed + 1));
+          }
+          for (const i of batch.idx) labels.push(scan.labels[i]);
           encoded += n;
         }
         processed += Math.min(a1, a + B) - a;
@@ -229,6 +229,7 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
       `${resumedImages ? `, ${total - encoded} from earlier runs` : ''}; ${manifest.skipped} skipped; manifest ${path.join(out, MANIFEST)}`);
     return { out, manifest, encoded, skipped: manifest.skipped, seconds: sec };
   } finally {
+    await pool?.close();
     own?.dispose();
   }
 }
