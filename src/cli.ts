@@ -105,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
     .description('time the native forward pass, train step and kernels')
     .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
     .option('--json', 'print JSON lines instead of a table')
-    .option('--models <list>', 'comma-separated preset@size x channels', 'DiT-S/2@32x4,DiT-Ti/4@32x3')
+    .option('--models <list>', 'comma-separated preset@size x channels, or VAE-f8@size (SD VAE encode/decode)', 'DiT-S/2@32x4,DiT-Ti/4@32x3')
     .option('--batches <list>', 'comma-separated batch sizes', '8,32')
     .option('--threads <n>', 'CPU threads (default: all cores)')
     .option('--iters <n>', 'timed iterations')

@@ -262,3 +262,18 @@ test('without config.json the config is inferred from the shapes and reported', 
   assert.deepEqual(v2.config, TINY_VAE_CONFIG);
   v2.dispose();
 });
+
+test('bench: VAE models give encode/decode rows with FLOP rates and the GEMM ratio', async () => {
+  const { runBench } = await import('../src/native.js');
+  const rows = await runBench({ models: ['VAE-tiny@16'], batches: [2], device: 'cpu', threads: 1, iters: 1, kernels: false, gemmSize: 64 });
+  const enc = rows.find((r) => r.what === 'vae encode');
+  const dec = rows.find((r) => r.what === 'vae decode');
+  assert.ok(enc && dec, JSON.stringify(rows));
+  for (const r of [enc, dec]) {
+    assert.equal(r.model, 'VAE-tiny@16');
+    assert.equal(r.batch, 2);
+    assert.ok(r.imagesPerSec > 0 && r.gflops > 0 && r.ratioToGemm > 0 && r.activationMB > 0, JSON.stringify(r));
+  }
+  await assert.rejects(runBench({ models: ['VAE-f9@256'], batches: [1], device: 'cpu' }), /expected VAE-f8@SIZE or VAE-tiny@SIZE/);
+  await assert.rejects(runBench({ models: ['VAE-f8@100'], batches: [1], device: 'cpu' }), /multiple of 8/);
+});

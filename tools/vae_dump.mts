@@ -3,7 +3,7 @@
 // for tools/torch_vae.py, which loads the SAME weight file into its own PyTorch model.
 //   node --import tsx tools/vae_dump.mts --out DUMP --dir DIR [--case NAME]
 //        [--naming diffusers|legacy|ldm|full] [--dtype F32|F16|BF16] [--config JSON]
-//        [--size 64] [--batch 2] [--seed 1] [--threads 2]
+//        [--size 64] [--batch 2] [--seed 1] [--threads 2] [--weights-only (write the VAE file, print its path)]
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
@@ -23,6 +23,7 @@ const { values: a } = parseArgs({
     batch: { type: 'string', default: '2' },
     seed: { type: 'string', default: '1' },
     threads: { type: 'string', default: '2' },
+    'weights-only': { type: 'boolean', default: false },
   },
 });
 if (!a.out || !a.dir) throw new Error('--out and --dir are required');
@@ -35,6 +36,10 @@ const file = writeTinyVae(a.dir, {
   legacyAttention: a.naming === 'legacy',
   fullCheckpoint: a.naming === 'full',
 });
+if (a['weights-only']) {
+  console.log(file);
+  process.exit(0);
+}
 const vae = await VAE.load(file, { threads: Number(a.threads) });
 const n = Number(a.batch), S = Number(a.size), f = vae.downFactor, c = vae.config;
 const x = Float32Array.from({ length: n * c.inChannels * S * S }, (_, i) => Math.sin(i * 0.731 + 0.3) * 0.95);
