@@ -4,7 +4,7 @@
 // in a worker thread. Problems are found early where that is cheap (empty
 // folders, symlink loops, dangling links, bad headers, sizes and pixel counts
 // above the limits) and name the file.
-import { readdirSync, statSync, type Stats } from 'node:fs';
+import { lstatSync, readdirSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
@@ -21,6 +21,8 @@ export interface ImageFolderOptions {
   centerCrop: boolean;
   skipBadFiles: boolean;
   limits?: ImageLimits;
+  /** the config key that names root, for messages (default data.root) */
+  rootKey?: string;
   /** where warnings go (default: console.warn) */
   warn?: (msg: string) => void;
 }
@@ -32,7 +34,11 @@ export function statPath(p: string): Stats {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ELOOP') throw new DataError(p, 'symbolic link loop (ELOOP): the link resolves to itself');
-    if (code === 'ENOENT') throw new DataError(p, 'not found (a dangling symbolic link, or the file was removed)');
+    if (code === 'ENOENT') {
+      let link = false;
+      try { link = lstatSync(p).isSymbolicLink(); } catch { /* not there at all */ }
+      throw new DataError(p, link ? 'dangling symbolic link: its target does not exist' : 'not found');
+    }
     if (code === 'EACCES' || code === 'EPERM') throw new DataError(p, `permission denied (${code})`);
     throw new DataError(p, `cannot stat: ${code ?? (e as Error).message}`);
   }
@@ -62,9 +68,9 @@ export function scanImageFolder(o: ImageFolderOptions): ImageFolderScan {
   try {
     rootStat = statPath(o.root);
   } catch (e) {
-    throw new DataError(o.root, `image folder not usable (data.root): ${(e as DataError).message.slice(o.root.length + 2)}`);
+    throw new DataError(o.root, `image folder not usable (${o.rootKey ?? 'data.root'}): ${(e as DataError).message.slice(o.root.length + 2)}`);
   }
-  if (!rootStat.isDirectory()) throw new DataError(o.root, 'image folder not found (data.root is not a folder)');
+  if (!rootStat.isDirectory()) throw new DataError(o.root, `image folder not found (${o.rootKey ?? 'data.root'} is not a folder)`);
   const files: string[] = [];
   const labels: number[] = [];
   let skipped = 0;

@@ -63,6 +63,11 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
   const images = path.resolve(e.images);
   const S = e.image_size;
 
+  // The images first: a wrong folder fails before the VAE (hundreds of MB) is loaded.
+  const scan = scanImageFolder({
+    root: images, imageSize: S, channels: 3, numClasses: c.data.num_classes, centerCrop: true,
+    skipBadFiles: c.data.skip_bad_files, limits: imageLimits(c), rootKey: 'encode.images', warn: (m) => log(m),
+  });
   const own = opts.vae ? null : await loadConfiguredVae(c, log);
   const vae: LatentEncoder = opts.vae ?? own!;
   let pool: DecodePool | null = null;
@@ -73,10 +78,6 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
     const h = S / f;
     const shape: [number, number, number] = [zc, h, h];
 
-    const scan = scanImageFolder({
-      root: images, imageSize: S, channels: 3, numClasses: c.data.num_classes, centerCrop: true,
-      skipBadFiles: c.data.skip_bad_files, limits: imageLimits(c), warn: (m) => log(m),
-    });
     const N = scan.files.length;
     const listHash = createHash('sha256');
     scan.files.forEach((file, i) => listHash.update(`${path.relative(images, file)}\t${scan.labels[i]}\n`));

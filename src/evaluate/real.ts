@@ -59,7 +59,7 @@ export async function referenceImages(c: Config, n: number, keyPath = 'evaluate.
     }
     const folder = new ImageFolderDataset({
       root: path.resolve(c.encode.images), imageSize: c.encode.image_size, channels: 3, numClasses: d.num_classes,
-      centerCrop: true, skipBadFiles: d.skip_bad_files, limits: imageLimits(c),
+      centerCrop: true, skipBadFiles: d.skip_bad_files, limits: imageLimits(c), rootKey: 'encode.images',
     });
     try {
       if (folder.size < n) throw new ConfigError(keyPath, `the image folder has ${folder.size} images, fewer than the ${n} asked for`);
