@@ -2,7 +2,11 @@
 // vae.scale_factor) -> divided by the scale -> VAE decoder -> images in about
 // [-1, 1], which the caller turns into PNGs and samples.npz exactly as for a
 // pixel model.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
 import type { Config } from '../config/schema.js';
+import { MANIFEST, readManifest } from '../data/latent-shards.js';
 import { Progress } from '../progress.js';
 import type { VAE } from '../vae/index.js';
 import { loadConfiguredVae } from '../vae-config.js';
@@ -45,6 +49,15 @@ export async function latentDecoder(c: Config, g: GenerationModel, log: (m: stri
     throw new RangeError(`vae.path: the VAE has ${vae.config.latentChannels} latent channels, the checkpoint's model takes ${zc}`);
   }
   const scale = c.vae.scale_factor;
+  // The latents were made by the VAE the training data's manifest names: say so if this is another file.
+  const root = g.trained?.data?.root;
+  if (root && existsSync(path.join(path.resolve(root), MANIFEST))) {
+    try {
+      const m = readManifest(path.resolve(root));
+      if (m.vae.sha256 !== vae.sha256) log(`warning: vae.path ${vae.file} (sha256 ${vae.sha256.slice(0, 12)}…) is not the VAE that encoded the training data (${m.vae.file}, sha256 ${m.vae.sha256.slice(0, 12)}…)`);
+      if (m.latent_scale !== scale) log(`warning: vae.scale_factor ${scale} differs from the training data's latent_scale ${m.latent_scale} (${root}/${MANIFEST})`);
+    } catch { /* an unreadable manifest is the data set's problem, not sampling's */ }
+  }
   return {
     vae,
     scale,
