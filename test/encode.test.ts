@@ -5,7 +5,7 @@
 // other settings, bad files, and the data sets that read shards and fast-DiT
 // feature folders.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -17,7 +17,7 @@ import { decodeImageFile } from '../src/data/image-decode.js';
 import { BatchLoader, makeDataset, readManifest } from '../src/data/index.js';
 import { runEncode, shardName, type LatentEncoder } from '../src/encode/index.js';
 import { DataError } from '../src/errors.js';
-import { readNpy, writeNpy } from '../src/io/npy.js';
+import { npyHeaderBytes, readNpy, writeNpy } from '../src/io/npy.js';
 
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'encode-'));
 
@@ -176,4 +176,42 @@ test('fast-DiT feature folders: detected from the layout, already scaled (scale 
   assert.throws(() => makeDataset(c, () => {}), /4 label files for 5 feature files/);
   const plain = tmp();
   assert.throws(() => makeDataset({ ...c, data: { ...c.data, root: plain } }, () => {}), /must hold manifest\.json .* or fast-DiT's/);
+});
+
+test('a shard set larger than memory is streamed: a 3.3 GB (sparse) shard, a batch costs one read per sample', async () => {
+  const dir = tmp();
+  const root = path.join(dir, 'big');
+  mkdirSync(root);
+  const N = 200_000;
+  const header = npyHeaderBytes('float32', [N, 4, 32, 32]);
+  const file = path.join(root, shardName(0));
+  const fd = openSync(file, 'w');
+  writeSync(fd, header);
+  ftruncateSync(fd, header.length + N * 4 * 32 * 32 * 4); // sparse: reads as zeros
+  const row = Float32Array.from({ length: 4096 }, (_, i) => i / 4096);
+  writeSync(fd, new Uint8Array(row.buffer), 0, row.byteLength, header.length + 123_456 * row.byteLength); // one real row
+  closeSync(fd);
+  writeNpy(path.join(root, shardName(0, '-labels')), { dtype: 'int64', shape: [N], data: BigInt64Array.from({ length: N }, (_, i) => BigInt(i % 1000)) });
+  const manifest = {
+    format: 'speed-train-latents', version: 1, count: N, shape: [4, 32, 32], dtype: 'float32', latent_scale: 0.5,
+    vae: { file: 'x', sha256: 'y', down_factor: 8, sample_posterior: false, seed: null }, image_size: 256, crop: 'adm_center_crop', flip: false,
+    source: 'z', classes: [], num_classes: 1000, skipped: 0, created: '',
+    shards: [{ file: shardName(0), labels: shardName(0, '-labels'), flip: null, count: N, first_image: 0, skipped: 0 }],
+  };
+  writeFileSync(path.join(root, 'manifest.json'), JSON.stringify(manifest));
+  assert.ok(statSync(file).size > 3e9);
+  const c = config(dir, dir, [`data.root=${root}`, 'model.input_size=32', 'data.num_classes=1000', 'model.num_classes=1000']);
+  const rss0 = process.memoryUsage().rss;
+  const ds = makeDataset(c, () => {});
+  const idx = Int32Array.from({ length: 256 }, (_, i) => (i * 7919) % N);
+  idx[5] = 123_456;
+  const t0 = Date.now();
+  const b = await ds.load(idx, new Uint8Array(256));
+  const ms = Date.now() - t0;
+  assert.equal(b.x[5 * 4096 + 4095], (4095 / 4096) * 0.5);
+  assert.equal(b.y[5], 123_456 % 1000);
+  assert.ok(process.memoryUsage().rss - rss0 < 200 * 2 ** 20, `rss grew by ${(process.memoryUsage().rss - rss0) / 2 ** 20} MiB`);
+  console.log(`# one batch of 256 from a ${(statSync(file).size / 1e9).toFixed(1)} GB shard: ${ms} ms`);
+  await ds.close();
+  rmSync(dir, { recursive: true });
 });
