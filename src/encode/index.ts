@@ -64,6 +64,7 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
   const S = e.image_size;
 
   // The images first: a wrong folder fails before the VAE (hundreds of MB) is loaded.
+  log(`encode: scanning ${images} (every header is read and checked; ImageNet: a few minutes)`);
   const scan = scanImageFolder({
     root: images, imageSize: S, channels: 3, numClasses: c.data.num_classes, centerCrop: true,
     skipBadFiles: c.data.skip_bad_files, limits: imageLimits(c), rootKey: 'encode.images', warn: (m) => log(m),
