@@ -60,3 +60,15 @@ test('JPEG made by Pillow: sharp decodes it within 1 level of Pillow, and the cr
   console.log(`# jpeg decode vs Pillow: max |diff| ${d}, identical ${(100 * same).toFixed(2)}%; crop max |diff| ${dc}`);
   assert.ok(d <= 1 && dc <= 1, `decode diff ${d}, crop diff ${dc}`);
 });
+
+test("PNG modes as Pillow's convert('RGB'): grey, grey+alpha, RGBA, palette identical; 16-bit scaled by 1/257 (Pillow clips)", async () => {
+  const want = JSON.parse(readFileSync(path.join(FIX, 'pil-modes.json'), 'utf8')) as Record<string, string>;
+  for (const k of ['L', 'LA', 'RGBA', 'P']) {
+    const img = await decodeImageFile(path.join(FIX, `pil-mode-${k}.png`));
+    assert.equal(maxDiff(img.data, new Uint8Array(Buffer.from(want[k], 'base64'))), 0, k);
+  }
+  // 16-bit grey v*257+3: we keep the brightness (round(x / 257) = v); Pillow 9.4 clips to 255.
+  const img = await decodeImageFile(path.join(FIX, 'pil-mode-I16.png'));
+  for (let p = 0; p < 120; p++) assert.equal(img.data[p * 3], ((p % 12) * 20) % 256, `pixel ${p}`);
+  assert.equal(Buffer.from(want.I16, 'base64')[3], 255);
+});

@@ -4,7 +4,8 @@
 Inputs are synthetic RGB images given by a formula (the same one the test
 evaluates), so the fixture checks resampling only, not file decoding. Also
 writes a JPEG made by Pillow and Pillow's decode + crop of it, to measure the
-whole path (libjpeg in Pillow vs sharp's libvips/mozjpeg).
+whole path (libjpeg in Pillow vs sharp's libvips/mozjpeg), and PNGs in Pillow's
+other modes (L, LA, RGBA, P, I;16) with Pillow's convert("RGB") of them.
 
     /usr/bin/python3 tools/pil_center_crop.py test/fixtures
 """
@@ -54,6 +55,27 @@ def main(out_dir):
     }
     with gzip.open(os.path.join(out_dir, "center-crop-pil.json.gz"), "wt") as f:
         json.dump(doc, f)
+    modes(out_dir)
+
+
+def modes(out_dir):
+    """PNGs in Pillow's other modes and what Image.open(f).convert("RGB") gives for them."""
+    y, x = np.meshgrid(np.arange(10), np.arange(12), indexing="ij")
+    rgb = np.stack([(x * 20) % 256, (y * 25) % 256, ((x + y) * 13) % 256], -1).astype(np.uint8)
+    imgs = {
+        "L": Image.fromarray(rgb[..., 0]),
+        "LA": Image.fromarray(np.stack([rgb[..., 0], rgb[..., 1]], -1), "LA"),
+        "RGBA": Image.fromarray(np.concatenate([rgb, rgb[..., :1]], -1), "RGBA"),
+        "P": Image.fromarray(rgb).quantize(16),
+        "I16": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257 + 3, "I;16"),
+    }
+    res = {}
+    for k, im in imgs.items():
+        f = os.path.join(out_dir, f"pil-mode-{k}.png")
+        im.save(f)
+        res[k] = base64.b64encode(np.array(Image.open(f).convert("RGB")).tobytes()).decode()
+    with open(os.path.join(out_dir, "pil-modes.json"), "w") as f:
+        json.dump(res, f)
 
 
 if __name__ == "__main__":
