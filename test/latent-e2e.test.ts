@@ -95,6 +95,12 @@ evaluate: {num_reference: 8}
   // 2 classes x 2 images of 16x16 (decoded from 8x8 latents), enlarged 4x, 2-pixel gaps.
   assert.deepEqual([grid.width, grid.height], [2 * (64 + 2) + 2, 2 * (64 + 2) + 2]);
 
+  // A wrong VAE file fails before sampling, naming the file.
+  const badVae = run(['-c', file, '-p', 'sample', `vae.path=${dir}/missing.safetensors`, `sample.out=${dir}/bad.png`]);
+  assert.equal(badVae.status, 1);
+  assert.match(badVae.stderr, /missing\.safetensors/);
+  assert.ok(!existsSync(path.join(dir, 'bad.png')));
+
   // Without a VAE the grid phase keeps the (unscaled) latents and says how to decode them.
   const noVae = run(['-c', file, '-p', 'sample', 'vae.path=null', `sample.out=${dir}/novae.png`]);
   ok(noVae, 'sample without a VAE');

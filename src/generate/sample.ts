@@ -64,13 +64,14 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     const cols = s.num_per_class;
     const labels = Int32Array.from(classes.flatMap((k) => new Array<number>(cols).fill(k)));
     log(`sample: ${classes.length} x ${cols} images from ${g.ckpt} (${s.use_ema ? 'EMA' : 'raw'} weights), ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}`);
-    const progress = new Progress('sample', labels.length);
-    const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
-    progress.done();
-    const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
-    mkdirSync(path.dirname(file), { recursive: true });
+    // The VAE first: a wrong vae.path fails before minutes of sampling, not after.
     const dec = isLatentModel(g) ? await latentDecoder(c, g, log) : null;
     try {
+      const progress = new Progress('sample', labels.length);
+      const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
+      progress.done();
+      const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
+      mkdirSync(path.dirname(file), { recursive: true });
       let img = x;
       let IC = C;
       let IH = H;
@@ -91,11 +92,11 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
         log(`sample: latents (divided by vae.scale_factor ${c.vae.scale_factor}) in ${f}; set vae.path to decode them to images`);
         return { file: f, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
       }
+      log(`sample grid: ${file}`);
+      return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
     } finally {
       dec?.dispose();
     }
-    log(`sample grid: ${file}`);
-    return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
   } finally {
     g.model.dispose();
   }
