@@ -2,6 +2,7 @@
 // speed-train: the only entry point.
 //   speed-train -c CONFIG [-p train|sample|inference|evaluate] [key.path=value ...] [--resume PATH|latest]
 //   speed-train analyze -c CONFIG [key.path=value ...]
+//   speed-train encode -c CONFIG [key.path=value ...]
 //   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
 //   speed-train convert IN.pt OUT.safetensors [--key ema]
 import { existsSync, mkdirSync } from 'node:fs';
@@ -92,11 +93,22 @@ async function main(argv: string[]): Promise<number> {
     });
 
   program
+    .command('encode')
+    .description('image folder -> ADM centre crop -> VAE latents in shards + manifest.json (encode.*, vae.*; resumable)')
+    .requiredOption('-c, --config <file>', 'YAML config')
+    .argument('[overrides...]', 'config overrides key.path=value')
+    .action(async (overrides: string[], o: { config: string }) => {
+      const { config: c } = loadConfig(o.config, { overrides, phase: 'train' });
+      const { runEncode } = await import('./encode/index.js');
+      await runEncode(c);
+    });
+
+  program
     .command('bench')
     .description('time the native forward pass, train step and kernels')
     .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
     .option('--json', 'print JSON lines instead of a table')
-    .option('--models <list>', 'comma-separated preset@size x channels', 'DiT-S/2@32x4,DiT-Ti/4@32x3')
+    .option('--models <list>', 'comma-separated preset@size x channels, or VAE-f8@size (SD VAE encode/decode)', 'DiT-S/2@32x4,DiT-Ti/4@32x3')
     .option('--batches <list>', 'comma-separated batch sizes', '8,32')
     .option('--threads <n>', 'CPU threads (default: all cores)')
     .option('--iters <n>', 'timed iterations')

@@ -55,7 +55,7 @@ test('image folder errors name the file; skip_bad_files warns, counts and keeps 
   assert.throws(() => new ImageFolderDataset(opts(root)), new RegExp(`${path.join(root, 'b')}: empty class folder`));
   png(path.join(root, 'b/0.png'), 4, 4, () => [10, 20, 30]);
   writeFileSync(path.join(root, 'b/bad.png'), 'this is not a png');
-  assert.throws(() => new ImageFolderDataset(opts(root)), (e: unknown) => e instanceof DataError && e.message.startsWith(path.join(root, 'b/bad.png')) && /not a PNG/.test(e.message));
+  assert.throws(() => new ImageFolderDataset(opts(root)), (e: unknown) => e instanceof DataError && e.message.startsWith(path.join(root, 'b/bad.png')) && /not a JPEG, PNG or WebP image/.test(e.message));
   const warnings: string[] = [];
   const ds = new ImageFolderDataset(opts(root, { skipBadFiles: true, warn: (m: string) => warnings.push(m) }));
   assert.equal(ds.size, 2);

@@ -94,12 +94,12 @@ test('feature space resolution and plug-in resolvers', async () => {
   await assert.rejects(extractFeatures(broken, imgs), /broken returned 3 values for 5 images/);
 });
 
-test('sample-set loaders: samples.npz, .npy, PNG folders, and their errors', () => {
+test('sample-set loaders: samples.npz, .npy, PNG folders, and their errors', async () => {
   const N = 6;
   const data = shapes(N, 2);
   const npz = path.join(dir, 'samples.npz');
   writeNpz(npz, { arr_0: { dtype: 'uint8', shape: [N, 16, 16, 3], data }, arr_1: { dtype: 'int64', shape: [N], data: new BigInt64Array(N) } });
-  const a = loadImageSet(npz);
+  const a = await loadImageSet(npz);
   assert.deepEqual([a.N, a.H, a.W, a.C], [N, 16, 16, 3]);
   assert.deepEqual(a.data, data);
 
@@ -113,26 +113,26 @@ test('sample-set loaders: samples.npz, .npy, PNG folders, and their errors', () 
     }
     fs.writeFileSync(path.join(pngDir, n < 3 ? '' : 'class1', `${n}.png`), PNG.sync.write(png));
   }
-  const b = loadImageSet(pngDir);
+  const b = await loadImageSet(pngDir);
   assert.deepEqual([b.N, b.H, b.W, b.C], [N, 16, 16, 3]);
   assert.deepEqual(b.data, data); // sorted: 0,1,2 then class1/3,4,5
 
   const odd = new PNG({ width: 8, height: 16 });
   fs.writeFileSync(path.join(pngDir, 'zz.png'), PNG.sync.write(odd));
-  assert.throws(() => loadImageSet(pngDir), /zz\.png: image is 8x16, but .*0\.png is 16x16/);
+  await assert.rejects(() => loadImageSet(pngDir), /zz\.png: image is 8x16, but .*0\.png is 16x16/);
   fs.writeFileSync(path.join(pngDir, 'zz.png'), 'not a png');
-  assert.throws(() => loadImageSet(pngDir), (e: unknown) => e instanceof DataError && /zz\.png/.test(e.file) && /cannot decode PNG/.test(e.message));
+  await assert.rejects(() => loadImageSet(pngDir), (e: unknown) => e instanceof DataError && /zz\.png/.test(e.file) && /not a JPEG, PNG or WebP image/.test(e.message));
 
   const empty = path.join(dir, 'empty');
   fs.mkdirSync(empty);
-  assert.throws(() => loadImageSet(empty), /empty: no \.png files found/);
+  await assert.rejects(() => loadImageSet(empty), /empty: no \.png\/\.jpg\/\.jpeg\/\.webp files found/);
   const nchw = path.join(dir, 'nchw.npy');
   writeNpy(nchw, { dtype: 'uint8', shape: [2, 3, 8, 8], data: new Uint8Array(384) });
-  assert.throws(() => loadImageSet(nchw), /looks like \[N, C, H, W\]/);
+  await assert.rejects(() => loadImageSet(nchw), /looks like \[N, C, H, W\]/);
   const f32 = path.join(dir, 'float.npz');
   writeNpz(f32, { arr_0: { dtype: 'float32', shape: [1, 2, 2, 3], data: new Float32Array(12) } });
-  assert.throws(() => loadImageSet(f32), /float\.npz\[arr_0\]: images must be uint8/);
-  assert.throws(() => loadImageSet(path.join(dir, 'nothing.npz')), /nothing\.npz: not found/);
+  await assert.rejects(() => loadImageSet(f32), /float\.npz\[arr_0\]: images must be uint8/);
+  await assert.rejects(() => loadImageSet(path.join(dir, 'nothing.npz')), /nothing\.npz: not found/);
 });
 
 test('runEvaluate: identical sets give FID ≈ 0 and precision = recall = 1; a shifted set scores worse', async () => {

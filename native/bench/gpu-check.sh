@@ -7,7 +7,7 @@
 # timeout is cut to the time that is left (minus a reserve for the summary). Steps in
 # order of value:
 #   (a) machine info  (b) build (-j16; only test_cuda_ops, test_cuda_train, test_cuda_curve,
-#       test_cuda_attn_bench, bench_native)
+#       test_cuda_attn_bench, test_cuda_vae, bench_native)
 #   (c) CUDA tests (bf16 attention first: when it fails, the bench runs with
 #       SPEED_CUDA_ATTENTION=fp32 so that it still produces numbers from the safe path);
 #       the optimizer's non-finite-update check kernels on their own (ops-optimizer-skip); the
@@ -164,6 +164,9 @@ for (model, b, v), rs in groups.items():
     print(f"profile {model} b{b} [{v}]: {tot['ms'] if tot else 0:.1f} ms summed over ops; " +
           "; ".join(f"{r['what'][5:]} x{r.get('calls', 0)} {r['ms']:.1f}ms {100*r['share']:.0f}%" +
                     (f" {r['gflops']/1e3:.0f}TF/s" if r.get("gflops") else "") for r in ops))
+for r in (r for r in nat if str(r.get("what", "")).startswith("vae ")):  # issue 11
+    print(f"VAE {r['model']} b{r['batch']} {r['what'][4:]}: {r.get('imagesPerSec', 0):.1f} images/s, "
+          f"{r.get('gflops', 0)/1e3:.1f} TFLOP/s, {r.get('ratioToGemm', 0):.2f} x GEMM, {r.get('activationMB', 0):.0f} MiB")
 others = [r for r in nat if r.get("what") in ("linear_fwd qkv", "linear_bwd qkv", "linear_fwd fc1+gelu", "linear_bwd fc1+gelu", "forward")]
 if others:
     print("other: " + "; ".join(f"{r['what']}[{r['model'].split('@')[0]} b{r['batch']}] {r['ms']:.2f}ms {r.get('gflops', 0)/1e3:.0f}TF/s" for r in others[:12]))
@@ -220,10 +223,10 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
   step configure 60 5 "$BLOG" cmake -S . -B "$BUILD" $GEN -DSPEED_CUDA=ON \
     -DSPEED_CUDA_ARCHITECTURES="$ARCH" -DCMAKE_BUILD_TYPE=Release
-  if ! step build 200 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench bench_native; then
+  if ! step build 200 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae bench_native; then
     # keep going with whatever did build (make: -k; ninja: -k 0)
     if [ -n "$GEN" ]; then K="-k 0"; else K="-k"; fi
-    step build-rest 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench bench_native -- $K
+    step build-rest 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae bench_native -- $K
   fi
   grep -E "error|FAILED" "$BLOG" | head -8
 fi
@@ -254,6 +257,17 @@ if [ -x "$OPS" ]; then
   SPEED_CUDA_NO_FUSED_EPILOGUE=1 step ops-bf16-unfused-linear 30 5 "$TLOG" "$OPS" bf16 linear
 else
   echo "tests: $OPS not built" | tee -a "$STATUS"
+fi
+# the VAE (issue 11): its ops (conv2d im2col + cuBLASLt, group_norm, GEMM attention at head_dim 512)
+# and SD's kl-f8 encode/decode against the CPU backend, then images/s at 256x256
+VAET="$BUILD/test_cuda_vae"
+if [ -x "$VAET" ]; then
+  step vae-fp32 60 10 "$TLOG" "$VAET" fp32
+  step vae-bf16 40 10 "$TLOG" "$VAET" bf16
+  [ -x "$BENCH" ] && step_json bench-vae 40 10 "$LOG/bench_native.jsonl" "$BENCH" --device cuda \
+    --models VAE-f8@256 --batches 8 --iters 3 --no-kernels --gemm 2048 --json
+else
+  echo "vae: $VAET not built" | tee -a "$STATUS"
 fi
 if [ -x "$TRAIN" ]; then
   step train-fp32 60 10 "$TLOG" "$TRAIN" fp32

@@ -8,7 +8,7 @@ export type Leaf =
   /** `follows`: unset, the key takes that key's value (so the defaults agree with each other) */
   | { kind: 'int'; default: number | null; min?: number; max?: number; nullable?: boolean; follows?: string; doc: string }
   | { kind: 'number'; default: number | null; min?: number; max?: number; exclusiveMin?: boolean; nullable?: boolean; doc: string }
-  | { kind: 'bool'; default: boolean; doc: string }
+  | { kind: 'bool'; default: boolean | null; nullable?: boolean; doc: string }
   | { kind: 'string'; default: string | null; nullable?: boolean; doc: string; pattern?: RegExp; patternDoc?: string }
   | { kind: 'enum'; default: string; values: readonly string[]; doc: string }
   | { kind: 'numbers'; default: number[]; length?: number; min?: number; max?: number; doc: string }
@@ -34,7 +34,7 @@ const generationKeys = (guidance: number): Record<string, Node> => ({
   steps: { kind: 'steps', default: '250', doc: 'respacing: "250", "10,15,20" or "ddim50"' },
   eta: { kind: 'number', default: 0, min: 0, max: 1, doc: 'DDIM eta (0 = deterministic)' },
   guidance_scale: { kind: 'number', default: guidance, min: 0, doc: 'classifier-free guidance scale (1 = off)' },
-  clip_denoised: { kind: 'bool', default: true, doc: 'clip x0_hat to [-1, 1] at every step' },
+  clip_denoised: { kind: 'bool', default: null, nullable: true, doc: 'clip x0_hat to [-1, 1] at every step (null: true for pixel models, false for latent models, as DiT samples latents)' },
   use_ema: { kind: 'bool', default: true, doc: 'sample from the EMA weights (false: the raw weights)' },
   batch_size: { kind: 'int', default: 32, min: 1, doc: 'images per forward batch (CFG doubles it)' },
   out: { kind: 'string', default: null, nullable: true, doc: 'output path (default: inside experiment_dir)' },
@@ -103,7 +103,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
   }),
   data: section('training data', {
     name: { kind: 'enum', default: 'synthetic', values: ['synthetic', 'image_folder', 'latents'], doc: 'dataset kind' },
-    root: { kind: 'string', default: null, nullable: true, doc: 'image_folder: folder of class subfolders; latents: the [N,C,H,W] float32 .npy' },
+    root: { kind: 'string', default: null, nullable: true, doc: 'image_folder: folder of images (class subfolders or flat); latents: a shard folder (manifest.json, from speed-train encode), fast-DiT features (<name>_features/ + <name>_labels/), or a [N,C,H,W] float32 .npy' },
     labels: { kind: 'string', default: null, nullable: true, doc: 'latents: labels .npy [N] (default: <root without .npy>_labels.npy)' },
     batch_size: { kind: 'int', default: 256, min: 1, doc: 'global batch size' },
     image_size: { kind: 'int', default: 32, min: 1, doc: 'image side after centre crop and resize' },
@@ -113,7 +113,23 @@ export const SCHEMA: Section = section('speed-train configuration', {
     random_flip: { kind: 'bool', default: true, doc: 'random horizontal flip' },
     center_crop: { kind: 'bool', default: true, doc: 'image_folder: centre-crop and resize (false: every image must be image_size square)' },
     skip_bad_files: { kind: 'bool', default: false, doc: 'warn and skip unreadable files instead of failing' },
-    latent_scale: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'latents are multiplied by this (SD-VAE: 0.18215)' },
+    max_image_pixels: { kind: 'int', default: 40000000, min: 1, doc: 'images (JPEG/PNG/WebP) claiming more pixels (width x height, read from the header before decoding) are bad files' },
+    max_image_bytes: { kind: 'int', default: 67108864, min: 1, doc: 'image files larger than this many bytes are bad files' },
+    latent_scale: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'a latents .npy is multiplied by this (unscaled SD-VAE latents: 0.18215); shard folders use their manifest\'s scale, fast-DiT features 1' },
+  }),
+  vae: section('the Stable Diffusion VAE (AutoencoderKL, kl-f8) of latent data: encode, and decoding samples to images', {
+    path: { kind: 'string', default: null, nullable: true, doc: 'VAE weights (.safetensors, diffusers or original LDM naming; e.g. sd-vae-ft-ema diffusion_pytorch_model.safetensors); null: latent samples are written as latents only' },
+    scale_factor: { kind: 'number', default: 0.18215, min: 0, exclusiveMin: true, doc: 'the diffusion model sees VAE latents times this (SD: 0.18215); samples are divided by it before decoding; encode records it in manifest.json' },
+    sample_posterior: { kind: 'bool', default: false, doc: 'encode: mean + std * eps (seeded Philox) instead of the posterior mean' },
+    chunk: { kind: 'int', default: 8, min: 1, doc: 'images per VAE call in encode and when decoding samples (bounds the VAE activation memory)' },
+  }),
+  encode: section('speed-train encode: an image folder -> ADM centre crop -> VAE latents in shards + manifest.json', {
+    images: { kind: 'string', default: null, nullable: true, doc: 'folder of JPEG/PNG/WebP images: one subfolder per class (labels = sorted names), or flat (unconditional)' },
+    out: { kind: 'string', default: null, nullable: true, doc: 'folder for the shards and manifest.json (null: data.root)' },
+    image_size: { kind: 'int', default: 256, min: 8, doc: 'side of the centre crop (DiT/ADM center_crop_arr); latents are image_size / 8 for SD' },
+    flip: { kind: 'bool', default: false, doc: 'also encode the mirrored image (shard-*-flip.npy): data.random_flip then picks the real flipped latent' },
+    shard_size: { kind: 'int', default: 4096, min: 1, doc: 'images per shard (the unit of resumption)' },
+    workers: { kind: 'int', default: 0, min: 0, max: 256, doc: 'decode + crop worker threads (0: CPU cores - 1, at most 8)' },
   }),
   sample: section('-p sample: a PNG grid', {
     ...generationKeys(4.0),
@@ -125,6 +141,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     num_samples: { kind: 'int', default: 50000, min: 1, doc: 'images to generate' },
     per_proc_batch_size: { kind: 'int', default: 32, min: 1, doc: 'images per batch' },
     save_png: { kind: 'bool', default: true, doc: 'also write one PNG per image' },
+    save_latents: { kind: 'bool', default: false, doc: 'latent models: also write latents.npy (UNSCALED: divided by vae.scale_factor, what the VAE decoder takes) + labels.npy' },
   }),
   evaluate: section('-p evaluate: FID, KID and precision/recall of a sample set against real images', {
     samples: { kind: 'string', default: null, nullable: true, doc: 'samples.npz, a uint8 .npy or a PNG folder (null: samples.npz of the newest inference-* folder in experiment_dir)' },
@@ -148,7 +165,7 @@ export interface GenerationConfig {
   steps: string;
   eta: number;
   guidance_scale: number;
-  clip_denoised: boolean;
+  clip_denoised: boolean | null;
   use_ema: boolean;
   batch_size: number;
   out: string | null;
@@ -212,10 +229,14 @@ export interface Config {
     random_flip: boolean;
     center_crop: boolean;
     skip_bad_files: boolean;
+    max_image_pixels: number;
+    max_image_bytes: number;
     latent_scale: number;
   };
+  vae: { path: string | null; scale_factor: number; sample_posterior: boolean; chunk: number };
+  encode: { images: string | null; out: string | null; image_size: number; flip: boolean; shard_size: number; workers: number };
   sample: GenerationConfig & { sample_classes: number[] | null; num_per_class: number };
-  inference: GenerationConfig & { num_samples: number; per_proc_batch_size: number; save_png: boolean };
+  inference: GenerationConfig & { num_samples: number; per_proc_batch_size: number; save_png: boolean; save_latents: boolean };
   evaluate: {
     samples: string | null;
     reference: string | null;

@@ -1,9 +1,9 @@
-// Worker thread of ImageFolderDataset: reads and decodes one batch of PNGs so
-// that the main thread (and the native step) never wait on it.
-import { readFileSync } from 'node:fs';
+// Worker thread of ImageFolderDataset: reads and decodes one batch of images
+// (sharp, then ADM's centre crop) so that the main thread (and the native
+// step) never wait on it.
 import { parentPort } from 'node:worker_threads';
 
-import { decodePng, type DecodeOptions } from './png.js';
+import { decodeSample, type DecodeOptions } from './image-sample.js';
 
 export interface DecodeRequest {
   id: number;
@@ -19,17 +19,21 @@ export interface DecodeReply {
 }
 
 parentPort?.on('message', (req: DecodeRequest) => {
-  const n = req.files.length;
-  const per = req.opts.channels * req.opts.size * req.opts.size;
-  const x = new Float32Array(n * per);
-  const bad: DecodeReply['bad'] = [];
-  for (let i = 0; i < n; i++) {
-    try {
-      decodePng(readFileSync(req.files[i]), req.opts, req.flips[i] === 1, x, i * per);
-    } catch (e) {
-      bad.push({ i, file: req.files[i], reason: (e as Error).message });
+  void (async () => {
+    const n = req.files.length;
+    const per = req.opts.channels * req.opts.size * req.opts.size;
+    const x = new Float32Array(n * per);
+    const bad: DecodeReply['bad'] = [];
+    for (let i = 0; i < n; i++) {
+      try {
+        await decodeSample(req.files[i], req.opts, req.flips[i] === 1, x, i * per);
+      } catch (e) {
+        const msg = (e as Error).message;
+        // DataError messages start with the file; the reply names it separately.
+        bad.push({ i, file: req.files[i], reason: msg.startsWith(req.files[i] + ': ') ? msg.slice(req.files[i].length + 2) : msg });
+      }
     }
-  }
-  const reply: DecodeReply = { id: req.id, x, bad };
-  parentPort!.postMessage(reply, [x.buffer]);
+    const reply: DecodeReply = { id: req.id, x, bad };
+    parentPort!.postMessage(reply, [x.buffer]);
+  })();
 });

@@ -1,13 +1,16 @@
-// A folder of PNG images, one subfolder per class (labels = subfolders sorted
-// by name), decoded in a worker thread. Problems are found early where that is
-// cheap (empty folders, bad PNG headers, sizes) and name the file.
-import { existsSync, readdirSync, statSync } from 'node:fs';
+// A folder of images (JPEG, PNG, WebP), one subfolder per class (labels =
+// subfolders sorted by name) or flat (unconditional, all labelled 0; with
+// data.num_classes 0 subfolders are only a layout, every image labelled 0), decoded
+// in a worker thread. Problems are found early where that is cheap (empty
+// folders, symlink loops, dangling links, bad headers, sizes and pixel counts
+// above the limits) and name the file.
+import { lstatSync, readdirSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 import { DataError } from '../errors.js';
 import type { DecodeReply, DecodeRequest } from './decode-worker.js';
-import { readPngSize } from './png.js';
+import { DEFAULT_LIMITS, isImageName, readImageHeader, type ImageLimits } from './image-decode.js';
 import type { Batch, Dataset } from './types.js';
 
 export interface ImageFolderOptions {
@@ -17,18 +20,57 @@ export interface ImageFolderOptions {
   numClasses: number;
   centerCrop: boolean;
   skipBadFiles: boolean;
+  limits?: ImageLimits;
+  /** the config key that names root, for messages (default data.root) */
+  rootKey?: string;
   /** where warnings go (default: console.warn) */
   warn?: (msg: string) => void;
 }
 
-const isPng = (n: string) => n.toLowerCase().endsWith('.png') && !n.startsWith('.');
+/** stat that follows links, with a loop or a dangling link said in words. */
+export function statPath(p: string): Stats {
+  try {
+    return statSync(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new DataError(p, 'symbolic link loop (ELOOP): the link resolves to itself');
+    if (code === 'ENOENT') {
+      let link = false;
+      try { link = lstatSync(p).isSymbolicLink(); } catch { /* not there at all */ }
+      throw new DataError(p, link ? 'dangling symbolic link: its target does not exist' : 'not found');
+    }
+    if (code === 'EACCES' || code === 'EPERM') throw new DataError(p, `permission denied (${code})`);
+    throw new DataError(p, `cannot stat: ${code ?? (e as Error).message}`);
+  }
+}
 
-/** Files and labels of an image folder, checked. */
-export function scanImageFolder(o: ImageFolderOptions): { files: string[]; labels: Int32Array; classes: string[]; skipped: number } {
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch (e) {
+    throw new DataError(dir, `cannot list folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+export interface ImageFolderScan {
+  files: string[];
+  labels: Int32Array;
+  /** class folder names (empty for a flat folder) */
+  classes: string[];
+  skipped: number;
+}
+
+/** Files and labels of an image folder, checked (headers and limits, not pixels). */
+export function scanImageFolder(o: ImageFolderOptions): ImageFolderScan {
   const warn = o.warn ?? ((m: string) => console.warn(m));
-  if (!existsSync(o.root) || !statSync(o.root).isDirectory()) throw new DataError(o.root, 'image folder not found (data.root)');
-  const entries = readdirSync(o.root).filter((n) => !n.startsWith('.')).sort();
-  const classes = entries.filter((n) => statSync(path.join(o.root, n)).isDirectory());
+  const lim = o.limits ?? DEFAULT_LIMITS;
+  let rootStat: Stats;
+  try {
+    rootStat = statPath(o.root);
+  } catch (e) {
+    throw new DataError(o.root, `image folder not usable (${o.rootKey ?? 'data.root'}): ${(e as DataError).message.slice(o.root.length + 2)}`);
+  }
+  if (!rootStat.isDirectory()) throw new DataError(o.root, `image folder not found (${o.rootKey ?? 'data.root'} is not a folder)`);
   const files: string[] = [];
   const labels: number[] = [];
   let skipped = 0;
@@ -37,12 +79,29 @@ export function scanImageFolder(o: ImageFolderOptions): { files: string[]; label
     warn(`warning: skipping ${file}: ${msg}`);
     skipped++;
   };
+  /** Entries of a folder that are usable: stat'ed (links followed), loops and dangling links reported. */
+  const entriesOf = (dir: string) => {
+    const out: { name: string; p: string; dir: boolean }[] = [];
+    for (const name of listDir(dir)) {
+      if (name.startsWith('.')) continue;
+      const p = path.join(dir, name);
+      let st: Stats;
+      try {
+        st = statPath(p);
+      } catch (e) {
+        problem(p, (e as DataError).message.slice(p.length + 2));
+        continue;
+      }
+      out.push({ name, p, dir: st.isDirectory() });
+    }
+    return out;
+  };
   const add = (file: string, label: number) => {
     let size: { width: number; height: number };
     try {
-      size = readPngSize(file);
+      size = readImageHeader(file, lim);
     } catch (e) {
-      problem(file, (e as Error).message);
+      problem(file, (e as DataError).message.slice(file.length + 2));
       return;
     }
     if (!o.centerCrop && (size.width !== o.imageSize || size.height !== o.imageSize)) {
@@ -52,11 +111,23 @@ export function scanImageFolder(o: ImageFolderOptions): { files: string[]; label
     files.push(file);
     labels.push(label);
   };
+  const top = entriesOf(o.root);
+  const subdirs = top.filter((e) => e.dir).map((e) => e.name);
+  if (o.numClasses === 0 && subdirs.length > 0) {
+    // Unconditional data in subfolders (FFHQ ships as 00000/, 01000/, ...): every
+    // image of the folder and its subfolders (one level), all labelled 0.
+    for (const e of top) if (!e.dir && isImageName(e.name)) add(e.p, 0);
+    for (const d of subdirs) for (const e of entriesOf(path.join(o.root, d))) if (!e.dir && isImageName(e.name)) add(e.p, 0);
+    if (files.length === 0 && skipped === 0) throw new DataError(o.root, 'empty image folder: no .jpg/.jpeg/.png/.webp files in it or its subfolders');
+    if (files.length === 0) throw new DataError(o.root, 'no usable images found');
+    return { files, labels: Int32Array.from(labels), classes: [], skipped };
+  }
+  const classes = subdirs;
   if (classes.length === 0) {
     // No class subfolders: an unconditional folder of images, all labelled 0.
-    const pngs = entries.filter(isPng);
-    if (pngs.length === 0) throw new DataError(o.root, 'empty image folder: no class subfolders and no .png files');
-    for (const n of pngs) add(path.join(o.root, n), 0);
+    const imgs = top.filter((e) => isImageName(e.name));
+    if (imgs.length === 0) throw new DataError(o.root, 'empty image folder: no class subfolders and no .jpg/.jpeg/.png/.webp files');
+    for (const e of imgs) add(e.p, 0);
   } else {
     if (o.numClasses > 0 && classes.length > o.numClasses) {
       throw new DataError(path.join(o.root, classes[o.numClasses]),
@@ -64,12 +135,12 @@ export function scanImageFolder(o: ImageFolderOptions): { files: string[]; label
     }
     classes.forEach((cls, label) => {
       const dir = path.join(o.root, cls);
-      const pngs = readdirSync(dir).filter(isPng).sort();
-      if (pngs.length === 0) {
-        if (!o.skipBadFiles) throw new DataError(dir, 'empty class folder: no .png files (set data.skip_bad_files: true to allow)');
-        warn(`warning: class folder ${dir} holds no .png files`);
+      const imgs = entriesOf(dir).filter((e) => !e.dir && isImageName(e.name));
+      if (imgs.length === 0) {
+        if (!o.skipBadFiles) throw new DataError(dir, 'empty class folder: no .jpg/.jpeg/.png/.webp files (set data.skip_bad_files: true to allow)');
+        warn(`warning: class folder ${dir} holds no images`);
       }
-      for (const n of pngs) add(path.join(dir, n), label);
+      for (const e of imgs) add(e.p, label);
     });
   }
   if (files.length === 0) throw new DataError(o.root, 'no usable images found');
@@ -80,6 +151,16 @@ function workerUrl(): URL {
   // Under tsx (tests, dev) this module is .ts and so is its worker.
   const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
   return new URL(`./decode-worker${ext}`, import.meta.url);
+}
+
+/** A new decode worker thread (decode-worker.ts). */
+export function startDecodeWorker(): Worker {
+  const url = workerUrl();
+  // A .ts worker (tests, dev under tsx) is entered through a dynamic import,
+  // which goes through tsx's loader; Node 20 does not hook a worker's entry file.
+  return url.pathname.endsWith('.ts')
+    ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((t) => { t.register(); return import(${JSON.stringify(url.href)}); });`, { eval: true })
+    : new Worker(url);
 }
 
 export class ImageFolderDataset implements Dataset {
@@ -104,7 +185,7 @@ export class ImageFolderDataset implements Dataset {
     this.shape = [o.channels, o.imageSize, o.imageSize];
     this.numClasses = o.numClasses;
     this.warn = o.warn ?? ((m: string) => console.warn(m));
-    this.description = `image folder ${o.root}: ${this.size} PNGs in ${Math.max(1, scan.classes.length)} classes` +
+    this.description = `image folder ${o.root}: ${this.size} images in ${Math.max(1, scan.classes.length)} classes` +
       (scan.skipped ? `, ${scan.skipped} bad files skipped` : '');
   }
 
@@ -114,13 +195,7 @@ export class ImageFolderDataset implements Dataset {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const url = workerUrl();
-    // A .ts worker (tests, dev) needs tsx's loader registered in its thread too.
-    // A .ts worker (tests, dev under tsx) is entered through a dynamic import,
-    // which goes through tsx's loader; Node 20 does not hook a worker's entry file.
-    const w = url.pathname.endsWith('.ts')
-      ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((t) => { t.register(); return import(${JSON.stringify(url.href)}); });`, { eval: true })
-      : new Worker(url);
+    const w = startDecodeWorker();
     w.on('message', (r: DecodeReply) => {
       const p = this.pending.get(r.id);
       this.pending.delete(r.id);
@@ -145,7 +220,7 @@ export class ImageFolderDataset implements Dataset {
     const files = Array.from(indices, (i) => this.files[i]);
     const y = Int32Array.from(indices, (i) => this.labels[i]);
     const id = this.nextId++;
-    const req: DecodeRequest = { id, files, flips: Uint8Array.from(flips), opts: { size: this.o.imageSize, channels: this.o.channels, centerCrop: this.o.centerCrop } };
+    const req: DecodeRequest = { id, files, flips: Uint8Array.from(flips), opts: { size: this.o.imageSize, channels: this.o.channels, centerCrop: this.o.centerCrop, limits: this.o.limits ?? DEFAULT_LIMITS } };
     const reply = await new Promise<DecodeReply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       const w = this.ensureWorker();

@@ -111,7 +111,7 @@ export async function runEvaluate(opts: EvaluateOptions): Promise<EvalResult> {
     throw new DataError(cached.source, `reference statistics have dimension ${cached.dim}, feature space '${space.name}' has ${space.dim}`);
   }
 
-  const samples = typeof opts.samples === 'string' ? loadImageSet(opts.samples) : opts.samples;
+  const samples = typeof opts.samples === 'string' ? await loadImageSet(opts.samples) : opts.samples;
   if (samples.N < 2) throw new DataError(samples.source, `need at least 2 sample images, found ${samples.N}`);
   log(`samples: ${samples.N} images ${samples.H}x${samples.W}x${samples.C} from ${samples.source}`);
   const sf = await extractFeatures(space, samples);
@@ -121,7 +121,7 @@ export async function runEvaluate(opts: EvaluateOptions): Promise<EvalResult> {
     ref = cached;
     log(`reference: cached statistics of ${ref.n} images from ${ref.source}${ref.features ? '' : ' (no features: FID only)'}`);
   } else {
-    const imgs = typeof opts.reference === 'string' ? loadImageSet(opts.reference) : (opts.reference as ImageSet);
+    const imgs = typeof opts.reference === 'string' ? await loadImageSet(opts.reference) : (opts.reference as ImageSet);
     if (imgs.N < 2) throw new DataError(imgs.source, `need at least 2 reference images, found ${imgs.N}`);
     log(`reference: ${imgs.N} images ${imgs.H}x${imgs.W}x${imgs.C} from ${imgs.source}`);
     ref = referenceFromFeatures(await extractFeatures(space, imgs), imgs.N, space.dim, space.name, imgs.source);

@@ -1,16 +1,14 @@
 // Loading image sets for evaluation: samples.npz (arr_0 uint8 [N, H, W, C], the
 // ADM evaluator's layout), an .npy of the same, or a folder of PNG files
-// (searched recursively in sorted order, so class subfolders work).
+// (PNG/JPEG/WebP, searched recursively in sorted order, so class subfolders work).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import pngjs from 'pngjs';
+import { DEFAULT_LIMITS, decodeImageFile, isImageName, type ImageLimits } from '../data/image-decode.js';
 import { DataError } from '../errors.js';
 import { readNpy, type NdArray } from '../io/npy.js';
 import { listNpz, readNpz } from '../io/npz.js';
 import type { ImageBatch } from './features.js';
-
-const { PNG } = pngjs;
 
 export interface ImageSet extends ImageBatch {
   /** where the images came from (for reports) */
@@ -32,54 +30,49 @@ export function imageSetFromArray(arr: NdArray, source: string): ImageSet {
   return { data: arr.data as Uint8Array, N: s[0], H: s[1], W: s[2], C: s[3], source };
 }
 
-function listPngs(dir: string): string[] {
+function listImages(dir: string): string[] {
   const out: string[] = [];
-  const walk = (d: string): void => {
+  const walk = (d: string, depth: number): void => {
+    if (depth > 32) throw new DataError(d, 'folders nested more than 32 deep (a symbolic link loop?)');
     const entries = fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of entries) {
       const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile() && e.name.toLowerCase().endsWith('.png')) out.push(p);
+      if (e.isDirectory()) walk(p, depth + 1);
+      else if (e.isFile() && isImageName(e.name)) out.push(p);
     }
   };
-  walk(dir);
+  walk(dir, 0);
   return out;
 }
 
-/** Reads every PNG under `dir` as RGB (alpha dropped, grey expanded); all must share one size. */
-export function loadPngFolder(dir: string): ImageSet {
-  const files = listPngs(dir);
-  if (files.length === 0) throw new DataError(dir, 'no .png files found in this folder (searched recursively)');
+/**
+ * Reads every image (PNG, JPEG, WebP) under `dir` as RGB (alpha dropped, grey
+ * expanded) through the checked decoder (size limits before decoding); all must
+ * share one size.
+ */
+export async function loadPngFolder(dir: string, limits: ImageLimits = DEFAULT_LIMITS): Promise<ImageSet> {
+  const files = listImages(dir);
+  if (files.length === 0) throw new DataError(dir, 'no .png/.jpg/.jpeg/.webp files found in this folder (searched recursively)');
   let H = 0;
   let W = 0;
   let data = new Uint8Array(0);
-  files.forEach((f, n) => {
-    let png: { width: number; height: number; data: Buffer };
-    try {
-      png = PNG.sync.read(fs.readFileSync(f));
-    } catch (e) {
-      throw new DataError(f, `cannot decode PNG: ${(e as Error).message}`);
-    }
+  for (let n = 0; n < files.length; n++) {
+    const f = files[n];
+    const img = await decodeImageFile(f, limits);
     if (n === 0) {
-      H = png.height;
-      W = png.width;
+      H = img.height;
+      W = img.width;
       data = new Uint8Array(files.length * H * W * 3);
-    } else if (png.height !== H || png.width !== W) {
-      throw new DataError(f, `image is ${png.width}x${png.height}, but ${files[0]} is ${W}x${H}; all images must have one size`);
+    } else if (img.height !== H || img.width !== W) {
+      throw new DataError(f, `image is ${img.width}x${img.height}, but ${files[0]} is ${W}x${H}; all images must have one size`);
     }
-    // pngjs decodes to RGBA whatever the file's colour type.
-    const o = n * H * W * 3;
-    for (let p = 0; p < H * W; p++) {
-      data[o + p * 3] = png.data[p * 4];
-      data[o + p * 3 + 1] = png.data[p * 4 + 1];
-      data[o + p * 3 + 2] = png.data[p * 4 + 2];
-    }
-  });
+    data.set(img.data, n * H * W * 3);
+  }
   return { data, N: files.length, H, W, C: 3, source: dir };
 }
 
 /** Loads images from an .npz (its `arr_0`, or its only array), an .npy, or a PNG folder. */
-export function loadImageSet(p: string): ImageSet {
+export async function loadImageSet(p: string): Promise<ImageSet> {
   let st: fs.Stats;
   try {
     st = fs.statSync(p);

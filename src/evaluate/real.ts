@@ -1,7 +1,9 @@
 // Real images of a data set as uint8 [N, H, W, C], quantised the way samples are,
 // and the default reference set of -p evaluate and the speed-up experiment.
 import type { Config } from '../config/index.js';
-import { makeDataset, SyntheticDataset, type Dataset } from '../data/index.js';
+import path from 'node:path';
+
+import { imageLimits, ImageFolderDataset, makeDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
 import type { ImageSet } from '../eval/index.js';
 import { toUint8NHWC } from '../generate/images.js';
@@ -46,6 +48,24 @@ export async function referenceImages(c: Config, n: number, keyPath = 'evaluate.
       return await realImages(all, range(d.num_samples, n), `synthetic data (seed ${c.seed}), ${n} held-out images`);
     } finally {
       await all.close();
+    }
+  }
+  // A latent data set holds no images: the reference is the encoded image
+  // folder, centre-cropped the same way (encode.images, encode.image_size).
+  if (d.name === 'latents') {
+    if (!c.encode.images) {
+      throw new ConfigError(keyPath.startsWith('evaluate') ? 'evaluate.reference' : keyPath,
+        'the data set is latents (no images to compare with): set evaluate.reference (an .npz of uint8 images, e.g. the ADM reference batch, or a PNG/JPEG folder) or encode.images');
+    }
+    const folder = new ImageFolderDataset({
+      root: path.resolve(c.encode.images), imageSize: c.encode.image_size, channels: 3, numClasses: d.num_classes,
+      centerCrop: true, skipBadFiles: d.skip_bad_files, limits: imageLimits(c), rootKey: 'encode.images',
+    });
+    try {
+      if (folder.size < n) throw new ConfigError(keyPath, `the image folder has ${folder.size} images, fewer than the ${n} asked for`);
+      return await realImages(folder, seededOrder(folder.size, c.seed).slice(0, n), `${folder.description}, ${n} images (seeded subset)`);
+    } finally {
+      await folder.close();
     }
   }
   const data = makeDataset(c);

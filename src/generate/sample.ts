@@ -9,6 +9,7 @@ import { sample } from '../diffusion/sampler.js';
 import { writeNpy } from '../io/npy.js';
 import { Progress } from '../progress.js';
 import { grid, toUint8NHWC, writePng } from './images.js';
+import { clipDenoisedFor, isLatentModel, latentDecoder, unscaleLatents } from './decode.js';
 import { emaWarning } from './ema-check.js';
 import { loadForGeneration } from './model.js';
 
@@ -41,7 +42,7 @@ export async function generate(
       steps: s.steps,
       eta: s.eta,
       guidanceScale: s.guidance_scale,
-      clipDenoised: s.clip_denoised,
+      clipDenoised: clipDenoisedFor(g, s),
       useEma: s.use_ema,
     });
     out.set(x, a * per);
@@ -66,22 +67,39 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     const cols = s.num_per_class;
     const labels = Int32Array.from(classes.flatMap((k) => new Array<number>(cols).fill(k)));
     log(`sample: ${classes.length} x ${cols} images from ${g.ckpt} (${s.use_ema ? 'EMA' : 'raw'} weights), ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}`);
-    const progress = new Progress('sample', labels.length);
-    const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
-    progress.done();
-    const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
-    mkdirSync(path.dirname(file), { recursive: true });
-    if (C === 3 || C === 1) {
-      const imgs = toUint8NHWC(x, labels.length, C, H, H);
-      const zoom = Math.max(1, Math.floor(64 / H)); // small images are enlarged for viewing
-      const gr = grid(imgs, classes.length, cols, H, H, C, 2, zoom);
-      writePng(file, gr.hwc, gr.W, gr.H, C);
-    } else {
-      // Latents: decode with the VAE elsewhere.
-      writeNpy(file.replace(/\.png$/i, '') + '.npy', { dtype: 'float32', shape: [labels.length, C, H, H], data: x });
+    // The VAE first: a wrong vae.path fails before minutes of sampling, not after.
+    const dec = isLatentModel(g) ? await latentDecoder(c, g, log) : null;
+    try {
+      const progress = new Progress('sample', labels.length);
+      const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
+      progress.done();
+      const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
+      mkdirSync(path.dirname(file), { recursive: true });
+      let img = x;
+      let IC = C;
+      let IH = H;
+      if (dec) {
+        img = await dec.decode(x, labels.length, 'sample: decoding');
+        IC = dec.vae.config.outChannels;
+        IH = H * dec.vae.downFactor;
+      }
+      if (IC === 3 || IC === 1) {
+        const imgs = toUint8NHWC(img, labels.length, IC, IH, IH);
+        const zoom = Math.max(1, Math.floor(64 / IH)); // small images are enlarged for viewing
+        const gr = grid(imgs, classes.length, cols, IH, IH, IC, 2, zoom);
+        writePng(file, gr.hwc, gr.W, gr.H, IC);
+      } else {
+        // Latents and no VAE configured (vae.path): the unscaled latents, for decoding elsewhere.
+        const f = file.replace(/\.png$/i, '') + '.npy';
+        writeNpy(f, { dtype: 'float32', shape: [labels.length, C, H, H], data: unscaleLatents(x, c.vae.scale_factor) });
+        log(`sample: latents (divided by vae.scale_factor ${c.vae.scale_factor}) in ${f}; set vae.path to decode them to images`);
+        return { file: f, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
+      }
+      log(`sample grid: ${file}`);
+      return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
+    } finally {
+      dec?.dispose();
     }
-    log(`sample grid: ${file}`);
-    return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
   } finally {
     g.model.dispose();
   }

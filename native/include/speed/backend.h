@@ -85,6 +85,33 @@ struct SampleStepCoefs {
   double guidance = 1.0;      // eps = eps_null + guidance (eps_cond - eps_null)
 };
 
+// Shape of one 2D convolution (the VAE's ops below). Explicit pads on each side
+// let SD's asymmetric downsample padding (top 0, left 0, bottom 1, right 1)
+// be a single op; padded values are zero.
+struct Conv2dShape {
+  int N = 0, Ci = 0, H = 0, W = 0;  // input [N, Ci, H, W]
+  int Co = 0, kh = 1, kw = 1;       // weight [Co, Ci, kh, kw]
+  int stride = 1;                   // 1 or 2 (both directions)
+  int pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;
+  int Ho() const { return (H + pad_t + pad_b - kh) / stride + 1; }
+  int Wo() const { return (W + pad_l + pad_r - kw) / stride + 1; }
+  // Throws speed::Error naming `op` and the offending field.
+  void validate(const char* op) const {
+    auto bad = [op](const std::string& m) { throw Error(std::string(op) + ": " + m); };
+    if (N < 0 || Ci < 1 || H < 1 || W < 1 || Co < 1 || kh < 1 || kw < 1)
+      bad("N >= 0 and Ci, H, W, Co, kh, kw >= 1 expected, got N=" + std::to_string(N) + " Ci=" + std::to_string(Ci) +
+          " H=" + std::to_string(H) + " W=" + std::to_string(W) + " Co=" + std::to_string(Co) +
+          " kernel " + std::to_string(kh) + "x" + std::to_string(kw));
+    if (stride != 1 && stride != 2) bad("stride must be 1 or 2, got " + std::to_string(stride));
+    if (pad_t < 0 || pad_l < 0 || pad_b < 0 || pad_r < 0 || pad_t >= kh || pad_b >= kh || pad_l >= kw || pad_r >= kw)
+      bad("pads must be in [0, kernel size), got t/l/b/r " + std::to_string(pad_t) + "/" + std::to_string(pad_l) + "/" +
+          std::to_string(pad_b) + "/" + std::to_string(pad_r));
+    if (H + pad_t + pad_b < kh || W + pad_l + pad_r < kw)
+      bad("the padded input " + std::to_string(H + pad_t + pad_b) + "x" + std::to_string(W + pad_l + pad_r) +
+          " is smaller than the kernel");
+  }
+};
+
 template <typename T>
 class Backend {
  public:
@@ -214,6 +241,26 @@ class Backend {
   // coefs.add_noise). reference §5.
   virtual void sample_step(const T* model_out, T* x, const T* noise, int N, int C,
                            int HW, bool learn_sigma, const SampleStepCoefs& coefs) = 0;
+
+  // ==== VAE ops (forward only; SD's AutoencoderKL, native/src/core/vae.cpp) ====
+  // All NCHW, contiguous.
+  // y [N, Co, Ho, Wo] (= or += by accum) = conv(x [N, Ci, H, W], w [Co, Ci, kh, kw]) + b[Co]
+  // (b may be null). Cross-correlation as torch.nn.functional.conv2d, dilation 1, groups 1.
+  virtual void conv2d_forward(const T* x, const T* w, const T* b, T* y, const Conv2dShape& s,
+                              bool accum) = 0;
+  // GroupNorm over x [N, C, HW] with `groups` groups (C % groups == 0): per (n, g)
+  // mean and biased variance over (C/groups)*HW values, y = (x - mean) rstd * gamma[c] + beta[c],
+  // then SiLU when `silu` (=). y may alias x. gamma/beta may be null (1 and 0).
+  virtual void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, int N, int C,
+                                  int HW, int groups, double eps, bool silu) = 0;
+  // y [N, C, 2H, 2W] (=): nearest-neighbour x2, y[n,c,i,j] = x[n,c,i/2,j/2]
+  virtual void upsample_nearest2x(const T* x, T* y, int N, int C, int H, int W) = 0;
+  // y [B, C, R] (=) = x [B, R, C] transposed per batch (NCHW <-> token-major NLC)
+  virtual void transpose_batched(const T* x, T* y, int B, int R, int C) = 0;
+  // The diagonal Gaussian posterior of moments [N, 2C, HW] (mean = channels [0, C),
+  // logvar = [C, 2C)): z [N, C, HW] (=) = mean + exp(0.5 clamp(logvar, -30, 20)) eps,
+  // or z = mean when eps is null.
+  virtual void gaussian_sample(const T* moments, const T* eps, T* z, int N, int C, int HW) = 0;
 };
 
 }  // namespace speed

@@ -56,6 +56,17 @@ struct BenchRow {
 // dropout 0.1, learn_sigma. Throws speed::Error naming the expected form.
 DiTConfig parse_bench_model(const std::string& spec);
 
+// VAE models in BenchOptions::models: "VAE-f8@SIZE" (SD's kl-f8 AutoencoderKL) or
+// "VAE-tiny@SIZE" (block_out_channels [8, 16], 1 layer per block, 4 groups: for
+// tests), random weights, images SIZE x SIZE x 3. Each batch gets rows "vae encode"
+// and "vae decode" (images/s, GFLOP/s by VAE::encode_flops / decode_flops, ratio
+// to the GEMM rate, activation MiB of the chunk = the batch); with `profile`, one
+// more encode and decode timed op by op ("encode <op> <shape>", "decode ...").
+bool is_vae_bench_model(const std::string& spec);
+// Throws speed::Error naming the expected form; returns the image size.
+struct VAEConfig;
+int parse_vae_bench_model(const std::string& spec, VAEConfig* cfg = nullptr);
+
 // Runs the benchmark; on_row (optional) sees each row as soon as it is measured.
 std::vector<BenchRow> run_bench(const BenchOptions& opts,
                                 const std::function<void(const BenchRow&)>& on_row = nullptr);

@@ -3,6 +3,7 @@
 // one warm-up run, with backend.synchronize() around the clock reads.
 #include "speed/bench.h"
 #include "speed/profile.h"
+#include "speed/vae.h"
 
 #include <algorithm>
 #include <chrono>
@@ -38,6 +39,38 @@ DiTConfig parse_bench_model(const std::string& spec) {
   DiTConfig c = dit_preset(spec.substr(0, at), base);
   c.validate();
   return c;
+}
+
+bool is_vae_bench_model(const std::string& spec) { return spec.rfind("VAE-", 0) == 0; }
+
+int parse_vae_bench_model(const std::string& spec, VAEConfig* out) {
+  const std::string form = "expected VAE-f8@SIZE or VAE-tiny@SIZE, e.g. VAE-f8@256";
+  const size_t at = spec.find('@');
+  if (!is_vae_bench_model(spec) || at == std::string::npos) throw Error("bench model '" + spec + "': " + form);
+  VAEConfig c;
+  const std::string kind = spec.substr(4, at - 4);
+  if (kind == "tiny") {
+    c.block_out_channels = {8, 16};
+    c.layers_per_block = 1;
+    c.norm_num_groups = 4;
+  } else if (kind != "f8") {
+    throw Error("bench model '" + spec + "': " + form);
+  }
+  int size = 0;
+  try {
+    size_t used = 0;
+    const std::string s = spec.substr(at + 1);
+    size = std::stoi(s, &used);
+    if (used != s.size()) throw std::invalid_argument("size");
+  } catch (const std::logic_error&) {
+    throw Error("bench model '" + spec + "': " + form);
+  }
+  if (size < 1 || size > 4096 || size % c.down_factor() != 0)
+    throw Error("bench model '" + spec + "': SIZE must be a multiple of " + std::to_string(c.down_factor()) +
+                " in [1, 4096]");
+  c.validate();
+  if (out) *out = c;
+  return size;
 }
 
 namespace {
@@ -100,7 +133,16 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
     if (b < 1) throw Error("bench: batch sizes must be >= 1, got " + std::to_string(b));
   if (o.gemm_size < 16) throw Error("bench: gemm_size must be >= 16");
   std::vector<DiTConfig> cfgs;
-  for (const std::string& s : o.models) cfgs.push_back(parse_bench_model(s));
+  std::vector<std::string> dit_names, vae_names;
+  for (const std::string& s : o.models) {
+    if (is_vae_bench_model(s)) {
+      parse_vae_bench_model(s);
+      vae_names.push_back(s);
+    } else {
+      cfgs.push_back(parse_bench_model(s));
+      dit_names.push_back(s);
+    }
+  }
 
   std::shared_ptr<Backend<float>> bp;
   if (o.device == "cpu") {
@@ -154,7 +196,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
   DiffusionTables tabs = linear_diffusion_tables(1000);
   for (size_t mi = 0; mi < cfgs.size(); ++mi) {
     const DiTConfig& c = cfgs[mi];
-    const std::string& name = o.models[mi];
+    const std::string& name = dit_names[mi];
     DiT<float> model(c, bp);
     model.init(0);
     model.set_tables(tabs);
@@ -314,6 +356,54 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
       // bytes moved: norm pass 1 array, check pass 5 (p, g, m, v, EMA: the update is
       // checked for non-finite values before anything is written), update 5 read + 4 written
       emit(name, B, "optimizer_step", ms, 0, 0, 15.0 * n * F);
+    }
+  }
+  // ---- VAE encode / decode (random weights; speed/vae.h) --------------------------------
+  for (const std::string& name : vae_names) {
+    VAEConfig vc;
+    const int S = parse_vae_bench_model(name, &vc);
+    VAE<float> vae(vc, bp);
+    {
+      std::mt19937_64 rng(99);
+      for (const ParamInfo& p : vae.params()) {
+        const bool vec = p.shape.size() == 1;
+        const bool norm_w = vec && p.name.find("norm") != std::string::npos && p.name.find("weight") != std::string::npos;
+        const double bound = vec ? 0.05 : std::sqrt(3.0 * p.shape[0] / double(p.numel));
+        std::uniform_real_distribution<float> u(-float(bound), float(bound));
+        std::vector<float> h(p.numel);
+        for (float& v : h) v = norm_w ? 1.0f + u(rng) : u(rng);
+        vae.write_param(p.name, h.data());
+      }
+    }
+    const int f = vc.down_factor(), h = S / f;
+    const double ef = vae.encode_flops(S, S), df = vae.decode_flops(S, S);
+    for (int B : o.batches) {
+      std::mt19937_64 rng(77 + B);
+      std::uniform_real_distribution<float> u(-1.f, 1.f);
+      std::vector<float> x(size_t(B) * vc.in_channels * S * S), z(size_t(B) * vc.latent_channels * h * h),
+          y(size_t(B) * vc.out_channels * S * S);
+      for (float& v : x) v = u(rng);
+      const size_t act = vae.activation_bytes(B, S, S);
+      double ms = median_ms(be, o.iters, [&] { vae.encode(x.data(), B, S, S, z.data(), false, 0, 0, B); });
+      emit(name, B, "vae encode", ms, B, ef * B, 0, act);
+      ms = median_ms(be, o.iters, [&] { vae.decode(z.data(), B, h, h, y.data(), B); });
+      emit(name, B, "vae decode", ms, B, df * B, 0, act);
+      if (prof) {
+        for (int dir = 0; dir < 2; ++dir) {
+          prof->record(true);
+          if (dir == 0)
+            vae.encode(x.data(), B, S, S, z.data(), false, 0, 0, B);
+          else
+            vae.decode(z.data(), B, h, h, y.data(), B);
+          prof->record(false);
+          double total = 0;
+          for (const OpProfile& r : prof->rows()) total += r.ms;
+          const std::string tag = dir == 0 ? "encode " : "decode ";
+          for (const OpProfile& r : prof->rows())
+            emit(name, B, tag + r.op + (r.shape.empty() ? "" : " " + r.shape), r.ms, 0, r.flops, 0, 0, r.calls,
+                 total > 0 ? r.ms / total : 0);
+        }
+      }
     }
   }
   return rows;

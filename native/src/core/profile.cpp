@@ -148,6 +148,30 @@ class Profiler final : public ProfilingBackend<T> {
     timed("sample_step", "", 0, [&] { in_->sample_step(model_out, x, noise, N, C, HW, learn_sigma, coefs); });
   }
 
+  // ---- VAE ops --------------------------------------------------------------------
+  void conv2d_forward(const T* x, const T* w, const T* b, T* y, const Conv2dShape& s,
+                      bool accum) override {
+    const double f = 2.0 * s.N * s.Co * double(s.Ho()) * s.Wo() * s.Ci * s.kh * s.kw;
+    timed("conv2d_forward",
+          dims({s.N, s.Ci, s.H, s.W}, ",") + "->" + std::to_string(s.Co) + " k" + std::to_string(s.kh) + "s" +
+              std::to_string(s.stride),
+          f, [&] { in_->conv2d_forward(x, w, b, y, s, accum); });
+  }
+  void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, int N, int C, int HW,
+                          int groups, double eps, bool silu) override {
+    timed(silu ? "group_norm_forward+silu" : "group_norm_forward", "", 0,
+          [&] { in_->group_norm_forward(x, gamma, beta, y, N, C, HW, groups, eps, silu); });
+  }
+  void upsample_nearest2x(const T* x, T* y, int N, int C, int H, int W) override {
+    timed("upsample_nearest2x", "", 0, [&] { in_->upsample_nearest2x(x, y, N, C, H, W); });
+  }
+  void transpose_batched(const T* x, T* y, int B, int R, int C) override {
+    timed("transpose_batched", "", 0, [&] { in_->transpose_batched(x, y, B, R, C); });
+  }
+  void gaussian_sample(const T* moments, const T* eps, T* z, int N, int C, int HW) override {
+    timed("gaussian_sample", "", 0, [&] { in_->gaussian_sample(moments, eps, z, N, C, HW); });
+  }
+
  private:
   template <typename F>
   void timed(const char* op, std::string shape, double flops, F&& f) {

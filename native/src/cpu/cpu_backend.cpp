@@ -18,6 +18,7 @@
 #include <immintrin.h>
 #endif
 
+#include "conv.h"
 #include "fastmath.h"
 #include "gemm.h"
 #include "speed/backend.h"
@@ -929,6 +930,25 @@ class CpuBackend final : public Backend<T> {
         x[i] = T(out);
       }
     });
+  }
+
+  // ---- VAE ops (native/src/cpu/conv.cpp) ------------------------------------------------
+  void conv2d_forward(const T* x, const T* w, const T* b, T* y, const Conv2dShape& s,
+                      bool accum) override {
+    conv2d_cpu<T>(pool_, scratch_, x, w, b, y, s, accum);
+  }
+  void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, int N, int C, int HW,
+                          int groups, double eps, bool silu) override {
+    group_norm_cpu<T>(pool_, x, gamma, beta, y, N, C, HW, groups, eps, silu);
+  }
+  void upsample_nearest2x(const T* x, T* y, int N, int C, int H, int W) override {
+    upsample_nearest2x_cpu<T>(pool_, x, y, N, C, H, W);
+  }
+  void transpose_batched(const T* x, T* y, int B, int R, int C) override {
+    transpose_batched_cpu<T>(pool_, x, y, B, R, C);
+  }
+  void gaussian_sample(const T* moments, const T* eps, T* z, int N, int C, int HW) override {
+    gaussian_sample_cpu<T>(pool_, moments, eps, z, N, C, HW);
   }
 
  private:

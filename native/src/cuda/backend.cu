@@ -14,6 +14,8 @@
 // parameter.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -95,6 +97,9 @@ class CudaBackend final : public Backend<float> {
     cudaFree(scratch_b_);
     cudaFree(scratch_f_);
     cudaFree(scratch_attn_);
+    cudaFree(scratch_col_);
+    cudaFree(scratch_s_);
+    cudaFree(scratch_pb_);
     cudaFree(opt_scratch_);
     cudaFree(opt_result_);
     cudaFreeHost(opt_host_);
@@ -317,6 +322,10 @@ class CudaBackend final : public Backend<float> {
   // ---- attention --------------------------------------------------------------------
   void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads,
                          int hd) override {
+    if (!cuda::attention_supports_head_dim(hd)) {  // e.g. the VAE's single head of 512
+      attention_forward_gemm(qkv, out, lse, N, L, heads, hd);
+      return;
+    }
     const bool bf16 = opts_.math == CudaMath::BF16;
     const size_t wb = cuda::attention_workspace_bytes(N, L, heads, hd, bf16, false);
     void* ws = wb ? scratch(&scratch_attn_, &cap_attn_, wb) : nullptr;
@@ -386,7 +395,124 @@ class CudaBackend final : public Backend<float> {
     cuda::sample_step(model_out, x, noise, N, C, HW, learn_sigma, coefs, stream_);
   }
 
+  // ---- VAE ops (conv.cu + cuBLASLt) ---------------------------------------------------
+  // conv2d: per sample and per tile of output pixels, im2col (float32 or bf16) then one
+  // GEMM Y[Co, tile] = W[Co, K] col[K, tile] with float32 accumulation, written in place
+  // at row stride Ho*Wo (beta = 1 accumulates for accum); the bias is added after. In
+  // cuBLAS's column-major terms D [tile x Co] = col^T [tile x K] W^T [K x Co]. A 1x1
+  // stride-1 conv without padding uses x itself (or its bf16 copy) as the operand.
+  void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& s,
+                      bool accum) override {
+    s.validate("cuda backend: conv2d_forward");
+    if (s.N == 0) return;
+    const bool bf16 = opts_.math == CudaMath::BF16;
+    const size_t esz = bf16 ? 2 : 4;
+    const long long HWo = (long long)s.Ho() * s.Wo();
+    const int K = s.Ci * s.kh * s.kw;
+    const bool direct = s.kh == 1 && s.kw == 1 && s.stride == 1 && s.pad_t == 0 && s.pad_l == 0 &&
+                        s.pad_b == 0 && s.pad_r == 0;
+    constexpr long long kColElems = 32ll << 20;  // im2col tile cap: 64 MiB bf16 / 128 MiB fp32
+    long long tile = HWo;
+    if (!direct && (long long)K * HWo > kColElems)
+      tile = std::max<long long>(256, (kColElems / K) / 256 * 256);
+    const void* wop = weight_operand(w, (size_t)s.Co * K);
+    void* col = direct ? nullptr : scratch(&scratch_col_, &cap_col_, (size_t)K * tile * esz);
+    const size_t in_per = (size_t)s.Ci * s.H * s.W;
+    for (int n = 0; n < s.N; ++n) {
+      const float* xs = x + n * in_per;
+      float* ys = y + (size_t)n * s.Co * HWo;
+      const char* xop = direct ? static_cast<const char*>(act_operand(xs, in_per, 0)) : nullptr;
+      for (long long p0 = 0; p0 < HWo; p0 += tile) {
+        const int cols = (int)std::min<long long>(tile, HWo - p0);
+        if (!direct) cuda::im2col(xs, col, bf16, s, p0, cols, stream_);
+        GemmCall c;
+        c.transa = false;
+        c.transb = false;
+        c.m = cols;
+        c.n = s.Co;
+        c.k = K;
+        c.A = direct ? static_cast<const void*>(xop + p0 * esz) : col;
+        c.lda = direct ? HWo : cols;
+        c.B = wop;
+        c.ldb = K;
+        c.D = ys + p0;
+        c.ldd = HWo;
+        c.beta = accum ? 1.0f : 0.0f;
+        lt_matmul(lt_, c);
+      }
+    }
+    if (b) cuda::conv_bias_add(y, b, s.N, s.Co, HWo, stream_);
+  }
+  void group_norm_forward(const float* x, const float* gamma, const float* beta, float* y, int N, int C,
+                          int HW, int groups, double eps, bool silu) override {
+    if (N < 0 || C < 1 || HW < 1 || groups < 1 || C % groups != 0 || !(eps > 0))
+      throw Error("cuda backend: group_norm_forward: expected N >= 0, C, HW >= 1, groups dividing C and eps > 0; got N=" +
+                  std::to_string(N) + " C=" + std::to_string(C) + " HW=" + std::to_string(HW) +
+                  " groups=" + std::to_string(groups));
+    cuda::group_norm(x, gamma, beta, y, N, C, HW, groups, eps, silu, stream_);
+  }
+  void upsample_nearest2x(const float* x, float* y, int N, int C, int H, int W) override {
+    if (N < 0 || C < 1 || H < 1 || W < 1) throw Error("cuda backend: upsample_nearest2x: bad shape");
+    cuda::upsample_nearest2x(x, y, N, C, H, W, stream_);
+  }
+  void transpose_batched(const float* x, float* y, int B, int R, int C) override {
+    if (B < 0 || R < 1 || C < 1) throw Error("cuda backend: transpose_batched: bad shape");
+    cuda::transpose_batched(x, y, B, R, C, stream_);
+  }
+  void gaussian_sample(const float* moments, const float* eps, float* z, int N, int C, int HW) override {
+    if (N < 0 || C < 1 || HW < 1) throw Error("cuda backend: gaussian_sample: bad shape");
+    cuda::gaussian_sample(moments, eps, z, N, C, HW, stream_);
+  }
+
  private:
+  // Attention through two GEMMs per (sample, head) and a row softmax, for head dims
+  // the fused kernels do not serve: S [L, L] = Q K^T (column-major D[j, i] = K[j] . Q[i]),
+  // P = softmax(S / sqrt(hd)) with lse, O = P V. bf16 operands in BF16 math.
+  void attention_forward_gemm(const float* qkv, float* out, float* lse, int N, int L, int heads, int hd) {
+    if (N <= 0 || L <= 0 || heads <= 0 || hd <= 0) throw Error("cuda backend: attention_forward: bad shape");
+    const bool bf16 = opts_.math == CudaMath::BF16;
+    const size_t esz = bf16 ? 2 : 4;
+    const int D = heads * hd, row = 3 * D;
+    const size_t LL = (size_t)L * L;
+    const char* qop = static_cast<const char*>(act_operand(qkv, (size_t)N * L * row, 0));
+    float* S = static_cast<float*>(scratch(&scratch_s_, &cap_s_, LL * sizeof(float)));
+    void* Pb = bf16 ? scratch(&scratch_pb_, &cap_pb_, LL * 2) : nullptr;
+    const float scale = (float)(1.0 / std::sqrt((double)hd));
+    for (int n = 0; n < N; ++n)
+      for (int h = 0; h < heads; ++h) {
+        const char* q = qop + ((size_t)n * L * row + (size_t)h * hd) * esz;
+        const char* k = q + (size_t)D * esz;
+        const char* v = q + (size_t)2 * D * esz;
+        GemmCall c1;
+        c1.transa = true;
+        c1.transb = false;
+        c1.m = L;
+        c1.n = L;
+        c1.k = hd;
+        c1.A = k;
+        c1.lda = row;
+        c1.B = q;
+        c1.ldb = row;
+        c1.D = S;
+        c1.ldd = L;
+        lt_matmul(lt_, c1);
+        cuda::softmax_rows_scaled(S, Pb, lse + ((size_t)n * heads + h) * L, L, L, scale, stream_);
+        GemmCall c2;
+        c2.transa = false;
+        c2.transb = false;
+        c2.m = hd;
+        c2.n = L;
+        c2.k = L;
+        c2.A = v;
+        c2.lda = row;
+        c2.B = bf16 ? static_cast<const void*>(Pb) : static_cast<const void*>(S);
+        c2.ldb = L;
+        c2.D = out + (size_t)n * L * D + (size_t)h * hd;
+        c2.ldd = D;
+        lt_matmul(lt_, c2);
+      }
+  }
+
   static void check_dims(const char* op, int M, int K, int N) {
     if (M < 0 || K <= 0 || N <= 0)
       throw Error(std::string(op) + ": expected M >= 0, K > 0, N > 0, got M=" + std::to_string(M) +
@@ -492,6 +618,12 @@ class CudaBackend final : public Backend<float> {
   size_t cap_f_ = 0;
   void* scratch_attn_ = nullptr;  // bf16 copies for the tc2 attention kernels
   size_t cap_attn_ = 0;
+  void* scratch_col_ = nullptr;  // conv2d im2col tile (VAE)
+  size_t cap_col_ = 0;
+  void* scratch_s_ = nullptr;  // attention_forward_gemm scores [L, L] (VAE)
+  size_t cap_s_ = 0;
+  void* scratch_pb_ = nullptr;  // their bf16 copy
+  size_t cap_pb_ = 0;
   double* opt_scratch_ = nullptr;
   OptimDeviceResult* opt_result_ = nullptr;
   OptimDeviceResult* opt_host_ = nullptr;

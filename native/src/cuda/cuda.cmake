@@ -19,7 +19,8 @@ set(SPEED_CUDA_RUNTIME_SOURCES
   ${SPEED_CUDA_DIR}/backend.cu
   ${SPEED_CUDA_DIR}/kernels.cu
   ${SPEED_CUDA_DIR}/attention.cu
-  ${SPEED_CUDA_DIR}/attention_tc.cu)
+  ${SPEED_CUDA_DIR}/attention_tc.cu
+  ${SPEED_CUDA_DIR}/conv.cu)
 set(SPEED_CUDA_BUILT FALSE)
 set(SPEED_CUDA_WHY "")
 
@@ -117,6 +118,11 @@ if(SPEED_CUDA_BUILT AND SPEED_BUILD_TESTS)
     add_test(NAME cuda_train_fp32 COMMAND test_cuda_train fp32)
     add_test(NAME cuda_train_bf16 COMMAND test_cuda_train bf16)
     set_tests_properties(cuda_train_fp32 cuda_train_bf16 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
+  endif()
+  if(TARGET test_cuda_vae)
+    add_test(NAME cuda_vae_fp32 COMMAND test_cuda_vae fp32)
+    add_test(NAME cuda_vae_bf16 COMMAND test_cuda_vae bf16)
+    set_tests_properties(cuda_vae_fp32 cuda_vae_bf16 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
   endif()
   # issue 7: 200 DiT-S/2 steps (batch 4) on the GPU (FP32) against the CPU
   # backend's loss curve; the CPU side takes most of the time (~1 min on 16

@@ -144,5 +144,20 @@ void attention_tc2_backward(const float* qkv, const float* out, const float* dou
                             const float* lse, float* dqkv, void* ws, int N, int L, int heads,
                             int hd, cudaStream_t s);
 
+
+// ---- conv.cu (VAE ops) ----------------------------------------------------------------
+// col [Ci*kh*kw, cols] (float32, or bf16 when `bf16`) for output pixels [p0, p0 + cols) of one
+// sample xs [Ci, H, W] of the conv `sh`.
+void im2col(const float* xs, void* col, bool bf16, const Conv2dShape& sh, long long p0, int cols,
+            cudaStream_t s);
+void conv_bias_add(float* y, const float* b, int N, int Co, long long HW, cudaStream_t s);
+void group_norm(const float* x, const float* gamma, const float* beta, float* y, int N, int C, int HW,
+                int groups, double eps, bool silu, cudaStream_t s);
+void upsample_nearest2x(const float* x, float* y, int N, int C, int H, int W, cudaStream_t s);
+void transpose_batched(const float* x, float* y, int B, int R, int C, cudaStream_t s);
+void gaussian_sample(const float* m, const float* eps, float* z, int N, int C, int HW, cudaStream_t s);
+// S [rows, L] -> softmax(scale S) in place; a bf16 copy into pb when not null; lse [rows] when not null.
+void softmax_rows_scaled(float* S, void* pb, float* lse, int rows, int L, float scale, cudaStream_t s);
+
 }  // namespace cuda
 }  // namespace speed

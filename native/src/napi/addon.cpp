@@ -15,6 +15,7 @@
 #include "speed/cpu.h"
 #include "speed/cuda.h"
 #include "speed/dit.h"
+#include "vae.h"
 #include "vit.h"
 
 namespace speed_napi {
@@ -119,6 +120,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("liveModels", Napi::Function::New<LiveModels>(env, "liveModels"));
   exports.Set("runBench", Napi::Function::New<RunBench>(env, "runBench"));
   exports.Set("ViTModel", ViTModel::Init(env));  // the feature network (src/featnet)
+  exports.Set("VAEModel", VAEModel::Init(env));  // SD's VAE (src/vae)
   return exports;
 }
 

@@ -55,7 +55,10 @@ Napi::Value RunBench(const Napi::CallbackInfo& info) {
   // Reject bad model specs now rather than after minutes of benchmarking.
   for (const auto& m : opts.models) {
     try {
-      speed::parse_bench_model(m);
+      if (speed::is_vae_bench_model(m))
+        speed::parse_vae_bench_model(m);
+      else
+        speed::parse_bench_model(m);
     } catch (...) {
       throw_error(env, exception_message(w + ": opts.models: '" + m + "'"));
     }

@@ -1,0 +1,39 @@
+// The CPU kernels of the VAE ops (include/speed/backend.h, "VAE ops"):
+// conv2d as tiled im2col + GEMM, GroupNorm (+ SiLU), nearest x2 upsampling,
+// batched transpose and the diagonal-Gaussian sample. CpuBackend forwards to
+// these; `scratch` is its per-thread scratch (one vector per pool thread).
+//
+// Determinism: work is split into tasks of fixed size (output pixel tiles of a
+// size that depends only on the layer's shape, (sample, group) pairs, element
+// ranges), each computed by one thread with gemm_serial, whose reduction order
+// depends only on K. So results are bitwise identical for any thread count.
+#pragma once
+#include <vector>
+
+#include "speed/backend.h"
+#include "threadpool.h"
+
+namespace speed::cpu {
+
+template <typename T>
+void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, const T* x, const T* w,
+                const T* b, T* y, const Conv2dShape& s, bool accum);
+
+template <typename T>
+void group_norm_cpu(ThreadPool& pool, const T* x, const T* gamma, const T* beta, T* y, int N, int C,
+                    int HW, int groups, double eps, bool silu);
+
+template <typename T>
+void upsample_nearest2x_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int H, int W);
+
+template <typename T>
+void transpose_batched_cpu(ThreadPool& pool, const T* x, T* y, int B, int R, int C);
+
+template <typename T>
+void gaussian_sample_cpu(ThreadPool& pool, const T* moments, const T* eps, T* z, int N, int C, int HW);
+
+// Pixels per conv task for a layer with reduction length K = Ci*kh*kw: the
+// im2col tile [K, tile] stays near 2 MiB of float32 and tiles are 64..1024 wide.
+int conv_tile_pixels(int K);
+
+}  // namespace speed::cpu

@@ -1,0 +1,297 @@
+// Reading a VAE weight file: safetensors only (a pickle can run code), in any
+// of the namings users have, mapped onto the canonical (diffusers) names the
+// native VAE uses (native/include/speed/vae.h):
+//   - diffusers AutoencoderKL: encoder.down_blocks.0.resnets.0.conv1.weight, ...;
+//     attention as Linear [C, C] named to_q/to_k/to_v/to_out.0 (newer) or
+//     query/key/value/proj_attn (older); config.json beside the file (optional).
+//   - original LDM / CompVis: encoder.down.0.block.0.conv1.weight, nin_shortcut,
+//     mid.block_1, mid.attn_1.{norm,q,k,v,proj_out} (1x1 conv [C, C, 1, 1]),
+//     norm_out, decoder.up.{level}.block / upsample (levels counted from the
+//     top resolution, so diffusers' up_blocks.i is LDM's up.(L-1-i));
+//     also inside a full SD checkpoint under first_stage_model.
+// The config (block_out_channels, ...) comes from a diffusers config.json beside
+// the file when present (whatever the naming), else it is inferred from the
+// tensor shapes; what was inferred is reported.
+import { existsSync, openSync, readFileSync, readSync, closeSync } from 'node:fs';
+import { basename, dirname, extname, join } from 'node:path';
+
+import { CheckpointError } from '../errors.js';
+import { asFloat32, readSafetensors, type SafeTensor } from '../io/safetensors.js';
+
+export interface VaeConfig {
+  inChannels: number;
+  outChannels: number;
+  latentChannels: number;
+  blockOutChannels: number[];
+  layersPerBlock: number;
+  normNumGroups: number;
+}
+
+export type VaeNaming = 'diffusers' | 'ldm';
+
+export interface VaeWeights {
+  file: string;
+  naming: VaeNaming;
+  /** true when the tensors came from a full SD checkpoint (first_stage_model.*) */
+  fromFullCheckpoint: boolean;
+  config: VaeConfig;
+  /** diffusers' scaling_factor from config.json, when given (SD: 0.18215) */
+  scalingFactor?: number;
+  /** canonical name -> tensor (attention weights already [C, C]) */
+  tensors: Map<string, { shape: number[]; data: Float32Array; source: string }>;
+  /** human-readable notes: which naming, which config keys were inferred */
+  notes: string[];
+}
+
+const PICKLE_EXT = new Set(['.ckpt', '.pt', '.pth', '.bin', '.pkl']);
+
+function convertHint(file: string): string {
+  const out = file.replace(/\.[^./]+$/, '') + '.safetensors';
+  return (
+    `convert it to safetensors first, e.g. \`speed-train convert ${file}\`, or in Python (on a machine where you trust the file): ` +
+    `python3 -c "import torch, safetensors.torch as st; sd = torch.load('${file}', map_location='cpu', weights_only=True); ` +
+    `sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}, '${out}')"`
+  );
+}
+
+/** Refuses pickles (by extension or by content) with a message saying how to convert. */
+function refusePickle(file: string): void {
+  const ext = extname(file).toLowerCase();
+  if (PICKLE_EXT.has(ext)) {
+    throw new CheckpointError(file, `is a PyTorch pickle (${ext}); speed-train reads only safetensors, because loading a pickle can run arbitrary code: ${convertHint(file)}`);
+  }
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    throw new CheckpointError(file, `cannot open the VAE weight file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const head = Buffer.alloc(4);
+  let got = 0;
+  try {
+    got = readSync(fd, head, 0, 4, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const zip = got >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
+  const pickle = got >= 2 && head[0] === 0x80 && head[1] >= 2 && head[1] <= 5;
+  if (zip || pickle) {
+    throw new CheckpointError(file, `is a PyTorch pickle (${zip ? 'zip archive' : 'pickle protocol'} signature), not safetensors; loading a pickle can run arbitrary code: ${convertHint(file)}`);
+  }
+}
+
+const ATTN_DIFFUSERS_OLD: Record<string, string> = { query: 'to_q', key: 'to_k', value: 'to_v', proj_attn: 'to_out.0' };
+const ATTN_LDM: Record<string, string> = { norm: 'group_norm', q: 'to_q', k: 'to_k', v: 'to_v', proj_out: 'to_out.0' };
+
+/** Keys of a VAE-only LDM file that are not part of the model (its training losses). */
+const isLdmTrainingKey = (k: string): boolean => k.startsWith('loss.');
+
+function mapDiffusers(k: string): string {
+  const m = /^(encoder|decoder)\.mid_block\.attentions\.0\.(query|key|value|proj_attn)\.(weight|bias)$/.exec(k);
+  if (m) return `${m[1]}.mid_block.attentions.0.${ATTN_DIFFUSERS_OLD[m[2]!]}.${m[3]}`;
+  return k;
+}
+
+function mapLdm(k: string, levels: number): string | undefined {
+  let m: RegExpExecArray | null;
+  if ((m = /^(encoder|decoder)\.norm_out\.(weight|bias)$/.exec(k))) return `${m[1]}.conv_norm_out.${m[2]}`;
+  if ((m = /^(encoder|decoder)\.(conv_in|conv_out)\.(weight|bias)$/.exec(k))) return k;
+  if ((m = /^(quant_conv|post_quant_conv)\.(weight|bias)$/.exec(k))) return k;
+  if ((m = /^(encoder|decoder)\.mid\.block_([12])\.(.+)$/.exec(k))) return `${m[1]}.mid_block.resnets.${Number(m[2]) - 1}.${resnetPart(m[3]!)}`;
+  if ((m = /^(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)$/.exec(k))) {
+    return `${m[1]}.mid_block.attentions.0.${ATTN_LDM[m[2]!]}.${m[3]}`;
+  }
+  if ((m = /^encoder\.down\.(\d+)\.block\.(\d+)\.(.+)$/.exec(k))) return `encoder.down_blocks.${m[1]}.resnets.${m[2]}.${resnetPart(m[3]!)}`;
+  if ((m = /^encoder\.down\.(\d+)\.downsample\.conv\.(weight|bias)$/.exec(k))) return `encoder.down_blocks.${m[1]}.downsamplers.0.conv.${m[2]}`;
+  if ((m = /^decoder\.up\.(\d+)\.block\.(\d+)\.(.+)$/.exec(k))) {
+    return `decoder.up_blocks.${levels - 1 - Number(m[1])}.resnets.${m[2]}.${resnetPart(m[3]!)}`;
+  }
+  if ((m = /^decoder\.up\.(\d+)\.upsample\.conv\.(weight|bias)$/.exec(k))) {
+    return `decoder.up_blocks.${levels - 1 - Number(m[1])}.upsamplers.0.conv.${m[2]}`;
+  }
+  return undefined;
+}
+const resnetPart = (p: string): string => p.replace(/^nin_shortcut\./, 'conv_shortcut.');
+
+const levelsOf = (keys: string[], re: RegExp): number => {
+  let n = 0;
+  for (const k of keys) {
+    const m = re.exec(k);
+    if (m) n = Math.max(n, Number(m[1]) + 1);
+  }
+  return n;
+};
+
+interface DiffusersJson {
+  config: Partial<VaeConfig>;
+  scalingFactor?: number;
+}
+
+/** Reads and checks diffusers' config.json (the AutoencoderKL keys we use; the rest must not change the architecture). */
+export function readDiffusersConfig(file: string): DiffusersJson {
+  let j: unknown;
+  try {
+    j = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new CheckpointError(file, `cannot read the VAE's config.json (${(e as Error).message})`);
+  }
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new CheckpointError(file, 'config.json is not a JSON object');
+  const o = j as Record<string, unknown>;
+  if (o._class_name !== undefined && o._class_name !== 'AutoencoderKL') {
+    throw new CheckpointError(file, `_class_name is ${JSON.stringify(o._class_name)}, expected "AutoencoderKL" (SD's VAE)`);
+  }
+  const int = (key: string, lo: number, hi: number): number | undefined => {
+    const v = o[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
+      throw new CheckpointError(file, `${key} must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const cfg: Partial<VaeConfig> = {};
+  const set = <K extends keyof VaeConfig>(k: K, v: VaeConfig[K] | undefined): void => {
+    if (v !== undefined) cfg[k] = v;
+  };
+  set('inChannels', int('in_channels', 1, 64));
+  set('outChannels', int('out_channels', 1, 64));
+  set('latentChannels', int('latent_channels', 1, 256));
+  set('layersPerBlock', int('layers_per_block', 1, 16));
+  set('normNumGroups', int('norm_num_groups', 1, 1024));
+  if (o.block_out_channels !== undefined) {
+    const b = o.block_out_channels;
+    if (!Array.isArray(b) || b.length < 1 || b.length > 8 || !b.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 1 && x <= 8192)) {
+      throw new CheckpointError(file, `block_out_channels must be a list of 1 to 8 positive integers, got ${JSON.stringify(b)}`);
+    }
+    cfg.blockOutChannels = b as number[];
+  }
+  if (o.act_fn !== undefined && o.act_fn !== 'silu') throw new CheckpointError(file, `act_fn is ${JSON.stringify(o.act_fn)}; only "silu" (SD's VAE) is supported`);
+  for (const key of ['use_quant_conv', 'use_post_quant_conv', 'mid_block_add_attention']) {
+    if (o[key] === false) throw new CheckpointError(file, `${key} is false; only SD's AutoencoderKL layout (with it) is supported`);
+  }
+  const types = (key: string, want: string): void => {
+    const v = o[key];
+    if (v !== undefined && (!Array.isArray(v) || v.some((t) => t !== want))) {
+      throw new CheckpointError(file, `${key} must all be "${want}" (SD's VAE), got ${JSON.stringify(v)}`);
+    }
+  };
+  types('down_block_types', 'DownEncoderBlock2D');
+  types('up_block_types', 'UpDecoderBlock2D');
+  let scalingFactor: number | undefined;
+  if (o.scaling_factor !== undefined) {
+    if (typeof o.scaling_factor !== 'number' || !(o.scaling_factor > 0) || !Number.isFinite(o.scaling_factor)) {
+      throw new CheckpointError(file, `scaling_factor must be a positive number, got ${JSON.stringify(o.scaling_factor)}`);
+    }
+    scalingFactor = o.scaling_factor;
+  }
+  return { config: cfg, scalingFactor };
+}
+
+/**
+ * Reads a VAE weight file into canonical names. Checks naming and consistency;
+ * the per-tensor shape check against the architecture is done by the loader
+ * (src/vae/index.ts) from the native model's own parameter list.
+ */
+export function readVaeWeights(file: string, override: Partial<VaeConfig> = {}, configFile?: string): VaeWeights {
+  refusePickle(file);
+  const st = readSafetensors(file);
+  const notes: string[] = [];
+  let keys = [...st.tensors.keys()];
+  let fromFull = false;
+  let prefix = '';
+  if (keys.some((k) => k.startsWith('first_stage_model.'))) {
+    fromFull = true;
+    prefix = 'first_stage_model.';
+    const others = keys.filter((k) => !k.startsWith(prefix)).length;
+    keys = keys.filter((k) => k.startsWith(prefix));
+    notes.push(`full checkpoint: using its ${keys.length} first_stage_model.* tensors, ignoring ${others} others (UNet, text encoder, ...)`);
+  }
+  const bare = keys.map((k) => k.slice(prefix.length));
+  let naming: VaeNaming;
+  if (bare.some((k) => k.startsWith('encoder.down_blocks.') || k.startsWith('decoder.up_blocks.'))) naming = 'diffusers';
+  else if (bare.some((k) => k.startsWith('encoder.down.') || k.startsWith('decoder.up.'))) naming = 'ldm';
+  else {
+    throw new CheckpointError(
+      file,
+      `does not look like an SD VAE: no encoder.down_blocks.* (diffusers) or encoder.down.* (LDM) tensors among its ${st.tensors.size} tensors (first: ${[...st.tensors.keys()].slice(0, 5).join(', ')})`,
+    );
+  }
+  const ldmLevels = naming === 'ldm' ? levelsOf(bare, /^decoder\.up\.(\d+)\./) : 0;
+  const tensors: VaeWeights['tensors'] = new Map();
+  const unknown: string[] = [];
+  for (let i = 0; i < keys.length; i++) {
+    const src = keys[i]!;
+    const k = bare[i]!;
+    if (!fromFull && naming === 'ldm' && isLdmTrainingKey(k)) continue;
+    const canon = naming === 'diffusers' ? mapDiffusers(k) : mapLdm(k, ldmLevels);
+    if (canon === undefined) {
+      unknown.push(src);
+      continue;
+    }
+    const t = st.tensors.get(src) as SafeTensor;
+    let shape = t.shape;
+    // Attention projections: LDM stores 1x1 convs [C, C, 1, 1], diffusers Linears [C, C]: same numbers.
+    if (/\.mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$/.test(canon) && shape.length === 4 && shape[2] === 1 && shape[3] === 1) {
+      shape = [shape[0]!, shape[1]!];
+    }
+    if (tensors.has(canon)) throw new CheckpointError(file, `tensors ${tensors.get(canon)!.source} and ${src} both map to ${canon}`);
+    tensors.set(canon, { shape, data: asFloat32(t, file, src), source: src });
+  }
+  notes.unshift(`${naming} naming, ${tensors.size} tensors${st.tensors.size > 0 ? ` (${[...new Set([...st.tensors.values()].map((t) => t.dtype))].join('/')})` : ''}`);
+  // LDM names we cannot map are errors here; diffusers names pass through and the
+  // loader refuses any that the architecture does not have.
+  if (unknown.length > 0) {
+    throw new CheckpointError(file, `${unknown.length} tensor(s) are not part of an SD VAE (${naming} naming): ${unknown.slice(0, 10).join(', ')}${unknown.length > 10 ? ', ...' : ''}`);
+  }
+
+  // ---- config: override > config.json > shapes ------------------------------------
+  const cfgPath = configFile ?? join(dirname(file), 'config.json');
+  let fromJson: DiffusersJson = { config: {} };
+  if (existsSync(cfgPath)) {
+    fromJson = readDiffusersConfig(cfgPath);
+    notes.push(`config from ${cfgPath}`);
+  } else if (configFile !== undefined) {
+    fromJson = readDiffusersConfig(configFile);
+    notes.push(`config from ${configFile}`);
+  }
+  const shapeOf = (name: string): number[] => {
+    const t = tensors.get(name);
+    if (!t) throw new CheckpointError(file, `missing tensor ${name} (needed to infer the VAE's configuration)`);
+    return t.shape;
+  };
+  const levels = levelsOf([...tensors.keys()], /^encoder\.down_blocks\.(\d+)\./);
+  const inferred: VaeConfig = {
+    inChannels: shapeOf('encoder.conv_in.weight')[1]!,
+    outChannels: shapeOf('decoder.conv_out.weight')[0]!,
+    latentChannels: shapeOf('post_quant_conv.weight')[0]!,
+    blockOutChannels: Array.from({ length: levels }, (_, i) => shapeOf(`encoder.down_blocks.${i}.resnets.0.conv1.weight`)[0]!),
+    layersPerBlock: levelsOf([...tensors.keys()], /^encoder\.down_blocks\.0\.resnets\.(\d+)\./),
+    normNumGroups: 32,
+  };
+  const config: VaeConfig = { ...inferred };
+  const inferredKeys: string[] = [];
+  for (const k of Object.keys(inferred) as (keyof VaeConfig)[]) {
+    const given = override[k] ?? fromJson.config[k];
+    if (given === undefined) {
+      inferredKeys.push(k === 'normNumGroups' ? 'normNumGroups = 32 (assumed: not visible in the shapes)' : `${k} = ${JSON.stringify(inferred[k])}`);
+      continue;
+    }
+    if (k !== 'normNumGroups' && JSON.stringify(given) !== JSON.stringify(inferred[k])) {
+      throw new CheckpointError(
+        file,
+        `${k} is ${JSON.stringify(given)} in ${override[k] !== undefined ? 'the options' : cfgPath}, but the tensor shapes say ${JSON.stringify(inferred[k])}`,
+      );
+    }
+    (config as unknown as Record<string, unknown>)[k] = given;
+  }
+  if (inferredKeys.length > 0) notes.push(`inferred from shapes: ${inferredKeys.join(', ')}`);
+  if (override.normNumGroups === undefined && fromJson.config.normNumGroups === undefined) {
+    const bad = config.blockOutChannels.find((c) => c % 32 !== 0);
+    if (bad !== undefined) {
+      throw new CheckpointError(
+        file,
+        `norm_num_groups cannot be inferred from the shapes and the default 32 does not divide block_out_channels ${JSON.stringify(config.blockOutChannels)}; put a diffusers config.json beside the file or pass normNumGroups`,
+      );
+    }
+  }
+  return { file, naming, fromFullCheckpoint: fromFull, config, scalingFactor: fromJson.scalingFactor, tensors, notes: [`${basename(file)}: ${notes.join('; ')}`] };
+}
