@@ -9,3 +9,4 @@ export {
 } from './checkpoint/index.js';
 export { readSafetensors, encodeSafetensors } from './io/safetensors.js';
 export { DiTModel, presetConfig, nativeInfo, runBench, NativeError } from './native.js';
+export { VAE, sha256File, type VaeConfig, type VaeLoadOptions, type VaeEncodeOptions, type VaeDecodeOptions } from './vae/index.js';
