@@ -14,3 +14,4 @@ export { DiTModel, presetConfig, nativeInfo, runBench, NativeError } from './nat
 export { convertPt, type ConvertOptions, type ConvertResult } from './convert/index.js';
 export { inferDiT, readWeightsFile, type InferredDiT } from './checkpoint/weights-file.js';
 export { ConfigErrorList } from './config/index.js';
+export { VAE, sha256File, type VaeConfig, type VaeLoadOptions, type VaeEncodeOptions, type VaeDecodeOptions } from './vae/index.js';

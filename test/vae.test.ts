@@ -94,6 +94,34 @@ test('the native VAE matches a naive float64 AutoencoderKL (encoder moments, dec
   }
 });
 
+test('the naive float64 reference agrees where the CPU runs 3x3 convs as Winograd (16 channels at 64x64)', async () => {
+  const cfg = { ...TINY_VAE_CONFIG, blockOutChannels: [16, 16], layersPerBlock: 1, normNumGroups: 4, latentChannels: 4 };
+  const f = writeTinyVae(tmp(), { naming: 'ldm', seed: 13, config: cfg });
+  const v = await VAE.load(f, opts);
+  try {
+    const w = (name: string): Float32Array => tinyVaeValues(13, name, vaeParamShapes(cfg).find(([n]) => n === name)![1]);
+    const S = 64;
+    const x = Float32Array.from({ length: 3 * S * S }, (_, i) => Math.sin(i * 0.113) * 0.9);
+    const mom = await v.encodeMoments(x, 1, S, S);
+    const ref = naiveEncode(cfg, w, Float64Array.from(x), S, S);
+    const z = Float32Array.from({ length: 4 * 32 * 32 }, (_, i) => Math.cos(i * 0.7));
+    const y = await v.decode(z, 1, 32, 32);
+    const yref = naiveDecode(cfg, w, Float64Array.from(z), 32, 32);
+    const rel = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+      let num = 0, den = 1e-12;
+      for (let i = 0; i < b.length; i++) {
+        num = Math.max(num, Math.abs(a[i]! - b[i]!));
+        den = Math.max(den, Math.abs(b[i]!));
+      }
+      return num / den;
+    };
+    assert.ok(rel(mom, ref) < 1e-5, `encoder rel ${rel(mom, ref)}`);
+    assert.ok(rel(y, yref) < 1e-5, `decoder rel ${rel(y, yref)}`);
+  } finally {
+    v.dispose();
+  }
+});
+
 test('F16 and BF16 files widen exactly and decode close to the F32 file', async () => {
   const f32 = await VAE.load(writeTinyVae(tmp(), { naming: 'diffusers', seed: 5 }), opts);
   const x = images(1, 2);

@@ -108,6 +108,14 @@ void test_config_errors() {
   expect(threw, "encode with W not a multiple of the down factor: error");
   threw = false;
   try {
+    std::vector<float> big(1);
+    m.decode(big.data(), 1, 200, 100, big.data(), 1);  // 20000 tokens at the lowest resolution
+  } catch (const speed::Error& e) {
+    threw = std::string(e.what()).find("at most 16384") != std::string::npos;
+  }
+  expect(threw, "decode beyond the attention's token bound: error before any allocation");
+  threw = false;
+  try {
     std::vector<float> nan(16 * 3 * 3 * 3, NAN);
     m.write_param("encoder.conv_in.weight", nan.data());
   } catch (const speed::Error& e) {

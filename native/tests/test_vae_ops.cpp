@@ -115,8 +115,23 @@ void test_conv(Rng& rng) {
       {"1x1 stride 2", shape(1, 3, 6, 6, 2, 1, 2, 0, 0, 0, 0)},
       {"3x3 asymmetric pads (1,0,0,2)", shape(1, 2, 5, 6, 3, 3, 1, 1, 0, 0, 2)},
       {"3x3 output > one tile (48x40, K=9*5)", shape(2, 5, 48, 40, 4, 3, 1, 1, 1, 1, 1)},
+      {"3x3 pad 1 Winograd, odd 45x47, Ci 16 Co 20", shape(2, 16, 45, 47, 20, 3, 1, 1, 1, 1, 1)},
+      {"3x3 pad 1 Winograd, 2 tile blocks (128x96)", shape(1, 16, 128, 96, 16, 3, 1, 1, 1, 1, 1)},
+      {"3x3 pad 1 Winograd, 64x32 (the pixel bound)", shape(2, 32, 64, 32, 16, 3, 1, 1, 1, 1, 1)},
+      {"3x3 pad 1 32 channels at 9x11 (im2col: too few pixels)", shape(2, 32, 9, 11, 16, 3, 1, 1, 1, 1, 1)},
   };
-  for (const auto& c : cases) {
+  expect(speed::cpu::conv_uses_winograd(cases[7].s) && speed::cpu::conv_uses_winograd(cases[8].s) &&
+             speed::cpu::conv_uses_winograd(cases[9].s) && !speed::cpu::conv_uses_winograd(cases[10].s) &&
+             !speed::cpu::conv_uses_winograd(cases[0].s) && !speed::cpu::conv_uses_winograd(cases[1].s),
+         "Winograd serves 3x3/s1/pad-1 convs with >= 16 channels and >= 2048 pixels, im2col the rest");
+  expect(speed::cpu::winograd_tile_block(16, 16) == 2048 && speed::cpu::winograd_tile_block(512, 512) == 256,
+         "Winograd tile block depends only on the channel counts");
+  for (int forced = 0; forced < 2; ++forced)
+  for (const auto& c0 : cases) {
+    speed::cpu::conv_force_im2col(forced == 1);
+    Case c = c0;
+    std::string label = std::string(c.name) + (forced ? " [im2col forced]" : "");
+    c.name = label.c_str();
     const auto& s = c.s;
     const size_t nx = size_t(s.N) * s.Ci * s.H * s.W, nw = size_t(s.Co) * s.Ci * s.kh * s.kw;
     V x(nx), w(nw), b(s.Co);
@@ -142,6 +157,7 @@ void test_conv(Rng& rng) {
     expect(rel_err(y1, ref) < 1e-5, std::string("conv2d f32 ") + c.name, "rel " + fmt(rel_err(y1, ref)));
     expect(bitwise_equal(y1, y2) && bitwise_equal(y1, y3), std::string("conv2d f32 1/2/3 threads bitwise ") + c.name);
   }
+  speed::cpu::conv_force_im2col(false);
   // bad shapes are errors, not crashes
   bool threw = false;
   try {

@@ -16,7 +16,7 @@ import { existsSync, openSync, readFileSync, readSync, closeSync } from 'node:fs
 import { basename, dirname, extname, join } from 'node:path';
 
 import { CheckpointError } from '../errors.js';
-import { asFloat32, readSafetensors, type SafeTensor } from '../io/safetensors.js';
+import { asFloat32, withSafetensors, type SafetensorsReader } from '../io/safetensors.js';
 
 export interface VaeConfig {
   inChannels: number;
@@ -193,7 +193,13 @@ export function readDiffusersConfig(file: string): DiffusersJson {
  */
 export function readVaeWeights(file: string, override: Partial<VaeConfig> = {}, configFile?: string): VaeWeights {
   refusePickle(file);
-  const st = readSafetensors(file);
+  return withSafetensors(file, (r) => readVaeWeightsFrom(r, file, override, configFile));
+}
+
+// Names, shapes and dtypes come from the header; only the VAE's own tensors are
+// read, one at a time (a full SD checkpoint holds ~4 GB of UNet and text encoder).
+function readVaeWeightsFrom(r: SafetensorsReader, file: string, override: Partial<VaeConfig>, configFile: string | undefined): VaeWeights {
+  const st = { tensors: new Map(r.entries.map((e) => [e.name, e])) };
   const notes: string[] = [];
   let keys = [...st.tensors.keys()];
   let fromFull = false;
@@ -227,7 +233,7 @@ export function readVaeWeights(file: string, override: Partial<VaeConfig> = {}, 
       unknown.push(src);
       continue;
     }
-    const t = st.tensors.get(src) as SafeTensor;
+    const t = r.read(src);
     let shape = t.shape;
     // Attention projections: LDM stores 1x1 convs [C, C, 1, 1], diffusers Linears [C, C]: same numbers.
     if (/\.mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$/.test(canon) && shape.length === 4 && shape[2] === 1 && shape[3] === 1) {

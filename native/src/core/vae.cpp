@@ -388,6 +388,16 @@ struct VAE<T>::Impl {
       throw Error(std::string("VAE.") + what + ": H and W must be multiples of " + std::to_string(mult) + ", got " +
                   std::to_string(H) + "x" + std::to_string(W));
   }
+  // The mid-block attention holds one L x L score matrix per task (L = tokens at the
+  // lowest resolution): bounded here rather than failing on an allocation.
+  void check_tokens(const char* what, int h, int w) const {
+    const long long L = static_cast<long long>(h) * w;
+    if (L > kMaxTokens)
+      throw Error(std::string("VAE.") + what + ": the mid-block attention would run over " + std::to_string(L) +
+                  " tokens (" + std::to_string(h) + "x" + std::to_string(w) + " at the lowest resolution); at most " +
+                  std::to_string(kMaxTokens) + " (1024x1024 images for SD's f8) are supported: tile larger images");
+  }
+  static constexpr long long kMaxTokens = 16384;
   int chunk_of(const char* what, int chunk, int N) const {
     if (chunk < 1) throw Error(std::string("VAE.") + what + ": chunk must be >= 1, got " + std::to_string(chunk));
     return std::min(chunk, std::max(N, 1));
@@ -445,6 +455,7 @@ void VAE<T>::encode_moments(const T* images, int N, int H, int W, T* moments, in
   Impl& I = *impl_;
   const int f = I.cfg.down_factor();
   I.check_size("encode", N, H, W, f);
+  I.check_tokens("encode", H / f, W / f);
   if (N == 0) return;
   if (!images || !moments) throw Error("VAE.encode: null buffer");
   chunk = I.chunk_of("encode", chunk, N);
@@ -468,6 +479,7 @@ void VAE<T>::encode(const T* images, int N, int H, int W, T* z, bool sample, uin
   Impl& I = *impl_;
   const int f = I.cfg.down_factor();
   I.check_size("encode", N, H, W, f);
+  I.check_tokens("encode", H / f, W / f);
   if (N == 0) return;
   if (!images || !z) throw Error("VAE.encode: null buffer");
   chunk = I.chunk_of("encode", chunk, N);
@@ -500,6 +512,7 @@ void VAE<T>::decode(const T* z, int N, int h, int w, T* images, int chunk, const
   Impl& I = *impl_;
   const int f = I.cfg.down_factor();
   I.check_size("decode", N, h, w, 1);
+  I.check_tokens("decode", h, w);
   if (N == 0) return;
   if (!images || !z) throw Error("VAE.decode: null buffer");
   chunk = I.chunk_of("decode", chunk, N);

@@ -11,6 +11,7 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -23,6 +24,26 @@ namespace speed::cpu {
 int conv_tile_pixels(int K) {
   int t = (512 * 1024) / std::max(K, 1);  // ~2 MiB of float32 im2col per task
   t = std::max(64, std::min(1024, t));
+  return (t / 16) * 16;
+}
+
+namespace {
+std::atomic<bool> g_force_im2col{false};
+// The weight transform (16 Co Ci values, written every call) pays off only over enough
+// pixels of ONE image (a per-image bound, so the choice never depends on the chunk size):
+// measured on SD's shapes, 512 channels at 32x32 gain nothing, at 64x64 they do.
+constexpr int64_t kWinogradMinPixels = 2048;
+}  // namespace
+
+void conv_force_im2col(bool on) { g_force_im2col.store(on); }
+bool conv_uses_winograd(const Conv2dShape& s) {
+  return !g_force_im2col.load() && s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad_t == 1 && s.pad_l == 1 &&
+         s.pad_b == 1 && s.pad_r == 1 && s.Ci >= 16 && s.Co >= 16 &&
+         static_cast<int64_t>(s.H) * s.W >= kWinogradMinPixels;
+}
+int winograd_tile_block(int Ci, int Co) {
+  int t = (1 << 18) / std::max(Ci + Co, 1);  // V [16, Ci, tb] + M [16, Co, tb] near 16 MiB of float32
+  t = std::max(16, std::min(2048, t));
   return (t / 16) * 16;
 }
 
@@ -84,11 +105,148 @@ void im2col_tile(const T* xs, T* col, const Conv2dShape& s, int Ho_unused, int W
 
 }  // namespace
 
+// ---- Winograd F(2x2, 3x3) ----------------------------------------------------------------
+// Cross-correlation y[i][j] = sum g[u][v] d[i+u][j+v] over a 4x4 input tile d starting at
+// (2ty - 1, 2tx - 1): Y = A^T [(G g G^T) .* (B^T d B)] A with
+//   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+//   A^T = [1 1 1 0; 0 1 -1 -1].
+// U [16][Co][Ci] (weights), per task V [16][Ci][tb] (inputs) and M [16][Co][tb] = U V (16 GEMMs).
 template <typename T>
-void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, const T* x, const T* w,
-                const T* b, T* y, const Conv2dShape& s, bool accum) {
+void winograd_weights(ThreadPool& pool, const T* w, T* U, int Co, int Ci) {
+  const size_t plane = static_cast<size_t>(Co) * Ci;
+  parallel_for(pool, Co, 8, [&](int64_t c0, int64_t c1, int) {
+    for (int64_t co = c0; co < c1; ++co)
+      for (int ci = 0; ci < Ci; ++ci) {
+        const T* g = w + (static_cast<size_t>(co) * Ci + ci) * 9;
+        T t[4][3];
+        for (int j = 0; j < 3; ++j) {
+          t[0][j] = g[j];
+          t[1][j] = T(0.5) * (g[j] + g[3 + j] + g[6 + j]);
+          t[2][j] = T(0.5) * (g[j] - g[3 + j] + g[6 + j]);
+          t[3][j] = g[6 + j];
+        }
+        T* u = U + static_cast<size_t>(co) * Ci + ci;
+        for (int i = 0; i < 4; ++i) {
+          u[(i * 4 + 0) * plane] = t[i][0];
+          u[(i * 4 + 1) * plane] = T(0.5) * (t[i][0] + t[i][1] + t[i][2]);
+          u[(i * 4 + 2) * plane] = T(0.5) * (t[i][0] - t[i][1] + t[i][2]);
+          u[(i * 4 + 3) * plane] = t[i][2];
+        }
+      }
+  });
+}
+
+template <typename T>
+void winograd_conv(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vector<T>& shared, const T* x,
+                   const T* w, const T* b, T* y, const Conv2dShape& s, bool accum) {
+  const int Ci = s.Ci, Co = s.Co, H = s.H, W = s.W;
+  const int th = (H + 1) / 2, tw = (W + 1) / 2;
+  const int64_t T_ = static_cast<int64_t>(th) * tw;
+  const int tb = winograd_tile_block(Ci, Co);
+  const int64_t blocks = (T_ + tb - 1) / tb;
+  const size_t plane = static_cast<size_t>(Co) * Ci;
+  if (shared.size() < 16 * plane) shared.resize(16 * plane);
+  T* U = shared.data();
+  winograd_weights(pool, w, U, Co, Ci);
+  const size_t vsz = static_cast<size_t>(16) * Ci * tb, need = vsz + static_cast<size_t>(16) * Co * tb;
+  for (auto& v : scratch)
+    if (v.size() < need) v.resize(need);
+  const size_t in_per = static_cast<size_t>(Ci) * H * W, out_per = static_cast<size_t>(Co) * H * W;
+  pool.run(static_cast<int64_t>(s.N) * blocks, [&](int64_t task, int thr) {
+    const int n = static_cast<int>(task / blocks);
+    const int64_t t0 = (task % blocks) * tb;
+    const int cols = static_cast<int>(std::min<int64_t>(tb, T_ - t0));
+    T* V = scratch[thr].data();
+    T* M = V + vsz;
+    const T* xs = x + n * in_per;
+    // input transform
+    for (int ci = 0; ci < Ci; ++ci) {
+      const T* pl = xs + static_cast<size_t>(ci) * H * W;
+      T* v = V + static_cast<size_t>(ci) * tb;
+      for (int j = 0; j < cols; ++j) {
+        const int64_t t = t0 + j;
+        const int ty = static_cast<int>(t / tw), tx = static_cast<int>(t % tw);
+        const int r0 = 2 * ty - 1, c0 = 2 * tx - 1;
+        T d[4][4];
+        if (r0 >= 0 && r0 + 3 < H && c0 >= 0 && c0 + 3 < W) {
+          for (int r = 0; r < 4; ++r) {
+            const T* row = pl + static_cast<size_t>(r0 + r) * W + c0;
+            d[r][0] = row[0];
+            d[r][1] = row[1];
+            d[r][2] = row[2];
+            d[r][3] = row[3];
+          }
+        } else {
+          for (int r = 0; r < 4; ++r)
+            for (int c = 0; c < 4; ++c) {
+              const int iy = r0 + r, ix = c0 + c;
+              d[r][c] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? pl[static_cast<size_t>(iy) * W + ix] : T(0);
+            }
+        }
+        T q[4][4];
+        for (int c = 0; c < 4; ++c) {
+          q[0][c] = d[0][c] - d[2][c];
+          q[1][c] = d[1][c] + d[2][c];
+          q[2][c] = d[2][c] - d[1][c];
+          q[3][c] = d[1][c] - d[3][c];
+        }
+        for (int r = 0; r < 4; ++r) {
+          const size_t base = static_cast<size_t>(r * 4) * Ci * tb + j;
+          v[base] = q[r][0] - q[r][2];
+          v[base + static_cast<size_t>(Ci) * tb] = q[r][1] + q[r][2];
+          v[base + 2 * static_cast<size_t>(Ci) * tb] = q[r][2] - q[r][1];
+          v[base + 3 * static_cast<size_t>(Ci) * tb] = q[r][1] - q[r][3];
+        }
+      }
+    }
+    // the 16 products
+    for (int xi = 0; xi < 16; ++xi)
+      gemm_serial<T>(false, false, Co, cols, Ci, T(1), U + xi * plane, Ci, V + static_cast<size_t>(xi) * Ci * tb, tb,
+                     T(0), M + static_cast<size_t>(xi) * Co * tb, tb);
+    // output transform (+ bias, + the existing output for accum)
+    T* ys = y + n * out_per;
+    const size_t mstep = static_cast<size_t>(Co) * tb;
+    for (int co = 0; co < Co; ++co) {
+      const T* m = M + static_cast<size_t>(co) * tb;
+      const T bc = b ? b[co] : T(0);
+      T* yp = ys + static_cast<size_t>(co) * H * W;
+      for (int j = 0; j < cols; ++j) {
+        const int64_t t = t0 + j;
+        const int ty = static_cast<int>(t / tw), tx = static_cast<int>(t % tw);
+        T mm[4][4];
+        for (int xi = 0; xi < 16; ++xi) mm[xi / 4][xi % 4] = m[xi * mstep + j];
+        T a[2][4];
+        for (int c = 0; c < 4; ++c) {
+          a[0][c] = mm[0][c] + mm[1][c] + mm[2][c];
+          a[1][c] = mm[1][c] - mm[2][c] - mm[3][c];
+        }
+        for (int r = 0; r < 2; ++r) {
+          const int oy = 2 * ty + r;
+          if (oy >= H) break;
+          const T o0 = a[r][0] + a[r][1] + a[r][2] + bc, o1 = a[r][1] - a[r][2] - a[r][3] + bc;
+          T* orow = yp + static_cast<size_t>(oy) * W + 2 * tx;
+          if (accum) {
+            orow[0] += o0;
+            if (2 * tx + 1 < W) orow[1] += o1;
+          } else {
+            orow[0] = o0;
+            if (2 * tx + 1 < W) orow[1] = o1;
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vector<T>& shared, const T* x,
+                const T* w, const T* b, T* y, const Conv2dShape& s, bool accum) {
   s.validate("cpu backend: conv2d_forward");
   if (s.N == 0) return;
+  if (conv_uses_winograd(s)) {
+    winograd_conv(pool, scratch, shared, x, w, b, y, s, accum);
+    return;
+  }
   const int Ho = s.Ho(), Wo = s.Wo();
   const int64_t HWo = static_cast<int64_t>(Ho) * Wo;
   const int K = s.Ci * s.kh * s.kw;
@@ -243,8 +401,8 @@ void gaussian_sample_cpu(ThreadPool& pool, const T* moments, const T* eps, T* z,
 }
 
 #define SPEED_INST(T)                                                                                          \
-  template void conv2d_cpu<T>(ThreadPool&, std::vector<std::vector<T>>&, const T*, const T*, const T*, T*,   \
-                              const Conv2dShape&, bool);                                                       \
+  template void conv2d_cpu<T>(ThreadPool&, std::vector<std::vector<T>>&, std::vector<T>&, const T*, const T*,  \
+                              const T*, T*, const Conv2dShape&, bool);                                         \
   template void group_norm_cpu<T>(ThreadPool&, const T*, const T*, const T*, T*, int, int, int, int, double,  \
                                   bool);                                                                       \
   template void upsample_nearest2x_cpu<T>(ThreadPool&, const T*, T*, int, int, int, int);                     \

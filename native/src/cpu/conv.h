@@ -15,9 +15,20 @@
 
 namespace speed::cpu {
 
+// `shared` holds the Winograd-transformed weights of the call (one buffer, not per thread).
 template <typename T>
-void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, const T* x, const T* w,
-                const T* b, T* y, const Conv2dShape& s, bool accum);
+void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vector<T>& shared, const T* x,
+                const T* w, const T* b, T* y, const Conv2dShape& s, bool accum);
+
+// 3x3 stride-1 convs with pad 1 on every side, >= 16 input and output channels and
+// H*W >= 2048 per image run
+// as Winograd F(2x2, 3x3) (Lavin & Gray 2016: 16 instead of 36 multiplies per 2x2
+// output tile and channel pair, the 16 products as GEMMs); everything else as im2col.
+// Tests force the im2col path for every conv (process-wide) to check both.
+void conv_force_im2col(bool on);
+bool conv_uses_winograd(const Conv2dShape& s);
+// Output tiles (2x2 each) per Winograd task: depends only on the channel counts.
+int winograd_tile_block(int Ci, int Co);
 
 template <typename T>
 void group_norm_cpu(ThreadPool& pool, const T* x, const T* gamma, const T* beta, T* y, int N, int C,

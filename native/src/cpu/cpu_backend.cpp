@@ -935,7 +935,7 @@ class CpuBackend final : public Backend<T> {
   // ---- VAE ops (native/src/cpu/conv.cpp) ------------------------------------------------
   void conv2d_forward(const T* x, const T* w, const T* b, T* y, const Conv2dShape& s,
                       bool accum) override {
-    conv2d_cpu<T>(pool_, scratch_, x, w, b, y, s, accum);
+    conv2d_cpu<T>(pool_, scratch_, conv_shared_, x, w, b, y, s, accum);
   }
   void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, int N, int C, int HW,
                           int groups, double eps, bool silu) override {
@@ -953,7 +953,8 @@ class CpuBackend final : public Backend<T> {
 
  private:
   ThreadPool pool_;
-  std::vector<std::vector<T>> scratch_;  // per-thread scratch (attention)
+  std::vector<std::vector<T>> scratch_;  // per-thread scratch (attention, conv tiles)
+  std::vector<T> conv_shared_;           // Winograd-transformed conv weights of one call
 };
 
 }  // namespace
