@@ -16,6 +16,8 @@ import { Rng, type RngState } from '../rng.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
 import { createModel } from './model.js';
+import { anyRank, broadcastJson, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
+import { attachCollective } from '../dist/train.js';
 
 export interface TrainOptions {
   config: Config;
@@ -85,7 +87,11 @@ export function formatBytes(bytes: number): string {
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const c = opts.config;
-  const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
+  // Data parallelism (src/dist): every rank runs this loop on its slice of the
+  // global batch; only rank 0 writes files and logs.
+  const w = world();
+  const shard = shardOf(w, c.data.batch_size);
+  const log = !w.isRoot ? () => {} : opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const T = c.diffusion.diffusion_steps;
   const started = Date.now();
 
@@ -105,8 +111,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (totalSteps <= 0) throw new ConfigError('max_training_steps', 'nothing to train: set max_training_steps or epochs to a value > 0');
 
     const exp = c.experiment_dir;
-    mkdirSync(exp, { recursive: true });
-    writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
+    if (w.isRoot) {
+      mkdirSync(exp, { recursive: true });
+      writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
+    }
     const metricsFile = path.join(exp, 'metrics.jsonl');
 
     // Fresh start or resume.
@@ -115,7 +123,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let dataPos: DataPosition | undefined;
     let accum = emptyAccum();
     const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
-    if (resumeSpec) {
+    if (resumeSpec && !w.isRoot) {
+      // rank 0 reads the checkpoint; its state and weights come below
+    } else if (resumeSpec) {
       if (resumeSpec === 'latest' && listCheckpoints(exp).length === 0) {
         log(`resume: no checkpoint in ${exp}/checkpoints yet; starting from scratch`);
       } else {
@@ -129,8 +139,17 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         truncateMetrics(metricsFile, step);
         log(`resumed from ${dir} at step ${step}`);
       }
-    } else if (existsSync(metricsFile)) {
+    } else if (w.isRoot && existsSync(metricsFile)) {
       writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
+    }
+    if (w.distributed) {
+      // Rank 0's state on every rank: a resume works on any world size.
+      const st = broadcastJson({ step, rng: trainRng.state(), data: dataPos ?? null, accum });
+      step = st.step;
+      trainRng = Rng.fromState(st.rng);
+      dataPos = st.data ?? undefined;
+      accum = st.accum;
+      attachCollective(model, c.device, w);
     }
     loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos);
 
@@ -155,6 +174,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       (c.recompute_activations ? '(recompute_activations: each block\'s forward re-run in backward)' : '(set recompute_activations: true to keep only block inputs)'));
 
     let stopRequested = false;
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
     if (opts.handleSignals ?? true) {
       const onSig = () => {
         if (stopRequested) {
@@ -164,18 +184,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         stopRequested = true;
         process.stderr.write('\nCtrl-C: writing a checkpoint after this step (Ctrl-C again to quit at once)\n');
       };
-      process.on('SIGINT', onSig);
-      removeSignal = () => process.off('SIGINT', onSig);
+      // SIGTERM too: Slurm and mpirun stop a job with it
+      for (const sig of signals) process.on(sig, onSig);
+      removeSignal = () => { for (const sig of signals) process.off(sig, onSig); };
     }
 
-    const progress = new Progress('train', totalSteps, opts.progressStream, step);
+    const progress = new Progress('train', totalSteps, w.isRoot ? opts.progressStream : quietStream(), step);
     let lastCkpt = '';
     let lastLine: MetricsLine | undefined;
     let intervalStart = Date.now();
     let intervalImages = 0;
     const save = (): string => {
       const train: TrainState = { rng: trainRng.state(), data: nextPos, accum };
-      lastCkpt = writeCheckpoint(model, exp, { step, config: c, train });
+      lastCkpt = w.isRoot ? writeCheckpoint(model, exp, { step, config: c, train }) : path.join(exp, 'checkpoints', stepDirName(step));
       return lastCkpt;
     };
 
@@ -187,7 +208,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const weight = Float32Array.from(t, (ti) => wTable[ti]);
       const y = dropLabels(batch.y, numClasses, model.config.classDropoutProb, trainRng);
       const lr = lrAt(c.optimizer, model.getStep());
-      const pending = model.trainStep({ x0: batch.x, t, y, weight }, { ...hpBase, lr });
+      // this rank's slice of the global batch (all of it on one process)
+      const per = batch.x.length / N;
+      const mine = w.distributed
+        ? { x0: sliceRows(batch.x, per, shard), t: sliceRows(t, 1, shard), y: sliceRows(y, 1, shard), weight: sliceRows(weight, 1, shard) }
+        : { x0: batch.x, t, y, weight };
+      const pending = model.trainStep(mine, { ...hpBase, lr, shardOffset: shard.offset, globalBatch: shard.globalBatch });
       const posAfter = loader.position();
       const nextBatch = step + 1 < totalSteps ? loader.next() : undefined;
       nextBatch?.catch(() => {});
@@ -202,7 +228,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (step % c.log_every === 0 || step === totalSteps) {
         const sec = (Date.now() - intervalStart) / 1000;
         lastLine = summarise(accum, { step, epoch: batch.epoch, lr, imagesPerSec: intervalImages / Math.max(1e-6, sec), T });
-        appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
+        if (w.isRoot) appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
         progress.line(step, {
           loss: lastLine.loss, mse: lastLine.mse, vb: lastLine.vb, 'img/s': lastLine.images_per_sec, lr, grad: lastLine.grad_norm,
           ...(lastLine.skipped ? { skipped: lastLine.skipped } : {}),
@@ -211,6 +237,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         intervalStart = Date.now();
         intervalImages = 0;
       }
+      // every rank stops at the same step when any rank was signalled
+      if (w.distributed) stopRequested = anyRank(stopRequested);
       if (c.ckpt_every > 0 && step % c.ckpt_every === 0 && step < totalSteps) save();
       if (nextBatch) batch = await nextBatch;
     }

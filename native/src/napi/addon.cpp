@@ -10,6 +10,7 @@
 
 #include "bench_binding.h"
 #include "convert.h"
+#include "dist.h"
 #include "guard.h"
 #include "model.h"
 #include "speed/cpu.h"
@@ -118,7 +119,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sampleStepKernel", Napi::Function::New<SampleStepKernel>(env, "sampleStepKernel"));
   exports.Set("liveModels", Napi::Function::New<LiveModels>(env, "liveModels"));
   exports.Set("runBench", Napi::Function::New<RunBench>(env, "runBench"));
-  exports.Set("ViTModel", ViTModel::Init(env));  // the feature network (src/featnet)
+  exports.Set("ViTModel", ViTModel::Init(env));
+  exports.Set("dist", dist_exports(env));  // data parallelism (issue 12)  // the feature network (src/featnet)
   return exports;
 }
 
