@@ -174,7 +174,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       (c.recompute_activations ? '(recompute_activations: each block\'s forward re-run in backward)' : '(set recompute_activations: true to keep only block inputs)'));
 
     let stopRequested = false;
-    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+    // SIGTERM: Slurm and mpirun stop a job with it; SIGUSR2: OpenMPI's mpirun
+    // forwards it to every rank (it turns SIGINT/SIGTERM into a kill of the job)
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGUSR2'];
     if (opts.handleSignals ?? true) {
       const onSig = () => {
         if (stopRequested) {
@@ -184,7 +186,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         stopRequested = true;
         process.stderr.write('\nCtrl-C: writing a checkpoint after this step (Ctrl-C again to quit at once)\n');
       };
-      // SIGTERM too: Slurm and mpirun stop a job with it
       for (const sig of signals) process.on(sig, onSig);
       removeSignal = () => { for (const sig of signals) process.off(sig, onSig); };
     }
