@@ -153,6 +153,15 @@ test('train step, 2 processes vs 1: losses, gradients and weights within 1e-6; b
   assert.deepEqual(d.ema, c.ema);
 });
 
+test('a non-finite loss on one rank skips the step on every rank, as on one process', { skip }, () => {
+  const a = driver('nan', 1);
+  const b = driver('nan', 2);
+  assert.deepEqual(a.steps.map((s) => s.skipped), [false, false, true, false, false]);
+  assert.deepEqual(b.steps.map((s) => s.skipped), [false, false, true, false, false], 'rank 0 skipped although its own shard was finite');
+  assert.equal(b.step, 4, 'Adam steps taken');
+  assert.ok(normRel(a.weights, b.weights) <= 1e-6);
+});
+
 test('a rank that throws ends every rank non-zero within 60 s, naming the rank and the error', { skip }, () => {
   const t0 = Date.now();
   const r = run2(DRIVER, ['throw', path.join(tinyConfigFile().exp + '-throw.json')], 60_000);

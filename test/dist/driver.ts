@@ -6,11 +6,13 @@
 //   same:  every rank trains on samples [0, 4) (shard offset 0): the average
 //          of identical gradients is exact, so 2 ranks == 1 process bitwise
 //   throw: rank 1 throws at step 3; the error path must end every rank
+//   nan:   as split, but global sample 6 (rank 1's slice) of step 2 holds a
+//          NaN: the step must be skipped on every rank, as on one process
 import { writeFileSync } from 'node:fs';
 
 import { makeCoefs, toNativeTables } from '../../src/diffusion/coefs.js';
 import { betasFor } from '../../src/diffusion/schedule.js';
-import { abortWorld, initWorld, shardOf } from '../../src/dist/index.js';
+import { abortWorld, distAddon, initWorld, shardOf } from '../../src/dist/index.js';
 import { DiTModel, presetConfig } from '../../src/native.js';
 import { Rng } from '../../src/rng.js';
 
@@ -42,6 +44,7 @@ async function main(): Promise<void> {
     const y = Int32Array.from({ length: G }, () => rng.int(5));
     const weight = Float32Array.from({ length: G }, () => 0.5 + rng.uniform());
     if (mode === 'throw' && w.rank === 1 && s === 3) throw new Error('injected failure at step 3');
+    if (mode === 'nan' && s === 2) x0[6 * per + 5] = NaN;
     const sh = mode === 'same' ? { offset: 0, count: G / 2, globalBatch: G } : shardOf(w, G);
     const rows = <A extends Float32Array | Int32Array>(a: A, k: number) => a.subarray(sh.offset * k, (sh.offset + sh.count) * k) as A;
     const r = await model.trainStep(
@@ -49,6 +52,14 @@ async function main(): Promise<void> {
       { ...hp, shardOffset: sh.offset, globalBatch: sh.globalBatch },
     );
     steps.push({ loss: Array.from(r.loss), gradNorm: r.gradNorm, skipped: r.skipped, grad: flat('grad') });
+  }
+  if (w.distributed) {
+    // every rank must hold the same weights: a hash of their bits, min == max
+    const bits = new Uint32Array(Float32Array.from(flat('model')).buffer);
+    let h = 0;
+    for (let i = 0; i < bits.length; i++) h = (Math.imul(h, 31) + bits[i]) >>> 0;
+    const [hi, negLo] = distAddon().allreduceMax([h, -h]);
+    if (hi !== -negLo) throw new Error(`ranks hold different weights (hashes ${-negLo} .. ${hi})`);
   }
   if (w.isRoot) {
     writeFileSync(out, JSON.stringify({ size: w.size, steps, weights: flat('model'), ema: flat('ema'), noise: model.getNoiseState(), step: model.getStep() }));
