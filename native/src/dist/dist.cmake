@@ -6,8 +6,8 @@
 #   NCCL (under the CUDA backend): nccl.h + libnccl.so.2 from the CUDA toolkit,
 #   the pip nvidia-nccl packages (site-packages/nvidia/nccl/{include,lib}), or
 #   named: -DSPEED_NCCL_INCLUDE=dir -DSPEED_NCCL_LIB=file (an unpacked
-#   nvidia-nccl wheel is enough to compile and link without a GPU). NCCL needs
-#   MPI for its rendezvous (the ncclUniqueId broadcast).
+#   nvidia-nccl wheel is enough to compile and link without a GPU). More than
+#   one GPU process needs MPI too, for the rendezvous (ncclUniqueId broadcast).
 # Without them one process works as always and asking for more says why not.
 set(SPEED_MPI "AUTO" CACHE STRING "Build MPI data parallelism: AUTO, ON or OFF")
 set_property(CACHE SPEED_MPI PROPERTY STRINGS AUTO ON OFF)
@@ -54,7 +54,7 @@ endif()
 
 # ---- NCCL (GPU collectives) --------------------------------------------------
 set(SPEED_NCCL_BUILT FALSE)
-if(TARGET speed_cuda AND SPEED_MPI_BUILT)
+if(TARGET speed_cuda)
   set(_speed_nccl_hints_inc ${CUDAToolkit_INCLUDE_DIRS})
   set(_speed_nccl_hints_lib ${CUDAToolkit_LIBRARY_DIR})
   if(SPEED_PYTHON3)
@@ -86,4 +86,10 @@ if(TARGET speed_cuda AND SPEED_MPI_BUILT)
 endif()
 if(NOT SPEED_NCCL_BUILT)
   target_sources(speed_core PRIVATE ${SPEED_DIST_DIR}/nccl_stub.cpp)
+endif()
+
+# test_cuda_nccl (native/tests/cuda): one GPU here; `mpirun -np W` for W GPUs
+if(TARGET test_cuda_nccl)
+  add_test(NAME cuda_nccl COMMAND test_cuda_nccl)
+  set_tests_properties(cuda_nccl PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
 endif()
