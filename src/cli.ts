@@ -116,6 +116,18 @@ async function main(argv: string[]): Promise<number> {
         if (!Number.isInteger(v) || v < 1) throw new SpeedTrainError(`--${what}: expected a positive integer, found ${JSON.stringify(s)}`);
         return v;
       };
+      // under mpirun / srun: the all-reduce and data-parallel train-step rows (src/dist/bench.ts)
+      const w = initWorld();
+      if (w.distributed) {
+        const { distBenchRows } = await import('./dist/bench.js');
+        const dr = await distBenchRows(w, {
+          models: o.models.split(',').map((s) => s.trim()).filter(Boolean),
+          batches: o.batches.split(',').map((s) => int(s.trim(), 'batches')),
+          device: o.device, threads: o.threads ? int(o.threads, 'threads') : undefined, iters: o.iters ? int(o.iters, 'iters') : undefined,
+        });
+        if (w.isRoot) out(o.json ? dr.map((r) => JSON.stringify(r)).join('\n') : benchTable(dr));
+        return;
+      }
       const rows = await runBench({
         models: o.models.split(',').map((s) => s.trim()).filter(Boolean),
         batches: o.batches.split(',').map((s) => int(s.trim(), 'batches')),

@@ -284,3 +284,14 @@ test('SIGUSR2 to mpirun (forwarded to every rank): one checkpoint by rank 0, eve
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`at step ${step}`));
 });
+
+test('bench under mpirun: an all-reduce row (GB/s of the gradient size) and a data-parallel train-step row, printed once', { skip }, () => {
+  const r = run2(CLI, ['bench', '--models', 'DiT-Ti/8@8x3', '--batches', '4', '--iters', '1', '--threads', '1', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { what: string; ms: number; gbps: number; imagesPerSec: number; batch: number });
+  assert.equal(rows.length, 2, r.stdout);
+  assert.match(rows[0].what, /^allreduce grad \d+ MiB \(2 ranks, mpi\)$/);
+  assert.ok(rows[0].ms > 0 && rows[0].gbps > 0);
+  assert.match(rows[1].what, /^train_step data-parallel x2 \(mpi\)$/);
+  assert.ok(rows[1].batch === 4 && rows[1].imagesPerSec > 0);
+});
