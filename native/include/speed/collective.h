@@ -40,6 +40,12 @@ class Collective {
   // same values and size() is a power of two (the "same shard" bitwise test).
   virtual void allreduce_mean(float* x, size_t n) = 0;
   virtual void allreduce_mean(double* x, size_t n) = 0;
+  // Starts an averaging all-reduce of x that finishes by wait_all(); x must
+  // not be touched until then (buckets of the gradient while the backward
+  // goes on: MPI_Iallreduce, NCCL on its stream). Default: at once.
+  virtual void allreduce_mean_start(float* x, size_t n) { allreduce_mean(x, n); }
+  virtual void allreduce_mean_start(double* x, size_t n) { allreduce_mean(x, n); }
+  virtual void wait_all() {}
 };
 
 // The launcher's world as its environment describes it, read before any MPI

@@ -13,6 +13,7 @@
 // An arena is allocated once and re-allocated only when the batch grows.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -195,6 +196,57 @@ struct DiT<T>::Impl {
     be->to_host(host.data(), buf, n * sizeof(T));
     op(host.data());
     be->to_device(buf, host.data(), n * sizeof(T));
+  }
+
+  // Bucketed gradient averaging during the backward (data parallelism): the
+  // backward reports each range of the flat buffer whose gradient is final
+  // (final layer, then blocks depth-1 .. 0, then the embedders: descending,
+  // contiguous); ranges are merged into buckets of >= `bucket` elements and
+  // each bucket's all-reduce starts at once (MPI_Iallreduce, NCCL on its
+  // stream) while the backward goes on. Every rank issues the same buckets.
+  struct GradReducer {
+    Impl* I = nullptr;
+    size_t lo = 0, hi = 0, bucket = 0;
+    bool poison = false;  // this rank's loss is not finite: send NaN
+    void ready(size_t a, size_t b) {
+      if (hi != lo && b != lo)
+        throw Error("gradient buckets: range [" + std::to_string(a) + ", " + std::to_string(b) +
+                    ") does not end where the pending one starts (" + std::to_string(lo) + ")");
+      if (hi == lo) hi = b;
+      lo = a;
+      if (hi - lo >= bucket) flush();
+    }
+    void flush() {
+      if (hi == lo) return;
+      const size_t n = hi - lo;
+      T* p = I->grads + lo;
+      if (poison) I->be->fill(p, std::numeric_limits<T>::quiet_NaN(), n);
+      I->be->synchronize();  // the backend's writes of this range first
+      I->coll->allreduce_mean_start(p, n);
+      lo = hi = 0;
+    }
+  };
+  GradReducer* reducer = nullptr;
+  void grads_ready(size_t a, size_t b) {
+    if (reducer) reducer->ready(a, b);
+  }
+  size_t block_start(int i) const {
+    const BlockOffsets& o = lay.blocks[i];
+    return std::min({o.qkv_w, o.qkv_b, o.proj_w, o.proj_b, o.fc1_w, o.fc1_b, o.fc2_w, o.fc2_b, o.ada_w, o.ada_b});
+  }
+  // Buckets need the collective to take the gradient where it lives (CPU
+  // memory, or NCCL on the GPU); a CUDA model with MPI stages it whole instead.
+  bool bucketed() const { return distributed() && (coll->device_buffers() || be->name() == "cpu"); }
+  static size_t bucket_elements() {
+    // PyTorch DDP's default bucket: 25 MiB; SPEED_DIST_BUCKET_MB overrides
+    // (it must be the same on every rank, as a launcher's environment is)
+    double mb = 25;
+    if (const char* v = std::getenv("SPEED_DIST_BUCKET_MB")) {
+      char* end = nullptr;
+      double x = std::strtod(v, &end);
+      if (end && *end == 0 && x > 0) mb = x;
+    }
+    return std::max<size_t>(1, static_cast<size_t>(mb * 1048576.0 / sizeof(T)));
   }
 
   // Between backward and the optimizer: average the gradient over the ranks.
@@ -386,6 +438,7 @@ struct DiT<T>::Impl {
                            N, L, D, false);
     b.linear_backward(a.sc, W + lay.f_ada_w, a.dmod, nullptr, a.dsc, G + lay.f_ada_w, G + lay.f_ada_b, N, D,
                       2 * D, Act::None, false);
+    grads_ready(lay.f_lin_w, lay.num_trainable);  // the final layer's gradient is final
     // dX is the residual stream's gradient; each branch adds into it
     for (int i = cfg.depth - 1; i >= 0; --i) {
       const BlockOffsets& o = lay.blocks[i];
@@ -414,6 +467,7 @@ struct DiT<T>::Impl {
       // adaLN Linear: d(sc) accumulates over blocks and the final layer
       b.linear_backward(a.sc, W + o.ada_w, dmod, nullptr, a.dsc, G + o.ada_w, G + o.ada_b, N, D, 6 * D,
                         Act::None, true);
+      grads_ready(block_start(i), i + 1 < cfg.depth ? block_start(i + 1) : lay.f_lin_w);
     }
     // x_embedder (pos_embed is fixed: no gradient)
     b.linear_backward(a.tok_in, W + lay.x_w, a.dX, nullptr, nullptr, G + lay.x_w, G + lay.x_b, NL, P, D,
@@ -426,6 +480,7 @@ struct DiT<T>::Impl {
     b.silu_backward(a.h0, a.dh0s, a.dh0, size_t(N) * D, false);
     b.linear_backward(a.tfreq, W + lay.t0_w, a.dh0, nullptr, nullptr, G + lay.t0_w, G + lay.t0_b, N,
                       kFreqDim, D, Act::None, false);
+    grads_ready(0, block_start(0));  // embedders
   }
 
   // Upload inputs, q_sample with the given (already uploaded) a.eps, forward,
@@ -437,6 +492,12 @@ struct DiT<T>::Impl {
     forward(a, N, params);
     b.iddpm_loss(a.out, a.x0, a.x_img, a.eps, a.t, a.weight, tab, vb_scale, cfg.learn_sigma, a.loss, a.mse,
                  a.vb, a.dout, N, C, HW);
+    if (reducer) {
+      // the poison decision precedes the first bucket
+      std::vector<T> l(N);
+      be->to_host(l.data(), a.loss, N * sizeof(T));
+      for (T x : l) reducer->poison = reducer->poison || !std::isfinite(static_cast<double>(x));
+    }
     backward(a, N);
   }
 
@@ -646,8 +707,24 @@ TrainResult DiT<T>::train_step(const T* x0, const int32_t* t, const int32_t* y, 
     for (int i = 0; i < N; ++i) I.be->normal(a.eps + size_t(i) * per, per, I.noise_seed, base + uint64_t(i) * bps);
   }
   I.noise_offset += uint64_t(G) * bps;
-  I.loss_and_grad_device(a, N, hp.vb_scale);
-  if (I.distributed()) I.reduce_gradients(a, N);
+  if (I.bucketed()) {
+    typename Impl::GradReducer r;
+    r.I = &I;
+    r.bucket = Impl::bucket_elements();
+    I.reducer = &r;
+    try {
+      I.loss_and_grad_device(a, N, hp.vb_scale);
+      r.flush();
+      I.reducer = nullptr;
+    } catch (...) {
+      I.reducer = nullptr;
+      throw;
+    }
+    I.coll->wait_all();
+  } else {
+    I.loss_and_grad_device(a, N, hp.vb_scale);
+    if (I.distributed()) I.reduce_gradients(a, N);
+  }
   OptimHyper oh = hp.optim;
   oh.step = I.step + 1;
   OptimResult r = I.be->optimizer_step(I.params, I.grads, I.m, I.v, oh.ema_decay < 0 ? nullptr : I.ema,

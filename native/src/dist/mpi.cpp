@@ -19,6 +19,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "speed/backend.h"
 #include "speed/collective.h"
@@ -74,6 +75,23 @@ class MpiCollective final : public Collective {
   void allreduce_mean(float* x, size_t n) override { mean(x, n, MPI_FLOAT); }
   void allreduce_mean(double* x, size_t n) override { mean(x, n, MPI_DOUBLE); }
 
+  void allreduce_mean_start(float* x, size_t n) override { start(x, n, MPI_FLOAT); }
+  void allreduce_mean_start(double* x, size_t n) override { start(x, n, MPI_DOUBLE); }
+  void wait_all() override {
+    if (pending_.empty()) return;
+    std::vector<MPI_Request> reqs;
+    for (const Pending& p : pending_) reqs.push_back(p.req);
+    int rc = MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE);
+    std::vector<Pending> done;
+    done.swap(pending_);
+    check(rc, "MPI_Iallreduce (wait)");
+    if (size_ == 1) return;
+    for (const Pending& p : done) {
+      if (p.type == MPI_FLOAT) scale(static_cast<float*>(p.x), p.n);
+      else scale(static_cast<double*>(p.x), p.n);
+    }
+  }
+
   void broadcast(void* buf, size_t bytes, int root) override {
     char* p = static_cast<char*>(buf);
     for (size_t done = 0; done < bytes;) {
@@ -116,10 +134,37 @@ class MpiCollective final : public Collective {
   template <typename T>
   void mean(T* x, size_t n, MPI_Datatype type) {
     allreduce(x, n, type, MPI_SUM, "allreduce_mean");
-    if (size_ == 1) return;
+    if (size_ > 1) scale(x, n);
+  }
+  template <typename T>
+  void scale(T* x, size_t n) const {
     const T s = T(1) / T(size_);
     for (size_t i = 0; i < n; ++i) x[i] *= s;
   }
+  template <typename T>
+  void start(T* x, size_t n, MPI_Datatype type) {
+    const size_t per = kChunk / sizeof(T);
+    for (size_t done = 0; done < n;) {
+      const size_t k = std::min(n - done, per);
+      Pending p{MPI_REQUEST_NULL, x + done, k, type};
+      check(MPI_Iallreduce(MPI_IN_PLACE, x + done, static_cast<int>(k), type, MPI_SUM, comm_, &p.req), "MPI_Iallreduce");
+      pending_.push_back(p);
+      done += k;
+    }
+    // OpenMPI progresses non-blocking collectives inside MPI calls: poke them
+    int flag = 0;
+    std::vector<MPI_Request> reqs;
+    for (const Pending& q : pending_) reqs.push_back(q.req);
+    MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE);
+    for (size_t i = 0; i < reqs.size(); ++i) pending_[i].req = reqs[i];
+  }
+  struct Pending {
+    MPI_Request req;
+    void* x;
+    size_t n;
+    MPI_Datatype type;
+  };
+  std::vector<Pending> pending_;
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0;

@@ -6,8 +6,8 @@
 // 600 s, so that a peer that died or hangs ends in an error, not a hang).
 // Host-side calls (allreduce_max, allgather, barrier) go to the bootstrap.
 //
-// Not done yet: bucketed all-reduce overlapped with the backward; the flat
-// gradient buffer is reduced in one call after backward (docs/distributed.md).
+// Gradient buckets (allreduce_mean_start) are enqueued on the communication
+// stream while the backward goes on; wait_all waits for them.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -57,6 +57,13 @@ class NcclCollective final : public Collective {
   void allreduce_sum(double* x, size_t n) override { reduce(x, n, ncclFloat64, ncclSum, "ncclAllReduce(sum)"); }
   void allreduce_mean(float* x, size_t n) override { reduce(x, n, ncclFloat32, ncclAvg, "ncclAllReduce(avg)"); }
   void allreduce_mean(double* x, size_t n) override { reduce(x, n, ncclFloat64, ncclAvg, "ncclAllReduce(avg)"); }
+  void allreduce_mean_start(float* x, size_t n) override { enqueue(x, n, ncclFloat32, ncclAvg, "ncclAllReduce(avg)"); }
+  void allreduce_mean_start(double* x, size_t n) override { enqueue(x, n, ncclFloat64, ncclAvg, "ncclAllReduce(avg)"); }
+  void wait_all() override {
+    if (!queued_) return;
+    queued_ = false;
+    wait("ncclAllReduce(avg) of the gradient buckets");
+  }
   void allreduce_max(int64_t* x, size_t n) override { boot_->allreduce_max(x, n); }
   void broadcast(void* buf, size_t bytes, int root) override {
     cuda(cudaSetDevice(device_), "cudaSetDevice");
@@ -72,6 +79,11 @@ class NcclCollective final : public Collective {
   }
 
  private:
+  void enqueue(void* x, size_t n, ncclDataType_t type, ncclRedOp_t op, const char* what) {
+    cuda(cudaSetDevice(device_), "cudaSetDevice");
+    nccl(ncclAllReduce(x, x, n, type, op, comm_, stream_), what);
+    queued_ = true;
+  }
   void reduce(void* x, size_t n, ncclDataType_t type, ncclRedOp_t op, const char* what) {
     cuda(cudaSetDevice(device_), "cudaSetDevice");
     nccl(ncclAllReduce(x, x, n, type, op, comm_, stream_), what);
@@ -119,6 +131,7 @@ class NcclCollective final : public Collective {
   int device_ = 0;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
+  bool queued_ = false;  // buckets enqueued since the last wait_all
 };
 
 }  // namespace
