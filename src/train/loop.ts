@@ -16,7 +16,7 @@ import { Rng, type RngState } from '../rng.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
 import { createModel } from './model.js';
-import { anyRank, broadcastJson, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
+import { abortWorld, anyRank, broadcastJson, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
 import { attachCollective } from '../dist/train.js';
 
 export interface TrainOptions {
@@ -180,6 +180,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (opts.handleSignals ?? true) {
       const onSig = () => {
         if (stopRequested) {
+          // several processes: MPI_Abort ends all (one rank leaving alone would leave the others waiting)
+          if (w.distributed) abortWorld(130, 'second Ctrl-C: exiting without a checkpoint');
           process.stderr.write('\nsecond Ctrl-C: exiting without a checkpoint\n');
           process.exit(130);
         }
