@@ -90,7 +90,7 @@ test('launcher world size and root-only commands from the environment', () => {
   assert.deepEqual(launcherWorldSize({ OMPI_COMM_WORLD_SIZE: '8' }), { size: 8, from: 'OMPI_COMM_WORLD_SIZE=8' });
   assert.deepEqual(launcherWorldSize({ SLURM_STEP_NUM_TASKS: '16' }), { size: 16, from: 'SLURM_STEP_NUM_TASKS=16' });
   assert.equal(rootOnlyCommand(['analyze', '-c', 'x.yaml'], { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '1' }), true);
-  assert.equal(rootOnlyCommand(['analyze', '-c', 'x.yaml'], { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' }), false);
+  assert.equal(rootOnlyCommand(['analyze', '-c', 'x.yaml'], { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' }, () => {}), false);
   assert.equal(rootOnlyCommand(['-c', 'x.yaml'], { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '1' }), false);
   assert.equal(rootOnlyCommand(['analyze'], {}), false);
 });
@@ -185,18 +185,12 @@ function weightsOf(ckpt: string): Float32Array[] {
 }
 const flat = (ts: Float32Array[]) => ts.flatMap((t) => Array.from(t));
 
-test('training on 2 processes: rank 0 alone writes; resume 2 -> 1 and 1 -> 2 continues exactly', { skip }, () => {
+test('training on 2 processes: rank 0 alone writes and logs; resume 2 -> 1 and 1 -> 2 continues exactly', { skip }, () => {
   const cli = (procs: 1 | 2, file: string, args: string[]) => (procs === 1 ? run1(CLI, ['-c', file, ...args]) : run2(CLI, ['-c', file, ...args]));
   const ok = (r: ReturnType<typeof run1>) => { assert.equal(r.status, 0, r.stderr); return r; };
   const ref = tinyConfigFile();
   ok(cli(1, ref.file, ['max_training_steps=6']));
-  const two = tinyConfigFile();
-  const r2 = ok(cli(2, two.file, ['max_training_steps=6']));
-  assert.equal(r2.stdout.match(/^checkpoint: /gm)?.length, 1, 'one rank logs');
-  assert.equal(r2.stdout.match(/^# speed-train train: resolved config/gm)?.length, 1);
   const [refCk] = listCheckpoints(ref.exp).slice(-1);
-  const [twoCk] = listCheckpoints(two.exp).slice(-1);
-  assert.ok(normRel(flat(weightsOf(refCk)), flat(weightsOf(twoCk))) <= 1e-6);
   const refState = readState(refCk);
   const same = (dir: string, what: string) => {
     const st = readState(dir);
@@ -209,7 +203,6 @@ test('training on 2 processes: rank 0 alone writes; resume 2 -> 1 and 1 -> 2 con
     assert.deepEqual(tr.data, rt.data, `${what}: data position`);
     assert.ok(normRel(flat(weightsOf(refCk)), flat(weightsOf(dir))) <= 1e-6, `${what}: weights`);
   };
-  same(twoCk, '2 processes');
   // 2 -> 1
   const a = tinyConfigFile();
   ok(cli(2, a.file, ['max_training_steps=3']));
@@ -221,6 +214,8 @@ test('training on 2 processes: rank 0 alone writes; resume 2 -> 1 and 1 -> 2 con
   ok(cli(1, b.file, ['max_training_steps=3']));
   const rb = ok(cli(2, b.file, ['max_training_steps=6', '--resume', 'latest']));
   assert.match(rb.stdout, /resumed from .*0000003 at step 3/);
+  assert.equal(rb.stdout.match(/^checkpoint: /gm)?.length, 1, 'one rank logs');
+  assert.equal(rb.stdout.match(/^# speed-train train: resolved config/gm)?.length, 1);
   same(listCheckpoints(b.exp).slice(-1)[0], 'resume 1 -> 2');
   // metrics: one line per step, from rank 0 only
   const lines = readFileSync(path.join(b.exp, 'metrics.jsonl'), 'utf8').trim().split('\n');

@@ -15,13 +15,13 @@ export function launcherRank(env: NodeJS.ProcessEnv = process.env): number {
  * only (analyze, experiment, featnet, bench) launched on several, and this is
  * not rank 0. It says so on stderr; rank 0 runs the command as one process.
  */
-export function rootOnlyCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): boolean {
+export function rootOnlyCommand(argv: string[], env: NodeJS.ProcessEnv = process.env, note = (m: string) => process.stderr.write(m)): boolean {
   const cmd = argv[0];
   const single = ['analyze', 'experiment', 'featnet'];
   if (!cmd || !single.includes(cmd)) return false;
   const { size } = launcherWorldSize(env);
   if (size <= 1) return false;
   const rank = launcherRank(env);
-  if (rank === 0) process.stderr.write(`speed-train ${cmd}: runs on rank 0 only (of ${size} processes)\n`);
+  if (rank === 0) note(`speed-train ${cmd}: runs on rank 0 only (of ${size} processes)\n`);
   return rank !== 0;
 }
