@@ -139,8 +139,9 @@ class DiT {
   // its gradient with NaN before the reduction, so every rank skips. Then the
   // per-sample loss, mse and vb of all ranks are gathered (rank order), which
   // needs global_batch = W * N. nullptr (or size 1) = one process, bitwise as
-  // without it.
-  void set_collective(std::shared_ptr<Collective> c);
+  // without it; even_alone runs the data-parallel path with a world of one
+  // (tests of the NCCL path on one GPU).
+  void set_collective(std::shared_ptr<Collective> c, bool even_alone = false);
   // Weights, EMA, Adam moments, the step and the noise state from `root` to
   // every rank (at start and after a resume). No-op without a collective.
   void broadcast_state(int root);

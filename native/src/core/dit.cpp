@@ -178,8 +178,9 @@ struct DiT<T>::Impl {
   int64_t step = 0;
   Arena<T> train, infer;
   std::shared_ptr<Collective> coll;  // data parallelism; null = one process
+  bool even_alone = false;            // the data-parallel path with a world of one (tests)
 
-  bool distributed() const { return coll && coll->size() > 1; }
+  bool distributed() const { return coll && (coll->size() > 1 || even_alone); }
 
   // A backend buffer through the collective: directly when the collective
   // takes backend memory (NCCL) or the backend's memory is the host's (CPU),
@@ -648,7 +649,10 @@ void DiT<T>::set_step(int64_t step) {
 }
 
 template <typename T>
-void DiT<T>::set_collective(std::shared_ptr<Collective> c) { impl_->coll = std::move(c); }
+void DiT<T>::set_collective(std::shared_ptr<Collective> c, bool even_alone) {
+  impl_->coll = std::move(c);
+  impl_->even_alone = even_alone;
+}
 
 template <typename T>
 void DiT<T>::broadcast_state(int root) {
