@@ -178,7 +178,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     // forwards it to every rank (it turns SIGINT/SIGTERM into a kill of the job)
     const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGUSR2'];
     if (opts.handleSignals ?? true) {
-      const onSig = () => {
+      const onSig = (sig: NodeJS.Signals) => {
         if (stopRequested) {
           // several processes: MPI_Abort ends all (one rank leaving alone would leave the others waiting)
           if (w.distributed) abortWorld(130, 'second Ctrl-C: exiting without a checkpoint');
@@ -186,7 +186,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           process.exit(130);
         }
         stopRequested = true;
-        process.stderr.write('\nCtrl-C: writing a checkpoint after this step (Ctrl-C again to quit at once)\n');
+        if (w.isRoot) process.stderr.write(`\n${sig === 'SIGINT' ? 'Ctrl-C' : sig}: writing a checkpoint after this step (Ctrl-C again to quit at once)\n`);
       };
       for (const sig of signals) process.on(sig, onSig);
       removeSignal = () => { for (const sig of signals) process.off(sig, onSig); };
