@@ -298,3 +298,11 @@ test('bench under mpirun: an all-reduce row (GB/s of the gradient size) and a da
   assert.match(rows[1].what, /^train_step data-parallel x2 \(mpi\)$/);
   assert.ok(rows[1].batch === 4 && rows[1].imagesPerSec > 0);
 });
+
+test('a build without MPI refuses a multi-process launch and says why', { skip: distAddon().info().mpi ? 'this addon has MPI (the refusal is for builds without it)' : false }, () => {
+  const { file } = tinyConfigFile();
+  // the launcher's variable alone (no mpirun needed to see the refusal)
+  const r = spawnSync(process.execPath, [...node, CLI, '-c', file], { encoding: 'utf8', env: { ...process.env, OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' } });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /launched as 2 processes \(OMPI_COMM_WORLD_SIZE=2\), but this build of speed-train has no MPI .*apt-get install libopenmpi-dev/);
+});
