@@ -185,7 +185,7 @@ function weightsOf(ckpt: string): Float32Array[] {
 }
 const flat = (ts: Float32Array[]) => ts.flatMap((t) => Array.from(t));
 
-test('training on 2 processes: rank 0 alone writes and logs; resume 2 -> 1 and 1 -> 2 continues exactly', { skip }, () => {
+test('training on 2 processes: rank 0 alone writes and logs; resume 2 -> 1 and 1 -> 2 continues exactly; inference bitwise; sample on rank 0', { skip }, () => {
   const cli = (procs: 1 | 2, file: string, args: string[]) => (procs === 1 ? run1(CLI, ['-c', file, ...args]) : run2(CLI, ['-c', file, ...args]));
   const ok = (r: ReturnType<typeof run1>) => { assert.equal(r.status, 0, r.stderr); return r; };
   const ref = tinyConfigFile();
@@ -236,6 +236,9 @@ test('training on 2 processes: rank 0 alone writes and logs; resume 2 -> 1 and 1
     assert.ok(readFileSync(path.join(ref.exp, 'inf1', f)).equals(readFileSync(path.join(ref.exp, 'inf2', f))), f);
   }
   assert.deepEqual(readdirSync(path.join(ref.exp, 'inf2')).sort(), readdirSync(path.join(ref.exp, 'inf1')).sort());
+  // -p sample does not split: rank 0 alone runs it and says so
+  const sm = ok(cli(2, ref.file, ['-p', 'sample', 'sample.num_per_class=1']));
+  assert.equal(sm.stdout.match(/^sample: runs on rank 0 only \(of 2 processes\)$/gm)?.length, 1, sm.stdout);
 });
 
 test('a rank killed mid-run: the other exits and mpirun fails within 60 s naming the rank', { skip }, async () => {
