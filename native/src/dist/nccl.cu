@@ -76,6 +76,7 @@ class NcclCollective final : public Collective {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;
     boot_->abort(code);
+    std::_Exit(code);  // not reached (MPI_Abort)
   }
 
  private:
