@@ -25,3 +25,10 @@ export function shardOf(w: Pick<World, 'rank' | 'size'>, globalBatch: number): S
 export function sliceRows<A extends Float32Array | Int32Array>(a: A, per: number, s: Shard): A {
   return a.subarray(s.offset * per, (s.offset + s.count) * per) as A;
 }
+
+/** A [globalBatch] array holding `rows` (this rank's values) at the shard's place, zeros elsewhere. */
+export function placeRows(rows: Int32Array, s: Shard): Int32Array {
+  const out = new Int32Array(s.globalBatch);
+  out.set(rows, s.offset);
+  return out;
+}

@@ -16,7 +16,7 @@ import { Rng, type RngState } from '../rng.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
 import { createModel } from './model.js';
-import { abortWorld, anyRank, broadcastJson, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
+import { abortWorld, anyRank, broadcastJson, placeRows, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
 import { attachCollective } from '../dist/train.js';
 
 export interface TrainOptions {
@@ -151,7 +151,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       accum = st.accum;
       attachCollective(model, c.device, w);
     }
-    loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos);
+    // each rank loads only its slice of every (global) batch
+    loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos, w.distributed ? shard : undefined);
 
     const sampler = makeTimestepSampler(speed, coefs);
     const wTable = lossWeights(speed, coefs);
@@ -209,12 +210,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     while (step < totalSteps && !stopRequested) {
       const t = sampler.sample(N, step, trainRng);
       const weight = Float32Array.from(t, (ti) => wTable[ti]);
-      const y = dropLabels(batch.y, numClasses, model.config.classDropoutProb, trainRng);
+      // label dropout draws for the whole global batch (the same generator on every rank)
+      const y = dropLabels(w.distributed ? placeRows(batch.y, shard) : batch.y, numClasses, model.config.classDropoutProb, trainRng);
       const lr = lrAt(c.optimizer, model.getStep());
       // this rank's slice of the global batch (all of it on one process)
-      const per = batch.x.length / N;
       const mine = w.distributed
-        ? { x0: sliceRows(batch.x, per, shard), t: sliceRows(t, 1, shard), y: sliceRows(y, 1, shard), weight: sliceRows(weight, 1, shard) }
+        ? { x0: batch.x, t: sliceRows(t, 1, shard), y: sliceRows(y, 1, shard), weight: sliceRows(weight, 1, shard) }
         : { x0: batch.x, t, y, weight };
       const pending = model.trainStep(mine, { ...hpBase, lr, shardOffset: shard.offset, globalBatch: shard.globalBatch });
       const posAfter = loader.position();
