@@ -17,6 +17,8 @@ import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 import { addExperimentCommands } from './experiment/cli.js';
 import { signalExitCode } from './train/guard.js';
 import './featnet/index.js'; // registers the featnet:<file> feature space
+import { abortWorld, initWorld, world } from './dist/index.js';
+import { rootOnlyCommand } from './dist/cli.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
 
@@ -45,11 +47,21 @@ async function main(argv: string[]): Promise<number> {
       if (o.helpConfig) { out(describeSchema().join('\n')); return; }
       if (!o.config) throw new SpeedTrainError('missing -c CONFIG (for example: speed-train -c configs/default.yaml)');
       const loaded = loadConfig(o.config, { overrides, phase: o.phase });
-      printConfig(loaded.config, o.phase, loaded.files);
-      loaded.notes.forEach((n) => out(n));
+      // Under mpirun / srun: join the world (train and inference split the
+      // work; sample and evaluate run on rank 0 only). Rank 0 alone prints.
+      const w = initWorld();
+      if (w.isRoot) {
+        printConfig(loaded.config, o.phase, loaded.files);
+        loaded.notes.forEach((n) => out(n));
+      }
+      if (w.distributed && (o.phase === 'sample' || o.phase === 'evaluate')) {
+        if (w.isRoot) out(`${o.phase}: runs on rank 0 only (of ${w.size} processes)`);
+        else return;
+      }
       if (o.phase === 'train') {
         const { train } = await import('./train/index.js');
         const r = await train({ config: loaded.config, resume: o.resume });
+        if (!w.isRoot) { if (r.interrupted) code = signalExitCode(r.signal ?? 'SIGINT'); return; }
         out(`trained ${r.step}/${r.totalSteps} steps${r.skipped ? ` (${r.skipped} skipped: non-finite loss, gradient or update)` : ''} in ${r.seconds.toFixed(1)} s; final loss ${r.finalLoss?.toFixed(4) ?? 'n/a'}`);
         if (r.interrupted) { code = signalExitCode(r.signal ?? 'SIGINT'); return; }
         if (loaded.config.sample_at_end) {
@@ -121,6 +133,18 @@ async function main(argv: string[]): Promise<number> {
         if (!Number.isInteger(v) || v < 1) throw new SpeedTrainError(`--${what}: expected a positive integer, found ${JSON.stringify(s)}`);
         return v;
       };
+      // under mpirun / srun: the all-reduce and data-parallel train-step rows (src/dist/bench.ts)
+      const w = initWorld();
+      if (w.distributed) {
+        const { distBenchRows } = await import('./dist/bench.js');
+        const dr = await distBenchRows(w, {
+          models: o.models.split(',').map((s) => s.trim()).filter(Boolean),
+          batches: o.batches.split(',').map((s) => int(s.trim(), 'batches')),
+          device: o.device, threads: o.threads ? int(o.threads, 'threads') : undefined, iters: o.iters ? int(o.iters, 'iters') : undefined,
+        });
+        if (w.isRoot) out(o.json ? dr.map((r) => JSON.stringify(r)).join('\n') : benchTable(dr));
+        return;
+      }
       const rows = await runBench({
         models: o.models.split(',').map((s) => s.trim()).filter(Boolean),
         batches: o.batches.split(',').map((s) => int(s.trim(), 'batches')),
@@ -147,6 +171,9 @@ async function main(argv: string[]): Promise<number> {
     });
 
   addExperimentCommands(program);
+  // analyze, experiment, featnet and bench without its data-parallel rows do
+  // not split their work: under a launcher only rank 0 runs them.
+  if (rootOnlyCommand(argv)) return 0;
   await program.parseAsync(argv, { from: 'user' });
   return code;
 }
@@ -188,6 +215,8 @@ main(process.argv.slice(2)).then(
     }
     const known = e instanceof SpeedTrainError || e instanceof NativeError || e instanceof RangeError;
     const msg = e instanceof Error ? e.message : String(e);
+    // one rank failing must end every rank (not leave them in a collective)
+    if (world().distributed) abortWorld(1, msg);
     process.stderr.write(`speed-train: error: ${msg}\n`);
     if (!known || process.env.SPEED_TRAIN_DEBUG) process.stderr.write(`${e instanceof Error ? e.stack : ''}\n`);
     process.exitCode = 1;

@@ -88,6 +88,10 @@ export interface OptimizerHyper {
   emaDecay: number;
   /** multiplies vb ("rescaled MSE": T/1000); 1 by default */
   vbScale: number;
+  /** data parallelism (src/dist): this call's samples start at this index of the global batch (default 0) */
+  shardOffset?: number;
+  /** data parallelism: samples in the global batch (default N); the noise stream advances by this many samples */
+  globalBatch?: number;
 }
 
 export interface TrainBatch {
@@ -211,6 +215,8 @@ interface NativeModel {
   busy(): string | null;
   steps(): number;
   activationBytes(n: number, training: boolean): number;
+  setCollective(kind: 'mpi' | 'nccl' | null, cudaDevice?: number): void;
+  broadcastState(root: number): void;
 }
 
 interface Addon {
@@ -227,6 +233,8 @@ interface Addon {
   ): Float32Array;
   runBench(opts: BenchOptions): Promise<BenchRow[]>;
   liveModels(): number;
+  /** data parallelism (native/src/napi/dist.cpp; typed in src/dist/native.ts) */
+  dist: unknown;
 }
 
 // src/native.ts and dist/native.js both sit one level below the package root.
@@ -389,6 +397,8 @@ function checkHyper(hp: OptimizerHyper, what: string): void {
   if (hp.weightDecay < 0) throw bad('weightDecay', hp.weightDecay, '>= 0');
   if (hp.emaDecay > 1) throw bad('emaDecay', hp.emaDecay, '<= 1 (< 0: no EMA)');
   if (hp.vbScale < 0) throw bad('vbScale', hp.vbScale, '>= 0');
+  if (hp.shardOffset !== undefined) checkInt(hp.shardOffset, `${what}.shardOffset`, 0, 1000000);
+  if (hp.globalBatch !== undefined) checkInt(hp.globalBatch, `${what}.globalBatch`, 0, 1000000);
 }
 
 const SLOTS: readonly Slot[] = ['model', 'ema', 'adam_m', 'adam_v', 'grad'];
@@ -712,6 +722,22 @@ export class DiTModel {
       }
       return this.#native.sampleStep(x, t, y, coefs, opts?.useEma === true);
     });
+  }
+
+  /**
+   * Data parallelism (src/dist): trainStep averages the gradient over the MPI
+   * world ("mpi", host buffers) or NCCL ("nccl", GPU buffers) before clipping
+   * and AdamW, and returns the whole global batch's per-sample losses; null detaches.
+   */
+  setCollective(kind: 'mpi' | 'nccl' | null, cudaDevice?: number): void {
+    this.#ready('setCollective');
+    call(() => this.#native.setCollective(kind, cudaDevice));
+  }
+  /** Weights, EMA, Adam moments, step and noise state from rank `root` to every rank. */
+  broadcastState(root: number): void {
+    this.#ready('broadcastState');
+    checkInt(root, 'broadcastState: root', 0, 1 << 20);
+    call(() => this.#native.broadcastState(root));
   }
 
   /** n standard normals from the model's Philox noise stream (advances it); e.g. x_T. */

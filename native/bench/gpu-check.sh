@@ -362,5 +362,19 @@ if [ -x "$BENCH" ] && [ $(( $(left) - RESERVE )) -ge 40 ]; then
     --no-kernels --gemm 1024 --recompute --json
 fi
 
+# ---- data parallelism (issue 12): NCCL collective on this GPU, world size 1 -------------------
+# (2+ GPUs: mpirun -np <gpus> --allow-run-as-root "$BUILD/test_cuda_nccl"; training:
+#  mpirun -np <gpus> npx speed-train -c CONFIG device=cuda, see docs/distributed.md)
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  step build-nccl 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_nccl || true
+fi
+if [ -x "$BUILD/test_cuda_nccl" ]; then
+  step nccl-world1 40 10 "$TLOG" "$BUILD/test_cuda_nccl"
+  grep -E '"nccl_allreduce"' "$TLOG" | tail -3 > "$LOG/nccl.jsonl" || true
+  echo "nccl: 2+ GPUs: mpirun -np <gpus> --allow-run-as-root $BUILD/test_cuda_nccl" | tee -a "$STATUS"
+else
+  echo "nccl: $BUILD/test_cuda_nccl not built (no NCCL found: pip install nvidia-nccl-cu13, or -DSPEED_NCCL_INCLUDE/-DSPEED_NCCL_LIB)" | tee -a "$STATUS"
+fi
+
 # ---- (g) summary (last) --------------------------------------------------------------------------------
 summary

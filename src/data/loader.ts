@@ -29,6 +29,8 @@ export class BatchLoader {
     seed: number,
     private readonly randomFlip: boolean,
     start?: DataPosition,
+    /** data parallelism (src/dist): load only samples [offset, offset + count) of each batch */
+    private readonly slice?: { offset: number; count: number },
   ) {
     if (batchSize > dataset.size) {
       throw new RangeError(`data.batch_size ${batchSize} exceeds the data set's ${dataset.size} samples (${dataset.description})`);
@@ -69,8 +71,9 @@ export class BatchLoader {
 
   private request(pos: DataPosition): Promise<Batch> {
     this.ensureOrder(pos);
-    const a = pos.batch * this.batchSize;
-    const p = this.dataset.load(this.order.slice(a, a + this.batchSize), this.flips.slice(a, a + this.batchSize));
+    const a = pos.batch * this.batchSize + (this.slice?.offset ?? 0);
+    const n = this.slice?.count ?? this.batchSize;
+    const p = this.dataset.load(this.order.slice(a, a + n), this.flips.slice(a, a + n));
     p.catch(() => {}); // rejections surface when the batch is taken
     return p;
   }

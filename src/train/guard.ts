@@ -111,7 +111,9 @@ export function checkOptimizerConfig(o: Config['optimizer']): void {
 }
 
 /** Signals that stop training like Ctrl-C: a checkpoint after the current step, then exit 128 + signo. */
-export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+// SIGTERM: Slurm, Kubernetes and mpirun stop a job with it; SIGUSR2: OpenMPI's
+// mpirun forwards it to every rank (it turns SIGINT/SIGTERM into a kill of the job).
+export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR2'] as const;
 export type StopSignal = (typeof STOP_SIGNALS)[number];
 
 /** The exit status of a process stopped by `sig` (the shell's convention): SIGINT 130, SIGTERM 143, SIGHUP 129. */
@@ -126,15 +128,20 @@ export function signalExitCode(sig: StopSignal): number {
  * code, so no handler runs in the middle of a write and an exit between writes leaves
  * every finished checkpoint intact. Returns the function that removes the handlers.
  */
-export function installStopSignals(onStop: (sig: StopSignal) => void): () => void {
+export function installStopSignals(
+  onStop: (sig: StopSignal) => void,
+  opts: { quiet?: boolean; onSecond?: (sig: StopSignal, code: number) => void } = {},
+): () => void {
   let first: StopSignal | undefined;
   const say = (s: string) => {
+    if (opts.quiet) return;
     try { process.stderr.write(s); } catch { /* a closed terminal (SIGHUP) must not stop the checkpoint */ }
   };
   const handlers = STOP_SIGNALS.map((sig) => {
     const h = () => {
       if (first) {
         say(`\nsecond signal (${sig}): exiting without a checkpoint\n`);
+        opts.onSecond?.(sig, signalExitCode(sig)); // several processes: end them all
         process.exit(signalExitCode(sig));
       }
       first = sig;

@@ -19,6 +19,8 @@ import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine 
 import { prepareFreshRun } from './fresh-run.js';
 import { initFrom } from './init-from.js';
 import { createModel } from './model.js';
+import { abortWorld, anyRank, broadcastJson, placeRows, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
+import { attachCollective } from '../dist/train.js';
 
 export interface TrainOptions {
   config: Config;
@@ -92,7 +94,11 @@ export function formatBytes(bytes: number): string {
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const c = opts.config;
-  const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
+  // Data parallelism (src/dist): every rank runs this loop on its slice of the
+  // global batch; only rank 0 writes files and logs.
+  const w = world();
+  const shard = shardOf(w, c.data.batch_size);
+  const log = !w.isRoot ? () => {} : opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const T = c.diffusion.diffusion_steps;
   const started = Date.now();
 
@@ -114,9 +120,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
     const exp = c.experiment_dir;
     const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
-    if (!resumeSpec) prepareFreshRun(exp, c.overwrite, log); // before anything of this run is written
-    ensureWritableDir(exp); // an unwritable experiment_dir fails here, named
-    writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
+    if (w.isRoot) {
+      if (!resumeSpec) prepareFreshRun(exp, c.overwrite, log); // before anything of this run is written
+      ensureWritableDir(exp); // an unwritable experiment_dir fails here, named
+      writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
+    }
     const metricsFile = path.join(exp, 'metrics.jsonl');
 
     // Fresh start or resume.
@@ -124,7 +132,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let trainRng = new Rng(c.seed * 4 + 2);
     let dataPos: DataPosition | undefined;
     let accum = emptyAccum();
-    if (resumeSpec) {
+    if (resumeSpec && !w.isRoot) {
+      // rank 0 reads the checkpoint; its state and weights come below
+    } else if (resumeSpec) {
       if (resumeSpec === 'latest' && listCheckpoints(exp).length === 0) {
         log(`resume: no checkpoint in ${exp}/checkpoints yet; starting from scratch`);
         initFrom(model, c, log);
@@ -140,10 +150,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         log(`resumed from ${dir} at step ${step}`);
       }
     } else {
-      initFrom(model, c, log);
-      if (existsSync(metricsFile)) writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
+      initFrom(model, c, log); // rank 0's weights reach the others with the state below
+      if (w.isRoot && existsSync(metricsFile)) writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
     }
-    loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos);
+    if (w.distributed) {
+      // Rank 0's state on every rank: a resume works on any world size.
+      const st = broadcastJson({ step, rng: trainRng.state(), data: dataPos ?? null, accum });
+      step = st.step;
+      trainRng = Rng.fromState(st.rng);
+      dataPos = st.data ?? undefined;
+      accum = st.accum;
+      attachCollective(model, c.device, w);
+    }
+    // each rank loads only its slice of every (global) batch
+    loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos, w.distributed ? shard : undefined);
 
     const sampler = makeTimestepSampler(speed, coefs);
     const wTable = lossWeights(speed, coefs);
@@ -168,10 +188,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let stopRequested = false;
     let stopSignal: StopSignal | undefined;
     if (opts.handleSignals ?? true) {
-      removeSignal = installStopSignals((sig) => { stopRequested = true; stopSignal = sig; });
+      removeSignal = installStopSignals((sig) => { stopRequested = true; stopSignal = sig; }, {
+        quiet: !w.isRoot,
+        // one rank leaving alone would leave the others waiting in a collective
+        onSecond: (sig, code) => { if (w.distributed) abortWorld(code, `second ${sig}: exiting without a checkpoint`); },
+      });
     }
 
-    const progress = new Progress('train', totalSteps, opts.progressStream, step);
+    const progress = new Progress('train', totalSteps, w.isRoot ? opts.progressStream : quietStream(), step);
     let lastCkpt = '';
     const guard = new SkipGuard(c.max_consecutive_skips, step, () => lastCkpt || listCheckpoints(exp).at(-1) || '');
     let lastLine: MetricsLine | undefined;
@@ -179,7 +203,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let intervalImages = 0;
     const save = (): string => {
       const train: TrainState = { rng: trainRng.state(), data: nextPos, accum };
-      lastCkpt = writeCheckpoint(model, exp, { step, config: c, train });
+      lastCkpt = w.isRoot ? writeCheckpoint(model, exp, { step, config: c, train }) : path.join(exp, 'checkpoints', stepDirName(step));
       return lastCkpt;
     };
 
@@ -189,9 +213,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     while (step < totalSteps && !stopRequested) {
       const t = sampler.sample(N, step, trainRng);
       const weight = Float32Array.from(t, (ti) => wTable[ti]);
-      const y = dropLabels(batch.y, numClasses, model.config.classDropoutProb, trainRng);
+      // label dropout draws for the whole global batch (the same generator on every rank)
+      const y = dropLabels(w.distributed ? placeRows(batch.y, shard) : batch.y, numClasses, model.config.classDropoutProb, trainRng);
       const lr = lrAt(c.optimizer, model.getStep());
-      const pending = model.trainStep({ x0: batch.x, t, y, weight }, { ...hpBase, lr });
+      // this rank's slice of the global batch (all of it on one process)
+      const mine = w.distributed
+        ? { x0: batch.x, t: sliceRows(t, 1, shard), y: sliceRows(y, 1, shard), weight: sliceRows(weight, 1, shard) }
+        : { x0: batch.x, t, y, weight };
+      const pending = model.trainStep(mine, { ...hpBase, lr, shardOffset: shard.offset, globalBatch: shard.globalBatch });
       const posAfter = loader.position();
       const nextBatch = step + 1 < totalSteps ? loader.next() : undefined;
       nextBatch?.catch(() => {});
@@ -207,7 +236,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (step % c.log_every === 0 || step === totalSteps) {
         const sec = (Date.now() - intervalStart) / 1000;
         lastLine = summarise(accum, { step, epoch: batch.epoch, lr, imagesPerSec: intervalImages / Math.max(1e-6, sec), T });
-        appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
+        if (w.isRoot) appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
         progress.line(step, {
           loss: lastLine.loss ?? 'n/a', mse: lastLine.mse ?? 'n/a', vb: lastLine.vb ?? 'n/a', 'img/s': lastLine.images_per_sec, lr, grad: lastLine.grad_norm ?? 'n/a',
           ...(lastLine.skipped ? { skipped: lastLine.skipped } : {}),
@@ -216,6 +245,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         intervalStart = Date.now();
         intervalImages = 0;
       }
+      // every rank stops at the same step when any rank was signalled
+      if (w.distributed) stopRequested = anyRank(stopRequested);
       if (c.ckpt_every > 0 && step % c.ckpt_every === 0 && step < totalSteps) save();
       if (nextBatch) batch = await nextBatch;
     }

@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.js';
 import { makeCoefs, toNativeTables, type DiffusionCoefs } from '../diffusion/coefs.js';
 import { betasFor } from '../diffusion/schedule.js';
 import { DiTModel, presetConfig, type ModelConfig } from '../native.js';
+import { world } from '../dist/world.js';
 
 export function modelConfigOf(c: Pick<Config, 'model'>): ModelConfig {
   const m = c.model;
@@ -33,6 +34,8 @@ export function createModel(
     device: c.device,
     threads: c.threads > 0 ? c.threads : undefined,
     cudaMath: c.cuda_math,
+    // one process per GPU: the local rank picks the device (data parallelism)
+    ...(c.device === 'cuda' && world().distributed ? { cudaDevice: world().localRank } : {}),
     seed: c.seed,
     noiseSeed: c.seed,
     recompute: c.recompute_activations ?? false,

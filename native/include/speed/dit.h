@@ -16,6 +16,8 @@
 
 namespace speed {
 
+class Collective;  // speed/collective.h
+
 struct DiTConfig {
   int input_size = 32;   // H = W of the (latent) image
   int patch_size = 2;
@@ -66,10 +68,18 @@ struct DiffusionTables {
 struct TrainHyper {
   OptimHyper optim;       // optim.step is ignored: the model counts its own steps
   double vb_scale = 1.0;  // "rescaled MSE": T/1000
+  // Data parallelism (issue 12): this call's N samples are samples
+  // [shard_offset, shard_offset + N) of a global batch of global_batch
+  // (0 = N) samples. Sample i of the global batch draws its noise from Philox
+  // blocks [o + i*b, o + (i+1)*b), b = ceil(C*H*W / 4), o = the stream's
+  // offset before the step, which then advances by global_batch * b: the
+  // same noise per global sample for any world size.
+  int shard_offset = 0;
+  int global_batch = 0;
 };
 
 struct TrainResult {
-  std::vector<float> loss, mse, vb;  // per sample [N]
+  std::vector<float> loss, mse, vb;  // per sample [N]; [global_batch] with a collective
   double grad_norm = 0.0;
   bool skipped = false;  // non-finite loss or gradient: weights untouched
   int64_t step = 0;      // optimizer steps taken so far (not counting skipped)
@@ -121,6 +131,20 @@ class DiT {
   void set_noise_state(uint64_t seed, uint64_t offset);
   int64_t step() const;
   void set_step(int64_t step);
+
+  // Data parallelism (issue 12). With a collective of size W > 1, train_step
+  // averages the gradient over the ranks (one all-reduce of the flat buffer)
+  // between backward and the optimizer step, so the grad norm, clipping and
+  // the non-finite skip are global: a rank whose loss is not finite poisons
+  // its gradient with NaN before the reduction, so every rank skips. Then the
+  // per-sample loss, mse and vb of all ranks are gathered (rank order), which
+  // needs global_batch = W * N. nullptr (or size 1) = one process, bitwise as
+  // without it; even_alone runs the data-parallel path with a world of one
+  // (tests of the NCCL path on one GPU).
+  void set_collective(std::shared_ptr<Collective> c, bool even_alone = false);
+  // Weights, EMA, Adam moments, the step and the noise state from `root` to
+  // every rank (at start and after a resume). No-op without a collective.
+  void broadcast_state(int root);
 
   // One training step: noise from the stream, q_sample, forward, IDDPM loss,
   // backward, clip, AdamW, EMA. x0 [N, C, H, W]; t [N] in [0, T); y [N] labels

@@ -13,10 +13,13 @@
 // An arena is allocated once and re-allocated only when the batch grows.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <sstream>
 
 #include "layout.h"
+#include "speed/collective.h"
 #include "speed/dit.h"
 #include "speed/philox.h"
 
@@ -174,6 +177,91 @@ struct DiT<T>::Impl {
   uint64_t noise_seed = 0, noise_offset = 0;
   int64_t step = 0;
   Arena<T> train, infer;
+  std::shared_ptr<Collective> coll;  // data parallelism; null = one process
+  bool even_alone = false;            // the data-parallel path with a world of one (tests)
+
+  bool distributed() const { return coll && (coll->size() > 1 || even_alone); }
+
+  // A backend buffer through the collective: directly when the collective
+  // takes backend memory (NCCL) or the backend's memory is the host's (CPU),
+  // else staged through a host copy (CUDA backend with MPI only).
+  template <typename F>
+  void on_host_or_device(T* buf, size_t n, F&& op) {
+    if (coll->device_buffers() || be->name() == "cpu") {
+      // the collective runs on its own stream: the backend's work on buf first
+      be->synchronize();
+      op(buf);
+      return;
+    }
+    std::vector<T> host(n);
+    be->to_host(host.data(), buf, n * sizeof(T));
+    op(host.data());
+    be->to_device(buf, host.data(), n * sizeof(T));
+  }
+
+  // Bucketed gradient averaging during the backward (data parallelism): the
+  // backward reports each range of the flat buffer whose gradient is final
+  // (final layer, then blocks depth-1 .. 0, then the embedders: descending,
+  // contiguous); ranges are merged into buckets of >= `bucket` elements and
+  // each bucket's all-reduce starts at once (MPI_Iallreduce, NCCL on its
+  // stream) while the backward goes on. Every rank issues the same buckets.
+  struct GradReducer {
+    Impl* I = nullptr;
+    size_t lo = 0, hi = 0, bucket = 0;
+    bool poison = false;  // this rank's loss is not finite: send NaN
+    void ready(size_t a, size_t b) {
+      if (hi != lo && b != lo)
+        throw Error("gradient buckets: range [" + std::to_string(a) + ", " + std::to_string(b) +
+                    ") does not end where the pending one starts (" + std::to_string(lo) + ")");
+      if (hi == lo) hi = b;
+      lo = a;
+      if (hi - lo >= bucket) flush();
+    }
+    void flush() {
+      if (hi == lo) return;
+      const size_t n = hi - lo;
+      T* p = I->grads + lo;
+      if (poison) I->be->fill(p, std::numeric_limits<T>::quiet_NaN(), n);
+      I->be->synchronize();  // the backend's writes of this range first
+      I->coll->allreduce_mean_start(p, n);
+      lo = hi = 0;
+    }
+  };
+  GradReducer* reducer = nullptr;
+  void grads_ready(size_t a, size_t b) {
+    if (reducer) reducer->ready(a, b);
+  }
+  size_t block_start(int i) const {
+    const BlockOffsets& o = lay.blocks[i];
+    return std::min({o.qkv_w, o.qkv_b, o.proj_w, o.proj_b, o.fc1_w, o.fc1_b, o.fc2_w, o.fc2_b, o.ada_w, o.ada_b});
+  }
+  // Buckets need the collective to take the gradient where it lives (CPU
+  // memory, or NCCL on the GPU); a CUDA model with MPI stages it whole instead.
+  bool bucketed() const { return distributed() && (coll->device_buffers() || be->name() == "cpu"); }
+  static size_t bucket_elements() {
+    // PyTorch DDP's default bucket: 25 MiB; SPEED_DIST_BUCKET_MB overrides
+    // (it must be the same on every rank, as a launcher's environment is)
+    double mb = 25;
+    if (const char* v = std::getenv("SPEED_DIST_BUCKET_MB")) {
+      char* end = nullptr;
+      double x = std::strtod(v, &end);
+      if (end && *end == 0 && x > 0) mb = x;
+    }
+    return std::max<size_t>(1, static_cast<size_t>(mb * 1048576.0 / sizeof(T)));
+  }
+
+  // Between backward and the optimizer: average the gradient over the ranks.
+  // A non-finite loss on this rank poisons the gradient, so the reduced
+  // gradient is non-finite on every rank and every rank skips the step.
+  void reduce_gradients(Arena<T>& a, int N) {
+    std::vector<T> l(N);
+    be->to_host(l.data(), a.loss, N * sizeof(T));
+    bool bad = false;
+    for (T x : l) bad = bad || !std::isfinite(static_cast<double>(x));
+    const size_t n = lay.num_trainable;
+    if (bad) be->fill(grads, std::numeric_limits<T>::quiet_NaN(), n);
+    on_host_or_device(grads, n, [&](T* p) { coll->allreduce_mean(p, n); });
+  }
 
   Impl(const DiTConfig& c, std::shared_ptr<Backend<T>> b) : cfg(c), be_ptr(std::move(b)) {
     if (!be_ptr) throw Error("DiT: backend is null");
@@ -351,6 +439,7 @@ struct DiT<T>::Impl {
                            N, L, D, false);
     b.linear_backward(a.sc, W + lay.f_ada_w, a.dmod, nullptr, a.dsc, G + lay.f_ada_w, G + lay.f_ada_b, N, D,
                       2 * D, Act::None, false);
+    grads_ready(lay.f_lin_w, lay.num_trainable);  // the final layer's gradient is final
     // dX is the residual stream's gradient; each branch adds into it
     for (int i = cfg.depth - 1; i >= 0; --i) {
       const BlockOffsets& o = lay.blocks[i];
@@ -379,6 +468,7 @@ struct DiT<T>::Impl {
       // adaLN Linear: d(sc) accumulates over blocks and the final layer
       b.linear_backward(a.sc, W + o.ada_w, dmod, nullptr, a.dsc, G + o.ada_w, G + o.ada_b, N, D, 6 * D,
                         Act::None, true);
+      grads_ready(block_start(i), i + 1 < cfg.depth ? block_start(i + 1) : lay.f_lin_w);
     }
     // x_embedder (pos_embed is fixed: no gradient)
     b.linear_backward(a.tok_in, W + lay.x_w, a.dX, nullptr, nullptr, G + lay.x_w, G + lay.x_b, NL, P, D,
@@ -391,6 +481,7 @@ struct DiT<T>::Impl {
     b.silu_backward(a.h0, a.dh0s, a.dh0, size_t(N) * D, false);
     b.linear_backward(a.tfreq, W + lay.t0_w, a.dh0, nullptr, nullptr, G + lay.t0_w, G + lay.t0_b, N,
                       kFreqDim, D, Act::None, false);
+    grads_ready(0, block_start(0));  // embedders
   }
 
   // Upload inputs, q_sample with the given (already uploaded) a.eps, forward,
@@ -402,6 +493,12 @@ struct DiT<T>::Impl {
     forward(a, N, params);
     b.iddpm_loss(a.out, a.x0, a.x_img, a.eps, a.t, a.weight, tab, vb_scale, cfg.learn_sigma, a.loss, a.mse,
                  a.vb, a.dout, N, C, HW);
+    if (reducer) {
+      // the poison decision precedes the first bucket
+      std::vector<T> l(N);
+      be->to_host(l.data(), a.loss, N * sizeof(T));
+      for (T x : l) reducer->poison = reducer->poison || !std::isfinite(static_cast<double>(x));
+    }
     backward(a, N);
   }
 
@@ -552,15 +649,86 @@ void DiT<T>::set_step(int64_t step) {
 }
 
 template <typename T>
+void DiT<T>::set_collective(std::shared_ptr<Collective> c, bool even_alone) {
+  impl_->coll = std::move(c);
+  impl_->even_alone = even_alone;
+}
+
+template <typename T>
+void DiT<T>::broadcast_state(int root) {
+  Impl& I = *impl_;
+  if (!I.distributed()) return;
+  if (root < 0 || root >= I.coll->size())
+    throw Error("broadcast_state: root " + std::to_string(root) + " is not a rank of a world of " +
+                std::to_string(I.coll->size()));
+  const size_t n = I.lay.num_trainable;
+  for (T* buf : {I.params, I.ema, I.m, I.v})
+    I.on_host_or_device(buf, n, [&](T* p) { I.coll->broadcast(p, n * sizeof(T), root); });
+  int64_t head[3] = {I.step, static_cast<int64_t>(I.noise_seed), static_cast<int64_t>(I.noise_offset)};
+  if (I.coll->device_buffers()) {
+    // NCCL broadcasts device memory: move the three scalars through the backend
+    void* d = I.be->alloc_bytes(sizeof(head));
+    try {
+      I.be->to_device(d, head, sizeof(head));
+      I.coll->broadcast(d, sizeof(head), root);
+      I.be->to_host(head, d, sizeof(head));
+    } catch (...) {
+      I.be->free_bytes(d);
+      throw;
+    }
+    I.be->free_bytes(d);
+  } else {
+    I.coll->broadcast(head, sizeof(head), root);
+  }
+  I.step = head[0];
+  I.noise_seed = static_cast<uint64_t>(head[1]);
+  I.noise_offset = static_cast<uint64_t>(head[2]);
+}
+
+template <typename T>
 TrainResult DiT<T>::train_step(const T* x0, const int32_t* t, const int32_t* y, const T* weight, int N,
                                const TrainHyper& hp) {
   Impl& I = *impl_;
   Arena<T>& a = I.train;
   I.upload_train_inputs(a, x0, t, y, weight, N, "train_step");
-  const size_t n = size_t(N) * I.cfg.in_channels * I.cfg.input_size * I.cfg.input_size;
-  I.be->normal(a.eps, n, I.noise_seed, I.noise_offset);
-  I.noise_offset += philox_blocks(n);
-  I.loss_and_grad_device(a, N, hp.vb_scale);
+  const int G = hp.global_batch > 0 ? hp.global_batch : N;
+  if (hp.shard_offset < 0 || hp.global_batch < 0 || int64_t(hp.shard_offset) + N > G)
+    throw Error("train_step: samples [" + std::to_string(hp.shard_offset) + ", " +
+                std::to_string(int64_t(hp.shard_offset) + N) + ") are not inside a global batch of " +
+                std::to_string(G));
+  if (I.distributed() && int64_t(G) != int64_t(N) * I.coll->size())
+    throw Error("train_step: global batch " + std::to_string(G) + " is not " + std::to_string(I.coll->size()) +
+                " ranks x " + std::to_string(N) + " samples (every rank takes an equal slice)");
+  // Noise per global sample (see TrainHyper): when C*H*W is a multiple of 4
+  // the per-sample blocks are contiguous and one call draws them all, exactly
+  // the stream a single draw of N*C*H*W normals gives.
+  const size_t per = size_t(I.cfg.in_channels) * I.cfg.input_size * I.cfg.input_size;
+  const uint64_t bps = philox_blocks(per);
+  const uint64_t base = I.noise_offset + uint64_t(hp.shard_offset) * bps;
+  if (per % 4 == 0) {
+    I.be->normal(a.eps, size_t(N) * per, I.noise_seed, base);
+  } else {
+    for (int i = 0; i < N; ++i) I.be->normal(a.eps + size_t(i) * per, per, I.noise_seed, base + uint64_t(i) * bps);
+  }
+  I.noise_offset += uint64_t(G) * bps;
+  if (I.bucketed()) {
+    typename Impl::GradReducer r;
+    r.I = &I;
+    r.bucket = Impl::bucket_elements();
+    I.reducer = &r;
+    try {
+      I.loss_and_grad_device(a, N, hp.vb_scale);
+      r.flush();
+      I.reducer = nullptr;
+    } catch (...) {
+      I.reducer = nullptr;
+      throw;
+    }
+    I.coll->wait_all();
+  } else {
+    I.loss_and_grad_device(a, N, hp.vb_scale);
+    if (I.distributed()) I.reduce_gradients(a, N);
+  }
   OptimHyper oh = hp.optim;
   oh.step = I.step + 1;
   OptimResult r = I.be->optimizer_step(I.params, I.grads, I.m, I.v, oh.ema_decay < 0 ? nullptr : I.ema,
@@ -575,6 +743,15 @@ TrainResult DiT<T>::train_step(const T* x0, const int32_t* t, const int32_t* y, 
   down(a.loss, out.loss);
   down(a.mse, out.mse);
   down(a.vb, out.vb);
+  if (I.distributed()) {
+    // every rank's per-sample values in rank order: [G] on every rank
+    const int W = I.coll->size();
+    for (std::vector<float>* v : {&out.loss, &out.mse, &out.vb}) {
+      std::vector<float> all(size_t(N) * W);
+      I.coll->allgather(v->data(), size_t(N) * sizeof(float), all.data());
+      v->swap(all);
+    }
+  }
   out.grad_norm = r.grad_norm;
   out.skipped = r.skipped;
   out.step = I.step;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "convert.h"
+#include "dist.h"
 #include "guard.h"
 #include "speed/philox.h"
 #include "worker.h"
@@ -65,6 +66,8 @@ Napi::Function Model::Init(Napi::Env env) {
           InstanceMethod<&Model::Busy>("busy"),
           InstanceMethod<&Model::Steps>("steps"),
           InstanceMethod<&Model::ActivationBytes>("activationBytes"),
+          InstanceMethod<&Model::SetCollective>("setCollective"),
+          InstanceMethod<&Model::BroadcastState>("broadcastState"),
       });
 }
 
@@ -372,6 +375,30 @@ Napi::Value Model::ActivationBytes(const Napi::CallbackInfo& info) {
   size_t bytes = 0;
   guard(env, "activationBytes", [&] { bytes = m.activation_bytes(N, info[1].As<Napi::Boolean>().Value()); });
   return Napi::Number::New(env, static_cast<double>(bytes));
+}
+
+// setCollective("mpi" | "nccl" | null, cudaDevice): data-parallel gradient
+// averaging in trainStep (issue 12); null detaches.
+Napi::Value Model::SetCollective(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "setCollective");
+  if (info[0].IsNull() || info[0].IsUndefined()) {
+    m.set_collective(nullptr);
+    return env.Undefined();
+  }
+  const std::string kind = require_string(info[0], "setCollective: kind");
+  const int dev = info[1].IsUndefined() ? 0 : static_cast<int>(require_int(info[1], "setCollective: cudaDevice", 0, 1024));
+  guard(env, "setCollective", [&] { m.set_collective(collective_for(kind, dev)); });
+  return env.Undefined();
+}
+
+// broadcastState(root): weights, EMA, moments, step and noise state from root.
+Napi::Value Model::BroadcastState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = usable(env, "broadcastState");
+  const int root = static_cast<int>(require_int(info[0], "broadcastState: root", 0, 1 << 20));
+  guard(env, "broadcastState", [&] { m.broadcast_state(root); });
+  return env.Undefined();
 }
 
 }  // namespace speed_napi

@@ -46,6 +46,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Busy(const Napi::CallbackInfo& info);
   Napi::Value Steps(const Napi::CallbackInfo& info);
   Napi::Value ActivationBytes(const Napi::CallbackInfo& info);
+  Napi::Value SetCollective(const Napi::CallbackInfo& info);
+  Napi::Value BroadcastState(const Napi::CallbackInfo& info);
 
   void free_model();
 
