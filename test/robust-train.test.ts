@@ -94,7 +94,7 @@ test('metrics: skipped steps are counted by reason and kept out of the means (nu
 });
 
 test('signal exit codes follow the shell: 128 + signo', () => {
-  assert.deepEqual(STOP_SIGNALS.map(signalExitCode), [130, 143, 129]);
+  assert.deepEqual(STOP_SIGNALS.map(signalExitCode), [130, 143, 129, 140]);
 });
 
 // ---- the native step: an update that would write non-finite weights ---------------------
