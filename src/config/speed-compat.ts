@@ -23,6 +23,9 @@ const isMap = (v: unknown): v is Tree => typeof v === 'object' && v !== null && 
 const TOOLING = [
   'wandb', 'wandb_api_key', 'enable_wandb_log', 'enable_tensorboard_log', 'logger', 'experiment_name',
   'allow_tf32', 'save_firt_step_ckpt', 'num_workers', 'pin_memory', 'vae',
+  // SpeeD's vae: a Hugging Face hub name for diffusers' from_pretrained (nothing
+  // downloads here): ours is vae.path, the weight file (docs/latent.md).
+  'vae.pretrained_model_name_or_path',
   'data.num_workers', 'data.pin_memory',
 ];
 

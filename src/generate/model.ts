@@ -24,7 +24,11 @@ export interface GenerationModel {
  * bare DiT weights file (.safetensors), whose architecture is read off its
  * tensor shapes and whose diffusion schedule is the config's.
  */
-export function loadForGeneration(c: Config, spec: string | null, log: (m: string) => void = (m) => process.stdout.write(m + '\n')): GenerationModel {
+export function loadForGeneration(
+  c: Config, spec: string | null,
+  log: (m: string) => void = (m) => process.stdout.write(m + '\n'),
+  warn: (m: string) => void = (m) => process.stderr.write(m + '\n'),
+): GenerationModel {
   if (isWeightsFile(spec)) return loadBareWeights(c, spec, log);
   // "latest" falls back past a damaged newest checkpoint; the model is built
   // from each candidate's own (validated) config.
@@ -40,13 +44,13 @@ export function loadForGeneration(c: Config, spec: string | null, log: (m: strin
       seed: c.seed,
     });
     try {
-      loadCheckpoint(model, ckpt, { model: true, ema: true, optimizer: false, note: log });
+      loadCheckpoint(model, ckpt, { model: true, ema: true, optimizer: false, note: warn });
     } catch (e) {
       model.dispose();
       throw e;
     }
     return { model, coefs, ckpt, step: state.step, trained };
-  }, log);
+  }, warn);
   return value;
 }
 
