@@ -13,6 +13,7 @@ import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Co
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 import { addExperimentCommands } from './experiment/cli.js';
+import { formatValue } from './progress.js';
 import './featnet/index.js'; // registers the featnet:<file> feature space
 
 const out = (s: string) => process.stdout.write(s + '\n');
@@ -46,7 +47,7 @@ async function main(argv: string[]): Promise<number> {
       if (o.phase === 'train') {
         const { train } = await import('./train/index.js');
         const r = await train({ config: loaded.config, resume: o.resume });
-        out(`trained ${r.step}/${r.totalSteps} steps in ${r.seconds.toFixed(1)} s; final loss ${r.finalLoss?.toFixed(4) ?? 'n/a'}`);
+        out(`trained ${r.step}/${r.totalSteps} steps in ${r.seconds.toFixed(1)} s; final loss ${r.finalLoss === null ? 'n/a' : formatValue('loss', r.finalLoss)}`);
         if (r.interrupted) { code = 130; return; }
         if (loaded.config.sample_at_end) {
           // The end-of-training grid uses the sample phase's settings.

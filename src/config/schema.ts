@@ -52,6 +52,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
   recompute_activations: { kind: 'bool', default: false, doc: 'activation checkpointing: keep only each block\'s input, re-run its forward in backward (same results, ~1/depth of the activation memory, ~1/3 more compute)' },
   resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from, or "latest"' },
   sample_at_end: { kind: 'bool', default: true, doc: 'write a sample grid (the sample: settings) when training ends' },
+  tensorboard: { kind: 'bool', default: true, doc: 'write TensorBoard event files (scalars, t histogram, loss per time-step bucket, sample grids) into experiment_dir' },
   model: section('DiT network', {
     name: {
       kind: 'string', default: 'DiT-S/2', doc: 'preset DiT-{Ti,S,B,L,XL}/{2,4,8}',
@@ -164,6 +165,7 @@ export interface Config {
   recompute_activations: boolean;
   resume_training: string | null;
   sample_at_end: boolean;
+  tensorboard: boolean;
   model: {
     name: string;
     input_size: number;

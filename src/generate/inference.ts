@@ -37,14 +37,14 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
     const dir = s.out ?? path.join(c.experiment_dir, `inference-${stepDirName(g.step)}`);
     mkdirSync(dir, { recursive: true });
     log(`inference: ${N} images from ${g.ckpt}, ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}, batches of ${s.per_proc_batch_size} -> ${dir}`);
-    const progress = new Progress('inference', N);
+    const progress = new Progress('inference', N, process.stderr, 0);
     const isImage = C === 3 || C === 1;
     const imgs = new Uint8Array(isImage ? N * H * H * C : 0);
     const latents = isImage ? undefined : new Float32Array(N * C * H * H);
     const B = s.per_proc_batch_size;
     for (let a = 0; a < N; a += B) {
       const y = labels.slice(a, Math.min(N, a + B));
-      const x = await generate(g, s, y, B);
+      const x = await generate(g, s, y, B, (d) => progress.tick(a + d));
       if (isImage) {
         const u8 = toUint8NHWC(x, y.length, C, H, H);
         imgs.set(u8, a * H * H * C);
@@ -57,8 +57,6 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
       } else {
         latents!.set(x, a * C * H * H);
       }
-      progress.tick(a + y.length);
-      if (!process.stderr.isTTY) log(`inference ${a + y.length}/${N}`);
     }
     progress.done();
     let npz: string | null = null;

@@ -6,9 +6,10 @@ import path from 'node:path';
 import { stepDirName } from '../checkpoint/index.js';
 import type { Config } from '../config/schema.js';
 import { sample } from '../diffusion/sampler.js';
-import { writeNpy } from '../io/npy.js';
+import { writeFileAtomic, writeNpy } from '../io/npy.js';
 import { Progress } from '../progress.js';
-import { grid, toUint8NHWC, writePng } from './images.js';
+import { EventWriter } from '../tensorboard/index.js';
+import { labelledGridPng, toUint8NHWC } from './images.js';
 import { loadForGeneration } from './model.js';
 
 export interface SampleResult {
@@ -20,13 +21,17 @@ export interface SampleResult {
   seconds: number;
 }
 
-/** Runs the sampler over `labels` in batches; returns [N, C, H, W]. */
+/**
+ * Runs the sampler over `labels` in batches; returns [N, C, H, W].
+ * `onProgress(done)` follows every reverse step, in images-equivalent:
+ * a batch of n images that finished i of its k steps adds n * i / k.
+ */
 export async function generate(
   g: ReturnType<typeof loadForGeneration>,
   s: Config['sample'] | Config['inference'],
   labels: Int32Array,
   batch: number,
-  onBatch?: (done: number) => void,
+  onProgress?: (done: number) => void,
 ): Promise<Float32Array> {
   const { inChannels: C, inputSize: H } = g.model.config;
   const per = C * H * H;
@@ -42,9 +47,9 @@ export async function generate(
       guidanceScale: s.guidance_scale,
       clipDenoised: s.clip_denoised,
       useEma: s.use_ema,
+      onProgress: onProgress && ((i, n) => onProgress(a + (y.length * i) / n)),
     });
     out.set(x, a * per);
-    onBatch?.(a + y.length);
   }
   return out;
 }
@@ -63,7 +68,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     const cols = s.num_per_class;
     const labels = Int32Array.from(classes.flatMap((k) => new Array<number>(cols).fill(k)));
     log(`sample: ${classes.length} x ${cols} images from ${g.ckpt} (${s.use_ema ? 'EMA' : 'raw'} weights), ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}`);
-    const progress = new Progress('sample', labels.length);
+    const progress = new Progress('sample', labels.length, process.stderr, 0, { counts: false });
     const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
     progress.done();
     const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
@@ -71,13 +76,23 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     if (C === 3 || C === 1) {
       const imgs = toUint8NHWC(x, labels.length, C, H, H);
       const zoom = Math.max(1, Math.floor(64 / H)); // small images are enlarged for viewing
-      const gr = grid(imgs, classes.length, cols, H, H, C, 2, zoom);
-      writePng(file, gr.hwc, gr.W, gr.H, C);
+      // each row is labelled with its class index (unconditional models: none)
+      const labelsOfRows = numClasses === 0 ? [''] : classes.map(String);
+      const gr = await labelledGridPng(imgs, classes.length, cols, H, H, C, labelsOfRows, 2, zoom);
+      writeFileAtomic(file, [gr.png]);
+      if (c.tensorboard) {
+        const tb = new EventWriter(c.experiment_dir);
+        try {
+          tb.image(g.step, 'samples/grid', gr.png, gr.W, gr.H, C);
+        } finally {
+          tb.close();
+        }
+      }
     } else {
       // Latents: decode with the VAE elsewhere.
       writeNpy(file.replace(/\.png$/i, '') + '.npy', { dtype: 'float32', shape: [labels.length, C, H, H], data: x });
     }
-    log(`sample grid: ${file}`);
+    log(`sample grid: ${file} (rows: classes ${classes.join(', ')}; ${((Date.now() - started) / 1000).toFixed(1)} s)`);
     return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
   } finally {
     g.model.dispose();

@@ -13,6 +13,7 @@ import { ConfigError } from '../errors.js';
 import type { DiTModel, OptimizerHyper } from '../native.js';
 import { Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
+import { EventWriter, writeMetricsLine } from '../tensorboard/index.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
 import { createModel } from './model.js';
@@ -94,6 +95,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { model, coefs } = createModel(c);
   let loader: BatchLoader | undefined;
   let removeSignal = () => {};
+  let tb: EventWriter | undefined;
   try {
     log(`data: ${dataset.description}`);
     const [C, H] = dataset.shape;
@@ -132,6 +134,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     } else if (existsSync(metricsFile)) {
       writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
     }
+    tb = c.tensorboard ? new EventWriter(exp) : undefined;
+    if (tb && step > 0) tb.sessionStart(step); // TensorBoard drops the older files' events from here on
     loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos);
 
     const sampler = makeTimestepSampler(speed, coefs);
@@ -168,7 +172,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       removeSignal = () => process.off('SIGINT', onSig);
     }
 
-    const progress = new Progress('train', totalSteps, opts.progressStream, step);
+    // Off a TTY the log lines are the progress; a plain line only after a minute without one.
+    const progress = new Progress('train', totalSteps, opts.progressStream, step, { plainFraction: 0, plainSeconds: 60 });
     let lastCkpt = '';
     let lastLine: MetricsLine | undefined;
     let intervalStart = Date.now();
@@ -203,6 +208,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         const sec = (Date.now() - intervalStart) / 1000;
         lastLine = summarise(accum, { step, epoch: batch.epoch, lr, imagesPerSec: intervalImages / Math.max(1e-6, sec), T });
         appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
+        if (tb) writeMetricsLine(tb, lastLine);
         progress.line(step, {
           loss: lastLine.loss, mse: lastLine.mse, vb: lastLine.vb, 'img/s': lastLine.images_per_sec, lr, grad: lastLine.grad_norm,
           ...(lastLine.skipped ? { skipped: lastLine.skipped } : {}),
@@ -227,6 +233,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     };
   } finally {
     removeSignal();
+    tb?.close();
     await loader?.close();
     if (!loader) await dataset.close();
     model.dispose();
