@@ -81,7 +81,7 @@ export class Progress {
 
   private position(done: number): string {
     if (this.o.counts) return `${Math.floor(done)}/${this.total}`;
-    return `${(this.total > 0 ? (100 * Math.min(done, this.total)) / this.total : 100).toFixed(0)}%`;
+    return `${this.total > 0 ? Math.floor((100 * Math.min(done, this.total)) / this.total) : 100}%`;
   }
 
   private text(done: number, f: ProgressFields): string {

@@ -70,6 +70,17 @@ export function xmlEscape(s: string): string {
 /** The font every rendered label and chart uses (Debian: fonts-dejavu-core). */
 export const FONT_FAMILY = 'DejaVu Sans, Verdana, sans-serif';
 
+/** Label text size for rows `rowH` pixels tall. */
+export function labelFontSize(rowH: number): number {
+  return Math.max(8, Math.min(18, Math.floor(0.45 * rowH)));
+}
+
+/** Width of the label column: the longest label (DejaVu Sans digits are 0.64 em, letters up to ~0.7 em) plus margins. */
+export function labelColumnWidth(rowLabels: string[], rowH: number): number {
+  const longest = Math.max(1, ...rowLabels.map((s) => s.length));
+  return Math.ceil(0.7 * labelFontSize(rowH) * longest) + 12;
+}
+
 export interface LabelledGrid {
   png: Buffer;
   W: number;
@@ -92,10 +103,8 @@ export async function labelledGridPng(
   if (C !== 1 && C !== 3) throw new RangeError(`labelledGridPng: images must have 1 or 3 channels, got ${C}`);
   const g = grid(imgs, rows, cols, H, W, C, pad, zoom);
   const rowH = H * zoom + pad;
-  const fontSize = Math.max(8, Math.min(18, Math.floor(0.45 * rowH)));
-  const longest = Math.max(1, ...rowLabels.map((s) => s.length));
-  // DejaVu Sans digits are 0.64 em wide; letters up to ~0.7 em
-  const labelWidth = Math.ceil(0.7 * fontSize * longest) + 12;
+  const fontSize = labelFontSize(rowH);
+  const labelWidth = labelColumnWidth(rowLabels, rowH);
   const { default: sharp } = await import('sharp');
   const texts = rowLabels.map((s, r) => {
     const cy = pad + r * rowH + (H * zoom) / 2;

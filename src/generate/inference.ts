@@ -24,7 +24,7 @@ export interface InferenceResult {
   seconds: number;
 }
 
-export async function runInference(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void } = {}): Promise<InferenceResult> {
+export async function runInference(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void; progressStream?: NodeJS.WriteStream } = {}): Promise<InferenceResult> {
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
   const s = c.inference;
@@ -37,7 +37,7 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
     const dir = s.out ?? path.join(c.experiment_dir, `inference-${stepDirName(g.step)}`);
     mkdirSync(dir, { recursive: true });
     log(`inference: ${N} images from ${g.ckpt}, ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}, batches of ${s.per_proc_batch_size} -> ${dir}`);
-    const progress = new Progress('inference', N, process.stderr, 0);
+    const progress = new Progress('inference', N, opts.progressStream ?? process.stderr, 0);
     const isImage = C === 3 || C === 1;
     const imgs = new Uint8Array(isImage ? N * H * H * C : 0);
     const latents = isImage ? undefined : new Float32Array(N * C * H * H);

@@ -54,7 +54,7 @@ export async function generate(
   return out;
 }
 
-export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void } = {}): Promise<SampleResult> {
+export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void; progressStream?: NodeJS.WriteStream } = {}): Promise<SampleResult> {
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
   const s = c.sample;
@@ -68,7 +68,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     const cols = s.num_per_class;
     const labels = Int32Array.from(classes.flatMap((k) => new Array<number>(cols).fill(k)));
     log(`sample: ${classes.length} x ${cols} images from ${g.ckpt} (${s.use_ema ? 'EMA' : 'raw'} weights), ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}`);
-    const progress = new Progress('sample', labels.length, process.stderr, 0, { counts: false });
+    const progress = new Progress('sample', labels.length, opts.progressStream ?? process.stderr, 0, { counts: false });
     const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
     progress.done();
     const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
