@@ -106,7 +106,7 @@ export async function plotRun(expDir: string, outDir = path.join(expDir, 'plots'
   const T = lines[lines.length - 1].bucket_edges[lines[lines.length - 1].bucket_edges.length - 1];
   const gradient = ['#c6dbef', '#6baed6', '#2171b5', '#08519c', '#08306b'];
   figures.push(await renderFigure(figureSpec([
-    heatmap({ title: 'loss per time-step bucket over training', xTitle: 'training step', yTitle: 'time step t', colorTitle: 'loss (log)', cells, log: true }),
+    heatmap({ title: 'loss per time-step bucket over training (white: not sampled)', xTitle: 'training step', yTitle: 'time step t', colorTitle: 'loss (log)', cells, log: true }),
     panel({
       title: 'loss per time step at five points of training', xTitle: 'time step t (bucket centre)', yTitle: 'loss (log)', lines: family, linesLegend: 'logged at',
       colors: Object.fromEntries(family.map((f, i) => [f.name, gradient[Math.round((i * (gradient.length - 1)) / Math.max(1, family.length - 1))]])),
