@@ -221,3 +221,22 @@ test('readMetricsLines: a half-written last line is dropped, other bad lines are
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('speed-train plot from the command line: figures into -o, a missing metrics.jsonl is a one-line error', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const cli = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), ...args], { encoding: 'utf8' });
+  const dir = mkdtempSync(path.join(tmpdir(), 'plot-'));
+  try {
+    fakeMetrics(path.join(dir, 'metrics.jsonl'), 4);
+    const out = path.join(dir, 'figs');
+    const r = cli(['plot', dir, '-o', out]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /figure: .*figs\/curves\.png \(and curves\.svg\)/);
+    for (const f of ['curves', 'loss_per_timestep', 't_histogram']) for (const e of ['png', 'svg']) assert.ok(existsSync(path.join(out, `${f}.${e}`)), `${f}.${e}`);
+    const bad = cli(['plot', path.join(dir, 'nothing')]);
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^speed-train: error: .*nothing\/metrics\.jsonl: not found/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
