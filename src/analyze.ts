@@ -22,7 +22,7 @@ import {
   lossWeights,
   type SpeedOptions,
 } from './speed/index.js';
-import { figure, type PanelSpec } from './plot/index.js';
+import { figureSpec, panel, renderFigure, type Rule, type Shade } from './plot/index.js';
 import { DataError } from './errors.js';
 
 export interface AnalyzeOptions {
@@ -118,19 +118,13 @@ export function readBucketLoss(path: string, last = 10): BucketLoss | undefined 
   return { edges, loss: sum.map((s, i) => (cnt[i] > 0 ? s / cnt[i] : NaN)), lines: same.length };
 }
 
-const BLUE = [31, 119, 180] as const;
-const ORANGE = [230, 120, 20] as const;
-const GREEN = [44, 160, 44] as const;
-const RED = [214, 39, 40] as const;
-const PURPLE = [148, 103, 189] as const;
-const GREY = [120, 120, 120] as const;
-const ACC = [255, 200, 120, 0.35] as const;
-const DEC = [140, 200, 255, 0.35] as const;
-const CONV = [190, 190, 190, 0.35] as const;
+const AREA_COLORS = { acceleration: '#fdae6b', deceleration: '#9ecae1', convergence: '#bdbdbd' };
+const M_COLOR = '#d62728';
+const TAU_COLOR = '#7b3294';
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
-export async function runAnalyze(opts: AnalyzeOptions): Promise<{ text: string; png: string }> {
+export async function runAnalyze(opts: AnalyzeOptions): Promise<{ text: string; png: string; svg: string }> {
   const { schedule, T, speed } = opts;
   const coefs = makeCoefs(betasFor(schedule, T));
   const areas = areasOf(coefs);
@@ -145,52 +139,57 @@ export async function runAnalyze(opts: AnalyzeOptions): Promise<{ text: string; 
   const h = varianceIncrement(coefs);
   const usesTau = speed.sampling === 'speed' || speed.sampling === 'no_dual' || speed.weighting === 'speed';
 
-  const spans = [
-    { from: 0, to: peak, color: ACC, label: 'acceleration' },
-    { from: peak, to: m, color: DEC, label: 'deceleration' },
-    { from: m, to: T - 1, color: CONV, label: 'convergence' },
+  const shades: Shade[] = [
+    { from: 0, to: peak, label: 'acceleration', color: AREA_COLORS.acceleration },
+    { from: peak, to: m, label: 'deceleration', color: AREA_COLORS.deceleration },
+    { from: m, to: T, label: 'convergence', color: AREA_COLORS.convergence },
   ];
-  const markers = [{ x: m, color: RED, label: `m=${m}` }, ...(usesTau ? [{ x: speed.tau, color: PURPLE, label: `tau=${speed.tau}` }] : [])];
+  const rules: Rule[] = [{ x: m, label: `m = ${m}`, color: M_COLOR }, ...(usesTau ? [{ x: speed.tau, label: `τ = ${speed.tau}`, color: TAU_COLOR }] : [])];
   const pScaled = Array.from(p, (v) => v * T);
   const shares = areaShares(p, areas);
   const uniformShares = areaShares(new Float64Array(T).fill(1 / T), areas);
+  const xDomain: [number, number] = [0, T];
+  const common = { xTitle: 'time step t', xDomain, shades, rules };
 
-  const panels: PanelSpec[] = [
-    {
-      title: `${schedule} schedule, T=${T}: sqrt(1-abar_t)`,
-      xLabel: 't',
-      series: [{ name: 'sqrt(1-abar)', x: ts, y: coefs.sqrt1mAbar, color: BLUE }],
-      spans,
-      markers,
-      legend: true,
-    },
-    {
-      title: 'increments',
-      xLabel: 't',
-      series: [
-        { name: 'd sqrt(1-abar)', x: ts, y: g, color: BLUE },
-        { name: 'd (1-abar)', x: ts, y: h, color: ORANGE },
+  const panels = [
+    panel({
+      ...common,
+      title: `${schedule} schedule, T = ${T}: √(1 − ᾱₜ) and its three areas`,
+      yTitle: '√(1 − ᾱₜ)',
+      lines: [{ name: '√(1 − ᾱₜ)', x: ts, y: coefs.sqrt1mAbar }],
+      yZero: true,
+    }),
+    panel({
+      ...common,
+      title: 'increments per step',
+      yTitle: 'increment',
+      lines: [
+        { name: 'Δ √(1 − ᾱₜ)', x: ts, y: g },
+        { name: 'Δ (1 − ᾱₜ)', x: ts, y: h },
       ],
-      spans: spans.map((s) => ({ ...s, label: undefined })),
-      markers: [{ x: m, color: RED, label: `m=${m}` }],
-    },
-    {
-      title: `p(t) x T: sampling=${speed.sampling}${sampler.name === 'clts' ? ` at step ${step}` : ''}, batch ${n}`,
-      xLabel: 't',
-      series: [
-        { name: speed.sampling, x: ts, y: pScaled, color: GREEN },
-        { name: 'uniform', x: [0, T - 1], y: [1, 1], color: GREY, width: 1 },
+      linesLegend: 'increment of',
+      yZero: true,
+    }),
+    panel({
+      ...common,
+      title: `time-step distribution: sampling = ${speed.sampling}${sampler.name === 'clts' ? ` at step ${step}` : ''} (batch ${n})`,
+      yTitle: 'p(t) · T  (uniform = 1)',
+      lines: [
+        { name: speed.sampling, x: ts, y: pScaled },
+        { name: 'uniform', x: [0, T - 1], y: [1, 1] },
       ],
-      spans: spans.map((s) => ({ ...s, label: undefined })),
-      markers,
-    },
-    {
-      title: `w(t): weighting=${speed.weighting}`,
-      xLabel: 't',
-      series: [{ name: speed.weighting, x: ts, y: w, color: PURPLE }],
-      spans: spans.map((s) => ({ ...s, label: undefined })),
-      markers,
-    },
+      linesLegend: 'sampling',
+      colors: { uniform: '#7f7f7f', [speed.sampling]: '#2ca02c' },
+      yZero: true,
+    }),
+    panel({
+      ...common,
+      title: `loss weights: weighting = ${speed.weighting}`,
+      yTitle: 'w(t)',
+      lines: [{ name: speed.weighting, x: ts, y: w }],
+      colors: { [speed.weighting]: '#9467bd' },
+      yZero: true,
+    }),
   ];
 
   const lines = [
@@ -206,14 +205,14 @@ export async function runAnalyze(opts: AnalyzeOptions): Promise<{ text: string; 
   if (opts.metricsPath && existsSync(opts.metricsPath)) {
     const b = readBucketLoss(opts.metricsPath, opts.lastLines ?? 10);
     if (b) {
-      panels.push({
-        title: `measured loss per time-step bucket (mean of last ${b.lines} logged lines)`,
-        xLabel: 't',
-        series: [{ name: 'loss', x: b.edges, y: b.loss, color: BLUE, kind: 'bars' }],
-        spans: spans.map((s) => ({ ...s, label: undefined })),
-        markers: [{ x: m, color: RED, label: `m=${m}` }],
-        xRange: [Math.min(0, b.edges[0]), Math.max(T, b.edges[b.edges.length - 1])],
-      });
+      panels.push(panel({
+        ...common,
+        rules: [rules[0]],
+        title: `measured loss per time-step bucket (mean of the last ${b.lines} logged lines)`,
+        yTitle: 'training loss',
+        bars: { edges: b.edges, values: b.loss },
+        xDomain: [Math.min(0, b.edges[0]), Math.max(T, b.edges[b.edges.length - 1])],
+      }));
       lines.push(`measured loss per bucket (${opts.metricsPath}, last ${b.lines} lines): ` + b.loss.map((v, i) => `[${b.edges[i]},${b.edges[i + 1]}) ${Number.isFinite(v) ? v.toPrecision(4) : '-'}`).join(', '));
     } else {
       lines.push(`${opts.metricsPath}: no line with loss_per_bucket yet`);
@@ -222,7 +221,11 @@ export async function runAnalyze(opts: AnalyzeOptions): Promise<{ text: string; 
 
   const png = opts.out.toLowerCase().endsWith('.png') ? opts.out : join(opts.out, 'speed-analysis.png');
   mkdirSync(dirname(png), { recursive: true });
-  figure(panels, { cols: 2, cellW: 760, cellH: 460, title: `SpeeD analysis: ${schedule}, T=${T}, sampling=${speed.sampling}, weighting=${speed.weighting}` }).save(png);
-  lines.push(`figure: ${png}`);
-  return { text: lines.join('\n'), png };
+  const fig = await renderFigure(
+    figureSpec(panels, { cols: 2, title: `SpeeD analysis: ${schedule} schedule, T = ${T}`, subtitle: `sampling = ${speed.sampling}, weighting = ${speed.weighting}` }),
+    png,
+  );
+  lines.push(`figure: ${fig.png} (and ${fig.svg})`);
+  return { text: lines.join('\n'), png: fig.png, svg: fig.svg };
+
 }

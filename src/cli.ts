@@ -3,6 +3,7 @@
 //   speed-train -c CONFIG [-p train|sample|inference|evaluate] [key.path=value ...] [--resume PATH|latest]
 //   speed-train analyze -c CONFIG [key.path=value ...]
 //   speed-train encode -c CONFIG [key.path=value ...]
+//   speed-train plot EXPERIMENT_DIR [-o DIR]
 //   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
 //   speed-train convert IN.pt OUT.safetensors [--key ema]
 import { existsSync, mkdirSync } from 'node:fs';
@@ -16,6 +17,8 @@ import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 import { addExperimentCommands } from './experiment/cli.js';
 import { signalExitCode } from './train/guard.js';
+import { addPlotCommand } from './plot/command.js';
+import { formatValue } from './progress.js';
 import './featnet/index.js'; // registers the featnet:<file> feature space
 import { abortWorld, initWorld, world } from './dist/index.js';
 import { rootOnlyCommand } from './dist/cli.js';
@@ -62,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
         const { train } = await import('./train/index.js');
         const r = await train({ config: loaded.config, resume: o.resume });
         if (!w.isRoot) { if (r.interrupted) code = signalExitCode(r.signal ?? 'SIGINT'); return; }
-        out(`trained ${r.step}/${r.totalSteps} steps${r.skipped ? ` (${r.skipped} skipped: non-finite loss, gradient or update)` : ''} in ${r.seconds.toFixed(1)} s; final loss ${r.finalLoss?.toFixed(4) ?? 'n/a'}`);
+        out(`trained ${r.step}/${r.totalSteps} steps${r.skipped ? ` (${r.skipped} skipped: non-finite loss, gradient or update)` : ''} in ${r.seconds.toFixed(1)} s; final loss ${r.finalLoss === null ? 'n/a' : formatValue('loss', r.finalLoss)}`);
         if (r.interrupted) { code = signalExitCode(r.signal ?? 'SIGINT'); return; }
         if (loaded.config.sample_at_end) {
           // The end-of-training grid uses the sample phase's settings.
@@ -171,6 +174,7 @@ async function main(argv: string[]): Promise<number> {
     });
 
   addExperimentCommands(program);
+  addPlotCommand(program);
   // analyze, experiment, featnet and bench without its data-parallel rows do
   // not split their work: under a launcher only rank 0 runs them.
   if (rootOnlyCommand(argv)) return 0;

@@ -6,6 +6,7 @@ import { PNG } from 'pngjs';
 
 import { loadConfig } from '../src/config/index.js';
 import { readNpz } from '../src/io/npz.js';
+import { labelColumnWidth } from '../src/generate/images.js';
 import { tinyConfigFile, useAddon } from './helpers-e2e.js';
 
 useAddon();
@@ -21,8 +22,8 @@ test('train, then sample a grid and run inference: outputs decode with the promi
   const s = await runSample(sc, quiet);
   assert.equal(s.file, path.join(exp, 'samples', 'grid-0000004.png'));
   const png = PNG.sync.read(readFileSync(s.file));
-  // 3 rows x 2 columns of 8x8 images enlarged 8x, 2-pixel gaps
-  assert.equal(png.width, 2 * (64 + 2) + 2);
+  // 3 rows x 2 columns of 8x8 images enlarged 8x, 2-pixel gaps, after a column of row labels
+  assert.equal(png.width, labelColumnWidth(['1', '3', '0'], 64 + 2) + 2 * (64 + 2) + 2);
   assert.equal(png.height, 3 * (64 + 2) + 2);
   assert.deepEqual(s.classes, [1, 3, 0]);
   // The same seed and checkpoint give the same grid (sampling is seeded).

@@ -55,6 +55,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
   overwrite: { kind: 'bool', default: false, doc: 'a fresh run into an experiment_dir holding checkpoints first deletes them and the metrics (false: refuse)' },
   sample_at_end: { kind: 'bool', default: true, doc: 'write a sample grid (the sample: settings) when training ends' },
   max_consecutive_skips: { kind: 'int', default: 50, min: 0, doc: 'stop with an error after this many skipped steps in a row (non-finite loss, gradient or update; no checkpoint is written for that state); 0: never stop. A run whose every step was skipped fails too' },
+  tensorboard: { kind: 'bool', default: true, doc: 'write TensorBoard event files (scalars, t histogram, loss per time-step bucket, sample grids) into experiment_dir' },
   model: section('DiT network', {
     name: {
       kind: 'string', default: 'DiT-S/2', doc: 'preset DiT-{Ti,S,B,L,XL}/{2,4,8}',
@@ -187,6 +188,7 @@ export interface Config {
   overwrite: boolean;
   sample_at_end: boolean;
   max_consecutive_skips: number;
+  tensorboard: boolean;
   model: {
     name: string;
     input_size: number;

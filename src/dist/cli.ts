@@ -12,12 +12,12 @@ export function launcherRank(env: NodeJS.ProcessEnv = process.env): number {
 
 /**
  * true when this process should do nothing: a command that runs on one process
- * only (analyze, experiment, featnet, bench) launched on several, and this is
+ * only (analyze, experiment, featnet, encode, plot, convert; bench) launched on several, and this is
  * not rank 0. It says so on stderr; rank 0 runs the command as one process.
  */
 export function rootOnlyCommand(argv: string[], env: NodeJS.ProcessEnv = process.env, note = (m: string) => process.stderr.write(m)): boolean {
   const cmd = argv[0];
-  const single = ['analyze', 'experiment', 'featnet'];
+  const single = ['analyze', 'experiment', 'featnet', 'encode', 'plot', 'convert'];
   if (!cmd || !single.includes(cmd)) return false;
   const { size } = launcherWorldSize(env);
   if (size <= 1) return false;

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import type { Config } from '../config/index.js';
-import { figure, type Color, type Series } from '../plot/index.js';
+import { figureSpec, panel, renderFigure, type LineSeries } from '../plot/index.js';
 import type { MetricsLine } from '../train/index.js';
 import type { MethodResult } from './run.js';
 import { lowerIsBetter, METRIC_KEYS, type ExperimentSpec, type MetricKey } from './spec.js';
@@ -20,7 +20,8 @@ export interface ReportInput {
   seconds: number;
 }
 
-const COLORS: Color[] = [[20, 20, 20], [214, 39, 40], [31, 119, 180], [44, 160, 44], [148, 103, 189], [255, 127, 14], [140, 86, 75]];
+// the baseline in black, the methods in distinct colours, the same on every panel
+const COLORS = ['#222222', '#d62728', '#1f77b4', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
 
 const METRIC_TITLE: Record<MetricKey, string> = {
   featnet_fid: 'FID (feature network)',
@@ -94,31 +95,38 @@ export function lossPerBucket(file: string): { edges: number[]; loss: (number | 
   return { edges: half[0].bucket_edges, loss: sum.map((s, i) => (cnt[i] > 0 ? s / cnt[i] : null)) };
 }
 
-export function writeReport(out: string, r: ReportInput): { report: string; plots: string[] } {
+export async function writeReport(out: string, r: ReportInput): Promise<{ report: string; plots: string[] }> {
   const { spec, methods } = r;
   const primary = spec.primary_metric;
   const plots: string[] = [];
+  const colors = Object.fromEntries(methods.map((m, i) => [m.method, COLORS[i % COLORS.length]]));
 
   // metric vs steps: the primary metric first, then FID/KID/precision/recall in both spaces
   const keys: MetricKey[] = [primary, ...METRIC_KEYS.filter((k) => k !== primary)];
-  const panels = keys.map((k) => ({
-    title: `${METRIC_TITLE[k]}${lowerIsBetter(k) ? ' (lower is better)' : ''}`,
-    xLabel: 'training step',
-    yLabel: k.replace(/^(featnet|pixel)_/, ''),
-    series: methods.map((m, i): Series => {
+  const panels = keys.map((k) => panel({
+    title: `${METRIC_TITLE[k]}${lowerIsBetter(k) ? ' (lower is better)' : ' (higher is better)'}`,
+    xTitle: 'training step',
+    yTitle: k.replace(/^(featnet|pixel)_/, '').toUpperCase().replace('PRECISION', 'precision').replace('RECALL', 'recall'),
+    lines: methods.map((m): LineSeries => {
       const c = curveOf(m, k);
-      return { name: m.method, x: c.map((p) => p.step), y: c.map((p) => p.value), color: COLORS[i % COLORS.length], width: m.method === spec.baseline ? 3 : 2 };
+      return { name: m.method, x: c.map((p) => p.step), y: c.map((p) => p.value) };
     }),
-    legend: true,
+    linesLegend: 'method',
+    colors,
+    width: 320,
+    height: 200,
   }));
-  const metricPng = path.join(out, 'metric_vs_steps.png');
-  figure(panels, { cols: 2, title: `speed-up experiment: metrics vs training steps (EMA weights, ${r.base.sample.sampler} ${r.base.sample.steps})` }).save(metricPng);
+  const metricFig = await renderFigure(
+    figureSpec(panels, { cols: 2, title: 'speed-up experiment: metrics vs training steps', subtitle: `EMA weights, ${r.base.sample.sampler} ${r.base.sample.steps}` }),
+    path.join(out, 'metric_vs_steps.png'),
+  );
+  const metricPng = metricFig.png;
   plots.push(metricPng);
 
   // per-time-step loss: baseline vs SpeeD (all methods when there is no 'speed')
   const lossMethods = methods.filter((m) => m.method === spec.baseline || m.method === 'speed');
-  const lossSeries: Series[] = [];
-  for (const [i, m] of (lossMethods.length >= 2 ? lossMethods : methods).entries()) {
+  const lossSeries: LineSeries[] = [];
+  for (const m of lossMethods.length >= 2 ? lossMethods : methods) {
     const lb = lossPerBucket(path.join(m.experiment_dir, 'metrics.jsonl'));
     if (!lb) continue;
     const xs: number[] = [];
@@ -129,10 +137,17 @@ export function writeReport(out: string, r: ReportInput): { report: string; plot
         ys.push(v);
       }
     });
-    lossSeries.push({ name: m.method, x: xs, y: ys, color: COLORS[i % COLORS.length], width: 3 });
+    lossSeries.push({ name: m.method, x: xs, y: ys });
   }
-  const lossPng = path.join(out, 'loss_per_timestep.png');
-  figure([{ title: 'training loss per time step (second half of training)', xLabel: 'time step t', yLabel: 'loss (mse*w + vb)', series: lossSeries, legend: true }], { cols: 1, cellW: 900, cellH: 500 }).save(lossPng);
+  const T = r.base.diffusion.diffusion_steps;
+  const lossFig = await renderFigure(
+    figureSpec([panel({
+      title: 'training loss per time step (second half of training)', xTitle: 'time step t (bucket centre)', yTitle: 'loss (w·mse + vb)',
+      lines: lossSeries, linesLegend: 'method', colors, xDomain: [0, T], yScale: 'log', width: 520, height: 300,
+    })], { cols: 1 }),
+    path.join(out, 'loss_per_timestep.png'),
+  );
+  const lossPng = lossFig.png;
   plots.push(lossPng);
 
   const c = r.base;

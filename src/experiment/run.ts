@@ -246,7 +246,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     fn.net.dispose();
   }
 
-  const rep = writeReport(out, {
+  const rep = await writeReport(out, {
     spec, methods: results, quick: o.quick ?? false,
     featnet: { file: fnFile, accuracy: fn.accuracy, heldOutSize: fn.heldOutSize, space: featSpace.name, description: featSpace.description ?? '' },
     pixelSpace: pixSpace.name, reference: sets.note, base, seconds: (performance.now() - t0) / 1000,

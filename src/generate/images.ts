@@ -61,3 +61,62 @@ export function grid(imgs: Uint8Array, rows: number, cols: number, H: number, W:
   }
   return { hwc: out, W: GW, H: GH };
 }
+
+/** Escapes text for an SVG text node. */
+export function xmlEscape(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** The font every rendered label and chart uses (Debian: fonts-dejavu-core). */
+export const FONT_FAMILY = 'DejaVu Sans, Verdana, sans-serif';
+
+/** Label text size for rows `rowH` pixels tall. */
+export function labelFontSize(rowH: number): number {
+  return Math.max(8, Math.min(18, Math.floor(0.45 * rowH)));
+}
+
+/** Width of the label column: the longest label (DejaVu Sans digits are 0.64 em, letters up to ~0.7 em) plus margins. */
+export function labelColumnWidth(rowLabels: string[], rowH: number): number {
+  const longest = Math.max(1, ...rowLabels.map((s) => s.length));
+  return Math.ceil(0.7 * labelFontSize(rowH) * longest) + 12;
+}
+
+export interface LabelledGrid {
+  png: Buffer;
+  W: number;
+  H: number;
+  /** width of the label column on the left */
+  labelWidth: number;
+}
+
+/**
+ * The grid of `grid()` with a white column on the left in which each row's
+ * label (e.g. its class index) is written, vertically centred on the row.
+ * The text is an SVG composited by sharp, which renders it with the system's
+ * fonts; the image pixels stay exactly those of `grid()`.
+ */
+export async function labelledGridPng(
+  imgs: Uint8Array, rows: number, cols: number, H: number, W: number, C: number,
+  rowLabels: string[], pad = 2, zoom = 1,
+): Promise<LabelledGrid> {
+  if (rowLabels.length !== rows) throw new RangeError(`labelledGridPng: ${rowLabels.length} labels for ${rows} rows`);
+  if (C !== 1 && C !== 3) throw new RangeError(`labelledGridPng: images must have 1 or 3 channels, got ${C}`);
+  const g = grid(imgs, rows, cols, H, W, C, pad, zoom);
+  const rowH = H * zoom + pad;
+  const fontSize = labelFontSize(rowH);
+  const labelWidth = labelColumnWidth(rowLabels, rowH);
+  const { default: sharp } = await import('sharp');
+  const texts = rowLabels.map((s, r) => {
+    const cy = pad + r * rowH + (H * zoom) / 2;
+    return `<text x="${labelWidth - 6}" y="${cy.toFixed(1)}" text-anchor="end" dominant-baseline="central">${xmlEscape(s)}</text>`;
+  });
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${labelWidth}" height="${g.H}">` +
+    `<g font-family="${FONT_FAMILY}" font-size="${fontSize}" fill="#222">${texts.join('')}</g></svg>`;
+  const png = await sharp(Buffer.from(g.hwc), { raw: { width: g.W, height: g.H, channels: C } })
+    .extend({ left: labelWidth, background: { r: 255, g: 255, b: 255 } })
+    .composite([{ input: Buffer.from(svg), left: 0, top: 0 }])
+    .toColourspace(C === 1 ? 'b-w' : 'srgb')
+    .png()
+    .toBuffer();
+  return { png, W: g.W + labelWidth, H: g.H, labelWidth };
+}

@@ -44,7 +44,7 @@ export interface InferenceResult {
   seconds: number;
 }
 
-export async function runInference(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void } = {}): Promise<InferenceResult> {
+export async function runInference(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void; progressStream?: NodeJS.WriteStream } = {}): Promise<InferenceResult> {
   const w = world();
   const log = !w.isRoot ? () => {} : opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
@@ -69,7 +69,7 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
     const keepLatents = latent && (s.save_latents || !isImage);
     log(`inference: ${N} images${w.distributed ? ` on ${w.size} processes` : ''} from ${g.ckpt}, ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}, batches of ${s.per_proc_batch_size}` +
       (dec ? `, decoded by ${path.basename(dec.vae.file)} (latents / ${dec.scale})` : latent ? ' (latents: no vae.path, not decoded)' : '') + ` -> ${dir}`);
-    const progress = new Progress('inference', N, w.isRoot ? undefined : quietStream());
+    const progress = new Progress('inference', N, w.isRoot ? (opts.progressStream ?? process.stderr) : quietStream(), 0);
     const B = s.per_proc_batch_size;
     // Data parallelism (src/dist): batch k runs on rank k % size with the noise
     // a single process would draw for it (every batch consumes a known number
@@ -84,7 +84,8 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
       const blocks = Math.ceil((y.length * per) / 4) * samplerSteps; // x_T, then one draw per step but the last
       if (k % w.size === w.rank) {
         g.model.setNoiseState({ seed: noise0.seed, offset });
-        const x = await generate(g, s, y, B);
+        // per sampler step; the other ranks' batches run alongside (about size x as many images)
+        const x = await generate(g, s, y, B, (d) => progress.tick(Math.min(N, a + d * w.size)));
         const after = g.model.getNoiseState().offset;
         if (after !== offset + blocks) {
           throw new SpeedTrainError(`inference: batch ${k} drew ${after - offset} noise blocks, the split over processes assumed ${blocks}; ` +
@@ -101,7 +102,6 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
         }
         const done = Math.min(N, a + y.length * w.size);
         progress.tick(done);
-        if (!process.stderr.isTTY && w.isRoot) log(`inference ${done}/${N}${dec ? ' (sampled and decoded)' : ''}`);
       }
       offset += blocks;
     }

@@ -6,9 +6,10 @@ import path from 'node:path';
 import { stepDirName } from '../checkpoint/index.js';
 import type { Config } from '../config/schema.js';
 import { sample } from '../diffusion/sampler.js';
-import { writeNpy } from '../io/npy.js';
+import { writeFileAtomic, writeNpy } from '../io/npy.js';
 import { Progress } from '../progress.js';
-import { grid, toUint8NHWC, writePng } from './images.js';
+import { EventWriter } from '../tensorboard/index.js';
+import { labelledGridPng, toUint8NHWC } from './images.js';
 import { clipDenoisedFor, isLatentModel, latentDecoder, unscaleLatents } from './decode.js';
 import { emaWarning } from './ema-check.js';
 import { loadForGeneration } from './model.js';
@@ -22,13 +23,17 @@ export interface SampleResult {
   seconds: number;
 }
 
-/** Runs the sampler over `labels` in batches; returns [N, C, H, W]. */
+/**
+ * Runs the sampler over `labels` in batches; returns [N, C, H, W].
+ * `onProgress(done)` follows every reverse step, in images-equivalent:
+ * a batch of n images that finished i of its k steps adds n * i / k.
+ */
 export async function generate(
   g: ReturnType<typeof loadForGeneration>,
   s: Config['sample'] | Config['inference'],
   labels: Int32Array,
   batch: number,
-  onBatch?: (done: number) => void,
+  onProgress?: (done: number) => void,
 ): Promise<Float32Array> {
   const { inChannels: C, inputSize: H } = g.model.config;
   const per = C * H * H;
@@ -44,14 +49,14 @@ export async function generate(
       guidanceScale: s.guidance_scale,
       clipDenoised: clipDenoisedFor(g, s),
       useEma: s.use_ema,
+      onProgress: onProgress && ((i, n) => onProgress(a + (y.length * i) / n)),
     });
     out.set(x, a * per);
-    onBatch?.(a + y.length);
   }
   return out;
 }
 
-export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void } = {}): Promise<SampleResult> {
+export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void; progressStream?: NodeJS.WriteStream } = {}): Promise<SampleResult> {
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
   const s = c.sample;
@@ -70,7 +75,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     // The VAE first: a wrong vae.path fails before minutes of sampling, not after.
     const dec = isLatentModel(g) ? await latentDecoder(c, g, log) : null;
     try {
-      const progress = new Progress('sample', labels.length);
+      const progress = new Progress('sample', labels.length, opts.progressStream ?? process.stderr, 0, { counts: false });
       const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
       progress.done();
       const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
@@ -86,8 +91,18 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
       if (IC === 3 || IC === 1) {
         const imgs = toUint8NHWC(img, labels.length, IC, IH, IH);
         const zoom = Math.max(1, Math.floor(64 / IH)); // small images are enlarged for viewing
-        const gr = grid(imgs, classes.length, cols, IH, IH, IC, 2, zoom);
-        writePng(file, gr.hwc, gr.W, gr.H, IC);
+        // each row is labelled with its class index (unconditional models: none)
+        const labelsOfRows = numClasses === 0 ? [''] : classes.map(String);
+        const gr = await labelledGridPng(imgs, classes.length, cols, IH, IH, IC, labelsOfRows, 2, zoom);
+        writeFileAtomic(file, [gr.png]);
+        if (c.tensorboard) {
+          const tb = new EventWriter(c.experiment_dir);
+          try {
+            tb.image(g.step, 'samples/grid', gr.png, gr.W, gr.H, IC);
+          } finally {
+            tb.close();
+          }
+        }
       } else {
         // Latents and no VAE configured (vae.path): the unscaled latents, for decoding elsewhere.
         const f = file.replace(/\.png$/i, '') + '.npy';
@@ -95,7 +110,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
         log(`sample: latents (divided by vae.scale_factor ${c.vae.scale_factor}) in ${f}; set vae.path to decode them to images`);
         return { file: f, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
       }
-      log(`sample grid: ${file}`);
+      log(`sample grid: ${file} (rows: classes ${classes.join(', ')}; ${((Date.now() - started) / 1000).toFixed(1)} s)`);
       return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
     } finally {
       dec?.dispose();

@@ -1,3 +1,3 @@
-// Raster plotting on pngjs: a canvas with an embedded bitmap font, and chart panels.
-export { Canvas, type Color } from './canvas.js';
-export { drawPanel, figure, niceTicks, formatTick, type PanelSpec, type Series, type Span, type Marker, type Rect } from './chart.js';
+// Figures: Vega-Lite specs rendered to SVG by vega and to PNG by sharp.
+export { renderFigure, toSvg, svgSize, FONT, PAPER_CONFIG, type RenderedFigure } from './render.js';
+export { panel, heatmap, figureSpec, type PanelOptions, type LineSeries, type Shade, type Rule, type Bars, type HeatmapOptions } from './panels.js';

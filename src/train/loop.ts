@@ -13,6 +13,7 @@ import { ConfigError } from '../errors.js';
 import type { DiTModel, OptimizerHyper } from '../native.js';
 import { Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
+import { EventWriter, writeMetricsLine } from '../tensorboard/index.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { checkOptimizerConfig, installStopSignals, skipReason, SkipGuard, type StopSignal } from './guard.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
@@ -108,6 +109,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { model, coefs } = createModel(c);
   let loader: BatchLoader | undefined;
   let removeSignal = () => {};
+  let tb: EventWriter | undefined;
   try {
     log(`data: ${dataset.description}`);
     const [C, H] = dataset.shape;
@@ -162,6 +164,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       accum = st.accum;
       attachCollective(model, c.device, w);
     }
+    tb = c.tensorboard && w.isRoot ? new EventWriter(exp) : undefined;
+    if (tb && step > 0) tb.sessionStart(step); // TensorBoard drops the older files' events from here on
     // each rank loads only its slice of every (global) batch
     loader = new BatchLoader(dataset, c.data.batch_size, c.seed, c.data.random_flip, dataPos, w.distributed ? shard : undefined);
 
@@ -195,7 +199,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       });
     }
 
-    const progress = new Progress('train', totalSteps, w.isRoot ? opts.progressStream : quietStream(), step);
+    // Off a TTY the log lines are the progress; a plain line only after a minute without one.
+    const progress = new Progress('train', totalSteps, w.isRoot ? opts.progressStream : quietStream(), step, { plainFraction: 0, plainSeconds: 60 });
     let lastCkpt = '';
     const guard = new SkipGuard(c.max_consecutive_skips, step, () => lastCkpt || listCheckpoints(exp).at(-1) || '');
     let lastLine: MetricsLine | undefined;
@@ -236,7 +241,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (step % c.log_every === 0 || step === totalSteps) {
         const sec = (Date.now() - intervalStart) / 1000;
         lastLine = summarise(accum, { step, epoch: batch.epoch, lr, imagesPerSec: intervalImages / Math.max(1e-6, sec), T });
-        if (w.isRoot) appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
+        if (w.isRoot) {
+          appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
+          if (tb) writeMetricsLine(tb, lastLine);
+        }
         progress.line(step, {
           loss: lastLine.loss ?? 'n/a', mse: lastLine.mse ?? 'n/a', vb: lastLine.vb ?? 'n/a', 'img/s': lastLine.images_per_sec, lr, grad: lastLine.grad_norm ?? 'n/a',
           ...(lastLine.skipped ? { skipped: lastLine.skipped } : {}),
@@ -266,6 +274,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     };
   } finally {
     removeSignal();
+    tb?.close();
     await loader?.close();
     if (!loader) await dataset.close();
     model.dispose();

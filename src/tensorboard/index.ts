@@ -1,0 +1,5 @@
+// TensorBoard event files written without TensorFlow.
+export { crc32c, maskCrc } from './crc32c.js';
+export { ProtoWriter } from './proto.js';
+export { EventWriter, tfRecord, type Histogram } from './events.js';
+export { bucketTag, timestepHistogram, writeMetricsLine } from './training.js';
