@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import sharp from 'sharp';
 
 import { readManifest } from '../src/data/index.js';
-import { toUint8NHWC } from '../src/generate/images.js';
+import { labelColumnWidth, toUint8NHWC } from '../src/generate/images.js';
 import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
 import { useAddon } from './helpers-e2e.js';
@@ -92,8 +92,9 @@ evaluate: {num_reference: 8}
   ok(other, 'sample with another VAE');
   assert.match(other.stdout, /warning: vae\.path .* is not the VAE that encoded the training data/);
   const grid = await sharp(path.join(exp, 'samples', 'grid-0000020.png')).metadata();
-  // 2 classes x 2 images of 16x16 (decoded from 8x8 latents), enlarged 4x, 2-pixel gaps.
-  assert.deepEqual([grid.width, grid.height], [2 * (64 + 2) + 2, 2 * (64 + 2) + 2]);
+  // 2 classes x 2 images of 16x16 (decoded from 8x8 latents), enlarged 4x, 2-pixel gaps,
+  // after a column of row labels (the class indices 0 and 1).
+  assert.deepEqual([grid.width, grid.height], [labelColumnWidth(['0', '1'], 64 + 2) + 2 * (64 + 2) + 2, 2 * (64 + 2) + 2]);
 
   // A wrong VAE file fails before sampling, naming the file.
   const badVae = run(['-c', file, '-p', 'sample', `vae.path=${dir}/missing.safetensors`, `sample.out=${dir}/bad.png`]);

@@ -35,7 +35,9 @@ test('a fresh run into an experiment_dir with checkpoints refuses; overwrite=tru
   await train({ config: cfg(['max_training_steps=1', 'overwrite=true']), ...quiet, log: (m) => logs.push(m) });
   assert.deepEqual(readdirSync(path.join(exp, 'checkpoints')), ['0000001']);
   assert.equal(readFileSync(path.join(exp, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 1);
-  assert.ok(logs.some((l) => l.includes(`overwrite: removed 3 checkpoint(s) and metrics.jsonl of the earlier run in ${exp}`)), logs.join('\n'));
+  // the earlier run's TensorBoard event files go too (one per training session: 2 here)
+  assert.ok(logs.some((l) => new RegExp(`^overwrite: removed 3 checkpoint\\(s\\) and events\\.out\\.tfevents\\.\\S+, events\\.out\\.tfevents\\.\\S+, metrics\\.jsonl of the earlier run in ${exp}$`).test(l)), logs.join('\n'));
+  assert.equal(readdirSync(exp).filter((f) => f.startsWith('events.out.tfevents.')).length, 1); // the new run's own
   // the CLI exits 1 with the message
   const { spawnSync } = await import('node:child_process');
   const cli = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', '-c', file, 'max_training_steps=1'], { encoding: 'utf8' });
