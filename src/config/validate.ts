@@ -181,7 +181,7 @@ export function crossCheck(c: Config, prov: Provenance): void {
   if (c.diffusion.tau !== null && c.diffusion.tau > c.diffusion.diffusion_steps) {
     fail('diffusion.tau', prov, `${c.diffusion.tau} is out of range: expected 1 <= tau <= diffusion.diffusion_steps (${c.diffusion.diffusion_steps})`);
   }
-  if (c.data.name !== 'synthetic' && !c.data.root) {
+  if (['image_folder', 'latents'].includes(c.data.name) && !c.data.root) {
     fail('data.root', prov, `data.name is ${c.data.name}: expected the path of the ${c.data.name === 'latents' ? 'latents .npy file' : 'image folder'}, found null`);
   }
   if (c.data.name !== 'latents') {
