@@ -15,6 +15,13 @@ export interface Band {
 /** The panel spec with band layers first (behind the lines) and a dashed line at y = hline. */
 export function withBands(panelSpec: Spec, bands: Band[], hline?: number): Spec {
   const layers = [...((panelSpec.layer as Spec[] | undefined) ?? [])];
+  // Vega-Lite takes a layered chart's axes from its first layer: the bands
+  // (drawn first, under the lines) reuse the lines' x and y encodings (title,
+  // scale, axis) so the axes look as they would without them.
+  const lines = layers.find((l) => (l.mark as Spec | undefined)?.type === 'line');
+  const enc = (lines?.encoding ?? {}) as Spec;
+  const xEnc = (field: string): Spec => ({ ...((enc.x as Spec | undefined) ?? { type: 'quantitative' }), field });
+  const yEnc = (field: string): Spec => ({ ...((enc.y as Spec | undefined) ?? { type: 'quantitative' }), field });
   const extra: Spec[] = [];
   for (const b of bands) {
     const rows = b.x.map((x, i) => ({ x, lo: b.lo[i], hi: b.hi[i] })).filter((r) => Number.isFinite(r.x) && Number.isFinite(r.lo) && Number.isFinite(r.hi));
@@ -22,15 +29,14 @@ export function withBands(panelSpec: Spec, bands: Band[], hline?: number): Spec 
     extra.push({
       data: { values: rows },
       mark: { type: 'area', color: b.color, opacity: 0.15, clip: true },
-      // no axis of its own: the lines' layer titles the axes
-      encoding: { x: { field: 'x', type: 'quantitative', axis: null }, y: { field: 'lo', type: 'quantitative', axis: null }, y2: { field: 'hi' } },
+      encoding: { x: xEnc('x'), y: yEnc('lo'), y2: { field: 'hi' } },
     });
   }
   if (hline !== undefined) {
     extra.push({
       data: { values: [{ y: hline }] },
       mark: { type: 'rule', strokeDash: [4, 4], color: '#888888', strokeWidth: 1 },
-      encoding: { y: { field: 'y', type: 'quantitative', axis: null } },
+      encoding: { y: yEnc('y') },
     });
   }
   return { ...panelSpec, layer: [...extra, ...layers] };

@@ -207,11 +207,11 @@ export async function writeReport(out: string, r: ReportInput): Promise<{ report
     const s = seriesOf(c, 'equal_step_ratio', colors);
     return withBands(panel({
       title: `${title(c)}: ${c.lower_is_better ? 'below 1 = better' : 'above 1 = better'}`, xTitle: 'training step', yTitle: `method / ${spec.baseline}`,
-      lines: s.lines, linesLegend: 'method', colors, yScale: 'log', width: 320, height: 200,
+      lines: s.lines, linesLegend: 'method', colors, width: 320, height: 200,
     }), s.bands, 1);
   });
   const ratioFig = await renderFigure(figureSpec(ratioPanels, {
-    cols: 2, title: `equal-step ratio: metric of the method / metric of ${spec.baseline} at the same step`, subtitle: `geometric mean over seeds${bandNote} (log scale)`,
+    cols: 2, title: `equal-step ratio: metric of the method / metric of ${spec.baseline} at the same step`, subtitle: `geometric mean over seeds${bandNote}`,
   }), path.join(out, 'equal_step_ratio.png'));
   plots.push(ratioFig.png);
 
@@ -220,11 +220,11 @@ export async function writeReport(out: string, r: ReportInput): Promise<{ report
     const s = seriesOf(c, 'speedup', colors);
     return withBands(panel({
       title: `${title(c)}`, xTitle: `${spec.baseline} evaluation step S`, yTitle: `speed-up (${spec.baseline} steps / method steps)`,
-      lines: s.lines, linesLegend: 'method', colors, yScale: 'log', width: 320, height: 200,
+      lines: s.lines, linesLegend: 'method', colors, width: 320, height: 200,
     }), s.bands, 1);
   });
   const speedFig = await renderFigure(figureSpec(speedPanels, {
-    cols: 2, title: `speed-up curve: steps to reach ${spec.baseline}'s score at S`, subtitle: `geometric mean over seeds${bandNote} (log scale); a point is missing where some seed never reached it`,
+    cols: 2, title: `speed-up curve: steps to reach ${spec.baseline}'s score at S`, subtitle: `geometric mean over seeds${bandNote}; a point is missing where some seed never reached it`,
   }), path.join(out, 'speedup_curve.png'));
   plots.push(speedFig.png);
 
