@@ -70,7 +70,7 @@ export class DigitsDataset implements Dataset {
     this.description = `handwritten digits (scikit-learn, ${file === DIGITS_FILE ? 'committed copy' : file}): ${this.size} images 1x8x8, 10 classes`;
   }
 
-  load(indices: Int32Array, flips: Uint8Array): Promise<Batch> {
+  async load(indices: Int32Array, flips: Uint8Array): Promise<Batch> {
     const n = indices.length;
     const x = new Float32Array(n * 64);
     const y = new Int32Array(n);
@@ -82,7 +82,7 @@ export class DigitsDataset implements Dataset {
       y[i] = this.#y[k];
       if (flips[i]) flipSample(x, i * 64, 1, 8, 8);
     }
-    return Promise.resolve({ x, y });
+    return { x, y };
   }
 
   close(): Promise<void> {
