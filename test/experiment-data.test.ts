@@ -30,6 +30,10 @@ test('scenes: a pure function of (seed, index), in [-1, 1], independent of the b
   const batch = await ds.load(Int32Array.from([7, 42, 9]), new Uint8Array(3));
   assert.deepEqual(batch.x.subarray(3 * S * S, 6 * S * S), a);
   assert.equal(batch.y[1], la);
+  // rendered once and kept: a flipped load does not change what the next load returns
+  const flipped = await ds.load(Int32Array.from([42]), Uint8Array.from([1]));
+  assert.equal(flipped.x[0], a[S - 1]);
+  assert.deepEqual((await ds.load(Int32Array.from([42]), new Uint8Array(1))).x, a);
   assert.equal(ds.numClasses, SCENE_CLASSES);
   assert.throws(() => new SceneDataset({ ...opts, size: 0 }), /size must be a positive integer/);
 });
