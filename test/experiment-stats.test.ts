@@ -113,3 +113,31 @@ test('aggregation over seeds: per-seed values, interval only when every seed has
   const g = aggregateSeeds([[{ step: 5, value: 2 }], [{ step: 5, value: 8 }]], 'log');
   close(g[0].ci!.mean, 4, 1e-12, 'geo');
 });
+
+test('curve report: per-seed ratios and speed-ups of hand-made runs, table cells', async () => {
+  const { curveReport, cell, aggregateTable } = await import('../src/experiment/report.js');
+  const run = (seed: number, method: string, fids: number[]) => ({
+    method, seed, sampling: 'x', weighting: 'y', experiment_dir: '/nonexistent', train_seconds: 1,
+    evals: fids.map((v, i) => ({ step: 100 * (i + 1), metrics: { 'ddpm250/featnet_fid': v }, n_samples: 1000, seconds: { ddpm250: 1 } })),
+  });
+  const runs = [
+    run(0, 'uniform', [40, 30, 20]), run(0, 'speed', [30, 20, 15]),
+    run(1, 'uniform', [50, 40, 30]), run(1, 'speed', [45, 42, 35]),
+  ];
+  const c = curveReport(runs, { methods: ['uniform', 'speed'], baseline: 'uniform', seeds: [0, 1], ci_level: 0.95 }, 'ddpm250', 'featnet_fid');
+  const sp = c.methods.speed;
+  assert.deepEqual(sp.values.map((a) => a.per_seed), [[30, 45], [20, 42], [15, 35]]);
+  assert.deepEqual(sp.equal_step_ratio.map((a) => a.per_seed), [[0.75, 0.9], [20 / 30, 42 / 40], [0.75, 35 / 30]]);
+  close(sp.equal_step_ratio[0].ci!.mean, Math.sqrt(0.75 * 0.9), 1e-12, 'geo mean ratio');
+  // seed 0: uniform's targets 40, 30, 20 are reached by speed at 100 (30 <= 40), 100 (30 <= 30), 200 (20 <= 20);
+  // seed 1: targets 50 -> 100 (45), 40 -> between 200 (42) and 300 (35): 200 + 2/7 * 100, 30 -> never
+  assert.deepEqual(sp.method_steps.map((a) => a.per_seed), [[100, 100], [100, 200 + (2 / 7) * 100], [200, null]]);
+  assert.deepEqual(sp.speedup.map((a) => a.per_seed), [[1, 1], [2, 200 / (200 + (2 / 7) * 100)], [1.5, null]]);
+  close(sp.speedup[1].ci!.mean, Math.sqrt(2 * 200 / (200 + (2 / 7) * 100)), 1e-12, 'geo mean speed-up');
+  assert.equal(cell(sp.speedup[2], 'x'), 'n.r. (1/2)');
+  assert.match(cell(sp.values[0]), /^37\.50 \[-?\d+\.\d+, \d+\.\d+\]$/);
+  assert.equal(cell(c.methods.uniform.speedup[1], 'x'), '1.000x [1.000, 1.000]');
+  const table = aggregateTable(c, 'speedup', ['uniform', 'speed'], 'S', 'x');
+  assert.match(table, /^\| S \| uniform \| speed \|$/m);
+  assert.match(table, /^\| 300 \| 1\.000x \[1\.000, 1\.000\] \| n\.r\. \(1\/2\) \|$/m);
+});
