@@ -142,7 +142,7 @@ export async function runAnalyze(opts: AnalyzeOptions): Promise<{ text: string; 
   const shades: Shade[] = [
     { from: 0, to: peak, label: 'acceleration', color: AREA_COLORS.acceleration },
     { from: peak, to: m, label: 'deceleration', color: AREA_COLORS.deceleration },
-    { from: m, to: T - 1, label: 'convergence', color: AREA_COLORS.convergence },
+    { from: m, to: T, label: 'convergence', color: AREA_COLORS.convergence },
   ];
   const rules: Rule[] = [{ x: m, label: `m = ${m}`, color: M_COLOR }, ...(usesTau ? [{ x: speed.tau, label: `τ = ${speed.tau}`, color: TAU_COLOR }] : [])];
   const pScaled = Array.from(p, (v) => v * T);

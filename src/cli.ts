@@ -2,6 +2,7 @@
 // speed-train: the only entry point.
 //   speed-train -c CONFIG [-p train|sample|inference|evaluate] [key.path=value ...] [--resume PATH|latest]
 //   speed-train analyze -c CONFIG [key.path=value ...]
+//   speed-train plot EXPERIMENT_DIR [-o DIR]
 //   speed-train bench [--device cpu|cuda] [--json] [--models ...] [--batches ...]
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -13,6 +14,7 @@ import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Co
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 import { addExperimentCommands } from './experiment/cli.js';
+import { addPlotCommand } from './plot/command.js';
 import { formatValue } from './progress.js';
 import './featnet/index.js'; // registers the featnet:<file> feature space
 
@@ -122,6 +124,7 @@ async function main(argv: string[]): Promise<number> {
     });
 
   addExperimentCommands(program);
+  addPlotCommand(program);
   await program.parseAsync(argv, { from: 'user' });
   return code;
 }

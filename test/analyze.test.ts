@@ -39,20 +39,28 @@ test('runAnalyze writes a PNG and reports m, tau and the shares; per-bucket loss
     assert.match(r.text, /uniform: 21\.9%, 42\.3%, 35\.8%/);
     // mean of the last 10 lines (steps 3..12): bucket 0 = 7.5, bucket 2 = 15
     assert.match(r.text, /\[0,250\) 7\.500, \[250,500\) -, \[500,750\) 15\.00, \[750,1000\) 1\.000/);
+    assert.equal(r.svg, join(dir, 'speed-analysis.svg'));
+    const svg = readFileSync(r.svg, 'utf8');
+    const size = /<svg[^>]*\swidth="([\d.]+)"[^>]*\sheight="([\d.]+)"/.exec(svg)!;
     const png = PNG.sync.read(readFileSync(r.png));
-    assert.equal(png.width, 2 * 760);
-    assert.ok(png.height > 3 * 460, 'five panels take three rows');
-    let ink = 0;
-    for (let i = 0; i < png.data.length; i += 4) if (png.data[i] < 100 && png.data[i + 1] < 100) ink++;
-    assert.ok(ink > 5000, `dark pixels ${ink}`);
+    assert.deepEqual([png.width, png.height], [2 * Number(size[1]), 2 * Number(size[2])]);
+    const texts = (role: string) => [...svg.matchAll(new RegExp(`role-${role}"[^>]*>((?:<text[^>]*>[^<]*</text>)+)`, 'g'))]
+      .flatMap((m) => [...m[1].matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((t) => t[1]));
+    // five panels, each with both axis titles
+    assert.equal(texts('axis-title').filter((t) => t === 'time step t').length, 5);
+    for (const y of ['√(1 − ᾱₜ)', 'increment', 'p(t) · T  (uniform = 1)', 'w(t)', 'training loss']) assert.ok(texts('axis-title').includes(y), y);
+    for (const l of ['acceleration', 'deceleration', 'convergence', 'm = 642', 'τ = 700', 'speed', 'uniform']) assert.ok(texts('legend-label').includes(l), l);
+    assert.match(r.text, /figure: .*speed-analysis\.png \(and .*speed-analysis\.svg\)/);
 
-    // no metrics: two rows; a PNG path is used as given; tau reported unused for uniform/none
+    // no metrics: four panels; a PNG path is used as given, the SVG beside it; tau reported unused for uniform/none
     const out2 = join(dir, 'sub', 'u.png');
     const r2 = await runAnalyze({ schedule: 'cosine', T: 200, speed: { ...DEFAULT_SPEED_OPTIONS, sampling: 'uniform', weighting: 'none', tau: 140 }, out: out2 });
     assert.equal(r2.png, out2);
-    assert.ok(existsSync(out2));
+    assert.ok(existsSync(out2) && existsSync(join(dir, 'sub', 'u.svg')));
     assert.match(r2.text, /tau = 140 \(not used/);
-    assert.equal(PNG.sync.read(readFileSync(out2)).height, 2 * 460 + 34);
+    const svg2 = readFileSync(r2.svg, 'utf8');
+    assert.equal((svg2.match(/>time step t</g) ?? []).length, 4);
+    assert.ok(!svg2.includes('τ = 140'), 'no tau marker when tau is unused');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -242,3 +242,74 @@ test('python tensorboard\'s EventAccumulator reads our scalars, histogram and im
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('training writes its metrics lines as events, resumed runs mark a session start, the sample grid lands as an image; tensorboard=false writes none', async () => {
+  const { tinyConfig, tinyConfigFile, useAddon } = await import('./helpers-e2e.js');
+  useAddon();
+  const { train } = await import('../src/train/index.js');
+  const { runSample } = await import('../src/generate/index.js');
+  const { loadConfig } = await import('../src/config/index.js');
+  const quiet = { log: () => {}, handleSignals: false, progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream };
+  const { file, exp } = tinyConfigFile();
+  try {
+    await train({ config: loadConfig(file, { overrides: ['max_training_steps=6', 'log_every=2', 'ckpt_every=4'] }).config, ...quiet });
+    const metrics = readFileSync(path.join(exp, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; loss: number; lr: number; grad_norm: number; t_hist: number[]; loss_per_bucket: (number | null)[]; bucket_edges: number[] });
+    const files = eventFiles(exp);
+    assert.equal(files.length, 1);
+    const evs = readEvents(files[0]);
+    assert.equal(evs[0].fileVersion, 'brain.Event:2');
+    const scalarEvents = evs.filter((e) => e.values.some((v) => v.tag === 'train/loss'));
+    assert.deepEqual(scalarEvents.map((e) => e.step), [2, 4, 6]);
+    scalarEvents.forEach((e, i) => {
+      const m = metrics[i];
+      const get = (tag: string) => e.values.find((v) => v.tag === tag)?.simple;
+      assert.equal(get('train/loss'), Math.fround(m.loss));
+      assert.equal(get('train/lr'), Math.fround(m.lr));
+      assert.equal(get('train/grad_norm'), Math.fround(m.grad_norm));
+      for (const t of ['train/mse', 'train/vb', 'train/images_per_sec', 'train/skipped']) assert.ok(get(t) !== undefined, t);
+      // one scalar per bucket that had samples, none for empty buckets
+      m.loss_per_bucket.forEach((v, b) => {
+        const tag = `loss_bucket/t${String(m.bucket_edges[b]).padStart(3, '0')}-${String(m.bucket_edges[b + 1]).padStart(3, '0')}`;
+        assert.equal(get(tag), v === null ? undefined : Math.fround(v), tag);
+      });
+    });
+    const hists = evs.filter((e) => e.values.some((v) => v.tag === 'train/t'));
+    assert.deepEqual(hists.map((e) => e.step), [2, 4, 6]);
+    hists.forEach((e, i) => {
+      const hp = e.values[0].histo!;
+      assert.deepEqual(doubles(bytes(hp, 7)), metrics[i].t_hist);
+      assert.equal(dbl(hp, 3), 16); // two steps of batch 8
+    });
+
+    // resume from step 4: a session start at 4 in a new file
+    await train({ config: loadConfig(file, { overrides: ['max_training_steps=8', 'log_every=2'] }).config, resume: path.join(exp, 'checkpoints', '0000004'), ...quiet });
+    const second = eventFiles(exp).filter((f) => f !== files[0]);
+    assert.equal(second.length, 1);
+    const ev2 = readEvents(second[0]);
+    assert.equal(ev2[1].sessionStatus, 1);
+    assert.equal(ev2[1].step, 4);
+    assert.deepEqual(ev2.filter((e) => e.values.some((v) => v.tag === 'train/loss')).map((e) => e.step), [6, 8]);
+
+    // the sample grid
+    const before = new Set(eventFiles(exp));
+    const s = await runSample(loadConfig(file, { phase: 'sample' }).config, { log: () => {}, progressStream: quiet.progressStream });
+    const third = eventFiles(exp).filter((f) => !before.has(f));
+    assert.equal(third.length, 1);
+    const img = readEvents(third[0]).find((e) => e.values.some((v) => v.tag === 'samples/grid'))!;
+    assert.equal(img.step, 8);
+    const im = img.values[0].image!;
+    const pngBytes = readFileSync(s.file);
+    assert.deepEqual(bytes(im, 4), pngBytes);
+    const { PNG } = await import('pngjs');
+    const png = PNG.sync.read(pngBytes);
+    assert.deepEqual([int(im, 1), int(im, 2), int(im, 3)], [png.height, png.width, 3]);
+
+    // off
+    const off = tinyConfig(['max_training_steps=2', 'tensorboard=false']);
+    await train({ config: off.config, ...quiet });
+    assert.equal(eventFiles(off.exp).length, 0);
+    rmSync(path.dirname(off.exp), { recursive: true, force: true });
+  } finally {
+    rmSync(path.dirname(exp), { recursive: true, force: true });
+  }
+});

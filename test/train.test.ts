@@ -105,7 +105,7 @@ test('progress: a redrawn bar on a TTY, plain lines otherwise', async () => {
   assert.ok(writes.at(-1)!.endsWith('\n') && writes.at(-1)!.includes('loss 0.2500'));
   const plain: string[] = [];
   const pipe = { isTTY: false, write: (s: string) => { plain.push(s); return true; } } as unknown as NodeJS.WriteStream;
-  const q = new Progress('train', 10, pipe);
+  const q = new Progress('train', 10, pipe, 0, { plainFraction: 0, plainSeconds: 60 }); // as training: its log lines are the progress
   q.tick(3);
   assert.equal(plain.length, 0);
   q.line(3, { 'img/s': 12.5 });

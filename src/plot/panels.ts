@@ -164,9 +164,9 @@ export function heatmap(o: HeatmapOptions): Spec {
     data: { values: cells },
     mark: { type: 'rect' },
     encoding: {
-      x: { field: 'x0', type: 'quantitative', title: o.xTitle, scale: { nice: false, zero: false } },
+      x: { field: 'x0', type: 'quantitative', title: o.xTitle, scale: { nice: false, zero: false }, axis: { format: '~r', tickCount: 6 } },
       x2: { field: 'x1' },
-      y: { field: 'y0', type: 'quantitative', title: o.yTitle, scale: { nice: false, zero: false } },
+      y: { field: 'y0', type: 'quantitative', title: o.yTitle, scale: { nice: false, zero: false }, axis: { format: '~r' } },
       y2: { field: 'y1' },
       color: {
         field: 'v', type: 'quantitative', title: o.colorTitle,
