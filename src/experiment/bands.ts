@@ -12,7 +12,7 @@ export interface Band {
   hi: number[];
 }
 
-/** The panel spec with band layers first (behind the lines) and a dashed line at y = hline. */
+/** The panel spec with band layers first (behind the lines), points on the lines and a dashed line at y = hline. */
 export function withBands(panelSpec: Spec, bands: Band[], hline?: number): Spec {
   const layers = [...((panelSpec.layer as Spec[] | undefined) ?? [])];
   // Vega-Lite takes a layered chart's axes from its first layer: the bands
@@ -39,5 +39,7 @@ export function withBands(panelSpec: Spec, bands: Band[], hline?: number): Spec 
       encoding: { y: yEnc('y') },
     });
   }
-  return { ...panelSpec, layer: [...extra, ...layers] };
+  // points on the lines: a curve evaluated once (DDPM at the last checkpoint only) is still visible
+  const marked = layers.map((l) => (l === lines ? { ...l, mark: { ...(l.mark as Spec), point: { filled: false, size: 30 } } } : l));
+  return { ...panelSpec, layer: [...extra, ...marked] };
 }
