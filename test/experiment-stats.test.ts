@@ -64,6 +64,9 @@ test('speed-up curve: for every baseline evaluation, interpolated; not reached; 
   // target 40: fast is already below at its first evaluation -> 250 steps, factor 1
   assert.equal(c[0].methodSteps, 250);
   assert.equal(c[0].factor, 1);
+  // ... and that factor is only a lower bound (nothing before step 250 was measured)
+  assert.deepEqual(c.map((p) => p.lowerBound), [true, false, false, false]);
+  assert.deepEqual(speedupCurve(base, base, true).map((p) => p.lowerBound), [true, false, false, false]);
   // target 30: between 250 (35) and 500 (20): 250 + 5/15 * 250
   close(c[1].methodSteps, 250 + (5 / 15) * 250, 1e-9, 'S=500');
   close(c[1].factor, 500 / (250 + (5 / 15) * 250), 1e-12, 'factor 500');
@@ -137,7 +140,11 @@ test('curve report: per-seed ratios and speed-ups of hand-made runs, table cells
   assert.equal(cell(sp.speedup[2], 'x'), 'n.r. (1/2)');
   assert.match(cell(sp.values[0]), /^37\.50 \[-?\d+\.\d+, \d+\.\d+\]$/);
   assert.equal(cell(c.methods.uniform.speedup[1], 'x'), '1.000x [1.000, 1.000]');
+  // seed 0 and seed 1 reach the step-100 score at their first evaluation: lower bounds
+  assert.deepEqual(sp.speedup_lower_bound.map((b) => b.per_seed), [[true, true], [true, false], [false, false]]);
   const table = aggregateTable(c, 'speedup', ['uniform', 'speed'], 'S', 'x');
+  assert.match(table, /^\| 100 \| 1\.000x \[1\.000, 1\.000\] \| >= 1\.000x \[1\.000, 1\.000\] \|$/m);
+  assert.match(table, /factor is a lower bound/);
   assert.match(table, /^\| S \| uniform \| speed \|$/m);
   assert.match(table, /^\| 300 \| 1\.000x \[1\.000, 1\.000\] \| n\.r\. \(1\/2\) \|$/m);
 });

@@ -62,7 +62,12 @@ export interface MethodCurves {
   equal_step_ratio: SeedAggregate[];
   speedup: SeedAggregate[];
   method_steps: SeedAggregate[];
+  /** per speed-up step, the seeds whose factor is only a lower bound (the method was there at its first evaluation) */
+  speedup_lower_bound: { step: number; per_seed: boolean[] }[];
 }
+
+/** The aggregate kinds of MethodCurves (tables and plots). */
+export type AggregateKind = 'values' | 'equal_step_ratio' | 'speedup' | 'method_steps';
 
 export interface CurveReport {
   sampler: string;
@@ -84,6 +89,7 @@ export function curveReport(runs: MethodResult[], spec: Pick<ExperimentSpec, 'me
     const ratios: { step: number; value: number | null }[][] = [];
     const factors: { step: number; value: number | null }[][] = [];
     const steps: { step: number; value: number | null }[][] = [];
+    const bounds = new Map<number, boolean[]>();
     for (const seed of spec.seeds) {
       const m = run(seed, method);
       const b = run(seed, spec.baseline);
@@ -94,32 +100,38 @@ export function curveReport(runs: MethodResult[], spec: Pick<ExperimentSpec, 'me
       const sc = bc.length > 0 ? speedupCurve(bc, mc, low) : [];
       factors.push(sc.map((p) => ({ step: p.step, value: p.factor })));
       steps.push(sc.map((p) => ({ step: p.step, value: p.methodSteps })));
+      for (const p of sc) bounds.set(p.step, [...(bounds.get(p.step) ?? []), p.lowerBound]);
     }
     methods[method] = {
       values: aggregateSeeds(values, 'linear', spec.ci_level),
       equal_step_ratio: aggregateSeeds(ratios, 'log', spec.ci_level),
       speedup: aggregateSeeds(factors, 'log', spec.ci_level),
       method_steps: aggregateSeeds(steps, 'linear', spec.ci_level),
+      speedup_lower_bound: [...bounds.entries()].sort((a, b) => a[0] - b[0]).map(([step, per_seed]) => ({ step, per_seed })),
     };
   }
   return { sampler, metric, lower_is_better: low, baseline: spec.baseline, seeds: spec.seeds, methods };
 }
 
-/** "0.721 [0.650, 0.800]", "0.721" (one seed), or "n.r. (1/3)" when some seed has no value. */
-export function cell(a: SeedAggregate | undefined, suffix = ''): string {
+/** "0.721 [0.650, 0.800]", "0.721" (one seed), "n.r. (1/3)" when some seed has no value, ">= 1.000x ..." for a lower bound. */
+export function cell(a: SeedAggregate | undefined, suffix = '', lowerBound = false): string {
   if (!a) return '';
   if (a.ci === null) return a.n === 0 ? 'n.r.' : `n.r. (${a.n}/${a.per_seed.length})`;
-  const m = `${fmt(a.ci.mean)}${suffix}`;
+  const m = `${lowerBound ? '>= ' : ''}${fmt(a.ci.mean)}${suffix}`;
   return a.ci.lo === null ? m : `${m} [${fmt(a.ci.lo)}, ${fmt(a.ci.hi)}]`;
 }
 
 /** A table, rows = steps, columns = methods, of one aggregate kind. */
-export function aggregateTable(c: CurveReport, kind: keyof MethodCurves, methods: string[], stepTitle: string, suffix = ''): string {
+export function aggregateTable(c: CurveReport, kind: AggregateKind, methods: string[], stepTitle: string, suffix = ''): string {
   const steps = [...new Set(methods.flatMap((m) => c.methods[m][kind].map((a) => a.step)))].sort((a, b) => a - b);
   const head = `| ${stepTitle} | ${methods.join(' | ')} |`;
   const sep = `|---:|${methods.map(() => '---:').join('|')}|`;
-  const rows = steps.map((s) => `| ${s} | ${methods.map((m) => cell(c.methods[m][kind].find((a) => a.step === s), suffix)).join(' | ')} |`);
-  return [head, sep, ...rows].join('\n');
+  const bound = (m: string, s: number) => kind === 'speedup' && m !== c.baseline && (c.methods[m].speedup_lower_bound.find((b) => b.step === s)?.per_seed.some((x) => x) ?? false);
+  const rows = steps.map((s) => `| ${s} | ${methods.map((m) => cell(c.methods[m][kind].find((a) => a.step === s), suffix, bound(m, s))).join(' | ')} |`);
+  const note = kind === 'speedup' && rows.some((r) => r.includes('>= '))
+    ? ['', '">=": in some seed the method was already at the score at its first evaluation; nothing earlier was measured, so the factor is a lower bound.']
+    : [];
+  return [head, sep, ...rows, ...note].join('\n');
 }
 
 /** One line per method: the speed-up at the baseline's last evaluation (the old single factor), over seeds. */
@@ -133,6 +145,8 @@ export function speedupLines(c: CurveReport): string[] {
       return `- ${method}: not reached in ${last.per_seed.length - last.n} of ${seeds} (per seed: ${last.per_seed.map((v) => (v === null ? 'n.r.' : `${v.toFixed(2)}x`)).join(', ')})`;
     }
     const ci = last.ci.lo === null ? '' : ` [${last.ci.lo.toFixed(2)}, ${last.ci.hi!.toFixed(2)}]`;
+    const lb = method !== c.baseline && (m.speedup_lower_bound[m.speedup_lower_bound.length - 1]?.per_seed.some((x) => x) ?? false);
+    if (lb) return `- ${method}: **>= ${last.ci.mean.toFixed(2)}x**${ci} (a lower bound: already at ${c.baseline}'s final score at its first evaluation in some seed; per seed ${last.per_seed.map((v) => `${v!.toFixed(2)}x`).join(', ')})`;
     return `- ${method}: **${last.ci.mean.toFixed(2)}x**${ci} (geometric mean over ${seeds}; reaches ${c.baseline}'s step-${last.step} score at step ${steps?.ci ? steps.ci.mean.toFixed(0) : 'n/a'} on average; per seed ${last.per_seed.map((v) => `${v!.toFixed(2)}x`).join(', ')})`;
   });
 }
@@ -158,7 +172,7 @@ export function lossPerBucket(file: string): { edges: number[]; loss: (number | 
 }
 
 /** Mean lines and interval bands of one aggregate kind for every method. */
-function seriesOf(c: CurveReport, kind: keyof MethodCurves, colors: Record<string, string>): { lines: LineSeries[]; bands: Band[] } {
+function seriesOf(c: CurveReport, kind: AggregateKind, colors: Record<string, string>): { lines: LineSeries[]; bands: Band[] } {
   const lines: LineSeries[] = [];
   const bands: Band[] = [];
   for (const [method, m] of Object.entries(c.methods)) {

@@ -156,6 +156,11 @@ export interface SpeedupPoint {
   methodSteps: number | null;
   /** baselineSteps / methodSteps, null when not reached */
   factor: number | null;
+  /**
+   * the method was already at the target at its first evaluation: nothing
+   * earlier was measured, so methodSteps is an upper bound and factor a lower bound
+   */
+  lowerBound: boolean;
 }
 
 /**
@@ -172,11 +177,13 @@ export function speedupCurve(baseline: readonly CurvePoint[], method: readonly C
     }
   }
   const out: SpeedupPoint[] = [];
+  const first = method.find((p) => Number.isFinite(p.value));
   for (const b of baseline) {
     if (!Number.isFinite(b.value)) continue;
     const baselineSteps = stepsToReach(baseline, b.value, lowerIsBetter)!;
     const methodSteps = stepsToReach(method, b.value, lowerIsBetter);
-    out.push({ step: b.step, target: b.value, baselineSteps, methodSteps, factor: methodSteps === null || methodSteps <= 0 ? null : baselineSteps / methodSteps });
+    const lowerBound = first !== undefined && methodSteps === first.step && (lowerIsBetter ? first.value <= b.value : first.value >= b.value);
+    out.push({ step: b.step, target: b.value, baselineSteps, methodSteps, factor: methodSteps === null || methodSteps <= 0 ? null : baselineSteps / methodSteps, lowerBound });
   }
   return out;
 }
