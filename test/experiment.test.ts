@@ -22,41 +22,70 @@ test('the --quick experiment runs end to end and writes the report', async () =>
   const t0 = Date.now();
   const r = await runExperiment({ config: CONFIG, quick: true, out, overrides: ['threads=1'], log: (l) => lines.push(l) });
   assert.ok(Date.now() - t0 < 180_000, `quick experiment took ${Date.now() - t0} ms`);
-  assert.deepEqual(r.methods.map((m) => m.method), ['uniform', 'speed', 'p2', 'min_snr', 'lognorm']);
+  const METHODS = ['uniform', 'speed', 'speed_sampling', 'speed_weighting', 'p2', 'min_snr', 'lognorm'];
+  const SEEDS = [0, 1, 2];
+  assert.deepEqual(r.methods.map((m) => `${m.seed}/${m.method}`), SEEDS.flatMap((s) => METHODS.map((m) => `${s}/${m}`)));
   for (const m of r.methods) {
     assert.deepEqual(m.evals.map((e) => e.step), [20, 40], m.method);
     for (const e of m.evals) {
       assert.equal(e.n_samples, 4 * 6);
-      for (const k of ['featnet_fid', 'pixel_fid', 'featnet_kid', 'featnet_precision', 'pixel_recall'] as const) assert.ok(Number.isFinite(e.metrics[k]), `${m.method} ${k}`);
+      for (const sm of ['ddpm10', 'ddim5']) {
+        for (const k of ['featnet_fid', 'pixel_fid', 'featnet_kid', 'featnet_precision', 'pixel_recall']) assert.ok(Number.isFinite(e.metrics[`${sm}/${k}`]), `${m.method} ${sm}/${k}`);
+      }
     }
-    assert.ok(existsSync(path.join(out, m.method, 'evals.json')));
-    assert.ok(existsSync(path.join(out, m.method, 'metrics.jsonl')));
+    const dir = path.join(out, `seed-${m.seed}`, m.method);
+    assert.equal(m.experiment_dir, dir);
+    assert.ok(existsSync(path.join(dir, 'evals.json')));
+    assert.ok(existsSync(path.join(dir, 'metrics.jsonl')));
     // intermediate checkpoints are removed after evaluation, the last one is kept
-    assert.ok(!existsSync(path.join(out, m.method, 'checkpoints', '0000020')));
-    assert.ok(existsSync(path.join(out, m.method, 'checkpoints', '0000040')));
+    assert.ok(!existsSync(path.join(dir, 'checkpoints', '0000020')));
+    assert.ok(existsSync(path.join(dir, 'checkpoints', '0000040')));
   }
+  // the seeds differ (model init, noise, time steps), the data do not
+  const u = r.methods.filter((m) => m.method === 'uniform');
+  assert.notEqual(u[0].evals[1].metrics['ddim5/pixel_fid'], u[1].evals[1].metrics['ddim5/pixel_fid']);
   assert.match(r.featnet.space, /^featnet-vit\(featnet\.safetensors, acc \d\.\d{3}\)$/);
   const md = readFileSync(r.report, 'utf8');
-  assert.match(md, /## Speed-up on FID \(feature network\)/);
-  for (const m of ['uniform', 'speed', 'p2', 'min_snr', 'lognorm']) assert.match(md, new RegExp(`^- ${m}: (\\*\\*\\d+\\.\\d\\dx\\*\\*|not reached)`, 'm'));
-  assert.match(md, /^- uniform: \*\*1\.00x\*\*/m);
-  assert.match(md, /^\| step \| uniform \| speed \| p2 \| min_snr \| lognorm \|$/m);
-  assert.match(md, /^\| 20 \| \d/m);
-  assert.match(md, /^\| 40 \| \d/m);
+  assert.match(md, /## Speed-up on ddpm10: FID \(feature network\), at uniform's last evaluation/);
+  for (const m of METHODS) assert.match(md, new RegExp(`^- ${m}: (\\*\\*\\d+\\.\\d\\dx\\*\\* \\[\\d+\\.\\d\\d, \\d+\\.\\d\\d\\]|not reached in [123] of 3 seeds)`, 'm'));
+  assert.match(md, /^- uniform: \*\*1\.00x\*\* \[1\.00, 1\.00\]/m);
+  assert.match(md, /^\| step \| uniform \| speed \| speed_sampling \| speed_weighting \| p2 \| min_snr \| lognorm \|$/m);
+  assert.match(md, /^\| S \| uniform \| speed /m);
+  assert.match(md, /## ddim5: FID \(pixels\)/);
+  assert.match(md, /Student-t over the 3 seeds/);
   assert.match(md, /featnet-vit\(featnet\.safetensors, acc/);
-  assert.equal(r.plots.length, 2);
+  assert.equal(r.plots.length, 4);
   for (const p of r.plots) {
     const png = PNG.sync.read(readFileSync(p));
     assert.ok(png.width > 300 && png.height > 200, `${p}: ${png.width}x${png.height}`);
   }
-  const json = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8')) as { speedups: Record<string, { method: string }[]> };
-  assert.equal(json.speedups.featnet_fid.length, 5);
+  type Agg = { step: number; per_seed: (number | null)[]; n: number; ci: { mean: number; lo: number | null; hi: number | null } | null };
+  const json = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8')) as {
+    curves: Record<string, { methods: Record<string, { values: Agg[]; equal_step_ratio: Agg[]; speedup: Agg[]; method_steps: Agg[] }> }>; runs: unknown[];
+  };
+  assert.equal(json.runs.length, 21);
+  const fid = json.curves['ddpm10/featnet_fid'];
+  assert.deepEqual(Object.keys(fid.methods), METHODS);
+  // per-seed values are those of the runs; the mean is their mean
+  const sp = fid.methods.speed;
+  const seedVals = r.methods.filter((m) => m.method === 'speed').map((m) => m.evals[0].metrics['ddpm10/featnet_fid']!);
+  assert.deepEqual(sp.values[0].per_seed, seedVals);
+  assert.ok(Math.abs(sp.values[0].ci!.mean - seedVals.reduce((a, b) => a + b, 0) / 3) < 1e-9);
+  assert.ok(sp.values[0].ci!.lo! <= sp.values[0].ci!.mean && sp.values[0].ci!.mean <= sp.values[0].ci!.hi!);
+  // equal-step ratios per seed, and the baseline's own ratio and speed-up are 1
+  const base = r.methods.filter((m) => m.method === 'uniform').map((m) => m.evals[1].metrics['ddpm10/featnet_fid']!);
+  const meth = r.methods.filter((m) => m.method === 'speed').map((m) => m.evals[1].metrics['ddpm10/featnet_fid']!);
+  sp.equal_step_ratio[1].per_seed.forEach((v, i) => assert.ok(Math.abs(v! - meth[i] / base[i]) < 1e-9));
+  assert.deepEqual(fid.methods.uniform.equal_step_ratio.map((a) => a.per_seed), [[1, 1, 1], [1, 1, 1]]);
+  assert.deepEqual(fid.methods.uniform.speedup.map((a) => a.step), [20, 40]);
+  for (const a of fid.methods.uniform.speedup) assert.deepEqual(a.per_seed, [1, 1, 1]);
+  for (const m of METHODS) assert.equal(fid.methods[m].speedup.length, 2);
 
   // a second run reuses the feature network and the finished methods
   const again: string[] = [];
   await runExperiment({ config: CONFIG, quick: true, out, overrides: ['threads=1'], log: (l) => again.push(l) });
   assert.ok(again.some((l) => /featnet: reusing/.test(l)), again.join('\n'));
-  assert.equal(again.filter((l) => /already evaluated/.test(l)).length, 5);
+  assert.equal(again.filter((l) => /already evaluated/.test(l)).length, 21);
 });
 
 test('methods must share model, data, seed and budget', async () => {
@@ -64,8 +93,14 @@ test('methods must share model, data, seed and budget', async () => {
   const folder = path.join(dir, 'configs', 'x');
   cpSync(path.dirname(CONFIG), folder, { recursive: true });
   cpSync(path.resolve('configs/base.yaml'), path.join(dir, 'configs', 'base.yaml'));
-  writeFileSync(path.join(folder, 'p2.yaml'), 'diffusion: {sampling: uniform, weighting: p2}\nseed: 7\n');
-  await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), log: () => {} }), /seed: differs between methods 'uniform' \(0\) and 'p2' \(7\)/);
+  writeFileSync(path.join(folder, 'p2.yaml'), 'diffusion: {sampling: uniform, weighting: p2}\noptimizer: {weight_decay: 0.5}\n');
+  await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), log: () => {} }), /optimizer\.weight_decay: differs between methods 'uniform' \(0\) and 'p2' \(0\.5\)/);
+  writeFileSync(path.join(folder, 'experiment.json'), JSON.stringify({ methods: ['uniform'], seeds: [1, 1] }));
+  await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), log: () => {} }), /seeds: lists a seed twice/);
+  writeFileSync(path.join(folder, 'experiment.json'), JSON.stringify({ methods: ['uniform'], samplers: [{ name: 'a', sampler: 'euler' }] }));
+  await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), log: () => {} }), /samplers\[0\]\.sampler: expected ddpm or ddim, found "euler"/);
+  writeFileSync(path.join(folder, 'experiment.json'), JSON.stringify({ methods: ['uniform'], samplers: [{ name: 'a', every: 0 }] }));
+  await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), log: () => {} }), /samplers\[0\]\.every: expected a positive integer/);
   writeFileSync(path.join(folder, 'experiment.json'), JSON.stringify({ methods: ['uniform', 'nope'] }));
   await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), log: () => {} }), /no config nope\.yaml/);
   writeFileSync(path.join(folder, 'experiment.json'), JSON.stringify({ methods: ['uniform'], baseline: 'speed' }));

@@ -103,7 +103,8 @@ export const SCHEMA: Section = section('speed-train configuration', {
     decay: { kind: 'number', default: 0.9999, min: 0, max: 1, doc: 'EMA decay per step' },
   }),
   data: section('training data', {
-    name: { kind: 'enum', default: 'synthetic', values: ['synthetic', 'image_folder', 'latents'], doc: 'dataset kind' },
+    name: { kind: 'enum', default: 'synthetic', values: ['synthetic', 'image_folder', 'latents', 'scenes', 'digits'], doc: 'dataset kind (scenes: generated multi-object scenes; digits: scikit-learn 8x8 digits)' },
+    data_seed: { kind: 'int', default: null, nullable: true, min: 0, max: 2 ** 31 - 1, doc: 'synthetic/scenes: seed of the generated images (null: seed); fixes the data while seed varies' },
     root: { kind: 'string', default: null, nullable: true, doc: 'image_folder: folder of images (class subfolders or flat); latents: a shard folder (manifest.json, from speed-train encode), fast-DiT features (<name>_features/ + <name>_labels/), or a [N,C,H,W] float32 .npy' },
     labels: { kind: 'string', default: null, nullable: true, doc: 'latents: labels .npy [N] (default: <root without .npy>_labels.npy)' },
     batch_size: { kind: 'int', default: 256, min: 1, doc: 'global batch size' },
@@ -220,7 +221,8 @@ export interface Config {
   };
   ema: { decay: number };
   data: {
-    name: 'synthetic' | 'image_folder' | 'latents';
+    name: 'synthetic' | 'image_folder' | 'latents' | 'scenes' | 'digits';
+    data_seed: number | null;
     root: string | null;
     labels: string | null;
     batch_size: number;

@@ -225,7 +225,7 @@ export function crossCheck(c: Config, prov: Provenance, problems?: Problems): vo
     }
   });
   check(() => {
-    if (c.data.name !== 'synthetic' && !c.data.root) {
+    if (['image_folder', 'latents'].includes(c.data.name) && !c.data.root) {
       fail('data.root', prov, `data.name is ${c.data.name}: expected the path of the ${c.data.name === 'latents' ? 'latents .npy file' : 'image folder'}, found null`);
     }
   });

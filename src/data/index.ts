@@ -9,6 +9,8 @@ import { LatentsDataset } from './latents.js';
 import { FeatureFolderDataset, findFeatureFolders, LatentShardsDataset, MANIFEST } from './latent-shards.js';
 import { DataError } from '../errors.js';
 import { SyntheticDataset } from './synthetic.js';
+import { SceneDataset } from './scenes.js';
+import { DigitsDataset } from './digits.js';
 import type { Dataset } from './types.js';
 
 export { BatchLoader, type DataPosition } from './loader.js';
@@ -16,6 +18,8 @@ export { SyntheticDataset, renderSynthetic, syntheticClassName } from './synthet
 export { ImageFolderDataset, scanImageFolder } from './image-folder.js';
 export { LatentsDataset } from './latents.js';
 export { LatentShardsDataset, FeatureFolderDataset, readManifest, type LatentManifest } from './latent-shards.js';
+export { SceneDataset, renderScene, describeScene, SCENE_CLASSES } from './scenes.js';
+export { DigitsDataset, readDigits, parseDigits, DIGITS_FILE } from './digits.js';
 export type { Batch, Dataset } from './types.js';
 
 /** The image limits of the config's data: section. */
@@ -27,7 +31,11 @@ export function makeDataset(c: Config, warn?: (msg: string) => void): Dataset {
   const d = c.data;
   switch (d.name) {
     case 'synthetic':
-      return new SyntheticDataset({ seed: c.seed, size: d.num_samples, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes });
+      return new SyntheticDataset({ seed: d.data_seed ?? c.seed, size: d.num_samples, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes });
+    case 'scenes':
+      return new SceneDataset({ seed: d.data_seed ?? c.seed, size: d.num_samples, imageSize: d.image_size, channels: d.channels });
+    case 'digits':
+      return new DigitsDataset({ file: d.root ? path.resolve(d.root) : undefined, imageSize: d.image_size, channels: d.channels });
     case 'image_folder':
       return new ImageFolderDataset({
         root: path.resolve(d.root!), imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes,

@@ -8,7 +8,7 @@ import { flipSample } from './types.js';
 
 type Inside = (du: number, dv: number, r: number) => boolean;
 
-const SHAPES: { name: string; inside: Inside }[] = [
+export const SHAPES: { name: string; inside: Inside }[] = [
   { name: 'disc', inside: (u, v, r) => u * u + v * v < r * r },
   { name: 'square', inside: (u, v, r) => Math.abs(u) < 0.85 * r && Math.abs(v) < 0.85 * r },
   { name: 'triangle', inside: (u, v, r) => v > -r && v < 0.8 * r && Math.abs(u) < (v + r) / 1.8 },

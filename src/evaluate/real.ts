@@ -3,7 +3,7 @@
 import type { Config } from '../config/index.js';
 import path from 'node:path';
 
-import { imageLimits, ImageFolderDataset, makeDataset, SyntheticDataset, type Dataset } from '../data/index.js';
+import { imageLimits, ImageFolderDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
 import type { ImageSet } from '../eval/index.js';
 import { toUint8NHWC } from '../generate/images.js';
@@ -35,17 +35,20 @@ export function seededOrder(n: number, seed: number): Int32Array {
 }
 
 /**
- * `n` real images of the configured data set. The built-in synthetic set is a
- * function of (seed, index), so indices past data.num_samples were never trained
+ * `n` real images of the configured data set. The generated sets (synthetic,
+ * scenes) are functions of (data seed, index), so indices past data.num_samples were never trained
  * on: those are used. Other data sets give a seeded subset of their images (as
  * ImageNet FID uses training images).
  */
 export async function referenceImages(c: Config, n: number, keyPath = 'evaluate.num_reference'): Promise<ImageSet> {
   const d = c.data;
-  if (d.name === 'synthetic') {
-    const all = new SyntheticDataset({ seed: c.seed, size: d.num_samples + n, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes });
+  if (d.name === 'synthetic' || d.name === 'scenes') {
+    const seed = d.data_seed ?? c.seed;
+    const all = d.name === 'synthetic'
+      ? new SyntheticDataset({ seed, size: d.num_samples + n, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes })
+      : new SceneDataset({ seed, size: d.num_samples + n, imageSize: d.image_size, channels: d.channels });
     try {
-      return await realImages(all, range(d.num_samples, n), `synthetic data (seed ${c.seed}), ${n} held-out images`);
+      return await realImages(all, range(d.num_samples, n), `${d.name} data (seed ${seed}), ${n} held-out images`);
     } finally {
       await all.close();
     }

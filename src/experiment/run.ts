@@ -11,13 +11,13 @@ import path from 'node:path';
 
 import { listCheckpoints, stepDirName } from '../checkpoint/index.js';
 import { loadConfig, type Config } from '../config/index.js';
-import { makeDataset, SyntheticDataset, type Dataset } from '../data/index.js';
+import { makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
 import { evaluateFeatures, extractFeatures, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
 import { featNetFeatureSpace, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet } from '../featnet/index.js';
 import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
 import { train } from '../train/index.js';
-import { loadExperimentSpec, type ExperimentSpec, type MetricKey } from './spec.js';
+import { loadExperimentSpec, type ExperimentSpec, type MetricKey, type SamplerSpec } from './spec.js';
 import { writeReport } from './report.js';
 import { range, realImages, seededOrder } from '../evaluate/real.js';
 
@@ -36,13 +36,20 @@ export type Metrics = Record<MetricKey, number | null>;
 
 export interface EvalPoint {
   step: number;
-  metrics: Metrics;
+  /** `<sampler>/<metric>` (e.g. ddpm250/featnet_fid) for every sampler evaluated at this step */
+  metrics: Record<string, number | null>;
+  /** images generated per sampler */
   n_samples: number;
-  seconds: number;
+  /** seconds per sampler name */
+  seconds: Record<string, number>;
 }
+
+/** The key of one curve: a sampler's metric. */
+export const curveKey = (sampler: string, metric: MetricKey): string => `${sampler}/${metric}`;
 
 export interface MethodResult {
   method: string;
+  seed: number;
   sampling: string;
   weighting: string;
   experiment_dir: string;
@@ -95,27 +102,35 @@ function heldOutData(c: Config, spec: ExperimentSpec): { featTrain: Dataset; fea
   const d = c.data;
   const nRef = spec.reference_images;
   const nHeld = spec.featnet.held_out_images;
-  if (d.name === 'synthetic') {
-    const all = new SyntheticDataset({ seed: c.seed, size: d.num_samples + nRef + nHeld, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes });
+  const dataSeed = d.data_seed ?? c.seed;
+  if (d.name === 'synthetic' || d.name === 'scenes') {
+    const size = d.num_samples + nRef + nHeld;
+    const all = d.name === 'synthetic'
+      ? new SyntheticDataset({ seed: dataSeed, size, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes })
+      : new SceneDataset({ seed: dataSeed, size, imageSize: d.image_size, channels: d.channels });
     return {
       featTrain: new SubsetDataset(all, range(0, d.num_samples), 'training images'),
       featHeld: new SubsetDataset(all, range(d.num_samples + nRef, nHeld), 'held-out images'),
       reference: all,
       refIdx: range(d.num_samples, nRef),
-      note: `${nRef} held-out synthetic images (indices ${d.num_samples}..${d.num_samples + nRef - 1}, never trained on)`,
+      note: `${nRef} held-out ${d.name} images (data seed ${dataSeed}, indices ${d.num_samples}..${d.num_samples + nRef - 1}, never trained on)`,
       close: () => all.close(),
     };
   }
   const data = makeDataset(c);
-  if (data.size < 2 * (nRef + nHeld)) throw new ConfigError('reference_images', `the data set has ${data.size} images, too few for ${nRef} reference and ${nHeld} held-out images`);
-  // a seeded permutation: reference first, then the feature network's held-out split, the rest trains it
-  const order = seededOrder(data.size, c.seed);
+  // A finite data set: the reference is a seeded subset of the training images
+  // (all of them when reference_images >= size), as FID on ImageNet or FFHQ
+  // uses the training set. The feature network holds out the last nHeld of
+  // the same seeded order for its accuracy and trains on the rest.
+  if (nHeld > data.size / 2) throw new ConfigError('featnet.held_out_images', `${nHeld} is more than half of the data set's ${data.size} images`);
+  const order = seededOrder(data.size, dataSeed);
+  const n = Math.min(nRef, data.size);
   return {
-    featTrain: new SubsetDataset(data, order.slice(nRef + nHeld), 'feature-network training split'),
-    featHeld: new SubsetDataset(data, order.slice(nRef, nRef + nHeld), 'held-out split'),
+    featTrain: new SubsetDataset(data, order.slice(0, data.size - nHeld), 'feature-network training split'),
+    featHeld: new SubsetDataset(data, order.slice(data.size - nHeld), 'held-out split'),
     reference: data,
-    refIdx: order.slice(0, nRef),
-    note: `${nRef} images drawn (seeded) from the training data (${data.description})`,
+    refIdx: order.slice(0, n),
+    note: n === data.size ? `all ${n} training images (${data.description})` : `${n} images drawn (seeded) from the training data (${data.description})`,
     close: () => data.close(),
   };
 }
@@ -145,30 +160,42 @@ function metricsOf(prefix: 'featnet' | 'pixel', m: ReturnType<typeof evaluateFea
   return { [`${prefix}_fid`]: m.fid, [`${prefix}_kid`]: m.kid_mean, [`${prefix}_precision`]: m.precision, [`${prefix}_recall`]: m.recall };
 }
 
-/** Samples K images per class from a checkpoint's EMA weights and scores them in both spaces. */
+/** Samples K images per class from a checkpoint's EMA weights with each sampler and scores them in both spaces. */
 async function evaluateCheckpoint(
-  ckpt: string, sampleCfg: Config, spaces: { space: FeatureSpace; ref: ReferenceStats; prefix: 'featnet' | 'pixel' }[], spec: ExperimentSpec,
+  ckpt: string, samplers: { spec: SamplerSpec; config: Config }[], spaces: { space: FeatureSpace; ref: ReferenceStats; prefix: 'featnet' | 'pixel' }[], spec: ExperimentSpec,
 ): Promise<EvalPoint> {
-  const t0 = performance.now();
-  const g = loadForGeneration(sampleCfg, ckpt);
-  try {
-    const { inChannels: C, inputSize: H, numClasses } = g.model.config;
-    const K = sampleCfg.sample.num_per_class;
-    const classes = Math.max(1, numClasses);
-    const labels = Int32Array.from({ length: classes * K }, (_, i) => Math.floor(i / K));
-    // The model's noise stream starts from the same seed at every checkpoint:
-    // every evaluation (and every method) samples from the same x_T.
-    const x = await generate(g, { ...sampleCfg.sample, use_ema: true }, labels, sampleCfg.sample.batch_size);
-    const imgs: ImageBatch = { data: toUint8NHWC(x, labels.length, C, H, H), N: labels.length, H, W: H, C };
-    const metrics = {} as Metrics;
-    for (const s of spaces) {
-      const f = await extractFeatures(s.space, imgs);
-      Object.assign(metrics, metricsOf(s.prefix, evaluateFeatures(f, imgs.N, s.ref, { kid: { subsets: spec.kid_subsets, seed: 0 }, k: spec.prdc_k })));
+  const point: EvalPoint = { step: -1, metrics: {}, n_samples: 0, seconds: {} };
+  for (const { spec: sp, config: sampleCfg } of samplers) {
+    const t0 = performance.now();
+    const g = loadForGeneration(sampleCfg, ckpt);
+    try {
+      const { inChannels: C, inputSize: H, numClasses } = g.model.config;
+      const K = sampleCfg.sample.num_per_class;
+      const classes = Math.max(1, numClasses);
+      const labels = Int32Array.from({ length: classes * K }, (_, i) => Math.floor(i / K));
+      // The model's noise stream starts from the same seed at every checkpoint:
+      // every evaluation (and every method of a seed) samples from the same x_T.
+      const x = await generate(g, { ...sampleCfg.sample, use_ema: true }, labels, sampleCfg.sample.batch_size);
+      const imgs: ImageBatch = { data: toUint8NHWC(x, labels.length, C, H, H), N: labels.length, H, W: H, C };
+      for (const s of spaces) {
+        const f = await extractFeatures(s.space, imgs);
+        for (const [k, v] of Object.entries(metricsOf(s.prefix, evaluateFeatures(f, imgs.N, s.ref, { kid: { subsets: spec.kid_subsets, seed: 0 }, k: spec.prdc_k })))) {
+          point.metrics[`${sp.name}/${k}`] = v ?? null;
+        }
+      }
+      point.step = g.step;
+      point.n_samples = imgs.N;
+      point.seconds[sp.name] = (performance.now() - t0) / 1000;
+    } finally {
+      g.model.dispose();
     }
-    return { step: g.step, metrics, n_samples: imgs.N, seconds: (performance.now() - t0) / 1000 };
-  } finally {
-    g.model.dispose();
   }
+  return point;
+}
+
+/** The samplers to run at checkpoint number i (1-based) of n: each at its `every`, all at the last. */
+export function samplersAt<T extends { spec: SamplerSpec }>(samplers: T[], i: number, n: number): T[] {
+  return samplers.filter((s) => i === n || i % s.spec.every === 0);
 }
 
 export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
@@ -181,17 +208,32 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   log(`experiment: ${spec.methods.join(', ')} (baseline ${spec.baseline}) from ${dir}${specFile ? ` + ${path.basename(specFile)}` : ''}${o.quick ? ' [quick]' : ''} -> ${out}`);
 
   const overrides = [...spec.overrides, ...(o.overrides ?? []), 'sample_at_end=false'];
-  const load = (m: string, phase: 'train' | 'sample') =>
-    loadConfig(path.join(dir, `${m}.yaml`), { overrides: [...overrides, `experiment_dir=${path.join(out, m)}`], phase }).config;
-  const configs = spec.methods.map((method) => ({ method, config: load(method, 'train'), sample: load(method, 'sample') }));
-  checkComparable(configs);
-  const base = configs[0].config;
+  const load = (m: string, phase: 'train' | 'sample', extra: string[]) =>
+    loadConfig(path.join(dir, `${m}.yaml`), { overrides: [...overrides, ...extra], phase }).config;
+  // The data stay the same for every seed (data.data_seed, default the first
+  // seed): the seeds vary the model's initialisation, noise, time steps and
+  // data order, and the feature network and reference are shared.
+  const probe = load(spec.methods[0], 'train', []);
+  const dataSeed = probe.data.data_seed ?? spec.seeds[0];
+  const runDir = (seed: number, m: string) => path.join(out, `seed-${seed}`, m);
+  const bySeed = spec.seeds.map((seed) => {
+    const extra = (m: string) => [`seed=${seed}`, `data.data_seed=${dataSeed}`, `experiment_dir=${runDir(seed, m)}`];
+    const configs = spec.methods.map((method) => ({
+      method, config: load(method, 'train', extra(method)),
+      samplers: spec.samplers.map((sp) => ({
+        spec: sp, config: load(method, 'sample', [...extra(method), `sample.sampler=${sp.sampler}`, `sample.steps=${sp.steps}`, `sample.eta=${sp.eta}`]),
+      })),
+    }));
+    checkComparable(configs);
+    return { seed, configs };
+  });
+  const base = bySeed[0].configs[0].config;
   if (base.ckpt_every <= 0 || base.max_training_steps <= 0) {
     throw new ConfigError('ckpt_every', 'the experiment evaluates every checkpoint: set ckpt_every > 0 and max_training_steps > 0 in base.yaml');
   }
-  writeFileSync(path.join(out, 'experiment.json'), JSON.stringify({ spec, overrides, config: o.config }, null, 2) + '\n');
+  writeFileSync(path.join(out, 'experiment.json'), JSON.stringify({ spec, overrides, data_seed: dataSeed, config: o.config }, null, 2) + '\n');
 
-  // Feature network and reference statistics, shared by every method.
+  // Feature network and reference statistics, shared by every method and seed.
   const sets = heldOutData(base, spec);
   const fnFile = path.join(out, 'featnet.safetensors');
   const fn = await getFeatNet(fnFile, base, spec, sets, log);
@@ -204,43 +246,48 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     { space: pixSpace, prefix: 'pixel' as const, ref: referenceFromFeatures(await extractFeatures(pixSpace, refImgs), refImgs.N, pixSpace.dim, pixSpace.name, sets.note) },
   ];
   log(`reference: ${sets.note}; feature spaces ${featSpace.name} and ${pixSpace.name}`);
+  const samplerNames = spec.samplers.map((sp) => `${sp.name}:${sp.sampler}:${sp.steps}:${sp.eta}:${sp.every}`).join();
 
   const results: MethodResult[] = [];
   try {
-    for (const { method, config, sample } of configs) {
-      const exp = config.experiment_dir;
-      const evalsFile = path.join(exp, 'evals.json');
-      const expected = Array.from({ length: Math.floor(config.max_training_steps / config.ckpt_every) }, (_, i) => (i + 1) * config.ckpt_every);
-      if (config.max_training_steps % config.ckpt_every !== 0) expected.push(config.max_training_steps);
-      if (existsSync(evalsFile)) {
-        const prev = JSON.parse(readFileSync(evalsFile, 'utf8')) as MethodResult & { featnet_space?: string };
-        if (prev.featnet_space === featSpace.name && prev.evals.map((e) => e.step).join() === expected.join()) {
-          log(`${method}: already evaluated (${evalsFile}); skipping`);
-          results.push(prev);
-          continue;
+    for (const { seed, configs } of bySeed) {
+      for (const { method, config, samplers } of configs) {
+        const exp = config.experiment_dir;
+        const evalsFile = path.join(exp, 'evals.json');
+        const expected = Array.from({ length: Math.floor(config.max_training_steps / config.ckpt_every) }, (_, i) => (i + 1) * config.ckpt_every);
+        if (config.max_training_steps % config.ckpt_every !== 0) expected.push(config.max_training_steps);
+        if (existsSync(evalsFile)) {
+          const prev = JSON.parse(readFileSync(evalsFile, 'utf8')) as MethodResult & { featnet_space?: string; samplers?: string };
+          if (prev.featnet_space === featSpace.name && prev.samplers === samplerNames && prev.evals.map((e) => e.step).join() === expected.join()) {
+            log(`seed ${seed} ${method}: already evaluated (${evalsFile}); skipping`);
+            results.push(prev);
+            continue;
+          }
         }
+        log(`seed ${seed} ${method}: training ${config.max_training_steps} steps (sampling ${config.diffusion.sampling}, weighting ${config.diffusion.weighting})`);
+        const tr = await train({
+          // Not evaluated yet: train this method again from scratch, replacing a partial earlier run.
+          config: { ...config, overwrite: true }, resume: null, handleSignals: false, log: (l) => log(`seed ${seed} ${method}: ${l}`),
+          progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream,
+        });
+        if (tr.interrupted) throw new Error(`seed ${seed} ${method}: training was interrupted`);
+        const r: MethodResult & { featnet_space: string; samplers: string } = {
+          method, seed, sampling: config.diffusion.sampling, weighting: config.diffusion.weighting, experiment_dir: exp,
+          train_seconds: tr.seconds, evals: [], featnet_space: featSpace.name, samplers: samplerNames,
+        };
+        const ckpts = listCheckpoints(exp).filter((c) => expected.includes(Number(path.basename(c))));
+        for (const ckpt of ckpts) {
+          const i = expected.indexOf(Number(path.basename(ckpt))) + 1;
+          const e = await evaluateCheckpoint(ckpt, samplersAt(samplers, i, expected.length), spaces, spec);
+          r.evals.push(e);
+          const shown = Object.entries(e.metrics).filter(([k]) => k.endsWith('_fid')).map(([k, v]) => `${k} ${v?.toFixed(4)}`).join(', ');
+          log(`seed ${seed} ${method} step ${e.step}: ${shown} (${Object.values(e.seconds).reduce((a, b) => a + b, 0).toFixed(1)} s)`);
+          // Checkpoints are large; keep the last one only, unless asked.
+          if (!spec.keep_checkpoints && !ckpt.endsWith(stepDirName(config.max_training_steps))) rmSync(ckpt, { recursive: true, force: true });
+        }
+        writeFileSync(evalsFile, JSON.stringify(r, null, 2) + '\n');
+        results.push(r);
       }
-      log(`${method}: training ${config.max_training_steps} steps (sampling ${config.diffusion.sampling}, weighting ${config.diffusion.weighting})`);
-      const tr = await train({
-        // Not evaluated yet: train this method again from scratch, replacing a partial earlier run.
-        config: { ...config, overwrite: true }, resume: null, handleSignals: false, log: (l) => log(`${method}: ${l}`),
-        progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream,
-      });
-      if (tr.interrupted) throw new Error(`${method}: training was interrupted`);
-      const r: MethodResult & { featnet_space: string } = {
-        method, sampling: config.diffusion.sampling, weighting: config.diffusion.weighting, experiment_dir: exp,
-        train_seconds: tr.seconds, evals: [], featnet_space: featSpace.name,
-      };
-      const ckpts = listCheckpoints(exp).filter((c) => expected.includes(Number(path.basename(c))));
-      for (const ckpt of ckpts) {
-        const e = await evaluateCheckpoint(ckpt, sample, spaces, spec);
-        r.evals.push(e);
-        log(`${method} step ${e.step}: featnet FID ${e.metrics.featnet_fid?.toFixed(4)}, pixel FID ${e.metrics.pixel_fid?.toFixed(4)} (${e.seconds.toFixed(1)} s)`);
-        // Checkpoints are large; keep the last one only, unless asked.
-        if (!spec.keep_checkpoints && !ckpt.endsWith(stepDirName(config.max_training_steps))) rmSync(ckpt, { recursive: true, force: true });
-      }
-      writeFileSync(evalsFile, JSON.stringify(r, null, 2) + '\n');
-      results.push(r);
     }
   } finally {
     fn.net.dispose();

@@ -18,8 +18,25 @@ export interface FeatNetSpec {
   mlp_ratio: number;
 }
 
+/** One evaluation sampler: its name is the prefix of its metrics (`ddpm250/featnet_fid`). */
+export interface SamplerSpec {
+  name: string;
+  sampler: 'ddpm' | 'ddim';
+  /** respacing, as sample.steps: "250", "ddim50" */
+  steps: string;
+  eta: number;
+  /** evaluate at every `every`-th checkpoint (1: all); the last checkpoint always */
+  every: number;
+}
+
 export interface ExperimentSpec {
   methods: string[];
+  /** training seeds: every method trains once per seed (data fixed by data.data_seed) */
+  seeds: number[];
+  /** evaluation samplers, the first is the primary one */
+  samplers: SamplerSpec[];
+  /** confidence level of the intervals over seeds */
+  ci_level: number;
   baseline: string;
   primary_metric: MetricKey;
   reference_images: number;
@@ -36,8 +53,13 @@ export const METRIC_KEYS = ['featnet_fid', 'featnet_kid', 'featnet_precision', '
 export type MetricKey = (typeof METRIC_KEYS)[number];
 export const lowerIsBetter = (m: MetricKey): boolean => !m.endsWith('precision') && !m.endsWith('recall');
 
+const DEFAULT_SAMPLER: SamplerSpec = { name: 'ddim20', sampler: 'ddim', steps: 'ddim20', eta: 0, every: 1 };
+
 const DEFAULTS: ExperimentSpec = {
   methods: ['uniform', 'speed', 'p2', 'min_snr', 'lognorm'],
+  seeds: [0],
+  samplers: [DEFAULT_SAMPLER],
+  ci_level: 0.95,
   baseline: 'uniform',
   primary_metric: 'featnet_fid',
   reference_images: 1000,
@@ -67,6 +89,16 @@ function merge(file: string, base: ExperimentSpec, src: Json, prefix: string): E
       }
       continue;
     }
+    if (k === 'seeds') {
+      if (!Array.isArray(v) || v.length === 0 || !v.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 31)) throw new ConfigError(key, `expected a non-empty list of integer seeds >= 0, found ${JSON.stringify(v)}`, file);
+      if (new Set(v).size !== v.length) throw new ConfigError(key, `lists a seed twice: ${JSON.stringify(v)}`, file);
+      out.seeds = v;
+      continue;
+    }
+    if (k === 'samplers') {
+      out.samplers = parseSamplers(v, key, file);
+      continue;
+    }
     if (!(k in out)) throw new ConfigError(key, `unknown key (expected one of: ${Object.keys(DEFAULTS).join(', ')}, quick)`, file);
     const want = DEFAULTS[k as keyof ExperimentSpec];
     if (Array.isArray(want)) {
@@ -75,6 +107,25 @@ function merge(file: string, base: ExperimentSpec, src: Json, prefix: string): E
     out[k] = k === 'overrides' ? [...(out.overrides as string[]), ...(v as string[])] : v;
   }
   return out as unknown as ExperimentSpec;
+}
+
+function parseSamplers(v: unknown, key: string, file: string): SamplerSpec[] {
+  if (!Array.isArray(v) || v.length === 0) throw new ConfigError(key, `expected a non-empty list of samplers {name, sampler, steps, eta, every}, found ${JSON.stringify(v)}`, file);
+  const out = v.map((x, i): SamplerSpec => {
+    const at = `${key}[${i}]`;
+    if (!isObj(x)) throw new ConfigError(at, `expected an object {name, sampler, steps, eta, every}, found ${JSON.stringify(x)}`, file);
+    for (const k of Object.keys(x)) if (!(k in DEFAULT_SAMPLER)) throw new ConfigError(`${at}.${k}`, `unknown key (expected one of: ${Object.keys(DEFAULT_SAMPLER).join(', ')})`, file);
+    const s = { ...DEFAULT_SAMPLER, ...x } as SamplerSpec;
+    if (typeof s.name !== 'string' || !/^[A-Za-z0-9_-]+$/.test(s.name)) throw new ConfigError(`${at}.name`, `expected a name of letters, digits, _ or -, found ${JSON.stringify(s.name)}`, file);
+    if (s.sampler !== 'ddpm' && s.sampler !== 'ddim') throw new ConfigError(`${at}.sampler`, `expected ddpm or ddim, found ${JSON.stringify(s.sampler)}`, file);
+    if (typeof s.steps === 'number') s.steps = String(s.steps);
+    if (typeof s.steps !== 'string' || s.steps.length === 0) throw new ConfigError(`${at}.steps`, `expected a respacing like "250" or "ddim50", found ${JSON.stringify(s.steps)}`, file);
+    if (typeof s.eta !== 'number' || !(s.eta >= 0 && s.eta <= 1)) throw new ConfigError(`${at}.eta`, `expected a number in [0, 1], found ${JSON.stringify(s.eta)}`, file);
+    if (!Number.isInteger(s.every) || s.every < 1) throw new ConfigError(`${at}.every`, `expected a positive integer, found ${JSON.stringify(s.every)}`, file);
+    return s;
+  });
+  if (new Set(out.map((s) => s.name)).size !== out.length) throw new ConfigError(key, 'two samplers share a name', file);
+  return out;
 }
 
 /** experiment.json in `dir` (defaults when absent), with the `quick` section merged over it when asked. */
@@ -104,6 +155,7 @@ export function loadExperimentSpec(dir: string, quick: boolean): { spec: Experim
     if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new ConfigError('methods', `method names are file names without .yaml, found ${JSON.stringify(m)}`, file);
     if (!existsSync(path.join(dir, `${m}.yaml`))) throw new ConfigError('methods', `no config ${m}.yaml in ${dir}`, file);
   }
+  if (!(spec.ci_level > 0 && spec.ci_level < 1)) throw new ConfigError('ci_level', `expected a number in (0, 1), found ${spec.ci_level}`, file);
   for (const k of ['reference_images', 'pixel_feature_size', 'kid_subsets', 'prdc_k'] as const) {
     if (!Number.isInteger(spec[k]) || spec[k] < 1) throw new ConfigError(k, `expected a positive integer, found ${spec[k]}`, file);
   }
