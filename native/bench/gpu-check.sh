@@ -21,6 +21,7 @@
 #   (e) PyTorch, reduced: DiT-XL/2 b32 eager + compile, SDPA attention, copy, GEMM
 #   (f) compute-sanitizer memcheck (+ racecheck) of the bf16 attention test, LN, and memcheck of
 #       the optimizer section, if >= 60 s left
+#   then the CLI on the GPU (train 200 steps, grid, inference through the addon) when node is there
 #   (g) the summary table, LAST (also written to summary.txt)
 # At most 8 files in $OUT (or ./gpu-check-out): machine.txt build.txt tests.txt
 # bench_native.jsonl torch.jsonl stderr.txt status.txt summary.txt.
@@ -347,6 +348,14 @@ if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
   step racecheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" fp32 ln
   # the optimizer's check kernels (__syncthreads_or, the skip flag written by other blocks)
   step memcheck-fp32-optimizer 20 10 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 optimizer
+  # the VAE's kernels (im2col + GEMM conv, GroupNorm's block reduction, upsample, the GEMM
+  # attention's row softmax), op by op at the test's small shapes
+  if [ -x "$VAET" ]; then
+    for f in conv group_norm small attention; do
+      step memcheck-fp32-vae-$f 25 8 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$VAET" fp32 $f
+    done
+    step racecheck-fp32-vae-group_norm 25 8 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$VAET" fp32 group_norm
+  fi
 else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"
 fi
@@ -374,6 +383,24 @@ if [ -x "$BUILD/test_cuda_nccl" ]; then
   echo "nccl: 2+ GPUs: mpirun -np <gpus> --allow-run-as-root $BUILD/test_cuda_nccl" | tee -a "$STATUS"
 else
   echo "nccl: $BUILD/test_cuda_nccl not built (no NCCL found: pip install nvidia-nccl-cu13, or -DSPEED_NCCL_INCLUDE/-DSPEED_NCCL_LIB)" | tee -a "$STATUS"
+fi
+
+# ---- the CLI on this GPU: the addon (N-API, async workers) driving the CUDA backend end to end ---------
+# Needs node from .gpu (source .gpu/enter.sh; stage it with native/bench/gpu-stage.sh, which fits
+# the 64 MiB carry) and dist/ (npm run build:ts here). A short run: train, grid, inference.
+if command -v node >/dev/null && [ -f dist/cli.js ] && [ -d node_modules/node-addon-api ] && [ $(( $(left) - RESERVE )) -ge 50 ]; then
+  step build-addon 60 10 "$BLOG" cmake --build "$BUILD" -j16 --target speed_native
+  ADDON="$BUILD/Release/speed_native.node"
+  if [ -f "$ADDON" ]; then
+    CLI_DIR=$(mktemp -d)
+    SPEED_TRAIN_ADDON="$ADDON" step cli-train-cuda 40 15 "$TLOG" node dist/cli.js -c configs/default.yaml device=cuda \
+      max_training_steps=200 log_every=50 experiment_dir="$CLI_DIR/run" sample.num_per_class=2 sample.steps=ddim10
+    SPEED_TRAIN_ADDON="$ADDON" step cli-inference-cuda 30 10 "$TLOG" node dist/cli.js -c configs/default.yaml device=cuda \
+      experiment_dir="$CLI_DIR/run" -p inference inference.num_samples=64 inference.steps=ddim10 inference.save_png=false
+    ls "$CLI_DIR"/run/inference-*/samples.npz >/dev/null 2>&1 && echo "cli: samples.npz written on cuda" | tee -a "$STATUS"
+  fi
+else
+  echo "cli: SKIPPED (needs node + dist/ + node_modules from .gpu, and >= 50 s)" | tee -a "$STATUS"
 fi
 
 # ---- (g) summary (last) --------------------------------------------------------------------------------
