@@ -11,7 +11,8 @@ import * as zlib from 'node:zlib';
 import {
   checkStoredConfig, ensureWritableDir, listCheckpoints, loadCheckpoint, loadForResume, readState, useCheckpoint, verifyCheckpoint, writeCheckpoint,
 } from '../src/checkpoint/index.js';
-import { CheckpointError } from '../src/errors.js';
+import { CheckpointError, SpeedTrainError } from '../src/errors.js';
+import { writeRunFile } from '../src/checkpoint/fs.js';
 import { defaultsOf } from '../src/config/schema.js';
 import { FakeModel } from './checkpoint-fake.js';
 
@@ -269,4 +270,25 @@ test('a read-only or impossible experiment_dir is named with the reason', (t) =>
   ensureWritableDir(path.join(dir, 'ok', 'a', 'b'));
   assert.ok(existsSync(path.join(dir, 'ok', 'a', 'b')));
   assert.deepEqual(readdirSync(path.join(dir, 'ok', 'a', 'b')), [], 'the probe file is removed');
+});
+
+test("a run's own files (config.yaml, metrics.jsonl) on a full disk: an error naming the file, not a raw ENOSPC", (t) => {
+  const mnt = mountTmpfs('64k');
+  if (typeof mnt !== 'string') { t.skip(mnt.skip); return; }
+  try {
+    const file = path.join(mnt, 'metrics.jsonl');
+    writeRunFile(file, '{"step": 1}\n');
+    const line = JSON.stringify({ step: 2, pad: 'x'.repeat(200 * 1024) }) + '\n';
+    assert.throws(() => writeRunFile(file, line, { append: true }), (e: unknown) => {
+      assert.ok(e instanceof SpeedTrainError, String(e));
+      assert.ok(e.message.startsWith(`${file}: no space left on device (ENOSPC): more space is needed, `), e.message);
+      assert.match(e.message, /free on the file system of .*; free some space \(or set experiment_dir elsewhere\) and resume/);
+      return true;
+    });
+  } finally {
+    umount(mnt);
+  }
+  const dir = tmp();
+  writeFileSync(path.join(dir, 'file'), 'x');
+  assert.throws(() => writeRunFile(path.join(dir, 'file', 'config.yaml'), 'a: 1\n'), /file\/config\.yaml: a path component is a file, not a folder \(ENOTDIR\)/);
 });

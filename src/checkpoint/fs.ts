@@ -1,10 +1,10 @@
 // File-system failures said in words: a full disk, a read-only or missing
 // folder become a CheckpointError naming the file or folder and, for a full
 // disk, how much space the write needs and how much is free.
-import { accessSync, constants, mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { accessSync, appendFileSync, constants, mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { CheckpointError } from '../errors.js';
+import { CheckpointError, SpeedTrainError } from '../errors.js';
 
 /** 1536 -> "1.5 KiB" (binary units). */
 function formatBytes(bytes: number): string {
@@ -94,3 +94,18 @@ function nearestExisting(dir: string): string {
     }
   }
 }
+
+/**
+ * Writes (or appends to) one of a run's own files (config.yaml, metrics.jsonl):
+ * a full disk or an unwritable folder is an error naming the file and why, not a
+ * raw ENOSPC stack. Checkpoints have their own atomic writer.
+ */
+export function writeRunFile(file: string, data: string, opts: { append?: boolean } = {}): void {
+  try {
+    if (opts.append) appendFileSync(file, data);
+    else writeFileSync(file, data);
+  } catch (e) {
+    throw new SpeedTrainError(`${file}: ${describeWriteError(e, path.dirname(file))}`);
+  }
+}
+

@@ -2,9 +2,10 @@
 // native train step (noise, loss, backward, clip, AdamW, EMA) -> metrics,
 // progress, checkpoints. Every random decision comes from a generator whose
 // state goes into the checkpoint, so a resumed run continues exactly.
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { writeRunFile } from '../checkpoint/fs.js';
 import { ensureWritableDir, loadForResume, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
 import { speedSection, type Config } from '../config/schema.js';
 import { configToYaml } from '../config/load.js';
@@ -78,7 +79,7 @@ function truncateMetrics(file: string, step: number): void {
     if (!l.trim()) return false;
     try { return (JSON.parse(l) as MetricsLine).step <= step; } catch { return false; }
   });
-  writeFileSync(file, kept.map((l) => l + '\n').join(''));
+  writeRunFile(file, kept.map((l) => l + '\n').join(''));
 }
 
 /** 1536 -> "1.5 KiB", 3.2e9 -> "3.0 GiB" (binary units, 3 significant figures at most). */
@@ -125,7 +126,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (w.isRoot) {
       if (!resumeSpec) prepareFreshRun(exp, c.overwrite, log); // before anything of this run is written
       ensureWritableDir(exp); // an unwritable experiment_dir fails here, named
-      writeFileSync(path.join(exp, 'config.yaml'), configToYaml(c));
+      writeRunFile(path.join(exp, 'config.yaml'), configToYaml(c));
     }
     const metricsFile = path.join(exp, 'metrics.jsonl');
 
@@ -153,7 +154,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
     } else {
       initFrom(model, c, log); // rank 0's weights reach the others with the state below
-      if (w.isRoot && existsSync(metricsFile)) writeFileSync(metricsFile, ''); // a fresh run starts a fresh log
+      if (w.isRoot && existsSync(metricsFile)) writeRunFile(metricsFile, ''); // a fresh run starts a fresh log
     }
     if (w.distributed) {
       // Rank 0's state on every rank: a resume works on any world size.
@@ -242,7 +243,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         const sec = (Date.now() - intervalStart) / 1000;
         lastLine = summarise(accum, { step, epoch: batch.epoch, lr, imagesPerSec: intervalImages / Math.max(1e-6, sec), T });
         if (w.isRoot) {
-          appendFileSync(metricsFile, JSON.stringify(lastLine) + '\n');
+          writeRunFile(metricsFile, JSON.stringify(lastLine) + '\n', { append: true });
           if (tb) writeMetricsLine(tb, lastLine);
         }
         progress.line(step, {
