@@ -132,3 +132,15 @@ export class Progress {
     this.drawn = false;
   }
 }
+
+/** 1536 -> "1.5 KiB", 3.2e9 -> "3.0 GiB" (binary units, 3 significant figures at most). */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 || v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`;
+}

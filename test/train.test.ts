@@ -8,7 +8,7 @@ import { tinyConfig, useAddon } from './helpers-e2e.js';
 
 useAddon();
 const { train, lrAt, dropLabels } = await import('../src/train/index.js');
-const { formatBytes } = await import('../src/train/loop.js');
+const { formatBytes } = await import('../src/progress.js');
 
 const quiet = { log: () => {}, handleSignals: false, progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream };
 

@@ -5,15 +5,7 @@ import { accessSync, appendFileSync, constants, mkdirSync, rmSync, statfsSync, w
 import path from 'node:path';
 
 import { CheckpointError, SpeedTrainError } from '../errors.js';
-
-/** 1536 -> "1.5 KiB" (binary units). */
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
-  return `${u === 0 || v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`;
-}
+import { formatBytes } from '../progress.js';
 
 /** Bytes free to an unprivileged writer on the file system holding `dir`, or undefined where unknown. */
 export function freeBytes(dir: string): number | undefined {

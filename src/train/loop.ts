@@ -12,7 +12,7 @@ import { configToYaml } from '../config/load.js';
 import { BatchLoader, makeDataset, type Batch, type DataPosition } from '../data/index.js';
 import { ConfigError } from '../errors.js';
 import type { DiTModel, OptimizerHyper } from '../native.js';
-import { Progress } from '../progress.js';
+import { formatBytes, Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
 import { EventWriter, writeMetricsLine } from '../tensorboard/index.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
@@ -80,18 +80,6 @@ function truncateMetrics(file: string, step: number): void {
     try { return (JSON.parse(l) as MetricsLine).step <= step; } catch { return false; }
   });
   writeRunFile(file, kept.map((l) => l + '\n').join(''));
-}
-
-/** 1536 -> "1.5 KiB", 3.2e9 -> "3.0 GiB" (binary units, 3 significant figures at most). */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 || v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`;
 }
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
