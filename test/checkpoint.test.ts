@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync, truncateSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, writeFileSync, truncateSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 
@@ -9,9 +8,9 @@ import { listCheckpoints, loadCheckpoint, readState, resolveCheckpoint, writeChe
 import { CheckpointError } from '../src/errors.js';
 import { asFloat32, encodeSafetensors, f32Tensor, readSafetensors } from '../src/io/safetensors.js';
 import { FakeModel } from './checkpoint-fake.js';
-import { useAddon } from './helpers-e2e.js';
+import { scratchDir, useAddon } from './helpers-e2e.js';
 
-const tmp = () => mkdtempSync(path.join(tmpdir(), 'ckpt-'));
+const tmp = () => scratchDir('ckpt-');
 
 test('safetensors round trip, 8-byte aligned header, metadata', () => {
   const dir = tmp();

@@ -1,5 +1,5 @@
 // Shared by the train/e2e/cli tests: a tiny, fast config and the addon path.
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -31,9 +31,22 @@ sample: {sampler: ddim, steps: ddim5, num_per_class: 2, guidance_scale: 2.0, bat
 inference: {sampler: ddim, steps: ddim5, num_samples: 6, per_proc_batch_size: 4}
 `;
 
+const scratch: string[] = [];
+process.on('exit', () => {
+  // Test runs must not fill the disk: a run's checkpoints can reach hundreds of MB.
+  if (!process.env.SPEED_TRAIN_KEEP_TMP) for (const d of scratch) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh tmp folder, removed when this test process exits (SPEED_TRAIN_KEEP_TMP=1 keeps it). */
+export function scratchDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  scratch.push(dir);
+  return dir;
+}
+
 /** A tmp folder with tiny.yaml; returns the file and the experiment dir. */
 export function tinyConfigFile(extra = ''): { file: string; exp: string } {
-  const dir = mkdtempSync(path.join(tmpdir(), 'st-e2e-'));
+  const dir = scratchDir('st-e2e-');
   const exp = path.join(dir, 'exp');
   const file = path.join(dir, 'tiny.yaml');
   writeFileSync(file, TINY.replace('EXP', exp) + extra);

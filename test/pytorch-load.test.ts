@@ -2,15 +2,13 @@
 // tools/check_load_state_dict.py (PyTorch) on a checkpoint this project writes.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
 import { writeCheckpoint } from '../src/checkpoint/index.js';
 import { defaultsOf, type Config } from '../src/config/schema.js';
 import { createModel } from '../src/train/model.js';
-import { useAddon } from './helpers-e2e.js';
+import { scratchDir, useAddon } from './helpers-e2e.js';
 
 useAddon();
 const PY = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0);
@@ -20,7 +18,7 @@ test("the README's DiT_S_2(...).load_state_dict snippet loads a checkpoint of th
   // the snippet's arguments: DiT-S/2, input_size 32, in_channels 3, num_classes 10, learn_sigma, class dropout
   c.model = { ...c.model, name: 'DiT-S/2', input_size: 32, in_channels: 3, num_classes: 10, learn_sigma: true, class_dropout_prob: 0.1, depth: null, hidden_size: null, num_heads: null, mlp_ratio: 4, init_from: null };
   c.threads = 1;
-  const exp = mkdtempSync(path.join(tmpdir(), 'ptload-'));
+  const exp = scratchDir('ptload-');
   const { model } = createModel(c);
   let dir: string;
   try {
@@ -31,7 +29,7 @@ test("the README's DiT_S_2(...).load_state_dict snippet loads a checkpoint of th
   // A checkpoint of another shape fails the same (strict) load, so the check can fail.
   const c2 = { ...c, model: { ...c.model, num_classes: 5 } };
   const { model: m2 } = createModel(c2);
-  const exp2 = mkdtempSync(path.join(tmpdir(), 'ptload-'));
+  const exp2 = scratchDir('ptload-');
   let dir2: string;
   try {
     dir2 = writeCheckpoint(m2, exp2, { step: 0, config: c2, train: {} });
