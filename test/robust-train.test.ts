@@ -15,7 +15,7 @@ import { ConfigError } from '../src/errors.js';
 import { encodePng } from '../src/generate/images.js';
 import { encodeNpyParts } from '../src/io/npy.js';
 import { DiTModel } from '../src/native.js';
-import { checkOptimizerConfig, NoProgressError, signalExitCode, skipReason, SkipGuard, STOP_SIGNALS, type StopSignal } from '../src/train/guard.js';
+import { checkOptimizerConfig, NoProgressError, signalExitCode, signalNamed, signalNumber, skipReason, SkipGuard, STOP_SIGNALS, type StopSignal } from '../src/train/guard.js';
 import { accumulate, emptyAccum, summarise, type MetricsLine } from '../src/train/metrics.js';
 import { tinyConfigFile, useAddon } from './helpers-e2e.js';
 import { HYPER, SMALL, linearTables, uniformF32 } from './helpers/native-fixtures.js';
@@ -95,6 +95,10 @@ test('metrics: skipped steps are counted by reason and kept out of the means (nu
 
 test('signal exit codes follow the shell: 128 + signo', () => {
   assert.deepEqual(STOP_SIGNALS.map(signalExitCode), [130, 143, 129, 140]);
+  // the numbers ranks agree on (the largest wins) map back to the same signal; 0: none
+  for (const s of STOP_SIGNALS) assert.equal(signalNamed(signalNumber(s)), s);
+  assert.equal(signalNumber(undefined), 0);
+  assert.equal(signalNamed(0), undefined);
 });
 
 // ---- the native step: an update that would write non-finite weights ---------------------

@@ -70,6 +70,13 @@ export function anyRank(flag: boolean): boolean {
   return distAddon().allreduceMax([flag ? 1 : 0])[0] === 1;
 }
 
+/** The largest of every rank's non-negative integer `v` (v itself on one process). */
+export function maxOverRanks(v: number): number {
+  const w = world();
+  if (!w.distributed) return v;
+  return distAddon().allreduceMax([v])[0];
+}
+
 /** Root's JSON value on every rank (others pass anything, e.g. undefined). */
 export function broadcastJson<T>(value: T, root = 0): T {
   const w = world();

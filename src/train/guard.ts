@@ -121,6 +121,12 @@ export function signalExitCode(sig: StopSignal): number {
   return 128 + constants.signals[sig];
 }
 
+/** The stop signal with number `signo` (signalNumber's inverse), or undefined. */
+export function signalNamed(signo: number): StopSignal | undefined {
+  return STOP_SIGNALS.find((s) => constants.signals[s] === signo);
+}
+export const signalNumber = (sig: StopSignal | undefined): number => (sig ? constants.signals[sig] : 0);
+
 /**
  * Installs handlers for STOP_SIGNALS: the first one calls `onStop(sig)` (the loop then
  * checkpoints after the step in flight); a second one exits at once with 128 + signo.

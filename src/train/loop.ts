@@ -16,12 +16,12 @@ import { formatBytes, Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
 import { EventWriter, writeMetricsLine } from '../tensorboard/index.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
-import { checkOptimizerConfig, installStopSignals, skipReason, SkipGuard, type StopSignal } from './guard.js';
+import { checkOptimizerConfig, installStopSignals, signalNamed, signalNumber, skipReason, SkipGuard, type StopSignal } from './guard.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
 import { prepareFreshRun } from './fresh-run.js';
 import { initFrom } from './init-from.js';
 import { createModel } from './model.js';
-import { abortWorld, anyRank, broadcastJson, placeRows, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
+import { abortWorld, broadcastJson, maxOverRanks, placeRows, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
 import { attachCollective } from '../dist/train.js';
 
 export interface TrainOptions {
@@ -242,8 +242,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         intervalStart = Date.now();
         intervalImages = 0;
       }
-      // every rank stops at the same step when any rank was signalled
-      if (w.distributed) stopRequested = anyRank(stopRequested);
+      // Every rank stops at the same step when any rank was signalled, and with the same
+      // signal (one rank may see mpirun's forwarded signal a step later than another).
+      if (w.distributed) {
+        const sig = signalNamed(maxOverRanks(signalNumber(stopSignal)));
+        if (sig) { stopRequested = true; stopSignal = sig; }
+      }
       if (c.ckpt_every > 0 && step % c.ckpt_every === 0 && step < totalSteps) save();
       if (nextBatch) batch = await nextBatch;
     }
