@@ -3,7 +3,7 @@
 // inference, faults and the stop signal. The mpirun tests skip, saying why,
 // when mpirun is missing or the addon was built without MPI.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -241,17 +241,23 @@ test('training on 2 processes: rank 0 alone writes and logs; resume 2 -> 1 and 1
   assert.equal(sm.stdout.match(/^sample: runs on rank 0 only \(of 2 processes\)$/gm)?.length, 1, sm.stdout);
 });
 
-test('a rank killed mid-run: the other exits and mpirun fails within 60 s naming the rank', { skip }, async () => {
-  const { file, exp } = tinyConfigFile();
+/** Starts a 2-process training run that would last for hours; resolves once it has logged step 200. */
+async function startLongRun(file: string): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn('mpirun', [...MPIRUN, process.execPath, ...node, CLI, '-c', file, 'max_training_steps=10000000', 'log_every=100'],
     { stdio: ['ignore', 'pipe', 'pipe'], env: ENV });
   let output = '';
   await new Promise<void>((resolve, reject) => {
     const onData = (d: Buffer) => { output += d.toString(); if (/train 200\//.test(output)) resolve(); };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
     child.on('exit', (c) => reject(new Error(`exited early (${c}): ${output}`)));
   });
+  return { child, output: () => output };
+}
+
+test('a rank killed mid-run: the other exits and mpirun fails within 60 s naming the rank', { skip }, async () => {
+  const { file, exp } = tinyConfigFile();
+  const { child, output } = await startLongRun(file);
   // rank 1: the child of mpirun whose environment says so
   const kids = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
   const rank1 = kids.find((pid) => readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes('OMPI_COMM_WORLD_RANK=1'));
@@ -264,26 +270,18 @@ test('a rank killed mid-run: the other exits and mpirun fails within 60 s naming
   });
   assert.ok(Date.now() - t0 < 60_000, 'within 60 s');
   assert.ok(code !== 0 && code !== -1, `mpirun exit ${code}`);
-  assert.match(output, /rank 1 with PID \d+ on node \S+ exited on signal 9/);
+  assert.match(output(), /rank 1 with PID \d+ on node \S+ exited on signal 9/);
   assert.equal(listCheckpoints(exp).length, 0, 'no checkpoint from a broken world');
 });
 
 test('SIGUSR2 to mpirun (forwarded to every rank): one checkpoint by rank 0, every rank exits 140 (128 + SIGUSR2), resumable', { skip }, async () => {
   const { file, exp } = tinyConfigFile();
-  const child = spawn('mpirun', [...MPIRUN, process.execPath, ...node, CLI, '-c', file, 'max_training_steps=10000000', 'log_every=100'],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: ENV });
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const onData = (d: Buffer) => { output += d.toString(); if (/train 200\//.test(output)) resolve(); };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (c) => reject(new Error(`exited early (${c}): ${output}`)));
-  });
+  const { child, output } = await startLongRun(file);
   child.kill('SIGUSR2');
   const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  assert.equal(code, 140, output);
+  assert.equal(code, 140, output());
   const ckpts = listCheckpoints(exp);
-  assert.equal(ckpts.length, 1, output);
+  assert.equal(ckpts.length, 1, output());
   const step = readState(ckpts[0]).step;
   assert.ok(step >= 200 && step < 10000000);
   const r = run1(CLI, ['-c', file, `max_training_steps=${step + 2}`, '--resume', 'latest']);
