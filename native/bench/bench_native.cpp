@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
     else if (a == "--recompute") o.recompute = true;
     else if (a == "--profile") o.profile = true;
     else if (a == "--json") json = true;
+    else if (a == "--builtin-gemm") cpu_force_builtin_gemm(true);
     else if (a == "-h" || a == "--help") {
       std::printf("usage: bench_native [--device cpu|cuda] [--models M,...] [--batches 8,32] [--threads n]\n"
                   "                    [--iters n] [--gemm n] [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json]\n"

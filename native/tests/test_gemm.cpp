@@ -1,3 +1,6 @@
+#include <array>
+#include <cstring>
+#include <stdexcept>
 // GEMM: the built-in kernel and BLAS (when built with it) against a naive triple
 // loop in double, for odd sizes, every transpose combination, leading dimensions
 // larger than the row, alpha/beta; identical bits for 1, 2 and 3 threads; and the
@@ -36,13 +39,19 @@ std::vector<double> naive(bool ta, bool tb, int M, int N, int K, double alpha, c
   return out;
 }
 
-enum class Path { Builtin, Blas, BuiltinSerial };
+enum class Path { Builtin, Blas, BuiltinSerial, PackedA };
 
 template <typename T>
 void run(Path path, ThreadPool* pool, bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int lda,
          const T* B, int ldb, T beta, T* C, int ldc) {
-  if (path == Path::Blas) {
-    speed::cpu_force_builtin_gemm(false);
+  if (path == Path::PackedA) {  // A packed once (as a conv packs its weights), then the serial kernel
+    std::vector<T> packed(speed::cpu::gemm_packed_a_size<T>(M, K) + 1);
+    packed.back() = T(12345);  // the packing must stay inside gemm_packed_a_size
+    speed::cpu::gemm_pack_a<T>(pool, ta, M, K, A, lda, packed.data());
+    if (packed.back() != T(12345)) throw std::runtime_error("gemm_pack_a wrote past gemm_packed_a_size");
+    speed::cpu::gemm_serial_packed_a<T>(M, N, K, alpha, packed.data(), tb, B, ldb, beta, C, ldc);
+  } else if (path == Path::Blas) {
+    speed::cpu_set_gemm(speed::CpuGemm::Blas);
     speed::cpu::gemm<T>(pool, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   } else {
     speed::cpu::gemm_builtin<T>(path == Path::Builtin ? pool : nullptr, ta, tb, M, N, K, alpha, A, lda,
@@ -52,7 +61,10 @@ void run(Path path, ThreadPool* pool, bool ta, bool tb, int M, int N, int K, T a
 
 template <typename T>
 void check_sizes(Path path, ThreadPool& pool, Rng& rng, const char* tname, double tol) {
-  const char* pname = path == Path::Blas ? "blas" : path == Path::Builtin ? "builtin" : "builtin serial";
+  const char* pname = path == Path::Blas      ? "blas"
+                      : path == Path::Builtin ? "builtin"
+                      : path == Path::PackedA ? "builtin, A packed once"
+                                              : "builtin serial";
   const int sizes[][3] = {{1, 1, 1},    {1, 7, 33},   {7, 1, 65},   {33, 65, 7},  {65, 33, 129},
                           {129, 7, 300}, {6, 16, 256}, {97, 130, 513}, {5, 3100, 3}};
   int fails = 0, count = 0;
@@ -174,16 +186,39 @@ void pools(Rng& rng) {
 
 }  // namespace
 
+// Packing A once must not change a bit: the conv relies on it (conv.h, determinism).
+void packed_equals_serial(Rng& rng) {
+  ThreadPool pool(3);
+  bool same = true;
+  for (auto [M, N, K] : {std::array<int, 3>{97, 130, 513}, std::array<int, 3>{128, 1024, 128},
+                         std::array<int, 3>{5, 33, 1152}}) {
+    for (int ta = 0; ta < 2; ++ta) {
+      const int lda = ta ? M : K;
+      auto A = rng.vec<float>(size_t(M) * K), B = rng.vec<float>(size_t(K) * N);
+      std::vector<float> c1(size_t(M) * N), c2(size_t(M) * N);
+      speed::cpu::gemm_builtin<float>(nullptr, ta, false, M, N, K, 1.f, A.data(), lda, B.data(), N, 0.f, c1.data(), N);
+      std::vector<float> p(speed::cpu::gemm_packed_a_size<float>(M, K));
+      speed::cpu::gemm_pack_a<float>(&pool, ta, M, K, A.data(), lda, p.data());
+      speed::cpu::gemm_serial_packed_a<float>(M, N, K, 1.f, p.data(), false, B.data(), N, 0.f, c2.data(), N);
+      same = same && std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0;
+    }
+  }
+  expect(same, "gemm with A packed once is bitwise equal to the serial built-in GEMM");
+}
+
 int main() {
   Rng rng(7);
   ThreadPool pool(2);
   check_sizes<float>(Path::Builtin, pool, rng, "float", 1e-6);
   check_sizes<double>(Path::Builtin, pool, rng, "double", 1e-14);
   check_sizes<float>(Path::BuiltinSerial, pool, rng, "float", 1e-6);
+  check_sizes<float>(Path::PackedA, pool, rng, "float", 1e-6);
+  check_sizes<double>(Path::PackedA, pool, rng, "double", 1e-14);
+  packed_equals_serial(rng);
   check_threads<float>(Path::Builtin, rng, "float");
   check_threads<double>(Path::Builtin, rng, "double");
   pools(rng);
-  const bool have_blas = std::string(speed::cpu_gemm_name()) != "builtin";
+  const bool have_blas = speed::cpu_have_blas();
   if (have_blas) {
     check_sizes<float>(Path::Blas, pool, rng, "float", 1e-6);
     check_sizes<double>(Path::Blas, pool, rng, "double", 1e-14);
@@ -193,8 +228,13 @@ int main() {
     std::printf("note: built without BLAS; only the builtin kernel is tested\n");
   }
   speed::cpu_force_builtin_gemm(true);
-  expect(std::string(speed::cpu_gemm_name()) == "builtin", "cpu_force_builtin_gemm(true) -> \"builtin\"");
-  speed::cpu_force_builtin_gemm(false);
+  expect(std::string(speed::cpu_gemm_name()).rfind("builtin (", 0) == 0, "cpu_force_builtin_gemm(true) -> \"builtin (...)\"");
+  if (have_blas) {
+    speed::cpu_set_gemm(speed::CpuGemm::Blas);
+    expect(std::string(speed::cpu_gemm_name()).rfind("blas (", 0) == 0, "cpu_set_gemm(Blas) -> \"blas (...)\"");
+  }
+  speed::cpu_set_gemm(speed::CpuGemm::Auto);
+  std::printf("gemm chosen for this CPU: %s\n", speed::cpu_gemm_name());
   double gb = gflops(Path::Builtin, pool, 1024);
   std::printf("gemm float32 1024x1024x1024, 2 threads: builtin %.1f GFLOP/s\n", gb);
   if (have_blas) {

@@ -117,13 +117,16 @@ void test_conv(Rng& rng) {
       {"3x3 output > one tile (48x40, K=9*5)", shape(2, 5, 48, 40, 4, 3, 1, 1, 1, 1, 1)},
       {"3x3 pad 1 Winograd, odd 45x47, Ci 16 Co 20", shape(2, 16, 45, 47, 20, 3, 1, 1, 1, 1, 1)},
       {"3x3 pad 1 Winograd, 2 tile blocks (128x96)", shape(1, 16, 128, 96, 16, 3, 1, 1, 1, 1, 1)},
-      {"3x3 pad 1 Winograd, 64x32 (the pixel bound)", shape(2, 32, 64, 32, 16, 3, 1, 1, 1, 1, 1)},
+      {"3x3 pad 1 Winograd, 32x32 (the pixel bound)", shape(2, 32, 32, 32, 16, 3, 1, 1, 1, 1, 1)},
       {"3x3 pad 1 32 channels at 9x11 (im2col: too few pixels)", shape(2, 32, 9, 11, 16, 3, 1, 1, 1, 1, 1)},
+      {"3x3 pad 1 Winograd, 3x4101: a tile row longer than the block", shape(1, 16, 3, 4101, 16, 3, 1, 1, 1, 1, 1)},
+      {"3x3 pad 1 31x33 (1023 pixels: im2col)", shape(1, 16, 31, 33, 16, 3, 1, 1, 1, 1, 1)},
   };
   expect(speed::cpu::conv_uses_winograd(cases[7].s) && speed::cpu::conv_uses_winograd(cases[8].s) &&
              speed::cpu::conv_uses_winograd(cases[9].s) && !speed::cpu::conv_uses_winograd(cases[10].s) &&
-             !speed::cpu::conv_uses_winograd(cases[0].s) && !speed::cpu::conv_uses_winograd(cases[1].s),
-         "Winograd serves 3x3/s1/pad-1 convs with >= 16 channels and >= 2048 pixels, im2col the rest");
+             !speed::cpu::conv_uses_winograd(cases[0].s) && !speed::cpu::conv_uses_winograd(cases[1].s) &&
+             speed::cpu::conv_uses_winograd(cases[11].s) && !speed::cpu::conv_uses_winograd(cases[12].s),
+         "Winograd serves 3x3/s1/pad-1 convs with >= 16 channels and >= 1024 pixels, im2col the rest");
   expect(speed::cpu::winograd_tile_block(16, 16) == 2048 && speed::cpu::winograd_tile_block(512, 512) == 256,
          "Winograd tile block depends only on the channel counts");
   for (int forced = 0; forced < 2; ++forced)

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 
 import { CheckpointError } from '../errors.js';
 import { addonExport, addonPath, callAsync, call, checkInt, NativeError, type CudaMath, type Device } from '../native.js';
-import { readVaeWeights, type VaeConfig, type VaeNaming } from './weights.js';
+import { readVaeWeights, resolveVaeFile, type VaeConfig, type VaeNaming } from './weights.js';
 
 export type { VaeConfig, VaeNaming } from './weights.js';
 
@@ -113,9 +113,10 @@ export class VAE {
     this.downFactor = 2 ** (this.config.blockOutChannels.length - 1);
   }
 
-  static async load(file: string, opts: VaeLoadOptions = {}): Promise<VAE> {
+  static async load(path: string, opts: VaeLoadOptions = {}): Promise<VAE> {
     const w = 'VAE.load';
-    if (typeof file !== 'string' || file.length === 0) throw new NativeError(`${w}: file must be a non-empty string`);
+    if (typeof path !== 'string' || path.length === 0) throw new NativeError(`${w}: file must be a non-empty string`);
+    const file = resolveVaeFile(path); // a diffusers model folder names its weight file
     if (opts.threads !== undefined) checkInt(opts.threads, `${w}: threads`, 0, 4096);
     const device = opts.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') throw new NativeError(`${w}: device must be 'cpu' or 'cuda', got ${String(device)}`);

@@ -12,7 +12,7 @@
 // The config (block_out_channels, ...) comes from a diffusers config.json beside
 // the file when present (whatever the naming), else it is inferred from the
 // tensor shapes; what was inferred is reported.
-import { existsSync, openSync, readFileSync, readSync, closeSync } from 'node:fs';
+import { existsSync, openSync, readdirSync, readFileSync, readSync, closeSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 
 import { CheckpointError } from '../errors.js';
@@ -51,6 +51,33 @@ function convertHint(file: string): string {
     `convert it to safetensors first, e.g. \`speed-train convert ${file}\`, or in Python (on a machine where you trust the file): ` +
     `python3 -c "import torch, safetensors.torch as st; sd = torch.load('${file}', map_location='cpu', weights_only=True); ` +
     `sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}, '${out}')"`
+  );
+}
+
+/** diffusers' weight file names in a model folder (`vae/` of a pipeline, or `sd-vae-ft-ema/`), preferred first. */
+const DIFFUSERS_FILES = ['diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors'];
+
+/**
+ * A folder (what diffusers' `from_pretrained` takes) stands for the weight file in
+ * it: diffusers' name, else its only .safetensors file; anything else is an error
+ * listing what the folder holds.
+ */
+export function resolveVaeFile(path: string): string {
+  let dir = false;
+  try {
+    dir = statSync(path).isDirectory();
+  } catch {
+    return path; // missing: refusePickle names it
+  }
+  if (!dir) return path;
+  for (const name of DIFFUSERS_FILES) if (existsSync(join(path, name))) return join(path, name);
+  const st = readdirSync(path).filter((n) => n.toLowerCase().endsWith('.safetensors')).sort();
+  if (st.length === 1) return join(path, st[0]);
+  throw new CheckpointError(
+    path,
+    st.length === 0
+      ? `is a folder without a .safetensors file (expected ${DIFFUSERS_FILES[0]}, diffusers' name); point vae.path at the weight file`
+      : `is a folder with ${st.length} .safetensors files (${st.slice(0, 4).join(', ')}${st.length > 4 ? ', ...' : ''}) and none named ${DIFFUSERS_FILES[0]}; point vae.path at one of them`,
   );
 }
 
@@ -191,7 +218,8 @@ export function readDiffusersConfig(file: string): DiffusersJson {
  * the per-tensor shape check against the architecture is done by the loader
  * (src/vae/index.ts) from the native model's own parameter list.
  */
-export function readVaeWeights(file: string, override: Partial<VaeConfig> = {}, configFile?: string): VaeWeights {
+export function readVaeWeights(path: string, override: Partial<VaeConfig> = {}, configFile?: string): VaeWeights {
+  const file = resolveVaeFile(path);
   refusePickle(file);
   return withSafetensors(file, (r) => readVaeWeightsFrom(r, file, override, configFile));
 }

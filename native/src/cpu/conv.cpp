@@ -31,8 +31,9 @@ namespace {
 std::atomic<bool> g_force_im2col{false};
 // The weight transform (16 Co Ci values, written every call) pays off only over enough
 // pixels of ONE image (a per-image bound, so the choice never depends on the chunk size):
-// measured on SD's shapes, 512 channels at 32x32 gain nothing, at 64x64 they do.
-constexpr int64_t kWinogradMinPixels = 2048;
+// measured on SD's shapes with the row-wise transforms, 512 channels at 32x32 take 23.5
+// ms as Winograd against 40.6 as im2col (bench_vae_ops, one thread, CPU time).
+constexpr int64_t kWinogradMinPixels = 1024;
 }  // namespace
 
 void conv_force_im2col(bool on) { g_force_im2col.store(on); }
@@ -91,10 +92,18 @@ void im2col_tile(const T* xs, T* col, const Conv2dShape& s, int Ho_unused, int W
               }
               for (int ox = std::max(hi, lo); ox < e; ++ox) *d++ = T(0);
             } else {
-              for (int ox = ox0; ox < ox1; ++ox) {
-                const int ix = ox * st + off;
-                dst[ox - ox0] = (ix >= 0 && ix < W) ? src[ix] : T(0);
-              }
+              // ix = ox * st + off is inside [0, W) for ox in [lo, hi): zeros around a
+              // strided copy without a branch per element
+              int lo = off >= 0 ? 0 : (-off + st - 1) / st;
+              int hi = W - 1 - off >= 0 ? (W - 1 - off) / st + 1 : 0;
+              lo = std::max(lo, ox0);
+              hi = std::min(hi, ox1);
+              if (hi < lo) hi = lo = ox0;
+              T* d = dst - ox0;
+              for (int ox = ox0; ox < lo; ++ox) d[ox] = T(0);
+              const T* sp = src + off;
+              for (int ox = lo; ox < hi; ++ox) d[ox] = sp[ox * st];
+              for (int ox = std::max(hi, lo); ox < ox1; ++ox) d[ox] = T(0);
             }
           }
           dst += n;
@@ -110,13 +119,17 @@ void im2col_tile(const T* xs, T* col, const Conv2dShape& s, int Ho_unused, int W
 // (2ty - 1, 2tx - 1): Y = A^T [(G g G^T) .* (B^T d B)] A with
 //   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
 //   A^T = [1 1 1 0; 0 1 -1 -1].
-// U [16][Co][Ci] (weights), per task V [16][Ci][tb] (inputs) and M [16][Co][tb] = U V (16 GEMMs).
+// U [16][Ci][Co] (weights, stored as the GEMMs' transposed A: packing a transposed A
+// copies MR contiguous values per k), per task V [16][Ci][tb] (inputs) and
+// M [16][Co][tb] = U^T V (16 GEMMs).
 template <typename T>
 void winograd_weights(ThreadPool& pool, const T* w, T* U, int Co, int Ci) {
   const size_t plane = static_cast<size_t>(Co) * Ci;
-  parallel_for(pool, Co, 8, [&](int64_t c0, int64_t c1, int) {
-    for (int64_t co = c0; co < c1; ++co)
-      for (int ci = 0; ci < Ci; ++ci) {
+  // by input channel: each task writes 16 contiguous runs of Co values
+  parallel_for(pool, Ci, 8, [&](int64_t c0, int64_t c1, int) {
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      T* u = U + static_cast<size_t>(ci) * Co;
+      for (int co = 0; co < Co; ++co) {
         const T* g = w + (static_cast<size_t>(co) * Ci + ci) * 9;
         T t[4][3];
         for (int j = 0; j < 3; ++j) {
@@ -125,113 +138,144 @@ void winograd_weights(ThreadPool& pool, const T* w, T* U, int Co, int Ci) {
           t[2][j] = T(0.5) * (g[j] - g[3 + j] + g[6 + j]);
           t[3][j] = g[6 + j];
         }
-        T* u = U + static_cast<size_t>(co) * Ci + ci;
         for (int i = 0; i < 4; ++i) {
-          u[(i * 4 + 0) * plane] = t[i][0];
-          u[(i * 4 + 1) * plane] = T(0.5) * (t[i][0] + t[i][1] + t[i][2]);
-          u[(i * 4 + 2) * plane] = T(0.5) * (t[i][0] - t[i][1] + t[i][2]);
-          u[(i * 4 + 3) * plane] = t[i][2];
+          u[(i * 4 + 0) * plane + co] = t[i][0];
+          u[(i * 4 + 1) * plane + co] = T(0.5) * (t[i][0] + t[i][1] + t[i][2]);
+          u[(i * 4 + 2) * plane + co] = T(0.5) * (t[i][0] - t[i][1] + t[i][2]);
+          u[(i * 4 + 3) * plane + co] = t[i][2];
         }
       }
+    }
   });
 }
 
+// The transforms run row-wise so that they vectorise: a task owns whole tile rows.
+// Input: the 4 input rows of a tile row are combined by B^T's rows first (elementwise
+// over the padded row), then split into even / odd columns, after which B's column
+// combination is contiguous over the tiles (tile tx reads padded columns 2tx..2tx+3,
+// i.e. E[tx], O[tx], E[tx+1], O[tx+1]). Output: A^T's combinations are contiguous
+// over the tiles of M, then the two output columns of each tile are interleaved.
+// Every value is the same expression, in the same order, as the scalar 4x4 form.
 template <typename T>
 void winograd_conv(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vector<T>& shared, const T* x,
                    const T* w, const T* b, T* y, const Conv2dShape& s, bool accum) {
   const int Ci = s.Ci, Co = s.Co, H = s.H, W = s.W;
   const int th = (H + 1) / 2, tw = (W + 1) / 2;
-  const int64_t T_ = static_cast<int64_t>(th) * tw;
-  const int tb = winograd_tile_block(Ci, Co);
-  const int64_t blocks = (T_ + tb - 1) / tb;
+  const int rows = std::max(1, winograd_tile_block(Ci, Co) / tw);  // tile rows per task
+  const int tb = rows * tw;
+  const int64_t blocks = (th + rows - 1) / rows;
   const size_t plane = static_cast<size_t>(Co) * Ci;
-  if (shared.size() < 16 * plane) shared.resize(16 * plane);
+  // the built-in GEMM takes the 16 U matrices packed once here, not once per task
+  const bool packed = !gemm_uses_blas();
+  const size_t psz = packed ? gemm_packed_a_size<T>(Co, Ci) : 0;
+  if (shared.size() < 16 * (plane + psz)) shared.resize(16 * (plane + psz));
   T* U = shared.data();
+  T* Up = U + 16 * plane;
   winograd_weights(pool, w, U, Co, Ci);
-  const size_t vsz = static_cast<size_t>(16) * Ci * tb, need = vsz + static_cast<size_t>(16) * Co * tb;
+  if (packed)
+    for (int xi = 0; xi < 16; ++xi) gemm_pack_a<T>(&pool, true, Co, Ci, U + xi * plane, Co, Up + xi * psz);
+  const size_t P = static_cast<size_t>(2) * tw + 2;  // padded row: input columns -1 .. 2tw
+  const size_t vsz = static_cast<size_t>(16) * Ci * tb, msz = static_cast<size_t>(16) * Co * tb;
+  const size_t need = vsz + msz + 4 * P + 8 * static_cast<size_t>(tw + 1) + P;
   for (auto& v : scratch)
     if (v.size() < need) v.resize(need);
   const size_t in_per = static_cast<size_t>(Ci) * H * W, out_per = static_cast<size_t>(Co) * H * W;
   pool.run(static_cast<int64_t>(s.N) * blocks, [&](int64_t task, int thr) {
     const int n = static_cast<int>(task / blocks);
-    const int64_t t0 = (task % blocks) * tb;
-    const int cols = static_cast<int>(std::min<int64_t>(tb, T_ - t0));
+    const int ty0 = static_cast<int>(task % blocks) * rows;
+    const int nrows = std::min(rows, th - ty0);
+    const int cols = nrows * tw;
     T* V = scratch[thr].data();
     T* M = V + vsz;
+    T* pad = M + msz;     // 4 padded input rows, then combined in place
+    T* eo = pad + 4 * P;  // E0 O0 E1 O1 .. E3 O3, tw + 1 each
+    T* orow2 = eo + 8 * static_cast<size_t>(tw + 1);
     const T* xs = x + n * in_per;
+    const size_t cstride = static_cast<size_t>(Ci) * tb;
     // input transform
     for (int ci = 0; ci < Ci; ++ci) {
       const T* pl = xs + static_cast<size_t>(ci) * H * W;
-      T* v = V + static_cast<size_t>(ci) * tb;
-      for (int j = 0; j < cols; ++j) {
-        const int64_t t = t0 + j;
-        const int ty = static_cast<int>(t / tw), tx = static_cast<int>(t % tw);
-        const int r0 = 2 * ty - 1, c0 = 2 * tx - 1;
-        T d[4][4];
-        if (r0 >= 0 && r0 + 3 < H && c0 >= 0 && c0 + 3 < W) {
-          for (int r = 0; r < 4; ++r) {
-            const T* row = pl + static_cast<size_t>(r0 + r) * W + c0;
-            d[r][0] = row[0];
-            d[r][1] = row[1];
-            d[r][2] = row[2];
-            d[r][3] = row[3];
+      for (int r = 0; r < nrows; ++r) {
+        const int ty = ty0 + r;
+        for (int k = 0; k < 4; ++k) {
+          T* d = pad + k * P;
+          const int iy = 2 * ty - 1 + k;
+          if (iy < 0 || iy >= H) {
+            std::fill(d, d + P, T(0));
+          } else {
+            d[0] = T(0);
+            std::memcpy(d + 1, pl + static_cast<size_t>(iy) * W, sizeof(T) * W);
+            std::fill(d + 1 + W, d + P, T(0));
           }
-        } else {
-          for (int r = 0; r < 4; ++r)
-            for (int c = 0; c < 4; ++c) {
-              const int iy = r0 + r, ix = c0 + c;
-              d[r][c] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? pl[static_cast<size_t>(iy) * W + ix] : T(0);
-            }
         }
-        T q[4][4];
-        for (int c = 0; c < 4; ++c) {
-          q[0][c] = d[0][c] - d[2][c];
-          q[1][c] = d[1][c] + d[2][c];
-          q[2][c] = d[2][c] - d[1][c];
-          q[3][c] = d[1][c] - d[3][c];
+        T* d0 = pad;
+        T* d1 = pad + P;
+        T* d2 = pad + 2 * P;
+        T* d3 = pad + 3 * P;
+        for (size_t c = 0; c < P; ++c) {  // q0 = d0 - d2, q1 = d1 + d2, q2 = d2 - d1, q3 = d1 - d3
+          const T a0 = d0[c], a1 = d1[c], a2 = d2[c], a3 = d3[c];
+          d0[c] = a0 - a2;
+          d1[c] = a1 + a2;
+          d2[c] = a2 - a1;
+          d3[c] = a1 - a3;
         }
-        for (int r = 0; r < 4; ++r) {
-          const size_t base = static_cast<size_t>(r * 4) * Ci * tb + j;
-          v[base] = q[r][0] - q[r][2];
-          v[base + static_cast<size_t>(Ci) * tb] = q[r][1] + q[r][2];
-          v[base + 2 * static_cast<size_t>(Ci) * tb] = q[r][2] - q[r][1];
-          v[base + 3 * static_cast<size_t>(Ci) * tb] = q[r][1] - q[r][3];
+        for (int k = 0; k < 4; ++k) {
+          const T* q = pad + k * P;
+          T* E = eo + (2 * k) * static_cast<size_t>(tw + 1);
+          T* O = E + (tw + 1);
+          for (int i = 0; i <= tw; ++i) {
+            E[i] = q[2 * i];
+            O[i] = q[2 * i + 1];
+          }
+          T* v = V + static_cast<size_t>(k * 4) * cstride + static_cast<size_t>(ci) * tb + static_cast<size_t>(r) * tw;
+          T* v1 = v + cstride;
+          T* v2 = v1 + cstride;
+          T* v3 = v2 + cstride;
+          for (int t = 0; t < tw; ++t) {
+            v[t] = E[t] - E[t + 1];
+            v1[t] = O[t] + E[t + 1];
+            v2[t] = E[t + 1] - O[t];
+            v3[t] = O[t] - O[t + 1];
+          }
         }
       }
     }
     // the 16 products
-    for (int xi = 0; xi < 16; ++xi)
-      gemm_serial<T>(false, false, Co, cols, Ci, T(1), U + xi * plane, Ci, V + static_cast<size_t>(xi) * Ci * tb, tb,
-                     T(0), M + static_cast<size_t>(xi) * Co * tb, tb);
+    for (int xi = 0; xi < 16; ++xi) {
+      const T* v = V + static_cast<size_t>(xi) * cstride;
+      T* m = M + static_cast<size_t>(xi) * Co * tb;
+      if (packed)
+        gemm_serial_packed_a<T>(Co, cols, Ci, T(1), Up + xi * psz, false, v, tb, T(0), m, tb);
+      else
+        gemm_serial<T>(true, false, Co, cols, Ci, T(1), U + xi * plane, Co, v, tb, T(0), m, tb);
+    }
     // output transform (+ bias, + the existing output for accum)
     T* ys = y + n * out_per;
     const size_t mstep = static_cast<size_t>(Co) * tb;
     for (int co = 0; co < Co; ++co) {
-      const T* m = M + static_cast<size_t>(co) * tb;
       const T bc = b ? b[co] : T(0);
       T* yp = ys + static_cast<size_t>(co) * H * W;
-      for (int j = 0; j < cols; ++j) {
-        const int64_t t = t0 + j;
-        const int ty = static_cast<int>(t / tw), tx = static_cast<int>(t % tw);
-        T mm[4][4];
-        for (int xi = 0; xi < 16; ++xi) mm[xi / 4][xi % 4] = m[xi * mstep + j];
-        T a[2][4];
-        for (int c = 0; c < 4; ++c) {
-          a[0][c] = mm[0][c] + mm[1][c] + mm[2][c];
-          a[1][c] = mm[1][c] - mm[2][c] - mm[3][c];
-        }
-        for (int r = 0; r < 2; ++r) {
-          const int oy = 2 * ty + r;
+      for (int r = 0; r < nrows; ++r) {
+        const T* m = M + static_cast<size_t>(co) * tb + static_cast<size_t>(r) * tw;
+        for (int half = 0; half < 2; ++half) {
+          const int oy = 2 * (ty0 + r) + half;
           if (oy >= H) break;
-          const T o0 = a[r][0] + a[r][1] + a[r][2] + bc, o1 = a[r][1] - a[r][2] - a[r][3] + bc;
-          T* orow = yp + static_cast<size_t>(oy) * W + 2 * tx;
-          if (accum) {
-            orow[0] += o0;
-            if (2 * tx + 1 < W) orow[1] += o1;
-          } else {
-            orow[0] = o0;
-            if (2 * tx + 1 < W) orow[1] = o1;
+          // a[half][c] over the 4 rows i of mm[i][c] = m[(4i + c) * mstep]
+          for (int t = 0; t < tw; ++t) {
+            T a[4];
+            for (int c = 0; c < 4; ++c) {
+              const T m0 = m[(0 + c) * mstep + t], m1 = m[(4 + c) * mstep + t], m2 = m[(8 + c) * mstep + t],
+                      m3 = m[(12 + c) * mstep + t];
+              a[c] = half == 0 ? m0 + m1 + m2 : m1 - m2 - m3;
+            }
+            orow2[2 * t] = a[0] + a[1] + a[2] + bc;
+            orow2[2 * t + 1] = a[1] - a[2] - a[3] + bc;
           }
+          T* orow = yp + static_cast<size_t>(oy) * W;
+          if (accum)
+            for (int c = 0; c < W; ++c) orow[c] += orow2[c];
+          else
+            std::memcpy(orow, orow2, sizeof(T) * W);
         }
       }
     }
@@ -259,6 +303,20 @@ void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vec
     for (auto& v : scratch)
       if (v.size() < need) v.resize(need);
   const size_t in_per = static_cast<size_t>(s.Ci) * s.H * s.W;
+  // the built-in GEMM takes the weights packed once here, not once per tile
+  const bool packed = !gemm_uses_blas();
+  if (packed) {
+    const size_t psz = gemm_packed_a_size<T>(s.Co, K);
+    if (shared.size() < psz) shared.resize(psz);
+    gemm_pack_a<T>(&pool, false, s.Co, K, w, K, shared.data());
+  }
+  const T* wp = shared.data();
+  auto mul = [&](const T* bm, int ldb, int cols, T beta, T* ys) {
+    if (packed)
+      gemm_serial_packed_a<T>(s.Co, cols, K, T(1), wp, false, bm, ldb, beta, ys, static_cast<int>(HWo));
+    else
+      gemm_serial<T>(false, false, s.Co, cols, K, T(1), w, K, bm, ldb, beta, ys, static_cast<int>(HWo));
+  };
   pool.run(static_cast<int64_t>(s.N) * tiles, [&](int64_t task, int th) {
     const int n = static_cast<int>(task / tiles);
     const int64_t p0 = (task % tiles) * tile;
@@ -274,12 +332,11 @@ void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vec
         beta = T(0);
     }
     if (direct) {
-      gemm_serial<T>(false, false, s.Co, cols, K, T(1), w, K, xs + p0, static_cast<int>(HWo), beta, ys,
-                     static_cast<int>(HWo));
+      mul(xs + p0, static_cast<int>(HWo), cols, beta, ys);
     } else {
       T* col = scratch[th].data();
       im2col_tile(xs, col, s, Ho, Wo, p0, cols);
-      gemm_serial<T>(false, false, s.Co, cols, K, T(1), w, K, col, cols, beta, ys, static_cast<int>(HWo));
+      mul(col, cols, cols, beta, ys);
     }
     if (accum && b)
       for (int co = 0; co < s.Co; ++co) {

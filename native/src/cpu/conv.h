@@ -21,7 +21,7 @@ void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vec
                 const T* w, const T* b, T* y, const Conv2dShape& s, bool accum);
 
 // 3x3 stride-1 convs with pad 1 on every side, >= 16 input and output channels and
-// H*W >= 2048 per image run
+// H*W >= 1024 per image run
 // as Winograd F(2x2, 3x3) (Lavin & Gray 2016: 16 instead of 36 multiplies per 2x2
 // output tile and channel pair, the 16 products as GEMMs); everything else as im2col.
 // Tests force the im2col path for every conv (process-wide) to check both.

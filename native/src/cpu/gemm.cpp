@@ -1,20 +1,34 @@
-// GEMM: BLAS when available, else a built-in GotoBLAS-style kernel:
+// GEMM: a built-in GotoBLAS-style kernel, or BLAS when linked and faster here:
 //   for each NC-wide column block of B and KC-deep slice of K:
 //     pack B[KC, NC] into NR-wide panels (shared by all threads),
 //     each task packs an MC×KC block of A into MR-high panels (its own buffer)
 //     and runs the MR×NR register-blocked micro-kernel over its part of C.
 // Tasks partition C only; the K slices are visited in the same order by every
 // partition, so results do not depend on the thread count.
+//
+// Which GEMM, and which micro-kernel, is decided at run time from the CPU, not at
+// build time: the AVX-512 and AVX2 micro-kernels are compiled with target
+// attributes whatever -march says, and the first call picks one with cpuid. Where
+// the CPU has AVX-512 the built-in kernel is the default even when BLAS is linked:
+// Debian's OpenBLAS 0.3.21 runs its AVX2 kernels on AMD Zen 4/5 (it predates them),
+// measured 112-119 GFLOP/s per core against the built-in 8x32 AVX-512 kernel's
+// 172-191 on a Zen 5 EPYC (SGEMM 128..1024 x 256..1024 x 512..4608, one thread, CPU
+// time; native/bench/NOTES.md). Elsewhere BLAS, when linked. SPEED_CPU_GEMM=builtin
+// or =blas overrides the choice (bench, tests); both give results independent of
+// the thread count.
 #include "gemm.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#define SPEED_X86 1
 #endif
 
 #include "speed/cpu.h"
@@ -26,12 +40,72 @@
 namespace speed {
 
 namespace {
-std::atomic<bool> g_force_builtin{false};
+
+enum class Isa { Portable, Avx2, Avx512 };
+
+// The CPU's best; SPEED_CPU_ISA=avx2|portable may lower it (never raise it), so that
+// every micro-kernel is tested on an AVX-512 machine (ctest runs test_gemm three ways).
+Isa detect_isa() {
+  Isa isa = Isa::Portable;
+#if defined(SPEED_X86) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) isa = Isa::Avx512;
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = Isa::Avx2;
+#endif
+  const char* e = std::getenv("SPEED_CPU_ISA");
+  const std::string v = e ? e : "";
+  if (v == "portable") isa = Isa::Portable;
+  else if (v == "avx2" && isa == Isa::Avx512) isa = Isa::Avx2;
+  return isa;
 }
+
+Isa cpu_isa() {
+  static const Isa isa = detect_isa();
+  return isa;
+}
+
+constexpr bool have_blas() {
+#ifdef SPEED_HAVE_CBLAS
+  return true;
+#else
+  return false;
+#endif
+}
+
+// The default: SPEED_CPU_GEMM=builtin|blas, else builtin on AVX-512 CPUs, else BLAS if linked.
+CpuGemm default_gemm() {
+  static const CpuGemm d = [] {
+    const char* e = std::getenv("SPEED_CPU_GEMM");
+    const std::string v = e ? e : "";
+    if (v == "builtin") return CpuGemm::Builtin;
+    if (v == "blas" && have_blas()) return CpuGemm::Blas;
+    if (!have_blas() || cpu_isa() == Isa::Avx512) return CpuGemm::Builtin;
+    return CpuGemm::Blas;
+  }();
+  return d;
+}
+
+std::atomic<int> g_choice{static_cast<int>(CpuGemm::Auto)};
+
+bool use_blas() {
+  CpuGemm c = static_cast<CpuGemm>(g_choice.load(std::memory_order_relaxed));
+  if (c == CpuGemm::Auto) c = default_gemm();
+  return have_blas() && c == CpuGemm::Blas;
+}
+
+const char* isa_name() {
+  switch (cpu_isa()) {
+    case Isa::Avx512: return "builtin (avx512)";
+    case Isa::Avx2: return "builtin (avx2)";
+    default: return "builtin (portable)";
+  }
+}
+
+}  // namespace
 
 const char* cpu_gemm_name() {
 #ifdef SPEED_HAVE_CBLAS
-  if (!g_force_builtin.load()) {
+  if (use_blas()) {
     // SPEED_CBLAS_NAME is the library path CMake found; show its file name.
     static const std::string name = [] {
       std::string path = SPEED_CBLAS_NAME;
@@ -41,27 +115,25 @@ const char* cpu_gemm_name() {
     return name.c_str();
   }
 #endif
-  return "builtin";
+  return isa_name();
 }
 
-void cpu_force_builtin_gemm(bool on) { g_force_builtin.store(on); }
+bool cpu_have_blas() { return have_blas(); }
+void cpu_set_gemm(CpuGemm which) { g_choice.store(static_cast<int>(which)); }
+void cpu_force_builtin_gemm(bool on) { cpu_set_gemm(on ? CpuGemm::Builtin : CpuGemm::Auto); }
 
 namespace cpu {
 
-bool gemm_uses_blas() {
-#ifdef SPEED_HAVE_CBLAS
-  return !g_force_builtin.load();
-#else
-  return false;
-#endif
-}
+bool gemm_uses_blas() { return use_blas(); }
 
 namespace {
 
 // ---- micro-kernels: acc[MR*NR] = Σ_p a[p*MR + i] * b[p*NR + j] ---------------
+// Each is called once per MR×NR block of C and kc-deep slice (never inlined into the
+// generic code around it, so a target attribute costs one call per kc FMAs per lane).
 
 template <typename T>
-struct Micro {  // portable: fixed-size loops the compiler vectorises
+struct MicroPortable {  // fixed-size loops the compiler vectorises for the build's -march
   static constexpr int MR = 4, NR = 8;
   static void run(int kc, const T* a, const T* b, T* acc) {
     T c[MR][NR] = {};
@@ -73,11 +145,11 @@ struct Micro {  // portable: fixed-size loops the compiler vectorises
   }
 };
 
-#if defined(__AVX512F__)
-template <>
-struct Micro<float> {  // 8×32: 16 zmm accumulators + 2 for B + 1 broadcast
+#ifdef SPEED_X86
+struct MicroAvx512 {  // 8×32: 16 zmm accumulators + 2 for B + 1 broadcast
   static constexpr int MR = 8, NR = 32;
-  static void run(int kc, const float* a, const float* b, float* acc) {
+  __attribute__((target("avx512f"), noinline)) static void run(int kc, const float* a, const float* b,
+                                                                float* acc) {
     __m512 c[MR][2];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
@@ -97,28 +169,28 @@ struct Micro<float> {  // 8×32: 16 zmm accumulators + 2 for B + 1 broadcast
     }
   }
 };
-#elif defined(__AVX2__) && defined(__FMA__)
-template <>
-struct Micro<float> {  // 6×16: 12 ymm accumulators + 2 for B + 1 broadcast
+
+struct MicroAvx2 {  // 6×16: 12 ymm accumulators + 2 for B + 1 broadcast
   static constexpr int MR = 6, NR = 16;
-  static void run(int kc, const float* a, const float* b, float* acc) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
-           c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int p = 0; p < kc; ++p, a += 6, b += 16) {
-      __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), x;
-      x = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-      x = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-      x = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-      x = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-      x = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-      x = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+  __attribute__((target("avx2,fma"), noinline)) static void run(int kc, const float* a, const float* b,
+                                                                 float* acc) {
+    __m256 c[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
+    for (int p = 0; p < kc; ++p, a += MR, b += NR) {
+      const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
+      for (int i = 0; i < MR; ++i) {
+        const __m256 x = _mm256_broadcast_ss(a + i);
+        c[i][0] = _mm256_fmadd_ps(x, b0, c[i][0]);
+        c[i][1] = _mm256_fmadd_ps(x, b1, c[i][1]);
+      }
     }
-    _mm256_storeu_ps(acc + 0, c00);  _mm256_storeu_ps(acc + 8, c01);
-    _mm256_storeu_ps(acc + 16, c10); _mm256_storeu_ps(acc + 24, c11);
-    _mm256_storeu_ps(acc + 32, c20); _mm256_storeu_ps(acc + 40, c21);
-    _mm256_storeu_ps(acc + 48, c30); _mm256_storeu_ps(acc + 56, c31);
-    _mm256_storeu_ps(acc + 64, c40); _mm256_storeu_ps(acc + 72, c41);
-    _mm256_storeu_ps(acc + 80, c50); _mm256_storeu_ps(acc + 88, c51);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      _mm256_storeu_ps(acc + i * NR, c[i][0]);
+      _mm256_storeu_ps(acc + i * NR + 8, c[i][1]);
+    }
   }
 };
 #endif
@@ -186,11 +258,14 @@ T* grow(std::vector<T>& v, size_t n) {
   return v.data();
 }
 
-template <typename T>
-void builtin(ThreadPool* pool, bool ta, bool tb, int M, int N, int K, T alpha, const T* A,
-             int lda, const T* B, int ldb, T beta, T* C, int ldc) {
-  using K_ = Micro<T>;
+// packed_a: A already in pack_a's panels for every (KC slice, MC block), as
+// gemm_pack_a lays it out: slice p0 at p0 * Mp, block i0 at + i0 * kc (Mp = M rounded
+// up to MR). Then A / lda / ta are unused.
+template <typename T, typename K_>
+void builtin_with(ThreadPool* pool, bool ta, bool tb, int M, int N, int K, T alpha, const T* A,
+                  int lda, const T* B, int ldb, T beta, T* C, int ldc, const T* packed_a = nullptr) {
   constexpr int MR = K_::MR, NR = K_::NR;
+  const size_t Mp = static_cast<size_t>((M + MR - 1) / MR) * MR;
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == T(0)) {  // C = beta C
     for (int i = 0; i < M; ++i)
@@ -229,8 +304,14 @@ void builtin(ThreadPool* pool, bool ta, bool tb, int M, int N, int K, T alpha, c
         const int i0 = ib * MC, mc = std::min(MC, M - i0);
         const int s0 = g * per_group, s1 = std::min(panels, s0 + per_group);
         if (s0 >= s1) return;
-        T* ap = grow(abuf, static_cast<size_t>(MC + MR) * kc);
-        pack_a<T, MR>(A, lda, ta, i0, mc, p0, kc, ap);
+        const T* ap;
+        if (packed_a) {
+          ap = packed_a + static_cast<size_t>(p0) * Mp + static_cast<size_t>(i0) * kc;
+        } else {
+          T* buf = grow(abuf, static_cast<size_t>(MC + MR) * kc);
+          pack_a<T, MR>(A, lda, ta, i0, mc, p0, kc, buf);
+          ap = buf;
+        }
         alignas(64) T acc[MR * NR];
         for (int s = s0; s < s1; ++s) {
           const T* bpanel = bp + static_cast<size_t>(s) * NR * kc;
@@ -255,6 +336,32 @@ void builtin(ThreadPool* pool, bool ta, bool tb, int M, int N, int K, T alpha, c
       else for (int64_t t = 0; t < static_cast<int64_t>(mb) * ng; ++t) compute_task(t, 0);
     }
   }
+}
+
+template <typename K_>
+struct Tag {
+  using type = K_;
+};
+
+// Calls f(Tag<micro-kernel>) with the micro-kernel for this CPU (float: AVX-512,
+// AVX2+FMA or portable; double: portable).
+template <typename T, typename F>
+decltype(auto) with_micro(F&& f) {
+#ifdef SPEED_X86
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_isa() == Isa::Avx512) return f(Tag<MicroAvx512>{});
+    if (cpu_isa() == Isa::Avx2) return f(Tag<MicroAvx2>{});
+  }
+#endif
+  return f(Tag<MicroPortable<T>>{});
+}
+
+template <typename T>
+void builtin(ThreadPool* pool, bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int lda,
+             const T* B, int ldb, T beta, T* C, int ldc) {
+  with_micro<T>([&](auto tag) {
+    builtin_with<T, typename decltype(tag)::type>(pool, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  });
 }
 
 #ifdef SPEED_HAVE_CBLAS
@@ -286,6 +393,49 @@ inline void blas(bool ta, bool tb, int M, int N, int K, double alpha, const doub
 }  // namespace
 
 template <typename T>
+size_t gemm_packed_a_size(int M, int K) {
+  return with_micro<T>([&](auto tag) {
+    constexpr int MR = decltype(tag)::type::MR;
+    return static_cast<size_t>((std::max(M, 0) + MR - 1) / MR) * MR * static_cast<size_t>(std::max(K, 0));
+  });
+}
+
+template <typename T>
+void gemm_pack_a(ThreadPool* pool, bool trans_a, int M, int K, const T* A, int lda, T* dst) {
+  with_micro<T>([&](auto tag) {
+    constexpr int MR = decltype(tag)::type::MR;
+    const size_t Mp = static_cast<size_t>((M + MR - 1) / MR) * MR;
+    const int slices = (K + KC - 1) / KC, mb = (M + MC - 1) / MC;
+    auto task = [&](int64_t t, int) {
+      const int p0 = static_cast<int>(t / mb) * KC, i0 = static_cast<int>(t % mb) * MC;
+      const int kc = std::min(KC, K - p0), mc = std::min(MC, M - i0);
+      pack_a<T, MR>(A, lda, trans_a, i0, mc, p0, kc, dst + static_cast<size_t>(p0) * Mp + static_cast<size_t>(i0) * kc);
+    };
+    const int64_t n = static_cast<int64_t>(slices) * mb;
+    if (pool) pool->run(n, task);
+    else for (int64_t t = 0; t < n; ++t) task(t, 0);
+  });
+}
+
+template <typename T>
+void gemm_serial_packed_a(int M, int N, int K, T alpha, const T* packed_a, bool trans_b, const T* B, int ldb,
+                          T beta, T* C, int ldc) {
+  with_micro<T>([&](auto tag) {
+    builtin_with<T, typename decltype(tag)::type>(nullptr, false, trans_b, M, N, K, alpha, nullptr, 0, B, ldb, beta,
+                                                  C, ldc, packed_a);
+  });
+}
+
+template size_t gemm_packed_a_size<float>(int, int);
+template size_t gemm_packed_a_size<double>(int, int);
+template void gemm_pack_a<float>(ThreadPool*, bool, int, int, const float*, int, float*);
+template void gemm_pack_a<double>(ThreadPool*, bool, int, int, const double*, int, double*);
+template void gemm_serial_packed_a<float>(int, int, int, float, const float*, bool, const float*, int, float, float*,
+                                          int);
+template void gemm_serial_packed_a<double>(int, int, int, double, const double*, bool, const double*, int, double,
+                                           double*, int);
+
+template <typename T>
 void gemm_builtin(ThreadPool* pool, bool trans_a, bool trans_b, int M, int N, int K,
                   T alpha, const T* A, int lda, const T* B, int ldb, T beta, T* C,
                   int ldc) {
@@ -297,7 +447,7 @@ void gemm(ThreadPool* pool, bool trans_a, bool trans_b, int M, int N, int K, T a
           const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc) {
   if (M <= 0 || N <= 0) return;
 #ifdef SPEED_HAVE_CBLAS
-  if (!g_force_builtin.load(std::memory_order_relaxed) && K > 0) {
+  if (use_blas() && K > 0) {
     blas_single_thread();
     // Tiles up to 512×512 (each BLAS call packs its A rows and B columns once:
     // bigger tiles pack less; DiT-S/2 B=8 train step, 1 thread: -4% CPU time vs
@@ -330,7 +480,7 @@ void gemm_serial(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const
                  int lda, const T* B, int ldb, T beta, T* C, int ldc) {
   if (M <= 0 || N <= 0) return;
 #ifdef SPEED_HAVE_CBLAS
-  if (!g_force_builtin.load(std::memory_order_relaxed) && K > 0) {
+  if (use_blas() && K > 0) {
     blas_single_thread();
     blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
