@@ -141,7 +141,7 @@ export interface NoiseState {
 
 export interface NativeInfo {
   version: string;
-  /** "blas (...)" or "builtin" */
+  /** the CPU GEMM chosen at run time: "blas (<library>)" or "builtin (avx512|avx2|portable)" */
   gemm: string;
   cuda: { available: boolean; reason: string };
   hardwareThreads: number;

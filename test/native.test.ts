@@ -28,7 +28,7 @@ function newModel(cfg: ModelConfig = SMALL, seed = 1, threads = 2): DiTModel {
 
 test('nativeInfo and presets', () => {
   const info = nativeInfo();
-  assert.match(info.gemm, /^(blas \(.+\)|builtin)$/);
+  assert.match(info.gemm, /^(blas \(.+\)|builtin \((avx512|avx2|portable)\))$/);
   assert.equal(typeof info.cuda.available, 'boolean');
   if (!info.cuda.available) assert.ok(info.cuda.reason.length > 0, 'an unavailable CUDA says why');
   assert.ok(info.hardwareThreads >= 1);

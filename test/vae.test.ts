@@ -305,3 +305,26 @@ test('bench: VAE models give encode/decode rows with FLOP rates and the GEMM rat
   await assert.rejects(runBench({ models: ['VAE-f9@256'], batches: [1], device: 'cpu' }), /expected VAE-f8@SIZE or VAE-tiny@SIZE/);
   await assert.rejects(runBench({ models: ['VAE-f8@100'], batches: [1], device: 'cpu' }), /multiple of 8/);
 });
+
+test('vae.path may be a diffusers model folder: its diffusion_pytorch_model.safetensors, else its only .safetensors', async () => {
+  const file = writeTinyVae(tmp(), { naming: 'diffusers', seed: 4 });
+  const byFile = await VAE.load(file, opts);
+  const byDir = await VAE.load(path.dirname(file), opts);
+  assert.equal(byDir.file, file);
+  assert.equal(byDir.sha256, byFile.sha256);
+  const x = images(1);
+  assert.deepEqual(await byDir.encode(x, 1, H, W), await byFile.encode(x, 1, H, W));
+  byFile.dispose();
+  byDir.dispose();
+  // an LDM-named file alone in a folder is found too
+  const ldm = writeTinyVae(tmp(), { naming: 'ldm', seed: 4 });
+  const one = await VAE.load(path.dirname(ldm), opts);
+  assert.equal(one.file, ldm);
+  one.dispose();
+  const empty = tmp();
+  await assert.rejects(VAE.load(empty, opts), (e: Error) => e instanceof CheckpointError && e.message.includes(empty) && /folder without a \.safetensors file/.test(e.message));
+  const two = tmp();
+  writeFileSync(path.join(two, 'a.safetensors'), readFileSync(ldm));
+  writeFileSync(path.join(two, 'b.safetensors'), readFileSync(ldm));
+  await assert.rejects(VAE.load(two, opts), /2 \.safetensors files \(a\.safetensors, b\.safetensors\) and none named diffusion_pytorch_model\.safetensors/);
+});

@@ -1,11 +1,13 @@
 // The VAE's conv2d at SD kl-f8's shapes (256x256 images) against the large-GEMM rate,
 // in GFLOP per CPU-second on ONE thread (CLOCK_PROCESS_CPUTIME_ID), so that the ratio
 // means something on a shared machine too; plus GroupNorm+SiLU at the largest size.
+// First the GEMM itself, built-in and BLAS (when linked), on three shapes.
 //   bench_vae_ops [reps (default 2)]
 #include <time.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <array>
 #include <random>
 #include <vector>
 
@@ -26,15 +28,29 @@ int main(int argc, char** argv) {
   auto be = make_cpu_backend<float>(1);
   std::mt19937 r(1);
   std::uniform_real_distribution<float> u(-1, 1);
+  // The GEMM each way this build can run it (the conv rates below use the default).
+  auto gemm_rate = [&](int M, int N, int K) {
+    std::vector<float> a(size_t(M) * K), b(size_t(K) * N), c(size_t(M) * N);
+    for (auto& v : a) v = u(r);
+    for (auto& v : b) v = u(r);
+    cpu::gemm_serial<float>(false, false, M, N, K, 1, a.data(), K, b.data(), N, 0, c.data(), N);
+    double t0 = cpu_s();
+    for (int i = 0; i < reps; ++i) cpu::gemm_serial<float>(false, false, M, N, K, 1, a.data(), K, b.data(), N, 0, c.data(), N);
+    return 2.0 * M * N * K / ((cpu_s() - t0) / reps) * 1e-9;
+  };
   const int G = 1024;
-  std::vector<float> a(size_t(G) * G), b(size_t(G) * G), c(size_t(G) * G);
-  for (auto& v : a) v = u(r);
-  for (auto& v : b) v = u(r);
-  cpu::gemm_serial<float>(false, true, G, G, G, 1, a.data(), G, b.data(), G, 0, c.data(), G);
-  double t0 = cpu_s();
-  for (int i = 0; i < reps; ++i) cpu::gemm_serial<float>(false, true, G, G, G, 1, a.data(), G, b.data(), G, 0, c.data(), G);
-  const double gemm = 2.0 * G * G * G / ((cpu_s() - t0) / reps) * 1e-9;
-  std::printf("gemm (%s) %d^3, 1 thread: %.1f GFLOP/cpu-s\n", cpu_gemm_name(), G, gemm);
+  for (CpuGemm which : {CpuGemm::Builtin, CpuGemm::Blas}) {
+    if (which == CpuGemm::Blas && !cpu_have_blas()) continue;
+    cpu_set_gemm(which);
+    std::printf("gemm %-22s 1 thread, GFLOP/cpu-s:", cpu_gemm_name());
+    for (auto [M, N, K] : {std::array<int, 3>{1024, 1024, 1024}, std::array<int, 3>{128, 1024, 1152}, std::array<int, 3>{512, 256, 4608}})
+      std::printf("  %dx%dx%d %.1f", M, N, K, gemm_rate(M, N, K));
+    std::printf("\n");
+  }
+  cpu_set_gemm(CpuGemm::Auto);
+  const double gemm = gemm_rate(G, G, G);
+  std::printf("gemm (%s, the default here) %d^3, 1 thread: %.1f GFLOP/cpu-s\n", cpu_gemm_name(), G, gemm);
+  double t0 = 0;
   struct Case { int Ci, H, Co, k, s; };
   for (Case cs : {Case{128, 256, 128, 3, 1}, Case{256, 256, 128, 3, 1}, Case{128, 128, 256, 1, 1}, Case{256, 128, 256, 3, 1},
                   Case{512, 64, 512, 3, 1}, Case{512, 32, 512, 3, 1}, Case{128, 256, 128, 3, 2}}) {
