@@ -79,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
         await runSample(loaded.config);
       } else if (o.phase === 'evaluate') {
         if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the sample set with evaluate.samples=PATH');
-        const { runEvaluatePhase } = await import('./evaluate/phase.js');
+        const { runEvaluatePhase } = await import('./eval/phase.js');
         await runEvaluatePhase(loaded.config);
       } else {
         if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the checkpoint with inference.ckpt=PATH');

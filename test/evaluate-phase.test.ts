@@ -8,8 +8,8 @@ import { after, test } from 'node:test';
 
 import { loadConfig } from '../src/config/index.js';
 import { ConfigError } from '../src/errors.js';
-import { newestInferenceSamples, runEvaluatePhase } from '../src/evaluate/phase.js';
-import { referenceImages } from '../src/evaluate/real.js';
+import { newestInferenceSamples, runEvaluatePhase } from '../src/eval/phase.js';
+import { referenceImages } from '../src/eval/real.js';
 import { writeNpz } from '../src/io/npz.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'st-eval-'));

@@ -68,9 +68,12 @@ export function renderSynthetic(o: SyntheticOptions, index: number, out: Float32
   const base = COLOURS[(label + 3 * Math.floor(label / 10)) % 10];
   const col = base.map((v) => Math.min(1, Math.max(0, v + (rng.uniform() - 0.5) * 0.2)));
   const bg = [0, 1, 2].map(() => 0.05 + rng.uniform() * 0.2);
-  const r = 0.2 + rng.uniform() * 0.12;
-  const cx = 0.5 + (rng.uniform() - 0.5) * 0.3;
-  const cy = 0.5 + (rng.uniform() - 0.5) * 0.3;
+  // Radius 0.26-0.36 of the image: at 16x16 the plus and cross arms are ~3 px wide
+  // and the two dots ~2.5 px across (at 0.2-0.32 they were 1-2 px, and a DiT
+  // drew them as blobs in the README's main job); centre within +-0.12.
+  const r = 0.26 + rng.uniform() * 0.1;
+  const cx = 0.5 + (rng.uniform() - 0.5) * 0.24;
+  const cy = 0.5 + (rng.uniform() - 0.5) * 0.24;
   const S = o.imageSize;
   const C = o.channels;
   const plane = S * S;

@@ -19,7 +19,7 @@ import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
 import { train } from '../train/index.js';
 import { loadExperimentSpec, type ExperimentSpec, type MetricKey, type SamplerSpec } from './spec.js';
 import { writeReport } from './report.js';
-import { range, realImages, seededOrder } from '../evaluate/real.js';
+import { range, realImages, seededOrder } from '../eval/real.js';
 
 export interface ExperimentOptions {
   /** base.yaml of the experiment folder (or any config in it) */

@@ -6,7 +6,7 @@ import path from 'node:path';
 
 import type { Config } from '../config/index.js';
 import { ConfigError } from '../errors.js';
-import { formatEvalTable, runEvaluate, type EvalResult } from '../eval/index.js';
+import { formatEvalTable, runEvaluate, type EvalResult } from './index.js';
 import { referenceImages } from './real.js';
 
 /** samples.npz of the newest inference-<step> folder in the experiment folder. */

@@ -5,7 +5,7 @@ import path from 'node:path';
 
 import { imageLimits, ImageFolderDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
-import type { ImageSet } from '../eval/index.js';
+import type { ImageSet } from './index.js';
 import { toUint8NHWC } from '../generate/images.js';
 
 /** [N, C, H, W] floats of `data` at `indices` -> uint8 [N, H, W, C] (the samples' quantisation). */
