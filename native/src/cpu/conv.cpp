@@ -161,7 +161,9 @@ void winograd_conv(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::
                    const T* w, const T* b, T* y, const Conv2dShape& s, bool accum) {
   const int Ci = s.Ci, Co = s.Co, H = s.H, W = s.W;
   const int th = (H + 1) / 2, tw = (W + 1) / 2;
-  const int rows = std::max(1, winograd_tile_block(Ci, Co) / tw);  // tile rows per task
+  // tile rows per task: the block size, but at least 4 tasks per image (one 32x32 image
+  // of 512 channels is 16 tile rows, a single block, which left one thread idle)
+  const int rows = std::max(1, std::min(winograd_tile_block(Ci, Co) / tw, (th + 3) / 4));
   const int tb = rows * tw;
   const int64_t blocks = (th + rows - 1) / rows;
   const size_t plane = static_cast<size_t>(Co) * Ci;
