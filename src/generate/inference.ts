@@ -11,8 +11,8 @@ import path from 'node:path';
 
 import { stepDirName } from '../checkpoint/index.js';
 import type { Config } from '../config/schema.js';
-import { writeFileAtomic, writeNpy } from '../io/npy.js';
-import { writeNpz } from '../io/npz.js';
+import { NpyStreamWriter, writeFileAtomic, writeNpy } from '../io/npy.js';
+import { NpzStreamWriter } from '../io/npz.js';
 import { Progress } from '../progress.js';
 import { Rng } from '../rng.js';
 import { isLatentModel, latentDecoder, unscaleLatents, type LatentDecoder } from './decode.js';
@@ -77,78 +77,96 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
     const per = C * H * H;
     const samplerSteps = spacedTimesteps(g.coefs.T, s.steps).length;
     const noise0 = g.model.getNoiseState();
-    const mine: Uint8Array[] = [];
-    let offset = noise0.offset;
-    for (let k = 0, a = 0; a < N; k++, a += B) {
-      const y = labels.slice(a, Math.min(N, a + B));
-      const blocks = Math.ceil((y.length * per) / 4) * samplerSteps; // x_T, then one draw per step but the last
-      if (k % w.size === w.rank) {
-        g.model.setNoiseState({ seed: noise0.seed, offset });
-        // per sampler step; the other ranks' batches run alongside (about size x as many images)
-        const x = await generate(g, s, y, B, (d) => progress.tick(Math.min(N, a + d * w.size)));
-        const after = g.model.getNoiseState().offset;
-        if (after !== offset + blocks) {
-          throw new SpeedTrainError(`inference: batch ${k} drew ${after - offset} noise blocks, the split over processes assumed ${blocks}; ` +
-            'the sampler changed how it draws noise (src/generate/inference.ts must follow)');
-        }
-        // Per batch: its unscaled latents (when kept), then its uint8 images.
-        if (keepLatents) {
-          const lat = unscaleLatents(x, c.vae.scale_factor);
-          mine.push(new Uint8Array(lat.buffer, lat.byteOffset, lat.byteLength));
-        }
-        if (isImage) {
-          const pix = dec ? await dec.vae.decode(unscaleLatents(x, dec.scale), y.length, H, H, { chunk: c.vae.chunk }) : x;
-          mine.push(toUint8NHWC(pix, y.length, IC, IH, IH));
-        }
-        const done = Math.min(N, a + y.length * w.size);
-        progress.tick(done);
-      }
-      offset += blocks;
-    }
-    const parts = gatherBytes(concatBytes(mine), 0);
-    if (!w.isRoot) return { dir, npz: null, latents: null, count: 0, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
-    // rank r's buffer holds its batches k = r, r + size, ... in order
+    // Streamed to disk batch by batch (rank 0 writes, in batch order): 50k samples at
+    // 256x256 are 9.8 GB, past what one typed array can hold (4 GiB), and memory
+    // stays one batch per process.
     const imgBytes = isImage ? IH * IH * IC : 0;
     const latBytes = keepLatents ? per * 4 : 0;
-    const imgs = new Uint8Array(N * imgBytes);
-    const latents = keepLatents ? new Float32Array(N * per) : undefined;
-    const latU8 = latents ? new Uint8Array(latents.buffer) : undefined;
-    const read = parts.map(() => 0);
-    const take = (r: number, n: number): Uint8Array => {
-      if (read[r] + n > parts[r].length) throw new SpeedTrainError(`inference: rank ${r} sent ${parts[r].length} bytes, fewer than its batches need`);
-      const piece = parts[r].subarray(read[r], read[r] + n);
-      read[r] += n;
-      return piece;
-    };
-    for (let k = 0, a = 0; a < N; k++, a += B) {
-      const r = k % w.size;
-      const n = Math.min(N, a + B) - a;
-      if (latU8) latU8.set(take(r, n * latBytes), a * latBytes);
-      if (isImage) imgs.set(take(r, n * imgBytes), a * imgBytes);
-    }
-    if (isImage && s.save_png) {
-      for (let i = 0; i < N; i++) {
-        const one = imgs.subarray(i * imgBytes, (i + 1) * imgBytes);
-        writeFileAtomic(path.join(dir, `${String(i).padStart(6, '0')}.png`), [encodePng(one, IH, IH, IC)]);
+    const npz = isImage ? path.join(dir, 'samples.npz') : null;
+    const latFile = keepLatents ? path.join(dir, 'latents.npy') : null;
+    let npzOut: NpzStreamWriter | null = null;
+    let latOut: NpyStreamWriter | null = null;
+    try {
+      if (w.isRoot && npz) {
+        npzOut = new NpzStreamWriter(npz);
+        npzOut.begin('arr_0', 'uint8', [N, IH, IH, IC]);
       }
-    }
-    progress.done();
-    let npz: string | null = null;
-    if (isImage) {
-      npz = path.join(dir, 'samples.npz');
-      writeNpz(npz, {
-        arr_0: { dtype: 'uint8', shape: [N, IH, IH, IC], data: imgs },
-        arr_1: { dtype: 'int64', shape: [N], data: BigInt64Array.from(labels, (v) => BigInt(v)) },
-      });
-      log(`samples: ${npz} (arr_0 uint8 [${N}, ${IH}, ${IH}, ${IC}], arr_1 int64 labels)`);
-    }
-    let latFile: string | null = null;
-    if (latents) {
-      latFile = path.join(dir, 'latents.npy');
-      writeNpy(latFile, { dtype: 'float32', shape: [N, C, H, H], data: latents });
-      writeNpy(path.join(dir, 'labels.npy'), { dtype: 'int64', shape: [N], data: BigInt64Array.from(labels, (v) => BigInt(v)) });
-      log(`latents: ${latFile} (unscaled: the model's samples divided by vae.scale_factor ${c.vae.scale_factor})` +
-        (isImage ? '' : '; set vae.path to decode them to images for -p evaluate'));
+      if (w.isRoot && latFile) latOut = new NpyStreamWriter(latFile, 'float32', [N, C, H, H]);
+      const batches = Math.ceil(N / B);
+      let offset = noise0.offset;
+      // one round = one batch per rank: batch k runs on rank k % size
+      for (let k0 = 0; k0 < batches; k0 += w.size) {
+        let mine: Uint8Array = new Uint8Array(0);
+        for (let k = k0; k < Math.min(batches, k0 + w.size); k++) {
+          const a = k * B;
+          const y = labels.slice(a, Math.min(N, a + B));
+          const blocks = Math.ceil((y.length * per) / 4) * samplerSteps; // x_T, then one draw per step but the last
+          if (k % w.size === w.rank) {
+            g.model.setNoiseState({ seed: noise0.seed, offset });
+            // per sampler step; the other ranks' batches run alongside (about size x as many images)
+            const x = await generate(g, s, y, B, (d) => progress.tick(Math.min(N, a + d * w.size)));
+            const after = g.model.getNoiseState().offset;
+            if (after !== offset + blocks) {
+              throw new SpeedTrainError(`inference: batch ${k} drew ${after - offset} noise blocks, the split over processes assumed ${blocks}; ` +
+                'the sampler changed how it draws noise (src/generate/inference.ts must follow)');
+            }
+            // the batch's unscaled latents (when kept), then its uint8 images
+            const parts: Uint8Array[] = [];
+            if (keepLatents) {
+              const lat = unscaleLatents(x, c.vae.scale_factor);
+              parts.push(new Uint8Array(lat.buffer, lat.byteOffset, lat.byteLength));
+            }
+            if (isImage) {
+              const pix = dec ? await dec.vae.decode(unscaleLatents(x, dec.scale), y.length, H, H, { chunk: c.vae.chunk }) : x;
+              parts.push(toUint8NHWC(pix, y.length, IC, IH, IH));
+            }
+            mine = concatBytes(parts);
+            progress.tick(Math.min(N, a + y.length * w.size));
+          }
+          offset += blocks;
+        }
+        const got = gatherBytes(mine, 0);
+        if (!w.isRoot) continue;
+        for (let k = k0; k < Math.min(batches, k0 + w.size); k++) {
+          const r = k % w.size;
+          const a = k * B;
+          const n = Math.min(N, a + B) - a;
+          const buf = got[r];
+          if (buf.length !== n * (latBytes + imgBytes)) {
+            throw new SpeedTrainError(`inference: rank ${r} sent ${buf.length} bytes for batch ${k}, expected ${n * (latBytes + imgBytes)}`);
+          }
+          latOut?.write(buf.subarray(0, n * latBytes));
+          if (!isImage) continue;
+          const imgs = buf.subarray(n * latBytes);
+          npzOut?.write(imgs);
+          if (s.save_png) {
+            for (let i = 0; i < n; i++) {
+              const one = imgs.subarray(i * imgBytes, (i + 1) * imgBytes);
+              writeFileAtomic(path.join(dir, `${String(a + i).padStart(6, '0')}.png`), [encodePng(one, IH, IH, IC)]);
+            }
+          }
+        }
+      }
+      if (!w.isRoot) return { dir, npz: null, latents: null, count: 0, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
+      progress.done();
+      const labels64 = BigInt64Array.from(labels, (v) => BigInt(v));
+      if (npzOut && npz) {
+        npzOut.end();
+        npzOut.begin('arr_1', 'int64', [N]);
+        npzOut.write(new Uint8Array(labels64.buffer));
+        npzOut.end();
+        npzOut.commit();
+        log(`samples: ${npz} (arr_0 uint8 [${N}, ${IH}, ${IH}, ${IC}], arr_1 int64 labels)`);
+      }
+      if (latOut && latFile) {
+        latOut.commit();
+        writeNpy(path.join(dir, 'labels.npy'), { dtype: 'int64', shape: [N], data: labels64 });
+        log(`latents: ${latFile} (unscaled: the model's samples divided by vae.scale_factor ${c.vae.scale_factor})` +
+          (isImage ? '' : '; set vae.path to decode them to images for -p evaluate'));
+      }
+    } finally {
+      npzOut?.abort(); // nothing after a commit; the temporary file after an error
+      latOut?.abort();
     }
     return { dir, npz, latents: latFile, count: N, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
   } finally {

@@ -370,30 +370,118 @@ export function encodeNpyParts(arr: NdArray): Uint8Array[] {
   return [header, payload];
 }
 
+/**
+ * A file written in pieces and made visible only when complete: a temporary file in
+ * the same folder, then fsync and rename (commit), or removed (abort). Nothing of a
+ * failed or interrupted write is left under the final name.
+ */
+export class AtomicFileWriter {
+  readonly file: string;
+  readonly #tmp: string;
+  #fd: number | null;
+  #pos = 0;
+
+  constructor(file: string) {
+    this.file = file;
+    const dir = path.dirname(path.resolve(file));
+    this.#tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
+    try {
+      this.#fd = fs.openSync(this.#tmp, 'w');
+    } catch (e) {
+      throw new DataError(file, `cannot write: ${(e as Error).message}`);
+    }
+  }
+
+  #guard<T>(fn: (fd: number) => T): T {
+    if (this.#fd === null) throw new DataError(this.file, 'write after the file was committed or aborted');
+    try {
+      return fn(this.#fd);
+    } catch (e) {
+      this.abort();
+      throw e instanceof DataError ? e : new DataError(this.file, `cannot write: ${(e as Error).message}`);
+    }
+  }
+
+  write(p: Uint8Array): void {
+    this.#guard((fd) => {
+      let done = 0;
+      while (done < p.length) done += fs.writeSync(fd, p, done, Math.min(p.length - done, 1 << 30), this.#pos + done);
+      this.#pos += p.length;
+    });
+  }
+
+  /** Overwrites bytes already written (a header field known only at the end). */
+  writeAt(p: Uint8Array, position: number): void {
+    if (position < 0 || position + p.length > this.#pos) throw new RangeError(`${this.file}: writeAt ${position}+${p.length} outside the ${this.#pos} bytes written`);
+    this.#guard((fd) => {
+      let done = 0;
+      while (done < p.length) done += fs.writeSync(fd, p, done, p.length - done, position + done);
+    });
+  }
+
+  commit(): void {
+    this.#guard((fd) => {
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      this.#fd = null;
+      fs.renameSync(this.#tmp, this.file);
+    });
+  }
+
+  /** Removes the temporary file (idempotent; after commit it does nothing). */
+  abort(): void {
+    if (this.#fd === null) return;
+    try { fs.closeSync(this.#fd); } catch { /* already closed */ }
+    this.#fd = null;
+    try { fs.unlinkSync(this.#tmp); } catch { /* never created or already renamed */ }
+  }
+}
+
 /** Writes pieces (any iterable, so a generator streams them) to `file` atomically: a temporary file in the same folder, fsync, rename. */
 export function writeFileAtomic(file: string, parts: Iterable<Uint8Array>): void {
-  const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  let fd: number;
+  const w = new AtomicFileWriter(file);
   try {
-    fd = fs.openSync(tmp, 'w');
-  } catch (e) {
-    throw new DataError(file, `cannot write: ${(e as Error).message}`);
+    for (const p of parts) w.write(p);
+    w.commit();
+  } finally {
+    w.abort();
   }
-  try {
-    for (const p of parts) {
-      let done = 0;
-      while (done < p.length) {
-        done += fs.writeSync(fd, p, done, Math.min(p.length - done, 1 << 30));
-      }
+}
+
+/**
+ * An .npy file whose payload arrives in pieces (the shape is known up front): the
+ * header, then `write` calls that must add up to the shape's bytes, then `commit`.
+ */
+export class NpyStreamWriter {
+  readonly #w: AtomicFileWriter;
+  readonly #bytes: number;
+  #written = 0;
+
+  constructor(file: string, dtype: NpyDtype, shape: readonly number[]) {
+    this.#bytes = shape.reduce((a, b) => a * b, 1) * ITEMSIZE[dtype];
+    this.#w = new AtomicFileWriter(file);
+    this.#w.write(npyHeaderBytes(dtype, shape));
+  }
+
+  write(p: Uint8Array): void {
+    if (this.#written + p.length > this.#bytes) {
+      this.#w.abort();
+      throw new DataError(this.#w.file, `${this.#written + p.length} payload bytes written, the shape holds ${this.#bytes}`);
     }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    try { fs.closeSync(fd); } catch { /* already closed */ }
-    try { fs.unlinkSync(tmp); } catch { /* never created or already renamed */ }
-    throw e instanceof DataError ? e : new DataError(file, `cannot write: ${(e as Error).message}`);
+    this.#w.write(p);
+    this.#written += p.length;
+  }
+
+  commit(): void {
+    if (this.#written !== this.#bytes) {
+      this.#w.abort();
+      throw new DataError(this.#w.file, `${this.#written} payload bytes written, the shape holds ${this.#bytes}`);
+    }
+    this.#w.commit();
+  }
+
+  abort(): void {
+    this.#w.abort();
   }
 }
 

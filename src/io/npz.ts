@@ -4,6 +4,10 @@
 
 import { DataError } from '../errors.js';
 import {
+  AtomicFileWriter,
+  ITEMSIZE,
+  type NpyDtype,
+  npyHeaderBytes,
   type NdArray,
   type NdArrayInput,
   bufferSource,
@@ -15,11 +19,13 @@ import {
   withFile,
   writeFileAtomic,
 } from './npy.js';
-import { type ZipEntryInfo, crc32, readDeflatedEntry, readZipDirectory, zipEntryDataOffset, zipStoredParts } from './zip.js';
+import { type ZipEntryInfo, ZipStreamWriter, crc32, readDeflatedEntry, readZipDirectory, zipEntryDataOffset, zipStoredParts } from './zip.js';
 
 export interface WriteNpzOptions {
   /** always write ZIP64 records (numpy reads both); default: only when needed */
   forceZip64?: boolean;
+  /** modification time of the entries (default: now) */
+  mtime?: Date;
 }
 
 /** Writes arrays as an .npz file (atomically); keys become `<key>.npy` entries. */
@@ -31,7 +37,64 @@ export function writeNpz(file: string, arrays: Record<string, NdArrayInput>, opt
     const arr = toNdArray(arrays[key], `${file}[${key}]`);
     return { name: `${key}.npy`, parts: encodeNpyParts(arr) };
   });
-  writeFileAtomic(file, zipStoredParts(entries, { forceZip64: opts.forceZip64 }));
+  writeFileAtomic(file, zipStoredParts(entries, { forceZip64: opts.forceZip64, mtime: opts.mtime }));
+}
+
+/**
+ * An .npz file written array by array and, within an array, piece by piece, so
+ * that no array needs to fit in memory (a typed array holds at most 4 GiB):
+ * `begin(key, dtype, shape)`, `write(bytes)` until the shape's bytes are there,
+ * `end()`; then `commit()` (atomic: nothing appears under the name before) or
+ * `abort()`. The layout is writeNpz's (stored entries, ZIP64 where needed).
+ */
+export class NpzStreamWriter {
+  readonly file: string;
+  readonly #out: AtomicFileWriter;
+  readonly #zip: ZipStreamWriter;
+
+  constructor(file: string, opts: WriteNpzOptions = {}) {
+    this.file = file;
+    this.#out = new AtomicFileWriter(file);
+    this.#zip = new ZipStreamWriter(this.#out, { forceZip64: opts.forceZip64, mtime: opts.mtime });
+  }
+
+  #run(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.abort();
+      throw e instanceof DataError ? e : new DataError(this.file, (e as Error).message);
+    }
+  }
+
+  begin(key: string, dtype: NpyDtype, shape: readonly number[]): void {
+    this.#run(() => {
+      if (key.length === 0 || key.includes('\0')) throw new DataError(this.file, `invalid .npz key ${JSON.stringify(key)}`);
+      const header = npyHeaderBytes(dtype, shape);
+      const payload = shape.reduce((a, b) => a * b, 1) * ITEMSIZE[dtype];
+      this.#zip.begin(`${key}.npy`, header.length + payload);
+      this.#zip.write(header);
+    });
+  }
+
+  write(bytes: Uint8Array): void {
+    this.#run(() => this.#zip.write(bytes));
+  }
+
+  end(): void {
+    this.#run(() => this.#zip.end());
+  }
+
+  commit(): void {
+    this.#run(() => {
+      this.#zip.finish();
+      this.#out.commit();
+    });
+  }
+
+  abort(): void {
+    this.#out.abort();
+  }
 }
 
 export interface ReadNpzOptions {

@@ -47,94 +47,95 @@ export interface ZipWriteOptions {
   mtime?: Date;
 }
 
-/**
- * Lays out a ZIP archive of stored (uncompressed) entries and returns the byte
- * pieces in file order. Payload pieces are passed through, not copied.
- */
-export function zipStoredParts(entries: readonly ZipWriteEntry[], opts: ZipWriteOptions = {}): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  const central: Buffer[] = [];
-  const { time, date } = dosDateTime(opts.mtime ?? new Date());
-  let offset = 0;
-  const seen = new Set<string>();
-  for (const e of entries) {
-    if (seen.has(e.name)) throw new Error(`duplicate zip entry name '${e.name}'`);
-    seen.add(e.name);
-    const name = Buffer.from(e.name, 'utf8');
-    let size = 0;
-    for (const p of e.parts) size += p.length;
-    const crc = crc32(e.parts);
-    const zip64 = opts.forceZip64 === true || size >= U32_MAX || offset >= U32_MAX;
-    const version = zip64 ? 45 : 20;
-    const flags = 0x0800; // names are UTF-8
+interface RecordInfo {
+  name: Buffer;
+  size: number;
+  crc: number;
+  offset: number;
+  zip64: boolean;
+  time: number;
+  date: number;
+}
 
-    const local = Buffer.alloc(30 + name.length + (zip64 ? 20 : 0));
-    local.writeUInt32LE(SIG_LOCAL, 0);
-    local.writeUInt16LE(version, 4);
-    local.writeUInt16LE(flags, 6);
-    local.writeUInt16LE(0, 8); // stored
-    local.writeUInt16LE(time, 10);
-    local.writeUInt16LE(date, 12);
-    local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(zip64 ? U32_MAX : size, 18);
-    local.writeUInt32LE(zip64 ? U32_MAX : size, 22);
-    local.writeUInt16LE(name.length, 26);
-    local.writeUInt16LE(zip64 ? 20 : 0, 28);
-    name.copy(local, 30);
-    if (zip64) {
-      const x = 30 + name.length;
-      local.writeUInt16LE(0x0001, x);
-      local.writeUInt16LE(16, x + 2);
-      local.writeBigUInt64LE(BigInt(size), x + 4);
-      local.writeBigUInt64LE(BigInt(size), x + 12);
-    }
+const FLAGS = 0x0800; // names are UTF-8
 
-    // Central record: ZIP64 extra holds, in order, only the fields set to 0xFFFFFFFF.
-    const bigSize = zip64;
-    const bigOffset = offset >= U32_MAX || opts.forceZip64 === true;
-    const extraLen = (bigSize ? 16 : 0) + (bigOffset ? 8 : 0);
-    const cen = Buffer.alloc(46 + name.length + (extraLen ? 4 + extraLen : 0));
-    cen.writeUInt32LE(SIG_CENTRAL, 0);
-    cen.writeUInt16LE(version, 4); // made by (MS-DOS attributes)
-    cen.writeUInt16LE(version, 6);
-    cen.writeUInt16LE(flags, 8);
-    cen.writeUInt16LE(0, 10);
-    cen.writeUInt16LE(time, 12);
-    cen.writeUInt16LE(date, 14);
-    cen.writeUInt32LE(crc, 16);
-    cen.writeUInt32LE(bigSize ? U32_MAX : size, 20);
-    cen.writeUInt32LE(bigSize ? U32_MAX : size, 24);
-    cen.writeUInt16LE(name.length, 28);
-    cen.writeUInt16LE(extraLen ? 4 + extraLen : 0, 30);
-    cen.writeUInt16LE(0, 32); // comment
-    cen.writeUInt16LE(0, 34); // disk
-    cen.writeUInt16LE(0, 36); // internal attributes
-    cen.writeUInt32LE(0, 38); // external attributes
-    cen.writeUInt32LE(bigOffset ? U32_MAX : offset, 42);
-    name.copy(cen, 46);
-    if (extraLen) {
-      let x = 46 + name.length;
-      cen.writeUInt16LE(0x0001, x);
-      cen.writeUInt16LE(extraLen, x + 2);
-      x += 4;
-      if (bigSize) {
-        cen.writeBigUInt64LE(BigInt(size), x);
-        cen.writeBigUInt64LE(BigInt(size), x + 8);
-        x += 16;
-      }
-      if (bigOffset) cen.writeBigUInt64LE(BigInt(offset), x);
-    }
-    central.push(cen);
-    out.push(local, ...e.parts);
-    offset += local.length + size;
+function localHeader(e: RecordInfo): Buffer {
+  const { name, size, zip64 } = e;
+  const local = Buffer.alloc(30 + name.length + (zip64 ? 20 : 0));
+  local.writeUInt32LE(SIG_LOCAL, 0);
+  local.writeUInt16LE(zip64 ? 45 : 20, 4);
+  local.writeUInt16LE(FLAGS, 6);
+  local.writeUInt16LE(0, 8); // stored
+  local.writeUInt16LE(e.time, 10);
+  local.writeUInt16LE(e.date, 12);
+  local.writeUInt32LE(e.crc, 14);
+  local.writeUInt32LE(zip64 ? U32_MAX : size, 18);
+  local.writeUInt32LE(zip64 ? U32_MAX : size, 22);
+  local.writeUInt16LE(name.length, 26);
+  local.writeUInt16LE(zip64 ? 20 : 0, 28);
+  name.copy(local, 30);
+  if (zip64) {
+    const x = 30 + name.length;
+    local.writeUInt16LE(0x0001, x);
+    local.writeUInt16LE(16, x + 2);
+    local.writeBigUInt64LE(BigInt(size), x + 4);
+    local.writeBigUInt64LE(BigInt(size), x + 12);
   }
+  return local;
+}
 
-  const cdOffset = offset;
+/** Where the CRC-32 sits in a local header (a streamed entry's is written last). */
+const LOCAL_CRC_AT = 14;
+
+// Central record: ZIP64 extra holds, in order, only the fields set to 0xFFFFFFFF.
+function centralRecord(e: RecordInfo, forceZip64: boolean): Buffer {
+  const { name, size, offset, crc } = e;
+  const version = e.zip64 ? 45 : 20;
+  const bigSize = e.zip64;
+  const bigOffset = offset >= U32_MAX || forceZip64;
+  const extraLen = (bigSize ? 16 : 0) + (bigOffset ? 8 : 0);
+  const cen = Buffer.alloc(46 + name.length + (extraLen ? 4 + extraLen : 0));
+  cen.writeUInt32LE(SIG_CENTRAL, 0);
+  cen.writeUInt16LE(version, 4); // made by (MS-DOS attributes)
+  cen.writeUInt16LE(version, 6);
+  cen.writeUInt16LE(FLAGS, 8);
+  cen.writeUInt16LE(0, 10);
+  cen.writeUInt16LE(e.time, 12);
+  cen.writeUInt16LE(e.date, 14);
+  cen.writeUInt32LE(crc, 16);
+  cen.writeUInt32LE(bigSize ? U32_MAX : size, 20);
+  cen.writeUInt32LE(bigSize ? U32_MAX : size, 24);
+  cen.writeUInt16LE(name.length, 28);
+  cen.writeUInt16LE(extraLen ? 4 + extraLen : 0, 30);
+  cen.writeUInt16LE(0, 32); // comment
+  cen.writeUInt16LE(0, 34); // disk
+  cen.writeUInt16LE(0, 36); // internal attributes
+  cen.writeUInt32LE(0, 38); // external attributes
+  cen.writeUInt32LE(bigOffset ? U32_MAX : offset, 42);
+  name.copy(cen, 46);
+  if (extraLen) {
+    let x = 46 + name.length;
+    cen.writeUInt16LE(0x0001, x);
+    cen.writeUInt16LE(extraLen, x + 2);
+    x += 4;
+    if (bigSize) {
+      cen.writeBigUInt64LE(BigInt(size), x);
+      cen.writeBigUInt64LE(BigInt(size), x + 8);
+      x += 16;
+    }
+    if (bigOffset) cen.writeBigUInt64LE(BigInt(offset), x);
+  }
+  return cen;
+}
+
+/** The central directory and end records of an archive whose entries end at `cdOffset`. */
+function directoryParts(records: readonly RecordInfo[], cdOffset: number, forceZip64: boolean): Buffer[] {
+  const central = records.map((r) => centralRecord(r, forceZip64));
   let cdSize = 0;
   for (const c of central) cdSize += c.length;
-  out.push(...central);
-  const needZip64End =
-    opts.forceZip64 === true || entries.length >= U16_MAX || cdOffset >= U32_MAX || cdSize >= U32_MAX;
+  const out: Buffer[] = [...central];
+  const n = records.length;
+  const needZip64End = forceZip64 || n >= U16_MAX || cdOffset >= U32_MAX || cdSize >= U32_MAX;
   if (needZip64End) {
     const z = Buffer.alloc(56 + 20);
     z.writeUInt32LE(SIG_ZIP64_EOCD, 0);
@@ -143,8 +144,8 @@ export function zipStoredParts(entries: readonly ZipWriteEntry[], opts: ZipWrite
     z.writeUInt16LE(45, 14);
     z.writeUInt32LE(0, 16);
     z.writeUInt32LE(0, 20);
-    z.writeBigUInt64LE(BigInt(entries.length), 24);
-    z.writeBigUInt64LE(BigInt(entries.length), 32);
+    z.writeBigUInt64LE(BigInt(n), 24);
+    z.writeBigUInt64LE(BigInt(n), 32);
     z.writeBigUInt64LE(BigInt(cdSize), 40);
     z.writeBigUInt64LE(BigInt(cdOffset), 48);
     z.writeUInt32LE(SIG_ZIP64_LOCATOR, 56);
@@ -155,7 +156,7 @@ export function zipStoredParts(entries: readonly ZipWriteEntry[], opts: ZipWrite
   }
   const end = Buffer.alloc(22);
   end.writeUInt32LE(SIG_EOCD, 0);
-  const n16 = needZip64End ? U16_MAX : entries.length;
+  const n16 = needZip64End ? U16_MAX : n;
   end.writeUInt16LE(n16, 8);
   end.writeUInt16LE(n16, 10);
   end.writeUInt32LE(needZip64End ? U32_MAX : cdSize, 12);
@@ -164,7 +165,99 @@ export function zipStoredParts(entries: readonly ZipWriteEntry[], opts: ZipWrite
   return out;
 }
 
-/** One entry of an archive's central directory. */
+/**
+ * Lays out a ZIP archive of stored (uncompressed) entries and returns the byte
+ * pieces in file order. Payload pieces are passed through, not copied.
+ */
+export function zipStoredParts(entries: readonly ZipWriteEntry[], opts: ZipWriteOptions = {}): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  const records: RecordInfo[] = [];
+  const { time, date } = dosDateTime(opts.mtime ?? new Date());
+  const force = opts.forceZip64 === true;
+  let offset = 0;
+  const seen = new Set<string>();
+  for (const e of entries) {
+    if (seen.has(e.name)) throw new Error(`duplicate zip entry name '${e.name}'`);
+    seen.add(e.name);
+    let size = 0;
+    for (const p of e.parts) size += p.length;
+    const r: RecordInfo = { name: Buffer.from(e.name, 'utf8'), size, crc: crc32(e.parts), offset, time, date, zip64: force || size >= U32_MAX || offset >= U32_MAX };
+    records.push(r);
+    const local = localHeader(r);
+    out.push(local, ...e.parts);
+    offset += local.length + size;
+  }
+  out.push(...directoryParts(records, offset, force));
+  return out;
+}
+
+/** The file a streamed archive goes to: appends, patches earlier bytes, then commits or aborts. */
+export interface ZipSink {
+  write(bytes: Uint8Array): void;
+  writeAt(bytes: Uint8Array, position: number): void;
+}
+
+/**
+ * A ZIP archive of stored entries written as it is produced, so an entry can be
+ * larger than memory (a 50k x 256 x 256 x 3 sample set is 9.8 GB, past the 4 GiB a
+ * typed array can hold). Each entry's size is declared up front; its CRC-32 is
+ * computed on the way and written into the local header when the entry ends.
+ */
+export class ZipStreamWriter {
+  readonly #sink: ZipSink;
+  readonly #records: RecordInfo[] = [];
+  readonly #force: boolean;
+  readonly #time: number;
+  readonly #date: number;
+  #offset = 0;
+  #open: { r: RecordInfo; written: number; crc: number } | null = null;
+
+  constructor(sink: ZipSink, opts: ZipWriteOptions = {}) {
+    this.#sink = sink;
+    this.#force = opts.forceZip64 === true;
+    ({ time: this.#time, date: this.#date } = dosDateTime(opts.mtime ?? new Date()));
+  }
+
+  begin(name: string, size: number): void {
+    if (this.#open) throw new Error(`zip entry '${this.#open.r.name.toString()}' is still open`);
+    if (this.#records.some((r) => r.name.toString() === name)) throw new Error(`duplicate zip entry name '${name}'`);
+    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`zip entry size must be a non-negative integer, got ${size}`);
+    const r: RecordInfo = { name: Buffer.from(name, 'utf8'), size, crc: 0, offset: this.#offset, time: this.#time, date: this.#date, zip64: this.#force || size >= U32_MAX || this.#offset >= U32_MAX };
+    const local = localHeader(r);
+    this.#sink.write(local);
+    this.#offset += local.length;
+    this.#open = { r, written: 0, crc: 0 };
+  }
+
+  write(bytes: Uint8Array): void {
+    const o = this.#open;
+    if (!o) throw new Error('zip: write outside an entry');
+    if (o.written + bytes.length > o.r.size) throw new RangeError(`zip entry '${o.r.name.toString()}': ${o.written + bytes.length} bytes written, ${o.r.size} declared`);
+    this.#sink.write(bytes);
+    o.crc = zlib.crc32(bytes, o.crc);
+    o.written += bytes.length;
+    this.#offset += bytes.length;
+  }
+
+  end(): void {
+    const o = this.#open;
+    if (!o) throw new Error('zip: end outside an entry');
+    if (o.written !== o.r.size) throw new RangeError(`zip entry '${o.r.name.toString()}': ${o.written} bytes written, ${o.r.size} declared`);
+    o.r.crc = o.crc >>> 0;
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32LE(o.r.crc, 0);
+    this.#sink.writeAt(crc, o.r.offset + LOCAL_CRC_AT);
+    this.#records.push(o.r);
+    this.#open = null;
+  }
+
+  /** Writes the central directory; the sink is then complete. */
+  finish(): void {
+    if (this.#open) throw new Error(`zip entry '${this.#open.r.name.toString()}' is still open`);
+    for (const p of directoryParts(this.#records, this.#offset, this.#force)) this.#sink.write(p);
+  }
+}
+
 export interface ZipEntryInfo {
   name: string;
   /** 0 = stored, 8 = deflate */
