@@ -11,6 +11,7 @@ import { NpzStreamWriter, readNpz, writeNpz } from '../src/io/npz.js';
 import { NpyStreamWriter, readNpy, writeNpy } from '../src/io/npy.js';
 import { readZipDirectory } from '../src/io/zip.js';
 import { DataError } from '../src/errors.js';
+import { openImageSet } from '../src/eval/samples.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'npz-stream-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -80,7 +81,7 @@ test('a streamed .npy equals writeNpy; wrong byte counts are DataErrors that lea
 // 50k samples at 256x256 are 9.8 GB; 4.4 GB here is enough to pass every 32-bit field.
 const BIG = 22_400; // x 196,608 bytes = 4.40 GB
 const free = (() => { try { const s = fs.statfsSync(dir); return s.bavail * s.bsize; } catch { return 0; } })();
-test('an arr_0 past 4 GiB streams through in bounded memory and reads back as a valid ZIP64 archive', { skip: free < 12e9 ? `needs 12 GB free in ${os.tmpdir()}, has ${(free / 1e9).toFixed(1)}` : false }, () => {
+test('an arr_0 past 4 GiB streams through in bounded memory, reads back as a valid ZIP64 archive, and -p evaluate streams it with its CRC checked', { skip: free < 12e9 ? `needs 12 GB free in ${os.tmpdir()}, has ${(free / 1e9).toFixed(1)}` : false }, async () => {
   const file = path.join(dir, 'big.npz');
   const per = 256 * 256 * 3;
   const w = new NpzStreamWriter(file);
@@ -111,5 +112,28 @@ test('an arr_0 past 4 GiB streams through in bounded memory and reads back as a 
   // An independent reader checks every CRC, when one is here (Python's zipfile).
   const py = spawnSync('python3', ['-c', 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); print(z.testzip())', file], { encoding: 'utf8' });
   if (py.status === 0) assert.equal(py.stdout.trim(), 'None');
+
+  // -p evaluate streams it: rows read in order, the entry's CRC checked at the last row
+  const readAll = async (): Promise<number[]> => {
+    const set = await openImageSet(file);
+    try {
+      assert.ok('rows' in set, 'a set past STREAM_IMAGES_ABOVE is streamed, not loaded');
+      assert.deepEqual([set.N, set.H, set.W, set.C], [BIG, 256, 256, 3]);
+      const marks: number[] = [];
+      for (let i = 0; i < set.N; i += 1000) {
+        const r = set.rows(i, Math.min(1000, set.N - i));
+        for (let j = 0; j < r.length / per; j += 100) marks.push(r[j * per]);
+      }
+      return marks;
+    } finally {
+      if ('close' in set) set.close();
+    }
+  };
+  const marks = await readAll();
+  assert.deepEqual(marks, Array.from({ length: BIG / 100 }, (_, i) => (i * 100) % 251));
+  const fd2 = fs.openSync(file, 'r+');
+  fs.writeSync(fd2, Uint8Array.of(7), 0, 1, 3_000_000_001); // one flipped byte in the middle
+  fs.closeSync(fd2);
+  await assert.rejects(readAll(), (e: Error) => e instanceof DataError && /CRC-32 mismatch/.test(e.message));
   fs.rmSync(file);
 });

@@ -11,7 +11,7 @@ import { featureStats, frechetDistanceParts } from './fid.js';
 import { type KidOptions, kernelInceptionDistance } from './kid.js';
 import { precisionRecall } from './prdc.js';
 import { type ReferenceStats, isReferenceStatsFile, loadReferenceStats, referenceFromFeatures, saveReferenceStats } from './reference.js';
-import { type ImageSet, loadImageSet } from './samples.js';
+import { type EvalImages, type ImageSet, openImageSet } from './samples.js';
 
 export interface EvaluateOptions {
   /** samples.npz, an .npy of uint8 images, a PNG folder, or images in memory */
@@ -111,20 +111,29 @@ export async function runEvaluate(opts: EvaluateOptions): Promise<EvalResult> {
     throw new DataError(cached.source, `reference statistics have dimension ${cached.dim}, feature space '${space.name}' has ${space.dim}`);
   }
 
-  const samples = typeof opts.samples === 'string' ? await loadImageSet(opts.samples) : opts.samples;
-  if (samples.N < 2) throw new DataError(samples.source, `need at least 2 sample images, found ${samples.N}`);
-  log(`samples: ${samples.N} images ${samples.H}x${samples.W}x${samples.C} from ${samples.source}`);
-  const sf = await extractFeatures(space, samples);
+  const samples: EvalImages = typeof opts.samples === 'string' ? await openImageSet(opts.samples) : opts.samples;
+  let sf: Float64Array;
+  try {
+    if (samples.N < 2) throw new DataError(samples.source, `need at least 2 sample images, found ${samples.N}`);
+    log(`samples: ${samples.N} images ${samples.H}x${samples.W}x${samples.C} from ${samples.source}${'rows' in samples ? ' (streamed from the file)' : ''}`);
+    sf = await extractFeatures(space, samples);
+  } finally {
+    if ('close' in samples) samples.close();
+  }
 
   let ref: ReferenceStats;
   if (cached) {
     ref = cached;
     log(`reference: cached statistics of ${ref.n} images from ${ref.source}${ref.features ? '' : ' (no features: FID only)'}`);
   } else {
-    const imgs = typeof opts.reference === 'string' ? await loadImageSet(opts.reference) : (opts.reference as ImageSet);
-    if (imgs.N < 2) throw new DataError(imgs.source, `need at least 2 reference images, found ${imgs.N}`);
-    log(`reference: ${imgs.N} images ${imgs.H}x${imgs.W}x${imgs.C} from ${imgs.source}`);
-    ref = referenceFromFeatures(await extractFeatures(space, imgs), imgs.N, space.dim, space.name, imgs.source);
+    const imgs: EvalImages = typeof opts.reference === 'string' ? await openImageSet(opts.reference) : (opts.reference as ImageSet);
+    try {
+      if (imgs.N < 2) throw new DataError(imgs.source, `need at least 2 reference images, found ${imgs.N}`);
+      log(`reference: ${imgs.N} images ${imgs.H}x${imgs.W}x${imgs.C} from ${imgs.source}`);
+      ref = referenceFromFeatures(await extractFeatures(space, imgs), imgs.N, space.dim, space.name, imgs.source);
+    } finally {
+      if ('close' in imgs) imgs.close();
+    }
   }
   if (opts.cacheReference) {
     saveReferenceStats(opts.cacheReference, ref);

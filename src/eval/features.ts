@@ -12,6 +12,15 @@ export interface ImageBatch {
   C: number;
 }
 
+/** Images read on demand, rows [i0, i0 + n) at a time (a set larger than memory). */
+export interface ImageRows {
+  N: number;
+  H: number;
+  W: number;
+  C: number;
+  rows(i0: number, n: number): Uint8Array;
+}
+
 export interface FeatureSpace {
   /** a stable name that identifies the space, e.g. "pixels-8x8" (cached statistics are matched by it) */
   name: string;
@@ -128,14 +137,17 @@ export function pixelFeatureSpace(size = 8): FeatureSpace {
  * Runs a feature space over images in batches (a network needs bounded
  * memory) and checks what it returns: [N, dim] finite values.
  */
-export async function extractFeatures(space: FeatureSpace, images: ImageBatch, batchSize = 256): Promise<Float64Array> {
-  checkImageBatch(images, `images for ${space.name}`);
+export async function extractFeatures(space: FeatureSpace, images: ImageBatch | ImageRows, batchSize = 256): Promise<Float64Array> {
+  const streamed = 'rows' in images;
+  if (!streamed) checkImageBatch(images, `images for ${space.name}`);
   const { N, H, W, C } = images;
   const per = H * W * C;
   const out = new Float64Array(N * space.dim);
   for (let i = 0; i < N; i += batchSize) {
     const n = Math.min(batchSize, N - i);
-    const batch: ImageBatch = { data: images.data.subarray(i * per, (i + n) * per), N: n, H, W, C };
+    // in order from the first image: a streamed set checks its file's CRC on the way
+    const data = streamed ? images.rows(i, n) : images.data.subarray(i * per, (i + n) * per);
+    const batch: ImageBatch = { data, N: n, H, W, C };
     const f = await space.extract(batch);
     if (f.length !== n * space.dim) {
       throw new RangeError(`feature space ${space.name} returned ${f.length} values for ${n} images; expected ${n}·${space.dim}`);
