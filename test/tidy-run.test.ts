@@ -54,7 +54,7 @@ test('sampling from an EMA still near its initial value warns, with what to do',
   assert.ok(w);
   assert.match(w, /the EMA \(ema\.decay 0\.995\) after 400 steps still holds 13\.5% of the initial random weights \(919 steps bring that under 1%\)/);
   assert.match(w, /use_ema=false/);
-  assert.equal(emaWarning(trained, 2500, true), null); // configs/default.yaml's run: 0.995^2500
+  assert.equal(emaWarning(trained, 2500, true), null); // 0.995^2500: well under the warning's share
   assert.equal(emaWarning(trained, 400, false), null); // sampling the raw weights
   assert.equal(emaWarning({ ...trained, model: { ...trained.model, init_from: '/w.safetensors' } }, 400, true), null);
   // end to end: 3 steps with the tiny config's decay 0.9 (0.9^3 = 73%)
