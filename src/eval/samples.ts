@@ -65,14 +65,10 @@ function streamedSet(fd: number, start: number, h: NpyHeader, source: string, ch
   let next = 0;
   let crc = check?.crc0 ?? 0;
   let open = true;
+  const src = fileRangeSource(fd, start, check?.entrySize ?? h.dataOffset + h.dataBytes);
   const readAt = (len: number, pos: number): Buffer => {
     const b = Buffer.alloc(len);
-    let got = 0;
-    while (got < len) {
-      const n = fs.readSync(fd, b, got, len - got, pos + got);
-      if (n === 0) throw new DataError(source, `file ends inside the images (at byte ${pos + got})`);
-      got += n;
-    }
+    if (src.read(b, pos) !== len) throw new DataError(source, `file ends inside the images (before byte ${start + pos + len})`);
     return b;
   };
   return {
@@ -83,13 +79,13 @@ function streamedSet(fd: number, start: number, h: NpyHeader, source: string, ch
       if (!(Number.isInteger(i0) && Number.isInteger(n) && i0 >= 0 && n >= 0 && i0 + n <= dims.N)) {
         throw new RangeError(`${source}: rows ${i0}..${i0 + n} outside 0..${dims.N}`);
       }
-      const buf = readAt(n * per, start + h.dataOffset + i0 * per);
+      const buf = readAt(n * per, h.dataOffset + i0 * per);
       if (check && i0 === next) {
         crc = zlib.crc32(buf, crc);
         next += n;
         if (next === dims.N) {
           const trailing = check.entrySize - h.dataOffset - h.dataBytes;
-          if (trailing > 0) crc = zlib.crc32(readAt(trailing, start + h.dataOffset + h.dataBytes), crc);
+          if (trailing > 0) crc = zlib.crc32(readAt(trailing, h.dataOffset + h.dataBytes), crc);
           if (crc >>> 0 !== check.crc) throw new DataError(source, 'CRC-32 mismatch in the zip entry: the file is corrupt');
         }
       }

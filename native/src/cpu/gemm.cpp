@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -56,6 +57,8 @@ Isa detect_isa() {
   const std::string v = e ? e : "";
   if (v == "portable") isa = Isa::Portable;
   else if (v == "avx2" && isa == Isa::Avx512) isa = Isa::Avx2;
+  else if (!v.empty() && v != "avx2" && v != "avx512")
+    std::fprintf(stderr, "speed: SPEED_CPU_ISA=%s ignored: expected avx2 or portable (it can only lower the CPU's choice)\n", v.c_str());
   return isa;
 }
 
@@ -79,6 +82,10 @@ CpuGemm default_gemm() {
     const std::string v = e ? e : "";
     if (v == "builtin") return CpuGemm::Builtin;
     if (v == "blas" && have_blas()) return CpuGemm::Blas;
+    if (v == "blas")
+      std::fprintf(stderr, "speed: SPEED_CPU_GEMM=blas ignored: this build has no BLAS (SPEED_BLAS found none)\n");
+    else if (!v.empty())
+      std::fprintf(stderr, "speed: SPEED_CPU_GEMM=%s ignored: expected builtin or blas\n", v.c_str());
     if (!have_blas() || cpu_isa() == Isa::Avx512) return CpuGemm::Builtin;
     return CpuGemm::Blas;
   }();
