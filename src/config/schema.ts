@@ -120,7 +120,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     latent_scale: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'a latents .npy is multiplied by this (unscaled SD-VAE latents: 0.18215); shard folders use their manifest\'s scale, fast-DiT features 1' },
   }),
   vae: section('the Stable Diffusion VAE (AutoencoderKL, kl-f8) of latent data: encode, and decoding samples to images', {
-    path: { kind: 'string', default: null, nullable: true, doc: 'VAE weights (.safetensors, diffusers or original LDM naming; e.g. sd-vae-ft-ema diffusion_pytorch_model.safetensors); null: latent samples are written as latents only' },
+    path: { kind: 'string', default: null, nullable: true, doc: 'VAE weights (.safetensors, diffusers or original LDM naming; e.g. sd-vae-ft-ema diffusion_pytorch_model.safetensors, or the diffusers folder that holds it); null: latent samples are written as latents only' },
     scale_factor: { kind: 'number', default: 0.18215, min: 0, exclusiveMin: true, doc: 'the diffusion model sees VAE latents times this (SD: 0.18215); samples are divided by it before decoding; encode records it in manifest.json' },
     sample_posterior: { kind: 'bool', default: false, doc: 'encode: mean + std * eps (seeded Philox) instead of the posterior mean' },
     chunk: { kind: 'int', default: 8, min: 1, doc: 'images per VAE call in encode and when decoding samples (bounds the VAE activation memory)' },
