@@ -11,8 +11,8 @@
 // attributes whatever -march says, and the first call picks one with cpuid. Where
 // the CPU has AVX-512 the built-in kernel is the default even when BLAS is linked:
 // Debian's OpenBLAS 0.3.21 runs its AVX2 kernels on AMD Zen 4/5 (it predates them),
-// measured 112-119 GFLOP/s per core against the built-in 8x32 AVX-512 kernel's
-// 157-191 on a Zen 5 EPYC (SGEMM 128..1024 x 256..1024 x 512..4608, one thread, CPU
+// measured 115-118 GFLOP/s per core against the built-in 8x32 AVX-512 kernel's
+// 206-231 on an idle Zen 5 EPYC (SGEMM 128..1024 x 256..1024 x 512..4608, one thread, CPU
 // time; `bench_vae_ops` prints both). Elsewhere BLAS, when linked. SPEED_CPU_GEMM=builtin
 // or =blas overrides the choice (bench, tests); both give results independent of
 // the thread count.
