@@ -17,17 +17,12 @@
 
 using namespace speed;
 
-// The serial GEMM rows run on this thread: its own CPU time, so that the backend's
-// pool threads (spinning while idle) are not counted against the GEMM.
-static double thread_cpu_s() {
+// Process CPU time for the backend's ops (its pool threads included); the serial GEMM
+// rows run on this thread and take CLOCK_THREAD_CPUTIME_ID, so that the pool's idle
+// spinning is not counted against the GEMM.
+static double cpu_s(clockid_t clock = CLOCK_PROCESS_CPUTIME_ID) {
   timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static double cpu_s() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  clock_gettime(clock, &t);
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
@@ -42,9 +37,9 @@ int main(int argc, char** argv) {
     for (auto& v : a) v = u(r);
     for (auto& v : b) v = u(r);
     cpu::gemm_serial<float>(false, false, M, N, K, 1, a.data(), K, b.data(), N, 0, c.data(), N);
-    double t0 = thread_cpu_s();
+    double t0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
     for (int i = 0; i < reps; ++i) cpu::gemm_serial<float>(false, false, M, N, K, 1, a.data(), K, b.data(), N, 0, c.data(), N);
-    return 2.0 * M * N * K / ((thread_cpu_s() - t0) / reps) * 1e-9;
+    return 2.0 * M * N * K / ((cpu_s(CLOCK_THREAD_CPUTIME_ID) - t0) / reps) * 1e-9;
   };
   const int G = 1024;
   for (CpuGemm which : {CpuGemm::Builtin, CpuGemm::Blas}) {

@@ -135,6 +135,11 @@ function product(shape: readonly number[]): number {
   return n;
 }
 
+/** Payload bytes of an array of this dtype and shape (what follows the .npy header). */
+export function npyPayloadBytes(dtype: NpyDtype, shape: readonly number[]): number {
+  return product(shape) * ITEMSIZE[dtype];
+}
+
 /** Parses the Python-literal header dict, e.g. {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), } */
 function parseHeaderDict(text: string, label: string): { descr: string; fortran: boolean; shape: number[] } {
   const t = text.trim();
@@ -458,7 +463,7 @@ export class NpyStreamWriter {
   #written = 0;
 
   constructor(file: string, dtype: NpyDtype, shape: readonly number[]) {
-    this.#bytes = shape.reduce((a, b) => a * b, 1) * ITEMSIZE[dtype];
+    this.#bytes = npyPayloadBytes(dtype, shape);
     this.#w = new AtomicFileWriter(file);
     this.#w.write(npyHeaderBytes(dtype, shape));
   }

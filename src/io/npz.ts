@@ -5,9 +5,9 @@
 import { DataError } from '../errors.js';
 import {
   AtomicFileWriter,
-  ITEMSIZE,
   type NpyDtype,
   npyHeaderBytes,
+  npyPayloadBytes,
   type NdArray,
   type NdArrayInput,
   bufferSource,
@@ -28,14 +28,19 @@ export interface WriteNpzOptions {
   mtime?: Date;
 }
 
+/** The zip entry name of array `key` (`<key>.npy`), or an error for a key numpy could not have written. */
+function entryName(file: string, key: string): string {
+  if (key.length === 0 || key.includes('\0')) throw new DataError(file, `invalid .npz key ${JSON.stringify(key)}`);
+  return `${key}.npy`;
+}
+
 /** Writes arrays as an .npz file (atomically); keys become `<key>.npy` entries. */
 export function writeNpz(file: string, arrays: Record<string, NdArrayInput>, opts: WriteNpzOptions = {}): void {
   const keys = Object.keys(arrays);
   if (keys.length === 0) throw new DataError(file, 'writeNpz needs at least one array');
   const entries = keys.map((key) => {
-    if (key.length === 0 || key.includes('\0')) throw new DataError(file, `invalid .npz key ${JSON.stringify(key)}`);
-    const arr = toNdArray(arrays[key], `${file}[${key}]`);
-    return { name: `${key}.npy`, parts: encodeNpyParts(arr) };
+    const name = entryName(file, key);
+    return { name, parts: encodeNpyParts(toNdArray(arrays[key], `${file}[${key}]`)) };
   });
   writeFileAtomic(file, zipStoredParts(entries, { forceZip64: opts.forceZip64, mtime: opts.mtime }));
 }
@@ -69,10 +74,9 @@ export class NpzStreamWriter {
 
   begin(key: string, dtype: NpyDtype, shape: readonly number[]): void {
     this.#run(() => {
-      if (key.length === 0 || key.includes('\0')) throw new DataError(this.file, `invalid .npz key ${JSON.stringify(key)}`);
+      const name = entryName(this.file, key);
       const header = npyHeaderBytes(dtype, shape);
-      const payload = shape.reduce((a, b) => a * b, 1) * ITEMSIZE[dtype];
-      this.#zip.begin(`${key}.npy`, header.length + payload);
+      this.#zip.begin(name, header.length + npyPayloadBytes(dtype, shape));
       this.#zip.write(header);
     });
   }
