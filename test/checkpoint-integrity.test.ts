@@ -292,3 +292,17 @@ test("a run's own files (config.yaml, metrics.jsonl) on a full disk: an error na
   writeFileSync(path.join(dir, 'file'), 'x');
   assert.throws(() => writeRunFile(path.join(dir, 'file', 'config.yaml'), 'a: 1\n'), /file\/config\.yaml: a path component is a file, not a folder \(ENOTDIR\)/);
 });
+
+test('a write probe left by a killed process is named like a temporary and removed by the next one; a live one stays', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'probe-'));
+  try {
+    // a pid that is not running: a finished child's
+    const dead = Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }));
+    writeFileSync(path.join(dir, `.tmp-probe-${dead}`), '');
+    writeFileSync(path.join(dir, `.tmp-probe-${process.ppid}`), ''); // a running process: not ours to remove
+    ensureWritableDir(dir);
+    assert.deepEqual(readdirSync(dir).sort(), [`.tmp-probe-${process.ppid}`]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,7 +1,7 @@
 // File-system failures said in words: a full disk, a read-only or missing
 // folder become a CheckpointError naming the file or folder and, for a full
 // disk, how much space the write needs and how much is free.
-import { accessSync, appendFileSync, constants, mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { accessSync, appendFileSync, constants, mkdirSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { CheckpointError, SpeedTrainError } from '../errors.js';
@@ -62,7 +62,11 @@ export function ensureWritableDir(dir: string, what = 'experiment_dir'): void {
     throw new CheckpointError(dir, `${what}: cannot create the folder: ${describeWriteError(why, base)}` +
       (why !== e ? ` (the nearest existing folder ${base} is not writable)` : ''));
   }
-  const probe = path.join(dir, `.write-probe-${process.pid}`);
+  // Named like every other interrupted write's temporary (.tmp-...): a kill between
+  // creating and removing it leaves a file that readers already skip, and the next
+  // process removes it here.
+  removeDeadProbes(dir);
+  const probe = path.join(dir, `.tmp-probe-${process.pid}`);
   try {
     accessSync(dir, constants.W_OK);
     writeFileSync(probe, '');
@@ -70,6 +74,20 @@ export function ensureWritableDir(dir: string, what = 'experiment_dir'): void {
   } catch (e) {
     rmSync(probe, { force: true });
     throw new CheckpointError(dir, `${what}: the folder is not writable: ${describeWriteError(e, dir)}`);
+  }
+}
+
+/** Whether a process with this pid still runs (EPERM: it does, under another user). */
+export function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+function removeDeadProbes(dir: string): void {
+  let names: string[] = [];
+  try { names = readdirSync(dir); } catch { return; }
+  for (const n of names) {
+    const m = /^\.tmp-probe-(\d+)$/.exec(n);
+    if (m && Number(m[1]) !== process.pid && !isAlive(Number(m[1]))) rmSync(path.join(dir, n), { force: true });
   }
 }
 

@@ -23,7 +23,7 @@ import type { NoiseState, ParamInfo, Slot } from '../native.js';
 import {
   SafetensorsReader, hex32, safetensorsHeader, writeSafetensorsTo, type FileDigest, type LazyTensor, type SafeDtype, asFloat32,
 } from '../io/safetensors.js';
-import { describeWriteError, ensureWritableDir, freeBytes } from './fs.js';
+import { describeWriteError, ensureWritableDir, freeBytes, isAlive } from './fs.js';
 import { Checker, checkDigests, checkStoredConfig, checkTrainState } from './state.js';
 
 export { ensureWritableDir } from './fs.js';
@@ -71,10 +71,6 @@ function fsyncDir(dir: string): void {
     const fd = openSync(dir, 'r');
     try { fsyncSync(fd); } finally { closeSync(fd); }
   } catch { /* best effort where unsupported */ }
-}
-
-function isAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
 /** Removes temporary directories left by writers that died mid-write. */
