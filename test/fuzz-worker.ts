@@ -263,7 +263,7 @@ function ptPickleTarget(): Target {
   const seeds = [
     ...ptPickles(),
     hostile.memoBomb(2000), hostile.longInt(40), hostile.dagKeyDict(30), hostile.deepListKeyDict(3000),
-    hostile.deepTupleDict(3000), hostile.bigAppendsDict(3000), hostile.tensorPickle(64, 16),
+    hostile.deepTupleKeyDict(3000), hostile.bigAppendsDict(3000), hostile.tensorPickle(64, 16),
   ];
   return {
     seeds,

@@ -40,9 +40,9 @@ export function deepListKeyDict(depth: number): Buffer {
   return Buffer.concat([PROTO2, Buffer.from([op.EMPTY_DICT]), Buffer.alloc(depth, op.EMPTY_LIST), Buffer.alloc(depth - 1, op.APPEND), Buffer.from([op.NONE, op.SETITEM, op.STOP])]);
 }
 
-/** {'x': t} where t is a tuple nested `depth` deep. */
-export function deepTupleDict(depth: number): Buffer {
-  return Buffer.concat([PROTO2, Buffer.from([op.EMPTY_DICT]), str('x'), Buffer.from([op.EMPTY_TUPLE]), Buffer.alloc(depth, op.TUPLE1), Buffer.from([op.SETITEM, op.STOP])]);
+/** {t: 'x'} where the key t is a tuple nested `depth` deep. */
+export function deepTupleKeyDict(depth: number): Buffer {
+  return Buffer.concat([PROTO2, Buffer.from([op.EMPTY_DICT, op.EMPTY_TUPLE]), Buffer.alloc(depth, op.TUPLE1), str('x'), Buffer.from([op.SETITEM, op.STOP])]);
 }
 
 /** {'x': [None] * n} built by one APPENDS. */
