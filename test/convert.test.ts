@@ -159,7 +159,7 @@ test('legacy torch.save files convert to the bytes torch holds: a state dict of 
   const logs: string[] = [];
   assert.equal(convertPt(path.join(FIX, 'legacy.pth'), a, { log: (m) => logs.push(m) }).key, null);
   checkAgainst(a, expected.tensors.legacy);
-  assert.match(logs[0], /legacy\.pth -> .*: 11 tensors, F32\/I64\/F16\/BF16\/I32/);
+  assert.match(logs[0], /legacy\.pth -> .*: 11 tensors, F32\/I64\/F16\/BF16\/I32, .*; read from the legacy \(pre-1\.6\) torch\.save layout$/);
   const b = path.join(dir, 'b.safetensors');
   assert.equal(convertPt(path.join(FIX, 'legacy_nested.pth'), b, { log: () => {} }).key, 'ema');
   checkAgainst(b, expected.tensors['legacy_nested.ema']);

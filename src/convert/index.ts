@@ -115,7 +115,8 @@ export function convertPt(input: string, output: string, opts: ConvertOptions = 
     writeFileAtomic(output, encodeSafetensors(tensors, { format: 'pt', source: path.basename(input), ...(key ? { key } : {}) }));
     const dtypes = [...new Set(tensors.map(([, t]) => t.dtype))].join('/');
     log(`convert: ${input}${key ? ` [${key}]` : ''} -> ${output}: ${tensors.length} tensors, ${dtypes}, ${(bytes / 2 ** 20).toFixed(1)} MiB` +
-      (strip ? '; "module." prefix removed' : '') + (others.length ? `; the file also holds ${others.join(', ')} (choose with --key)` : ''));
+      (strip ? '; "module." prefix removed' : '') + (others.length ? `; the file also holds ${others.join(', ')} (choose with --key)` : '') +
+      (pt.format === 'legacy' ? '; read from the legacy (pre-1.6) torch.save layout' : ''));
     return { out: output, key, tensors: names.length, bytes };
   } finally {
     pt.close();
