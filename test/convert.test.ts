@@ -9,8 +9,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import { convertPt } from '../src/convert/index.js';
-import { gather } from '../src/convert/pt.js';
-import { unpickle } from '../src/convert/unpickle.js';
+import { gather, openPt } from '../src/convert/pt.js';
+import { unpickle, unpickleAt, type PtTensor } from '../src/convert/unpickle.js';
 import { CheckpointError } from '../src/errors.js';
 import { asFloat32, readSafetensors } from '../src/io/safetensors.js';
 
@@ -27,7 +27,11 @@ function checkAgainst(out: string, want: Record<string, Want>) {
     assert.equal(t.dtype, w.dtype, name);
     assert.deepEqual(t.shape, w.shape, name);
     assert.equal(createHash('sha256').update(t.bytes).digest('hex'), w.sha256, `${name}: bytes differ from torch's`);
-    assert.deepEqual([...asFloat32(t, out, name).subarray(0, w.first.length)], w.first, name);
+    const b = t.bytes;
+    const first = t.dtype === 'I64' ? [...new BigInt64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength))].map(Number)
+      : t.dtype === 'I32' ? [...new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength))]
+      : [...asFloat32(t, out, name)];
+    assert.deepEqual(first.slice(0, w.first.length), w.first, name);
   }
 }
 
@@ -102,7 +106,10 @@ test('hostile or foreign pickles and archives give CheckpointErrors', () => {
   assert.deepEqual(ok.get('a'), [7]);
   const legacy = path.join(dir, 'old.pt');
   writeFileSync(legacy, Uint8Array.from([0x80, 0x02, 0x8a, 0x0a]));
-  assert.throws(() => convertPt(legacy, path.join(dir, 'x.safetensors')), /old\.pt: not a PyTorch zip checkpoint \(a pickle without a zip: the legacy format/);
+  assert.throws(() => convertPt(legacy, path.join(dir, 'x.safetensors')), /old\.pt: pickle byte 4: truncated \(needs 10 more bytes\)/);
+  const text = path.join(dir, 'text.pt');
+  writeFileSync(text, 'hello');
+  assert.throws(() => convertPt(text, path.join(dir, 'x.safetensors')), /text\.pt: not a PyTorch checkpoint: neither a zip archive .* nor a pickle .*; it starts with 68656c6c/);
   const trunc = path.join(dir, 'trunc.pt');
   writeFileSync(trunc, readFileSync(path.join(FIX, 'tiny_f32.pt')).subarray(0, 5000));
   assert.throws(() => convertPt(trunc, path.join(dir, 'y.safetensors')), (e: unknown) => e instanceof CheckpointError && /trunc\.pt/.test(e.message));
@@ -134,4 +141,73 @@ test('the CLI converts, and a converted DiT state dict samples with its architec
     g.model.dispose();
   }
   assert.match(logs[0], /inferred DiT-S\/2 depth 1 hidden 16, input 4x4x3/);
+});
+
+// ---- the legacy layout (torch < 1.6; torch.save(..., _use_new_zipfile_serialization=False)) ----
+
+/** Byte offsets in a legacy file: after each of its five pickles. */
+function legacyPickleEnds(bytes: Uint8Array): number[] {
+  const ends: number[] = [];
+  let pos = 0;
+  for (let i = 0; i < 5; i++) ends.push((pos = unpickleAt(bytes, pos, 'x.pth').end));
+  return ends;
+}
+
+test('legacy torch.save files convert to the bytes torch holds: a state dict of mixed dtypes and shared views, a nested checkpoint', () => {
+  const dir = tmp();
+  const a = path.join(dir, 'a.safetensors');
+  const logs: string[] = [];
+  assert.equal(convertPt(path.join(FIX, 'legacy.pth'), a, { log: (m) => logs.push(m) }).key, null);
+  checkAgainst(a, expected.tensors.legacy);
+  assert.match(logs[0], /legacy\.pth -> .*: 11 tensors, F32\/I64\/F16\/BF16\/I32, .*; read from the legacy \(pre-1\.6\) torch\.save layout$/);
+  const b = path.join(dir, 'b.safetensors');
+  assert.equal(convertPt(path.join(FIX, 'legacy_nested.pth'), b, { log: () => {} }).key, 'ema');
+  checkAgainst(b, expected.tensors['legacy_nested.ema']);
+  const c = path.join(dir, 'c.safetensors');
+  convertPt(path.join(FIX, 'legacy_nested.pth'), c, { key: 'model', log: () => {} });
+  checkAgainst(c, expected.tensors['legacy_nested.model']);
+  assert.throws(() => convertPt(path.join(FIX, 'legacy_nested.pth'), path.join(dir, 'd.safetensors'), { key: 'args' }),
+    /legacy_nested\.pth: --key args: is record, not a state dict; the file holds: model \(a state dict of 5 tensors\), ema .*steps \(number\), args \(record\)/);
+  // The public reader gives the same structure for both layouts (what an Inception loader uses).
+  const pt = openPt(path.join(FIX, 'legacy.pth'));
+  try {
+    assert.equal(pt.format, 'legacy');
+    assert.ok(pt.root instanceof Map);
+    const w = pt.root.get('fc.weight') as PtTensor;
+    assert.deepEqual(w.size, [6, 5]);
+    assert.equal(pt.tensorBytes(w).byteLength, 120);
+  } finally {
+    pt.close();
+  }
+});
+
+test('legacy files: truncation, storage counts that disagree with the pickle or the file size, trailing bytes, a foreign pickle and code are refused', () => {
+  const dir = tmp();
+  const src = readFileSync(path.join(FIX, 'legacy.pth'));
+  const ends = legacyPickleEnds(src);
+  const keys = unpickleAt(src, ends[3], 'x.pth').value as string[];
+  const put = (name: string, b: Uint8Array) => { const f = path.join(dir, name); writeFileSync(f, b); return f; };
+  const conv = (f: string) => () => convertPt(f, path.join(dir, 'o.safetensors'), { log: () => {} });
+  const refused = (f: string, re: RegExp) => (e: unknown) => e instanceof CheckpointError && e.message.startsWith(`${f}: `) && re.test(e.message);
+  // Truncated anywhere: in the pickles, in a storage count, in a storage's data.
+  for (const cut of [3, ends[1] + 5, ends[3] - 2, ends[4] + 3, ends[4] + 20, src.length - 1]) {
+    const f = put(`cut${cut}.pth`, src.subarray(0, cut));
+    assert.throws(conv(f), refused(f, /truncated/), `cut at ${cut}`);
+  }
+  const f1 = put('cut-data.pth', src.subarray(0, src.length - 1));
+  assert.throws(conv(f1), refused(f1, new RegExp(`storage ${keys[keys.length - 1]}: .* run past the end of the file \\(${src.length - 1} bytes\\): the file is truncated`)));
+  // The first storage's count disagrees with its persistent id: named by key.
+  const b = Buffer.from(src);
+  b.writeBigUInt64LE(b.readBigUInt64LE(ends[4]) + 1n, ends[4]);
+  const f2 = put('count.pth', b);
+  assert.throws(conv(f2), refused(f2, new RegExp(`storage ${keys[0]}: the file holds \\d+ elements at byte ${ends[4]}, the pickle says \\d+`)));
+  const f3 = put('trailing.pth', Buffer.concat([src, Buffer.from('xx')]));
+  assert.throws(conv(f3), refused(f3, /2 bytes after the last storage/));
+  // A pickle that is not torch.save's: no magic number.
+  const f4 = put('plain.pkl', Uint8Array.from([0x80, 0x02, 0x7d, 0x2e]));
+  assert.throws(conv(f4), refused(f4, /a pickle that is not a torch\.save file: it starts with \{\}, not torch's magic number 0x1950a86a20f9469cfc6c/));
+  // A legacy file whose object would call os.system: refused by the same unpickler.
+  const evil = Buffer.concat([src.subarray(0, ends[2]), Buffer.from([0x80, 2, 0x63, ...Buffer.from('posix\nsystem\n'), 0x8c, 4, ...Buffer.from('true'), 0x85, 0x52, 0x2e])]);
+  const f5 = put('evil.pth', evil);
+  assert.throws(conv(f5), refused(f5, /refusing to load posix\.system/));
 });

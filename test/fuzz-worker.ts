@@ -1,10 +1,10 @@
-// Child process of fuzz.test.ts: feeds seeded mutations of valid inputs to one
+// Child process of fuzz.test.ts: feeds seeded mutations of valid (and, for .pt, hostile) inputs to one
 // reader and classifies each outcome. Before each input it writes the input
 // and its index to the work folder, so the parent can name the input that
 // crashed or hung this process. Prints one JSON summary line at the end.
 //
 //   node --import tsx test/fuzz-worker.ts <target> <seed> <maxIters> <budgetMs> <workDir>
-import { copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, cpSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { resourceUsage } from 'node:process';
 import * as zlib from 'node:zlib';
@@ -18,7 +18,11 @@ import { readNpz, writeNpz } from '../src/io/npz.js';
 import { crc32 } from '../src/io/zip.js';
 import { asFloat32, encodeSafetensors, readSafetensors, type SafeTensor } from '../src/io/safetensors.js';
 import { Rng } from '../src/rng.js';
+import { convertPt, selectStateDict } from '../src/convert/index.js';
+import { unpickle, unpickleAt } from '../src/convert/unpickle.js';
+import { readZipDirectory, zipEntryDataOffset } from '../src/io/zip.js';
 import { FakeModel } from './checkpoint-fake.js';
+import * as hostile from './helpers/hostile-pt.js';
 import { TINY } from './helpers-e2e.js';
 
 const [target, seedArg, itersArg, budgetArg, work] = process.argv.slice(2);
@@ -225,8 +229,88 @@ function yamlTarget(): Target {
   return { seeds, text: true, run(input) { writeFileSync(file, input); loadConfig(file); } };
 }
 
+// ---- .pt targets (speed-train convert) --------------------------------------
+// Real torch.save files (test/fixtures/pt, written by tools/make_pt_fixtures.py)
+// and hostile inputs (test/helpers/hostile-pt.ts, at small sizes) are mutated.
+
+const PT_FIX = path.resolve('test/fixtures/pt');
+
+/** The data.pkl of a zip .pt, and the object pickle of a legacy one. */
+function ptPickles(): Buffer[] {
+  const out: Buffer[] = [];
+  for (const name of ['tiny_f16.pt', 'nested.pt', 'strided.pt', 'malicious.pt']) {
+    const file = path.join(PT_FIX, name);
+    const bytes = readFileSync(file);
+    const fd = openSync(file, 'r');
+    try {
+      const e = readZipDirectory(fd, file).find((x) => x.name.endsWith('/data.pkl'))!;
+      const start = zipEntryDataOffset(fd, e, file);
+      out.push(bytes.subarray(start, start + e.size));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  for (const name of ['legacy.pth', 'legacy_nested.pth']) {
+    const bytes = readFileSync(path.join(PT_FIX, name));
+    let pos = 0;
+    for (let i = 0; i < 3; i++) pos = unpickleAt(bytes, pos, name).end;
+    out.push(bytes.subarray(pos, unpickleAt(bytes, pos, name).end));
+  }
+  return out;
+}
+
+function ptPickleTarget(): Target {
+  const seeds = [
+    ...ptPickles(),
+    hostile.memoBomb(2000), hostile.longInt(40), hostile.dagKeyDict(30), hostile.deepListKeyDict(3000),
+    hostile.deepTupleKeyDict(3000), hostile.bigAppendsDict(3000), hostile.tensorPickle(64, 16),
+  ];
+  return {
+    seeds,
+    run(input) {
+      const root = unpickle(input, 'in.pkl');
+      selectStateDict(root, 'in.pkl'); // describes what the pickle holds when it finds no state dict
+    },
+  };
+}
+
+function ptZipTarget(): Target {
+  const files = ['tiny_f16.pt', 'nested.pt', 'strided.pt'].map((n) => readFileSync(path.join(PT_FIX, n)));
+  const seeds = [...files, hostile.inflateBombPt(4), hostile.inflateBombPt(96)];
+  const file = path.join(work, 'in.pt');
+  const out = path.join(work, 'out.safetensors');
+  // What each seed converts to: an accepted mutation must convert to the same bytes (every entry has a CRC-32).
+  const want = seeds.map((b) => {
+    writeFileSync(file, b);
+    try {
+      convertPt(file, out, { log: () => {} });
+      return readFileSync(out);
+    } catch {
+      return null; // the 96 MiB bomb: refused before inflating
+    }
+  });
+  return {
+    seeds,
+    run(input, i) {
+      writeFileSync(file, input);
+      rmSync(out, { force: true });
+      convertPt(file, out, { log: () => {} });
+      if (want[i] === null || !readFileSync(out).equals(want[i]!)) throw new Error(`SILENT: a mutation of .pt seed ${i} converted to other bytes`);
+    },
+  };
+}
+
+function ptLegacyTarget(): Target {
+  const seeds = ['legacy.pth', 'legacy_nested.pth'].map((n) => readFileSync(path.join(PT_FIX, n)));
+  const file = path.join(work, 'in.pth');
+  const out = path.join(work, 'out.safetensors');
+  // The legacy layout has no checksum: a flipped storage byte converts to another value, as in torch.load.
+  return { seeds, run(input) { writeFileSync(file, input); convertPt(file, out, { log: () => {} }); } };
+}
+
 const TARGETS: Record<string, () => Target> = {
   safetensors: safetensorsTarget, checkpoint: checkpointTarget, npy: npyTarget, npz: npzTarget, yaml: yamlTarget,
+  'pt-pickle': ptPickleTarget, 'pt-zip': ptZipTarget, 'pt-legacy': ptLegacyTarget,
 };
 
 // ---- loop ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import * as zlib from 'node:zlib';
 import { DataError } from '../src/errors.js';
 import { npyHeaderBytes, readNpy } from '../src/io/npy.js';
 import { listNpz, readNpz, writeNpz } from '../src/io/npz.js';
-import { crc32, zipStoredParts } from '../src/io/zip.js';
+import { crc32, readZipDirectory, readZipEntryPrefix, zipStoredParts } from '../src/io/zip.js';
 
 const dir = fs.mkdtempSync(path.join(tmpdir(), 'zip-limits-'));
 let n = 0;
@@ -150,4 +150,30 @@ test('npy: declared shape x itemsize checked against the file and a limit; huge 
     fs.writeFileSync(f, bytes);
     assert.throws(() => readNpy(f), dataError(f, re), name);
   }
+});
+
+test('readZipEntryPrefix keeps a prefix of a stored entry and checks the CRC-32 of all of it, in 1 MiB pieces', () => {
+  // 2.5 MiB: the part past the kept prefix is read in three pieces, the last one short.
+  const data = Buffer.alloc(2.5 * 2 ** 20);
+  for (let i = 0; i < data.length; i += 4093) data[i] = i & 0xff;
+  const b = Buffer.concat(zipStoredParts([{ name: 'data/0', parts: [data] }]));
+  const f = put(b);
+  const read = (file: string, keep: number) => {
+    const fd = fs.openSync(file, 'r');
+    try {
+      return readZipEntryPrefix(fd, readZipDirectory(fd, file)[0], file, keep);
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  assert.deepEqual(read(f, 100), data.subarray(0, 100));
+  assert.equal(read(f, data.length).equals(data), true);
+  assert.equal(read(f, 0).length, 0);
+  // A flipped byte in the last, short piece (far past the kept prefix) is still found.
+  const at = 30 + 'data/0'.length + data.length - 10; // local header, name, then the data
+  const bad = Buffer.from(b);
+  bad[at] ^= 1;
+  const g = put(bad);
+  assert.throws(() => read(g, 100), dataError(g, /CRC-32 mismatch in zip entry 'data\/0': the file is corrupt/));
+  assert.throws(() => read(f, data.length + 1), dataError(f, /zip entry 'data\/0': \d+ bytes wanted of its \d+/));
 });

@@ -11,6 +11,11 @@ tensor must hold (shape, dtype, SHA-256 of its contiguous little-endian bytes, f
   strided.pt       non-contiguous tensors: a transpose, a slice at a storage offset, two views
                    of one storage, an expanded (stride 0) tensor
   malicious.pt     a pickle whose __reduce__ calls os.system: must be refused, never run
+  legacy.pth       the legacy (pre-1.6, non-zip) layout, torch.save(..., _use_new_zipfile_serialization=False),
+                   as pytorch-fid's Inception weights have it: an OrderedDict of conv / batch-norm
+                   tensors (F32, I64 num_batches_tracked), an F16 and a BF16 tensor, a transposed view
+                   and a slice at an offset sharing one storage
+  legacy_nested.pth  {'model': sd, 'ema': sd2, 'steps': 7, 'args': Namespace(...)} in the legacy layout
 """
 import argparse
 import collections
@@ -33,7 +38,7 @@ def describe(t: torch.Tensor) -> dict:
         raw = c.view(torch.int16).numpy().tobytes()
     else:
         raw = c.numpy().tobytes()
-    dtype = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64", torch.int64: "I64"}[c.dtype]
+    dtype = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64", torch.int64: "I64", torch.int32: "I32"}[c.dtype]
     return {
         "shape": list(c.shape),
         "dtype": dtype,
@@ -79,6 +84,32 @@ def main() -> None:
     torch.save(strided, os.path.join(OUT, "strided.pt"))
     expected["strided"] = {k: describe(v) for k, v in strided.items()}
     torch.save({"x": torch.zeros(1), "evil": Evil()}, os.path.join(OUT, "malicious.pt"))
+    conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+    bn = torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(4))
+        bn.running_var.copy_(torch.rand(4) + 0.5)
+        bn.weight.copy_(torch.randn(4))
+    bn.num_batches_tracked += 5
+    legacy = collections.OrderedDict()
+    for k, v in conv.state_dict().items():
+        legacy["Conv2d_1a_3x3.conv." + k] = v
+    for k, v in bn.state_dict().items():
+        legacy["Conv2d_1a_3x3.bn." + k] = v
+    shared = torch.randn(5, 6)
+    legacy["fc.weight"] = shared.t()           # strides (1, 6)
+    legacy["fc.bias"] = shared[3, 1:]          # offset 19 in the same storage
+    legacy["half"] = torch.randn(3, 2).half()
+    legacy["bf16"] = torch.randn(5).to(torch.bfloat16)
+    legacy["ints"] = torch.arange(-3, 3, dtype=torch.int32)
+    torch.save(legacy, os.path.join(OUT, "legacy.pth"), _use_new_zipfile_serialization=False)
+    expected["legacy"] = {k: describe(v) for k, v in legacy.items()}
+    small = collections.OrderedDict((k, v) for k, v in sd.items() if k.startswith(("x_embedder", "y_embedder", "final_layer.linear")))
+    ema_small = collections.OrderedDict((k, (v * 0.5).half()) for k, v in small.items())
+    torch.save({"model": small, "ema": ema_small, "steps": 7, "args": argparse.Namespace(model="DiT-S/2", lr=1e-4)},
+               os.path.join(OUT, "legacy_nested.pth"), _use_new_zipfile_serialization=False)
+    expected["legacy_nested.ema"] = {k: describe(v) for k, v in ema_small.items()}
+    expected["legacy_nested.model"] = {k: describe(v) for k, v in small.items()}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump({"torch": torch.__version__, "tensors": expected}, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -7,6 +7,7 @@ import path from 'node:path';
 
 import { CheckpointError } from '../errors.js';
 import { encodeSafetensors, type SafeDtype, type SafeTensor } from '../io/safetensors.js';
+import { describeValue } from './describe.js';
 import { openPt } from './pt.js';
 import type { PtTensor, PyValue } from './unpickle.js';
 
@@ -36,19 +37,34 @@ function isStateDict(v: PyValue | undefined): v is Map<PyValue, PyValue> {
 function kindOf(v: PyValue): string {
   if (isStateDict(v)) return `a state dict of ${v.size} tensors`;
   if (v instanceof Map) return `a dict of ${v.size} entries`;
-  if (Array.isArray(v)) return 'a list';
+  if (Array.isArray(v)) return `a list of ${v.length} item${v.length === 1 ? '' : 's'}`;
   if (isTensor(v)) return 'a tensor';
   if (v === null) return 'None';
   if (typeof v === 'object') return (v as { kind: string }).kind;
   return typeof v;
 }
 
+/** Top-level entries named in an error message; the rest are counted. */
+const MAX_LISTED = 24;
+
+/** What the unpickled object holds, for an error message: bounded whatever the file builds. */
+function describeTop(root: PyValue): string {
+  if (!(root instanceof Map)) return kindOf(root);
+  const parts: string[] = [];
+  for (const [k, v] of root) {
+    if (parts.length === MAX_LISTED) { parts.push(`… ${root.size - MAX_LISTED} more`); break; }
+    const name = typeof k !== 'string' ? describeValue(k, 80) : k.length > 80 ? `${k.slice(0, 80)}…` : k;
+    parts.push(`${name} (${kindOf(v)})`);
+  }
+  return parts.join(', ');
+}
+
 /** Picks the state dict inside the unpickled object. */
 export function selectStateDict(root: PyValue, file: string, key?: string): { dict: Map<PyValue, PyValue>; key: string | null; others: string[] } {
-  const describeTop = () => (root instanceof Map ? [...root].map(([k, v]) => `${String(k)} (${kindOf(v)})`).join(', ') : kindOf(root));
+  const describe = () => describeTop(root);
   if (key !== undefined) {
     const v = root instanceof Map ? root.get(key) : undefined;
-    if (!isStateDict(v)) throw new CheckpointError(file, `--key ${key}: ${v === undefined ? 'no such top-level key' : `is ${kindOf(v)}, not a state dict`}; the file holds: ${describeTop()}`);
+    if (!isStateDict(v)) throw new CheckpointError(file, `--key ${key}: ${v === undefined ? 'no such top-level key' : `is ${kindOf(v)}, not a state dict`}; the file holds: ${describe()}`);
     return { dict: v, key, others: [] };
   }
   if (isStateDict(root)) return { dict: root, key: null, others: [] };
@@ -56,7 +72,7 @@ export function selectStateDict(root: PyValue, file: string, key?: string): { di
     const found = NESTED_KEYS.filter((k) => isStateDict(root.get(k)));
     if (found.length > 0) return { dict: root.get(found[0]) as Map<PyValue, PyValue>, key: found[0], others: found.slice(1) };
   }
-  throw new CheckpointError(file, `no state dict found (a dict of tensors, at the top or under ${NESTED_KEYS.join('/')}); the file holds: ${describeTop()}; choose one with --key`);
+  throw new CheckpointError(file, `no state dict found (a dict of tensors, at the top or under ${NESTED_KEYS.join('/')}); the file holds: ${describe()}; choose one with --key`);
 }
 
 function writeFileAtomic(file: string, parts: readonly Uint8Array[]): void {
@@ -99,7 +115,8 @@ export function convertPt(input: string, output: string, opts: ConvertOptions = 
     writeFileAtomic(output, encodeSafetensors(tensors, { format: 'pt', source: path.basename(input), ...(key ? { key } : {}) }));
     const dtypes = [...new Set(tensors.map(([, t]) => t.dtype))].join('/');
     log(`convert: ${input}${key ? ` [${key}]` : ''} -> ${output}: ${tensors.length} tensors, ${dtypes}, ${(bytes / 2 ** 20).toFixed(1)} MiB` +
-      (strip ? '; "module." prefix removed' : '') + (others.length ? `; the file also holds ${others.join(', ')} (choose with --key)` : ''));
+      (strip ? '; "module." prefix removed' : '') + (others.length ? `; the file also holds ${others.join(', ')} (choose with --key)` : '') +
+      (pt.format === 'legacy' ? '; read from the legacy (pre-1.6) torch.save layout' : ''));
     return { out: output, key, tensors: names.length, bytes };
   } finally {
     pt.close();

@@ -1,21 +1,34 @@
-// PyTorch .pt files (torch.save since 1.6): a zip archive `<name>/data.pkl`
-// (the pickle, read by the restricted unpickler) plus one entry
-// `<name>/data/<key>` per storage, raw little-endian elements. Tensors are
-// views of storages (offset, size, stride), so a transposed or sliced tensor
-// is gathered into contiguous row-major bytes here.
+// PyTorch checkpoints, in both layouts torch.save writes:
+//  - zip (torch >= 1.6): `<name>/data.pkl` (the pickle) plus one entry
+//    `<name>/data/<key>` per storage, raw little-endian elements;
+//  - legacy (torch < 1.6, or `_use_new_zipfile_serialization=False`): pickles
+//    and storages back to back in one file (src/convert/legacy.ts).
+// openPt tells them apart by their first bytes and returns the same PtFile.
+// Tensors are views of storages (offset, size, stride), so a transposed or
+// sliced tensor is gathered into contiguous row-major bytes here.
+//
+// Only the part of a storage that the file's tensors reach is kept in memory,
+// and a zip whose deflated storages would inflate to far more than its tensors
+// use is refused before anything is inflated: a small file cannot make the
+// conversion hold or inflate more than about its output's size.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 import { CheckpointError, DataError } from '../errors.js';
-import * as zlib from 'node:zlib';
+import { readZipDirectory, readZipEntryPrefix, type ZipEntryInfo } from '../io/zip.js';
+import { readLegacyPt } from './legacy.js';
+import { storageUses, tensorNeed } from './storages.js';
+import { ITEM_BYTES, unpickle, type PtTensor, type PyValue } from './unpickle.js';
 
-import { crc32, readZipDirectory, zipEntryDataOffset, type ZipEntryInfo } from '../io/zip.js';
-import { unpickle, type PtDtype, type PtTensor, type PyValue } from './unpickle.js';
+export { ITEM_BYTES };
 
-export const ITEM_BYTES: Record<PtDtype, number> = { F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
-/** data.pkl of a state dict is KiBs to a few MiB; more is not a state dict. */
-const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
+/** A state dict's pickle is KiBs to a few MiB; more is not a state dict. */
+export const MAX_PICKLE_BYTES = 64 * 2 ** 20;
+/** Deflated storages may inflate to twice what the tensors use plus this much (a zip tool may compress a few spare storages). */
+export const INFLATE_SLACK = 64 * 2 ** 20;
 
 export interface PtFile {
+  /** which torch.save layout the file has */
+  format: 'zip' | 'legacy';
   /** the unpickled object */
   root: PyValue;
   /** contiguous row-major bytes of a tensor of this file */
@@ -30,7 +43,7 @@ const rethrow = (file: string, e: unknown): never => {
   throw e;
 };
 
-/** Opens a .pt file: reads its pickle (restricted) and gives access to its storages. */
+/** Opens a .pt / .pth file of either layout: reads its pickle (restricted) and gives access to its storages. */
 export function openPt(file: string): PtFile {
   let fd: number;
   try {
@@ -39,93 +52,136 @@ export function openPt(file: string): PtFile {
     throw new CheckpointError(file, `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   try {
+    const size = fstatSync(fd).size;
     const head = Buffer.alloc(4);
-    readSync(fd, head, 0, 4, 0);
-    if (head.readUInt32LE(0) !== 0x04034b50) {
-      const legacy = head[0] === 0x80 ? ' (a pickle without a zip: the legacy format of torch < 1.6; re-save it with torch.save in torch >= 1.6)' : '';
-      throw new CheckpointError(file, `not a PyTorch zip checkpoint${legacy}`);
-    }
-    let entries: ZipEntryInfo[];
-    try {
-      entries = readZipDirectory(fd, file);
-    } catch (e) {
-      return rethrow(file, e);
-    }
-    const pkl = entries.filter((e) => /(^|\/)data\.pkl$/.test(e.name));
-    if (pkl.length !== 1) throw new CheckpointError(file, `expected one <archive>/data.pkl entry, found ${pkl.length}`);
-    const prefix = pkl[0].name.slice(0, -'data.pkl'.length);
-    const byName = new Map(entries.map((e) => [e.name, e]));
-    const readEntry = (e: ZipEntryInfo, limit: number): Uint8Array => {
-      if (e.size > limit) throw new CheckpointError(file, `zip entry ${e.name} is ${e.size} bytes, more than the ${limit} allowed`);
-      try {
-        if (e.method === 8) return inflateEntry(fd, e, file, limit);
-        if (e.method !== 0) throw new CheckpointError(file, `zip entry ${e.name}: compression method ${e.method} is not supported`);
-        if (e.compressedSize !== e.size) throw new CheckpointError(file, `zip entry ${e.name}: stored sizes disagree`);
-        if (e.size > fstatSync(fd).size) throw new CheckpointError(file, `zip entry ${e.name} claims ${e.size} bytes, more than the file holds`);
-        const start = zipEntryDataOffset(fd, e, file);
-        const buf = Buffer.alloc(e.size);
-        for (let done = 0; done < e.size; ) {
-          const n = readSync(fd, buf, done, e.size - done, start + done);
-          if (n === 0) throw new CheckpointError(file, `zip entry ${e.name} is truncated`);
-          done += n;
-        }
-        return buf;
-      } catch (err) {
-        return rethrow(file, err);
-      }
-    };
-    const root = unpickle(readEntry(pkl[0], MAX_PICKLE_BYTES), file);
-    const cache = new Map<string, Uint8Array>();
-    const storage = (key: string, bytes: number): Uint8Array => {
-      let b = cache.get(key);
-      if (!b) {
-        const e = byName.get(`${prefix}data/${key}`);
-        if (!e) throw new CheckpointError(file, `storage ${key}: zip entry ${prefix}data/${key} is missing`);
-        b = readEntry(e, Number.MAX_SAFE_INTEGER);
-        if (b.byteLength < bytes) throw new CheckpointError(file, `storage ${key}: ${b.byteLength} bytes, the pickle says ${bytes}`);
-        cache.clear(); // one storage at a time: a checkpoint's tensors are converted one by one
-        cache.set(key, b);
-      }
-      return b;
-    };
-    return {
-      root,
-      tensorBytes: (t) => gather(t, storage(t.storage.key, t.storage.numel * ITEM_BYTES[t.storage.dtype]), file),
-      close: () => closeSync(fd),
-    };
+    const n = readSync(fd, head, 0, 4, 0);
+    if (n === 4 && head.readUInt32LE(0) === 0x04034b50) return openZipPt(fd, file);
+    if (n >= 2 && head[0] === 0x80) return openLegacy(fd, file, size);
+    throw new CheckpointError(file, `not a PyTorch checkpoint: neither a zip archive (torch.save since 1.6) nor a pickle (the legacy torch.save format); it starts with ${head.subarray(0, n).toString('hex') || 'nothing (empty file)'}`);
   } catch (e) {
     closeSync(fd);
     throw e;
   }
 }
 
-/** Inflates a deflated entry (torch writes stored ones; other zip tools may not), never past its declared size. */
-function inflateEntry(fd: number, e: ZipEntryInfo, file: string, limit: number): Uint8Array {
-  const start = zipEntryDataOffset(fd, e, file);
-  const comp = Buffer.alloc(e.compressedSize);
-  if (e.compressedSize > 0 && readSync(fd, comp, 0, e.compressedSize, start) !== e.compressedSize) throw new CheckpointError(file, `zip entry ${e.name} is truncated`);
-  let raw: Buffer;
+/** Keeps the needed part of one storage at a time: a checkpoint's tensors are converted one by one. */
+function storageCache(read: (key: string, keep: number) => Uint8Array) {
+  let held: { key: string; bytes: Uint8Array } | null = null;
+  return (key: string, keep: number): Uint8Array => {
+    if (held?.key === key && held.bytes.byteLength >= keep) return held.bytes;
+    held = null;
+    held = { key, bytes: read(key, keep) };
+    return held.bytes;
+  };
+}
+
+function openZipPt(fd: number, file: string): PtFile {
+  let entries: ZipEntryInfo[];
   try {
-    raw = zlib.inflateRawSync(comp, { maxOutputLength: Math.max(1, Math.min(limit, e.size)) });
-  } catch (err) {
-    throw new CheckpointError(file, `zip entry ${e.name} does not inflate to its declared ${e.size} bytes (${(err as Error).message})`);
+    entries = readZipDirectory(fd, file);
+  } catch (e) {
+    return rethrow(file, e);
   }
-  if (raw.length !== e.size) throw new CheckpointError(file, `zip entry ${e.name} inflates to ${raw.length} bytes, the directory says ${e.size}`);
-  if (crc32([raw]) !== e.crc) throw new CheckpointError(file, `CRC-32 mismatch in zip entry ${e.name}: the file is corrupt`);
-  return raw;
+  const pkl = entries.filter((e) => /(^|\/)data\.pkl$/.test(e.name));
+  if (pkl.length !== 1) throw new CheckpointError(file, `expected one <archive>/data.pkl entry, found ${pkl.length}`);
+  const prefix = pkl[0].name.slice(0, -'data.pkl'.length);
+  const byName = new Map<string, ZipEntryInfo>();
+  for (const e of entries) {
+    // Two entries of one name would let a damaged directory hand one storage's bytes (with their valid CRC) to another.
+    if (byName.has(e.name)) throw new CheckpointError(file, `zip entry ${e.name} appears twice in the central directory`);
+    byName.set(e.name, e);
+  }
+  const read = (e: ZipEntryInfo, keep: number): Uint8Array => {
+    try {
+      return readZipEntryPrefix(fd, e, file, keep);
+    } catch (err) {
+      return rethrow(file, err);
+    }
+  };
+  if (pkl[0].size > MAX_PICKLE_BYTES) throw new CheckpointError(file, `zip entry ${pkl[0].name} is ${pkl[0].size} bytes, more than the ${MAX_PICKLE_BYTES} a state dict's pickle takes`);
+  const root = unpickle(read(pkl[0], pkl[0].size), file);
+  const uses = storageUses(root);
+  const entryOf = (key: string): ZipEntryInfo => {
+    const e = byName.get(`${prefix}data/${key}`);
+    if (!e) throw new CheckpointError(file, `storage ${key}: zip entry ${prefix}data/${key} is missing`);
+    return e;
+  };
+
+  // Deflated storages are inflated whole (their CRC-32 covers all of them): refuse, before
+  // inflating anything, a file whose deflated storages declare far more than its tensors use.
+  let declared = 0;
+  let needed = 0;
+  let worst: { key: string; e: ZipEntryInfo; need: number } | null = null;
+  for (const [key, u] of uses) {
+    needed += u.need;
+    const e = byName.get(`${prefix}data/${key}`);
+    if (e?.method !== 8) continue;
+    declared += e.size;
+    if (!worst || e.size - u.need > worst.e.size - worst.need) worst = { key, e, need: u.need };
+  }
+  if (worst && declared > 2 * needed + INFLATE_SLACK) {
+    throw new CheckpointError(file, `storage ${worst.key}: zip entry ${worst.e.name} is deflated to ${worst.e.compressedSize} bytes and declares ${worst.e.size} ` +
+      `but its tensors use ${worst.need}; the deflated storages declare ${declared} bytes for ${needed} bytes of tensors, more than the ` +
+      `2 x ${needed} + ${INFLATE_SLACK} inflated to convert them (a decompression bomb, or storages far larger than their tensors)`);
+  }
+
+  const storage = storageCache((key, keep) => read(entryOf(key), keep));
+  return {
+    format: 'zip',
+    root,
+    tensorBytes: (t) => {
+      const key = t.storage.key;
+      const e = entryOf(key);
+      const bytes = t.storage.numel * ITEM_BYTES[t.storage.dtype];
+      if (e.size < bytes) throw new CheckpointError(file, `storage ${key}: ${e.size} bytes, the pickle says ${bytes}`);
+      return gather(t, storage(key, Math.max(uses.get(key)?.need ?? 0, tensorNeed(t))), file);
+    },
+    close: () => closeSync(fd),
+  };
+}
+
+function openLegacy(fd: number, file: string, size: number): PtFile {
+  const { root, data } = readLegacyPt(fd, file, size, MAX_PICKLE_BYTES);
+  const uses = storageUses(root);
+  const storage = storageCache((key, keep) => {
+    const at = data.get(key)!.offset;
+    const out = Buffer.alloc(keep);
+    for (let done = 0; done < keep; ) {
+      const n = readSync(fd, out, done, keep - done, at + done);
+      if (n === 0) throw new CheckpointError(file, `storage ${key}: the file ended while reading it (was it truncated while open?)`);
+      done += n;
+    }
+    return out;
+  });
+  return {
+    format: 'legacy',
+    root,
+    tensorBytes: (t) => {
+      const key = t.storage.key;
+      const loc = data.get(key);
+      if (!loc) throw new CheckpointError(file, `storage ${key}: not among the storages the file holds`);
+      const bytes = t.storage.numel * ITEM_BYTES[t.storage.dtype];
+      if (loc.bytes < bytes) throw new CheckpointError(file, `storage ${key}: ${loc.bytes} bytes, the pickle says ${bytes}`);
+      return gather(t, storage(key, Math.max(uses.get(key)?.need ?? 0, tensorNeed(t))), file);
+    },
+    close: () => closeSync(fd),
+  };
 }
 
 /** A view may repeat its storage (stride 0) but not blow it up without bound. */
 const MAX_EXPANSION = 16;
 
-/** Copies a strided view of `storage` into contiguous row-major bytes. */
+/**
+ * Copies a strided view of `storage` into contiguous row-major bytes. `storage`
+ * may be only the part of the storage the view reaches.
+ */
 export function gather(t: PtTensor, storage: Uint8Array, file: string): Uint8Array {
   const item = ITEM_BYTES[t.storage.dtype];
   const numel = t.size.reduce((a, b) => a * b, 1);
   if (numel === 0) return new Uint8Array(0);
   let last = t.offset;
   for (let d = 0; d < t.size.length; d++) last += (t.size[d] - 1) * t.stride[d];
-  if (!Number.isSafeInteger(numel) || numel * item > MAX_EXPANSION * Math.max(storage.byteLength, 1 << 20)) {
+  if (!Number.isSafeInteger(numel) || numel * item > MAX_EXPANSION * Math.max(t.storage.numel * item, 1 << 20)) {
     throw new CheckpointError(file, `tensor view of size [${t.size}] is more than ${MAX_EXPANSION}x its storage of ${t.storage.numel} elements`);
   }
   if (!Number.isSafeInteger(last) || last >= t.storage.numel || (last + 1) * item > storage.byteLength) {

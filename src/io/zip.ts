@@ -415,3 +415,37 @@ export function readDeflatedEntry(fd: number, e: ZipEntryInfo, file: string): Bu
   if (crc32([raw]) !== e.crc) throw new DataError(file, `CRC-32 mismatch in zip entry '${e.name}': the file is corrupt`);
   return raw;
 }
+
+/** Bytes read per step when a stored entry's CRC-32 is checked past the part that is kept. */
+const CRC_CHUNK = 1 << 20;
+
+/**
+ * Reads the first `keep` bytes of an entry (all of them when `keep` is its size)
+ * and checks the CRC-32 of the whole entry, stored or deflated. A stored entry is
+ * read once, in place: the kept prefix goes straight into the returned buffer and
+ * the rest passes through one reused chunk, so a torn or bit-flipped entry is
+ * refused without holding a second copy of it.
+ */
+export function readZipEntryPrefix(fd: number, e: ZipEntryInfo, file: string, keep: number): Buffer {
+  if (!Number.isSafeInteger(keep) || keep < 0 || keep > e.size) throw new DataError(file, `zip entry '${e.name}': ${keep} bytes wanted of its ${e.size}`);
+  if (e.method === 8) {
+    const raw = readDeflatedEntry(fd, e, file);
+    // Copied so the rest of the inflated entry can be freed.
+    return keep === raw.length ? raw : Buffer.from(raw.subarray(0, keep));
+  }
+  if (e.method !== 0) throw new DataError(file, `zip entry '${e.name}' uses compression method ${e.method}; expected stored (0) or deflate (8)`);
+  const start = zipEntryDataOffset(fd, e, file);
+  const out = Buffer.alloc(keep);
+  readAt(fd, out, start, file, `data of '${e.name}'`);
+  let crc = zlib.crc32(out, 0);
+  if (keep < e.size) {
+    const chunk = Buffer.alloc(Math.min(CRC_CHUNK, e.size - keep));
+    for (let at = keep; at < e.size; at += chunk.length) {
+      const piece = at + chunk.length <= e.size ? chunk : chunk.subarray(0, e.size - at);
+      readAt(fd, piece, start + at, file, `data of '${e.name}'`);
+      crc = zlib.crc32(piece, crc);
+    }
+  }
+  if (crc >>> 0 !== e.crc) throw new DataError(file, `CRC-32 mismatch in zip entry '${e.name}': the file is corrupt`);
+  return out;
+}
