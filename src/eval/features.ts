@@ -1,7 +1,8 @@
 // Feature spaces: the maps from images to vectors in which the metrics are
 // computed. A metric means little without its feature space, so every result
-// carries the space's name. Built in: raw pixels at a reduced size. A trained
-// feature network plugs in through `registerFeatureSpaceResolver`.
+// carries the space's name. Built in: raw pixels at a reduced size, and
+// 'inception-v3' (FID's network, loaded from its weights file on first use). A
+// trained feature network plugs in through `registerFeatureSpaceResolver`.
 
 import { INCEPTION_SPACE, loadInceptionFeatureSpace } from './inception-space.js';
 
