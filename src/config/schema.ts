@@ -34,6 +34,7 @@ const generationKeys = (guidance: number): Record<string, Node> => ({
   steps: { kind: 'steps', default: '250', doc: 'respacing: "250", "10,15,20" or "ddim50"' },
   eta: { kind: 'number', default: 0, min: 0, max: 1, doc: 'DDIM eta (0 = deterministic)' },
   guidance_scale: { kind: 'number', default: guidance, min: 0, doc: 'classifier-free guidance scale (1 = off)' },
+  guidance_channels: { kind: 'enum', default: '3', values: ['3', 'all'], doc: 'eps channels the guidance applies to: 3 = DiT\'s forward_with_cfg (channels 0-2 guided, the rest keep the conditional prediction), all = every eps channel; the same for models of up to 3 channels (docs/compat.md)' },
   clip_denoised: { kind: 'bool', default: null, nullable: true, doc: 'clip x0_hat to [-1, 1] at every step (null: true for pixel models, false for latent models, as DiT samples latents)' },
   use_ema: { kind: 'bool', default: true, doc: 'sample from the EMA weights (false: the raw weights)' },
   batch_size: { kind: 'int', default: 32, min: 1, doc: 'images per forward batch (CFG doubles it)' },
@@ -172,6 +173,7 @@ export interface GenerationConfig {
   steps: string;
   eta: number;
   guidance_scale: number;
+  guidance_channels: '3' | 'all';
   clip_denoised: boolean | null;
   use_ema: boolean;
   batch_size: number;

@@ -47,6 +47,7 @@ export async function generate(
       steps: s.steps,
       eta: s.eta,
       guidanceScale: s.guidance_scale,
+      guidanceChannels: s.guidance_channels === 'all' ? 'all' : Number(s.guidance_channels),
       clipDenoised: clipDenoisedFor(g, s),
       useEma: s.use_ema,
       onProgress: onProgress && ((i, n) => onProgress(a + (y.length * i) / n)),
