@@ -317,6 +317,12 @@ test("'inception-v3' names the weights it needs; a missing file is a clear error
   await assert.rejects(resolveFeatureSpace('inception-v3'), (e: Error) => e instanceof ConfigError && /evaluate\.inception\.path: feature space 'inception-v3' needs the Inception-v3 weights file.*--inception FILE/.test(e.message));
   await assert.rejects(resolveFeatureSpace('inception-v3', { inceptionPath: path.join(dir, 'pt_inception.pth') }), /pt_inception\.pth does not exist/);
   await assert.rejects(resolveFeatureSpace('inceptionv3'), /unknown feature space 'inceptionv3'; expected .*'inception-v3'/);
+  // an existing file: loaded by the Inception network when the build has it, else a clear error (never a bare module error)
+  const weights = path.join(dir, 'not-inception-weights.bin');
+  fs.writeFileSync(weights, 'not weights');
+  const hasNet = fs.existsSync(new URL('../src/eval/inception.ts', import.meta.url));
+  await assert.rejects(resolveFeatureSpace('inception-v3', { inceptionPath: weights }), (e: Error) =>
+    hasNet ? !/Cannot find module|ERR_MODULE_NOT_FOUND/.test(e.message) : /feature space 'inception-v3' is not available: this build has no Inception-v3 network/.test(e.message));
 });
 
 test('classifier spaces: held-out accuracy on every result line, refused below the threshold, class accuracy of conditional samples', async () => {

@@ -86,3 +86,18 @@ test('evaluate: inception-v3 takes its weights from evaluate.inception.path or -
   assert.equal(loadConfig('configs/imagenet256/speed/dit_xl2.yaml', { phase: 'inference' }).config.inference.guidance_channels, '3');
   assert.throws(() => loadConfig('configs/default.yaml', { overrides: ['evaluate.min_feature_accuracy=1.5'], phase: 'evaluate' }), /evaluate\.min_feature_accuracy/);
 });
+
+test('speed-train -p evaluate --inception FILE: the command line names the weights; other phases refuse the flag', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const cli = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), ...args], { encoding: 'utf8', env: process.env });
+  const samples = path.join(dir, 'cli-samples.npz');
+  writeSamples(samples, { data: new Uint8Array(4 * 8 * 8 * 3), N: 4, H: 8, W: 8, C: 3 });
+  const missing = path.join(dir, 'cli-inception.pth');
+  const r = cli(['-c', 'configs/default.yaml', '-p', 'evaluate', '--inception', missing, `experiment_dir=${path.join(dir, 'cli')}`,
+    `evaluate.samples=${samples}`, 'evaluate.feature_space=inception-v3', 'evaluate.inception.path=other.pth']);
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /evaluate\.inception\.path: .*cli-inception\.pth does not exist/);
+  const s = cli(['-c', 'configs/default.yaml', '-p', 'sample', '--inception', missing]);
+  assert.equal(s.status, 1);
+  assert.match(s.stderr, /--inception applies to -p evaluate, not -p sample/);
+});

@@ -55,7 +55,8 @@ export async function loadInceptionFeatureSpace(weights: string | null | undefin
     mod = (await import(specifier)) as InceptionModule;
   } catch (e) {
     const code = (e as { code?: string }).code;
-    if (code === 'ERR_MODULE_NOT_FOUND') {
+    // only the network module itself missing (not a module it imports)
+    if (code === 'ERR_MODULE_NOT_FOUND' && /eval[\\/]inception\.(js|ts)\b/.test((e as Error).message)) {
       throw new SpeedTrainError(`feature space '${INCEPTION_SPACE}' is not available: this build has no Inception-v3 network (src/eval/inception.ts)`);
     }
     throw e;
