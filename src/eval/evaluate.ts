@@ -382,7 +382,7 @@ export function formatEvalTable(r: EvalResult): string {
   rows.push(['precision', fmt(r.precision) + acc], ['recall', fmt(r.recall) + acc], ['density', fmt(r.density) + acc],
     ['coverage', fmt(r.coverage) + (r.prdc_k === null ? '' : `  (k = ${r.prdc_k})`) + acc]);
   if (r.class_accuracy !== null) rows.push(['class accuracy', `${fmt(r.class_accuracy)}  (the space's classifier on the samples vs their conditioning labels)${acc}`]);
-  if (r.fid_floor === null) rows.push(['floor', 'n/a (needs reference features of at least 4 images)']);
+  if (r.fid_floor === null) rows.push(['floor', r.precision === null ? 'n/a (the reference has statistics only)' : 'n/a (needs at least 4 reference images)']);
   const w = Math.max(...rows.map(([k]) => k.length));
   const lines = rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
   if (r.feature_space !== INCEPTION_SPACE) lines.push(`(metrics in ${r.feature_space} features are comparable only with each other, not with Inception FID)`);
