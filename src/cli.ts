@@ -41,14 +41,16 @@ async function main(argv: string[]): Promise<number> {
     .addOption(new Option('-p, --phase <phase>', 'what to run').choices([...PHASES]).default('train'))
     .option('--resume <path>', 'continue training from a checkpoint directory, or "latest"')
     .option('--help-config', 'list every config key with its type, default and meaning')
+    .option('--inception <file>', '-p evaluate: the Inception-v3 weights file (overrides evaluate.inception.path)')
     .argument('[overrides...]', 'config overrides key.path=value (YAML-typed), applied after the files')
     .showHelpAfterError()
     .exitOverride()
     // options after a subcommand's name (analyze -c ...) belong to the subcommand
     .enablePositionalOptions()
-    .action(async (overrides: string[], o: { config?: string; phase: Phase; resume?: string; helpConfig?: boolean }) => {
+    .action(async (overrides: string[], o: { config?: string; phase: Phase; resume?: string; helpConfig?: boolean; inception?: string }) => {
       if (o.helpConfig) { out(describeSchema().join('\n')); return; }
       if (!o.config) throw new SpeedTrainError('missing -c CONFIG (for example: speed-train -c configs/default.yaml)');
+      if (o.inception !== undefined && o.phase !== 'evaluate') throw new SpeedTrainError(`--inception applies to -p evaluate, not -p ${o.phase}`);
       const loaded = loadConfig(o.config, { overrides, phase: o.phase });
       // Under mpirun / srun: join the world (train and inference split the
       // work; sample and evaluate run on rank 0 only). Rank 0 alone prints.
@@ -80,7 +82,7 @@ async function main(argv: string[]): Promise<number> {
       } else if (o.phase === 'evaluate') {
         if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the sample set with evaluate.samples=PATH');
         const { runEvaluatePhase } = await import('./eval/phase.js');
-        await runEvaluatePhase(loaded.config);
+        await runEvaluatePhase(loaded.config, undefined, { inception: o.inception });
       } else {
         if (o.resume) throw new SpeedTrainError('--resume applies to training; choose the checkpoint with inference.ckpt=PATH');
         const { runInference } = await import('./generate/index.js');

@@ -132,6 +132,8 @@ export interface SampleStepCoefs {
   clipX0: boolean;
   cfg: boolean;
   guidance: number;
+  /** guide eps channels [0, guidanceChannels) only, the rest keep the conditional prediction (DiT: 3); 0 or absent: all */
+  guidanceChannels?: number;
 }
 
 export interface NoiseState {
@@ -382,6 +384,7 @@ function checkCoefs(c: SampleStepCoefs, what: string): void {
   for (const k of COEF_BOOLS) {
     if (typeof c[k] !== 'boolean') throw new NativeError(`${what}.${k} must be a boolean, got ${describe(c[k])}`);
   }
+  if (c.guidanceChannels !== undefined) checkInt(c.guidanceChannels, `${what}.guidanceChannels`, 0, 1 << 16);
 }
 
 const HYPER_KEYS = ['lr', 'beta1', 'beta2', 'eps', 'weightDecay', 'maxGradNorm', 'emaDecay', 'vbScale'] as const;

@@ -265,7 +265,8 @@ test('KID: precomputed and direct kernel paths agree; full-set subset equals MMD
   const b = kernelInceptionDistance(x, 60, y, 50, d, { subsets: 7, subsetSize: 20, seed: 4, precompute: false });
   close(a.mean, b.mean, 1e-12, 'mean');
   close(a.std, b.std, 1e-12, 'std');
-  const full = kernelInceptionDistance(x.subarray(0, 150), 50, y, 50, d, { subsets: 3 });
+  const full = kernelInceptionDistance(x.subarray(0, 150), 50, y, 50, d, { subsets: 3, subsetSize: 50 });
+  assert.equal(kernelInceptionDistance(x.subarray(0, 150), 50, y, 50, d, { subsets: 3 }).subsetSize, 25); // default: half a set
   close(full.mean, mmd2Unbiased(x.subarray(0, 150), 50, y, 50, d), 1e-12, 'full set');
   close(full.std, 0, 1e-12, 'same subset each time');
   const c = kernelInceptionDistance(x, 60, y, 50, d, { subsets: 7, subsetSize: 20, seed: 5 });

@@ -65,3 +65,39 @@ test('evaluate: clear errors for a missing sample set or reference', async () =>
     (e: unknown) => e instanceof ConfigError && /evaluate\.reference/.test(e.message),
   );
 });
+
+test('evaluate: inception-v3 takes its weights from evaluate.inception.path or --inception, and names what is missing', async () => {
+  const exp = path.join(dir, 'inc');
+  const samples = path.join(dir, 'inc-samples.npz');
+  writeSamples(samples, { data: new Uint8Array(4 * 8 * 8 * 3), N: 4, H: 8, W: 8, C: 3 });
+  const c = configFor(exp, [`evaluate.samples=${samples}`, 'evaluate.feature_space=inception-v3']);
+  assert.equal(c.evaluate.inception.path, null);
+  assert.equal(c.evaluate.min_feature_accuracy, 0.5);
+  assert.equal(c.evaluate.allow_weak_features, false);
+  await assert.rejects(runEvaluatePhase(c, () => {}), (e: unknown) => e instanceof ConfigError && /evaluate\.inception\.path: feature space 'inception-v3' needs the Inception-v3 weights file/.test(e.message));
+  const missing = path.join(dir, 'no-such-inception.pth');
+  await assert.rejects(runEvaluatePhase(configFor(exp, [`evaluate.samples=${samples}`, 'evaluate.feature_space=inception-v3', `evaluate.inception.path=${missing}`]), () => {}),
+    /evaluate\.inception\.path: .*no-such-inception\.pth does not exist/);
+  // --inception wins over the key
+  await assert.rejects(runEvaluatePhase(c, () => {}, { inception: path.join(dir, 'cli.pth') }), /cli\.pth does not exist/);
+  // the imagenet256 configs evaluate in this space
+  const inet = loadConfig('configs/imagenet256/speed/dit_xl2.yaml', { phase: 'evaluate' }).config;
+  assert.equal(inet.evaluate.feature_space, 'inception-v3');
+  assert.equal(loadConfig('configs/imagenet256/speed/dit_xl2.yaml', { phase: 'inference' }).config.inference.guidance_channels, '3');
+  assert.throws(() => loadConfig('configs/default.yaml', { overrides: ['evaluate.min_feature_accuracy=1.5'], phase: 'evaluate' }), /evaluate\.min_feature_accuracy/);
+});
+
+test('speed-train -p evaluate --inception FILE: the command line names the weights; other phases refuse the flag', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const cli = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), ...args], { encoding: 'utf8', env: process.env });
+  const samples = path.join(dir, 'cli-samples.npz');
+  writeSamples(samples, { data: new Uint8Array(4 * 8 * 8 * 3), N: 4, H: 8, W: 8, C: 3 });
+  const missing = path.join(dir, 'cli-inception.pth');
+  const r = cli(['-c', 'configs/default.yaml', '-p', 'evaluate', '--inception', missing, `experiment_dir=${path.join(dir, 'cli')}`,
+    `evaluate.samples=${samples}`, 'evaluate.feature_space=inception-v3', 'evaluate.inception.path=other.pth']);
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /evaluate\.inception\.path: .*cli-inception\.pth does not exist/);
+  const s = cli(['-c', 'configs/default.yaml', '-p', 'sample', '--inception', missing]);
+  assert.equal(s.status, 1);
+  assert.match(s.stderr, /--inception applies to -p evaluate, not -p sample/);
+});

@@ -13,6 +13,8 @@ useAddon();
 const { SyntheticDataset } = await import('../src/data/index.js');
 const fn = await import('../src/featnet/index.js');
 const { resolveFeatureSpace, extractFeatures } = await import('../src/eval/index.js');
+const { extractAllFeatures } = await import('../src/eval/features.js');
+const { checkFeatureSpaceAccuracy } = await import('../src/eval/evaluate.js');
 
 const tiny = { hiddenSize: 32, depth: 2, numHeads: 2, mlpRatio: 2 };
 const data = (size: number, seed = 5) => new SyntheticDataset({ seed, size, imageSize: 8, channels: 3, numClasses: 4 });
@@ -55,6 +57,17 @@ test('the feature network learns the synthetic classes: held-out accuracy far ab
     const direct = await r.net.features(fn.imagesToModelInput(imgs));
     assert.ok(f.every((v, i) => v === direct[i]));
     await assert.rejects(Promise.resolve(space.extract({ ...imgs, data: new Uint8Array(4 * 4 * 3), H: 4, W: 4, N: 1 })), /takes 8x8x3 images/);
+    // a classifier of the data's classes: its accuracy for the evaluation's threshold, its logits for class accuracy
+    assert.deepEqual(space.classifier, { numClasses: 4, heldOutAccuracy: r.accuracy, heldOutSize: 200 });
+    assert.deepEqual(space.extras, { logits: 4 });
+    const all = await extractAllFeatures(space, imgs, 2);
+    assert.deepEqual(all.features, f);
+    const z = await r.net.logits(fn.imagesToModelInput(imgs));
+    assert.ok(all.logits!.every((v, i) => v === z[i]) && all.logits!.length === 5 * 4);
+    assert.equal(all.spatial, null);
+    assert.equal(checkFeatureSpaceAccuracy(space, 0.5), false);
+    assert.throws(() => checkFeatureSpaceAccuracy(space, r.accuracy + 0.01), /is a classifier with held-out accuracy .* below the required/);
+    assert.equal(checkFeatureSpaceAccuracy(space, r.accuracy + 0.01, true), true);
 
     // a file that is not a feature network
     const bad = path.join(dir, 'bad.safetensors');

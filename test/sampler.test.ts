@@ -223,3 +223,127 @@ test('a real (tiny, untrained) DiT: DDIM eta = 0 is deterministic; DDPM with cfg
     model.dispose();
   }
 });
+
+// ---- DiT's guidance rule: forward_with_cfg guides eps channels 0..2 only ---------------------
+
+test('sample(): guidanceChannels defaults to DiT\'s 3, \'all\' passes 0, bad values are refused', async () => {
+  const m = recordingModel(10);
+  await sample(m, base, baseOpts({ guidanceScale: 4 }));
+  assert.ok(m.calls.every((c) => c.coefs.guidanceChannels === 3));
+  const a = recordingModel(10);
+  await sample(a, base, baseOpts({ guidanceScale: 4, guidanceChannels: 'all' }));
+  assert.ok(a.calls.every((c) => c.coefs.guidanceChannels === 0));
+  for (const bad of [0, -1, 2.5]) {
+    await assert.rejects(sample(m, base, baseOpts({ guidanceScale: 4, guidanceChannels: bad })), /guidanceChannels must be an integer >= 1 or 'all'/);
+  }
+});
+
+/**
+ * DiT's forward_with_cfg then its p_sample, in float64 from the raw model output
+ * [2N, 2C, HW] (N conditional rows, then N null rows, learned sigma): eps[:, :g] =
+ * null + s (cond - null), the other eps channels and the variance from the
+ * conditional half (the half sample.py keeps). g = C: guidance on every channel.
+ */
+function ditStep(out: Float32Array, x: Float32Array, noise: Float32Array, N: number, C: number, HW: number, k: SampleStepCoefs, g: number): Float64Array {
+  const per = C * HW;
+  const r = new Float64Array(N * per);
+  for (let n = 0; n < N; n++) {
+    const cond = n * 2 * per;
+    const nul = (N + n) * 2 * per;
+    for (let j = 0; j < per; j++) {
+      const c = Math.floor(j / HW);
+      const eps = c < g ? out[nul + j] + k.guidance * (out[cond + j] - out[nul + j]) : out[cond + j];
+      const xi = x[n * per + j];
+      const x0 = k.sqrtRecipAbar * xi - k.sqrtRecipm1Abar * eps;
+      if (k.mode === 'ddim') {
+        r[n * per + j] = k.sqrtAbarPrev * x0 + k.epsCoef * eps + (k.addNoise ? k.sigma * noise[n * per + j] : 0);
+      } else {
+        const frac = (out[cond + per + j] + 1) / 2;
+        const lv = frac * k.logBeta + (1 - frac) * k.postLogVar;
+        r[n * per + j] = k.coef1 * x0 + k.coef2 * xi + (k.addNoise ? Math.exp(0.5 * lv) * noise[n * per + j] : 0);
+      }
+    }
+  }
+  return r;
+}
+
+const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>, from = 0, to = a.length) => {
+  let m = 0;
+  for (let i = from; i < to; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+};
+
+test('the native sampling step guides as DiT: channels 0..2 for guidance_channels 3, every channel for all', { skip: skipNative }, () => {
+  const r = new Rng(77);
+  const N = 3;
+  const HW = 5;
+  const { coefs: rc } = respace(base, spacedTimesteps(1000, '50'));
+  for (const C of [4, 3]) {
+    const per = C * HW;
+    const out = Float32Array.from({ length: 2 * N * 2 * per }, () => r.normal() * 0.8);
+    const x = Float32Array.from({ length: N * per }, () => r.normal());
+    const noise = Float32Array.from({ length: N * per }, () => r.normal());
+    for (const sampler of ['ddpm', 'ddim'] as const) {
+      const res: Record<string, Float32Array> = {};
+      for (const [name, gc] of [['3', 3], ['all', 0]] as const) {
+        const k = stepCoefs(rc, 20, { sampler, eta: 0.5, clipX0: false, cfg: true, guidance: 4, learnSigma: true, guidanceChannels: gc });
+        res[name] = sampleStepKernel(out, x, noise, { N, C, HW, learnSigma: true }, k);
+        const want = ditStep(out, x, noise, N, C, HW, k, gc === 0 ? C : Math.min(gc, C));
+        assert.ok(maxDiff(res[name], want) < 2e-5, `C ${C} ${sampler} guidance_channels ${name}: max diff ${maxDiff(res[name], want)}`);
+      }
+      for (let n = 0; n < N; n++) {
+        // channels 0..2 agree; the 4th differs (a 4-channel latent), or nothing does (3 channels)
+        assert.ok(maxDiff(res['3'], res.all, n * per, n * per + 3 * HW) === 0);
+        if (C === 4) assert.ok(maxDiff(res['3'], res.all, n * per + 3 * HW, (n + 1) * per) > 1e-2, `${sampler}: channel 3 should differ`);
+      }
+      if (C === 3) assert.deepEqual(res['3'], res.all);
+    }
+  }
+});
+
+test('a real DiT (4 latent channels): sampleStep equals DiT\'s rule applied to two plain forward passes', { skip: skipNative }, async () => {
+  const { DiTModel, presetConfig } = await import('../src/native.js');
+  const { toNativeTables } = await import('../src/diffusion/coefs.js');
+  const numClasses = 3;
+  const config = { ...presetConfig('DiT-Ti/4', { inputSize: 8, inChannels: 4, numClasses, learnSigma: true }), depth: 2 };
+  const model = DiTModel.create({ config, seed: 3, threads: 1 });
+  try {
+    model.setTables(toNativeTables(base));
+    // DiT zero-initialises the final layer and the adaLN modulation: perturb them so eps depends on x and the label
+    for (const p of model.params()) {
+      if (p.name.startsWith('final_layer') || p.name.includes('adaLN')) {
+        const w = model.readParam(p.name, 'model');
+        const r = new Rng(p.name.length);
+        model.writeParam(p.name, 'model', Float32Array.from(w, (v) => v + 0.05 * r.normal()));
+      }
+    }
+    const N = 2;
+    const C = 4;
+    const HW = 64;
+    const per = C * HW;
+    const r = new Rng(5);
+    const x = Float32Array.from({ length: N * per }, () => r.normal());
+    const y = new Int32Array([0, 2]);
+    const { coefs: rc, timestepMap } = respace(base, spacedTimesteps(1000, 'ddim50'));
+    const i = 30; // original t = timestepMap[30] = 600
+    const tt = new Int32Array(N).fill(timestepMap[i]);
+    // two plain forward passes at the same x: conditional, and the null label; stacked [cond rows; null rows], each [2C, HW]
+    const out = new Float32Array(2 * N * 2 * per);
+    out.set(await model.forward(x, tt, y, { useEma: false }), 0);
+    out.set(await model.forward(x, tt, new Int32Array(N).fill(numClasses), { useEma: false }), N * 2 * per);
+    const res: Record<string, Float32Array> = {};
+    for (const [name, gc] of [['3', 3], ['all', 0]] as const) {
+      // DDIM eta = 0: no noise, so the step is a function of the two forward passes alone
+      const k = stepCoefs(rc, i, { sampler: 'ddim', eta: 0, clipX0: false, cfg: true, guidance: 4, learnSigma: true, guidanceChannels: gc });
+      res[name] = await model.sampleStep(x, timestepMap[i], y, k, { useEma: false });
+      const want = ditStep(out, x, new Float32Array(N * per), N, C, HW, k, gc === 0 ? C : 3);
+      assert.ok(maxDiff(res[name], want) < 1e-4, `guidance_channels ${name}: max diff ${maxDiff(res[name], want)}`);
+    }
+    for (let n = 0; n < N; n++) {
+      assert.ok(maxDiff(res['3'], res.all, n * per + 3 * HW, (n + 1) * per) > 1e-3, 'the 4th channel must differ between the two rules');
+      assert.ok(maxDiff(res['3'], res.all, n * per, n * per + 3 * HW) < 1e-6);
+    }
+  } finally {
+    model.dispose();
+  }
+});

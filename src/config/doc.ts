@@ -7,13 +7,22 @@ import { SPEED_SPELLINGS } from './speed-compat.js';
 
 const cell = (s: string) => s.replace(/\|/g, '\\|');
 
-function sectionTable(node: Section, prefix: string): string[] {
+function sectionRows(node: Section, prefix: string, nested: boolean): string[] {
   const rows: string[] = [];
   for (const [k, v] of Object.entries(node.keys)) {
-    if (v.kind === 'section') continue;
     const p = prefix ? `${prefix}.${k}` : k;
+    // the top level's sections get their own headings; a section inside one is listed in its table
+    if (v.kind === 'section') {
+      if (nested) rows.push(...sectionRows(v, p, true));
+      continue;
+    }
     rows.push(`| \`${p}\` | ${cell(typeText(v))} | \`${cell(defaultText(v))}\` | ${cell(v.doc)} |`);
   }
+  return rows;
+}
+
+function sectionTable(node: Section, prefix: string): string[] {
+  const rows = sectionRows(node, prefix, prefix !== '');
   return rows.length ? ['| key | type | default | meaning |', '| --- | --- | --- | --- |', ...rows] : [];
 }
 

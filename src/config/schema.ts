@@ -34,6 +34,7 @@ const generationKeys = (guidance: number): Record<string, Node> => ({
   steps: { kind: 'steps', default: '250', doc: 'respacing: "250", "10,15,20" or "ddim50"' },
   eta: { kind: 'number', default: 0, min: 0, max: 1, doc: 'DDIM eta (0 = deterministic)' },
   guidance_scale: { kind: 'number', default: guidance, min: 0, doc: 'classifier-free guidance scale (1 = off)' },
+  guidance_channels: { kind: 'enum', default: '3', values: ['3', 'all'], doc: 'eps channels the guidance applies to: 3 = DiT\'s forward_with_cfg (channels 0-2 guided, the rest keep the conditional prediction), all = every eps channel; the same for models of up to 3 channels (docs/compat.md)' },
   clip_denoised: { kind: 'bool', default: null, nullable: true, doc: 'clip x0_hat to [-1, 1] at every step (null: true for pixel models, false for latent models, as DiT samples latents)' },
   use_ema: { kind: 'bool', default: true, doc: 'sample from the EMA weights (false: the raw weights)' },
   batch_size: { kind: 'int', default: 32, min: 1, doc: 'images per forward batch (CFG doubles it)' },
@@ -149,7 +150,12 @@ export const SCHEMA: Section = section('speed-train configuration', {
     samples: { kind: 'string', default: null, nullable: true, doc: 'samples.npz, a uint8 .npy or a PNG folder (null: samples.npz of the newest inference-* folder in experiment_dir)' },
     reference: { kind: 'string', default: null, nullable: true, doc: 'real images (.npz/.npy uint8, a PNG folder) or cached statistics (.npz); null: images of the configured data set' },
     num_reference: { kind: 'int', default: 1000, min: 2, doc: 'reference images taken from the data set when reference is null' },
-    feature_space: { kind: 'string', default: 'pixels-8x8', doc: 'pixels-<n>x<n>, or featnet:<file> (a network trained by speed-train featnet)' },
+    feature_space: { kind: 'string', default: 'pixels-8x8', doc: 'pixels-<n>x<n>, inception-v3 (FID\'s Inception network: FID, sFID, IS, as DiT/SpeeD/ADM report; needs evaluate.inception.path), or featnet:<file> (a network trained by speed-train featnet)' },
+    inception: section('FID\'s Inception-v3 network (feature_space inception-v3)', {
+      path: { kind: 'string', default: null, nullable: true, doc: 'the Inception-v3 weights file (--inception FILE on the command line overrides it)' },
+    }),
+    min_feature_accuracy: { kind: 'number', default: 0.5, min: 0, max: 1, doc: 'a featnet feature space whose held-out accuracy is below this is refused (its distances mean little)' },
+    allow_weak_features: { kind: 'bool', default: false, doc: 'evaluate in a featnet space below min_feature_accuracy anyway (the result is marked WEAK)' },
     cache_reference: { kind: 'string', default: null, nullable: true, doc: 'also save the reference statistics here (.npz) for reuse' },
     k: { kind: 'int', default: 3, min: 1, doc: 'k of the k-nearest-neighbour manifolds (precision/recall)' },
     out: { kind: 'string', default: null, nullable: true, doc: 'eval.json path or folder (default: experiment_dir)' },
@@ -167,6 +173,7 @@ export interface GenerationConfig {
   steps: string;
   eta: number;
   guidance_scale: number;
+  guidance_channels: '3' | 'all';
   clip_denoised: boolean | null;
   use_ema: boolean;
   batch_size: number;
@@ -246,6 +253,9 @@ export interface Config {
     reference: string | null;
     num_reference: number;
     feature_space: string;
+    inception: { path: string | null };
+    min_feature_accuracy: number;
+    allow_weak_features: boolean;
     cache_reference: string | null;
     k: number;
     out: string | null;

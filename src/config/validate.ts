@@ -142,6 +142,8 @@ function validateLeaf(v: unknown, leaf: Leaf, p: string, prov: Provenance): unkn
       if (leaf.pattern && !leaf.pattern.test(v)) fail(p, prov, `${JSON.stringify(v)} is not valid: expected ${leaf.patternDoc}`);
       return v;
     case 'enum':
+      // a value like `3` in YAML arrives as a number; an enum of digit strings takes it
+      if (typeof v === 'number' && leaf.values.includes(String(v))) return String(v);
       if (typeof v !== 'string' || !leaf.values.includes(v)) {
         const hint = typeof v === 'string' ? suggest(v, [...leaf.values], '').replace('(expected one of: ', '(one of: ') : '';
         fail(p, prov, `expected one of ${leaf.values.join(', ')}, found ${describeValue(v)}${hint.startsWith(' (did') ? hint : ''}`);

@@ -1,4 +1,4 @@
-// DDPM / DDIM sampling loops (reference §5). TypeScript only computes each step's
+// DDPM / DDIM sampling loops. TypeScript only computes each step's
 // scalar coefficients; the per-element update runs natively (model.sampleStep =
 // forward + one fused kernel), so nothing here loops over tensor elements.
 import type { SampleStepCoefs } from '../native.js';
@@ -28,6 +28,13 @@ export interface SampleOptions {
   eta: number;
   /** classifier-free guidance scale; 1 = off */
   guidanceScale: number;
+  /**
+   * eps channels the guidance applies to: 3 (default) guides channels 0..2 and
+   * keeps the conditional prediction in the rest, as DiT's forward_with_cfg;
+   * 'all' guides every eps channel. They differ only for models of more than 3
+   * channels (latents); learned-variance channels are never guided.
+   */
+  guidanceChannels?: number | 'all';
   /** clamp x0_hat to [-1, 1] (pixel-space models) */
   clipDenoised: boolean;
   /** sample with the EMA weights (default true) */
@@ -54,7 +61,7 @@ export function ddimSigma(abar: number, abarPrev: number, eta: number): number {
 export function stepCoefs(
   c: DiffusionCoefs,
   i: number,
-  o: { sampler: SamplerName; eta: number; clipX0: boolean; cfg: boolean; guidance: number; learnSigma: boolean; fixedVariance?: 'large' | 'small' },
+  o: { sampler: SamplerName; eta: number; clipX0: boolean; cfg: boolean; guidance: number; learnSigma: boolean; fixedVariance?: 'large' | 'small'; guidanceChannels?: number },
 ): SampleStepCoefs {
   const abar = c.abar[i];
   const abarPrev = c.abarPrev[i];
@@ -79,7 +86,19 @@ export function stepCoefs(
     clipX0: o.clipX0,
     cfg: o.cfg,
     guidance: o.guidance,
+    guidanceChannels: o.guidanceChannels ?? 0,
   };
+}
+
+/** DiT's guided-channel count. */
+export const DIT_GUIDANCE_CHANNELS = 3;
+
+/** The native guidanceChannels of an option value: 0 = every channel. */
+export function guidanceChannelsOf(v: number | 'all' | undefined): number {
+  if (v === undefined) return DIT_GUIDANCE_CHANNELS;
+  if (v === 'all') return 0;
+  if (!Number.isInteger(v) || v < 1) fail(`guidanceChannels must be an integer >= 1 or 'all', got ${String(v)}`);
+  return v;
 }
 
 function fail(what: string): never {
@@ -102,6 +121,7 @@ export async function sample(model: SamplerModel, coefs: DiffusionCoefs, opts: S
     y = new Int32Array(N); // unconditional: labels are ignored by the model
   }
   const cfg = opts.guidanceScale !== 1 && numClasses > 0;
+  const guidanceChannels = guidanceChannelsOf(opts.guidanceChannels);
 
   const kept = spacedTimesteps(coefs.T, opts.steps);
   const { coefs: rc, timestepMap } = respace(coefs, kept);
@@ -122,6 +142,7 @@ export async function sample(model: SamplerModel, coefs: DiffusionCoefs, opts: S
     guidance: opts.guidanceScale,
     learnSigma,
     fixedVariance: opts.fixedVariance,
+    guidanceChannels,
   };
   const useEma = opts.useEma ?? true;
   for (let i = n - 1; i >= 0; i--) {

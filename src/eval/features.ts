@@ -1,7 +1,10 @@
 // Feature spaces: the maps from images to vectors in which the metrics are
 // computed. A metric means little without its feature space, so every result
-// carries the space's name. Built in: raw pixels at a reduced size. A trained
-// feature network plugs in through `registerFeatureSpaceResolver`.
+// carries the space's name. Built in: raw pixels at a reduced size, and
+// 'inception-v3' (FID's network, loaded from its weights file on first use). A
+// trained feature network plugs in through `registerFeatureSpaceResolver`.
+
+import { INCEPTION_SPACE, loadInceptionFeatureSpace } from './inception-space.js';
 
 /** Images as uint8 [N, H, W, C], row-major (the samples.npz layout). */
 export interface ImageBatch {
@@ -21,6 +24,16 @@ export interface ImageRows {
   rows(i0: number, n: number): Uint8Array;
 }
 
+export interface FeatureOutputs { features: Float64Array; logits?: Float64Array; spatial?: Float64Array }
+
+/** A space defined by a classifier trained on the data's own classes (logit k = data label k). */
+export interface ClassifierInfo {
+  numClasses: number;
+  /** top-1 accuracy on images it was not trained on */
+  heldOutAccuracy: number;
+  heldOutSize: number;
+}
+
 export interface FeatureSpace {
   /** a stable name that identifies the space, e.g. "pixels-8x8" (cached statistics are matched by it) */
   name: string;
@@ -30,6 +43,12 @@ export interface FeatureSpace {
   description?: string;
   /** features [N, dim], row-major */
   extract(images: ImageBatch): Promise<Float64Array> | Float64Array;
+  /** lengths of the extra outputs a space provides (Inception-v3: logits 1008, spatial 2023) */
+  extras?: { logits?: number; spatial?: number };
+  /** the features plus the extra outputs, for the Inception Score and sFID */
+  extractAll?(images: ImageBatch): Promise<FeatureOutputs>;
+  /** set when the space is a classifier of the data's classes: its logits (extras.logits) score samples against their labels */
+  classifier?: ClassifierInfo;
 }
 
 export function checkImageBatch(images: ImageBatch, what: string): void {
@@ -160,6 +179,50 @@ export async function extractFeatures(space: FeatureSpace, images: ImageBatch | 
   return out;
 }
 
+/** Features and the extra outputs of a whole set: [N, dim], [N, extras.logits], [N, extras.spatial]. */
+export interface AllFeatures {
+  features: Float64Array;
+  logits: Float64Array | null;
+  spatial: Float64Array | null;
+}
+
+function checkOutput(space: FeatureSpace, what: string, f: Float64Array | undefined, n: number, per: number, i0: number): Float64Array {
+  if (!(f instanceof Float64Array) || f.length !== n * per) {
+    throw new RangeError(`feature space ${space.name} returned ${f ? f.length : 'no'} ${what} values for ${n} images; expected ${n}·${per}`);
+  }
+  for (let j = 0; j < f.length; j++) {
+    if (!Number.isFinite(f[j])) throw new RangeError(`feature space ${space.name} returned a non-finite ${what} value for image ${i0 + Math.floor(j / per)}`);
+  }
+  return f;
+}
+
+/**
+ * Like extractFeatures, and also the space's extra outputs (logits for the
+ * Inception Score and class accuracy, spatial features for sFID) in the same
+ * pass over the images; without extractAll / extras they are null.
+ */
+export async function extractAllFeatures(space: FeatureSpace, images: ImageBatch | ImageRows, batchSize = 256): Promise<AllFeatures> {
+  const nLogits = space.extractAll ? (space.extras?.logits ?? 0) : 0;
+  const nSpatial = space.extractAll ? (space.extras?.spatial ?? 0) : 0;
+  if (!space.extractAll || (nLogits === 0 && nSpatial === 0)) return { features: await extractFeatures(space, images, batchSize), logits: null, spatial: null };
+  const streamed = 'rows' in images;
+  if (!streamed) checkImageBatch(images, `images for ${space.name}`);
+  const { N, H, W, C } = images;
+  const per = H * W * C;
+  const features = new Float64Array(N * space.dim);
+  const logits = nLogits ? new Float64Array(N * nLogits) : null;
+  const spatial = nSpatial ? new Float64Array(N * nSpatial) : null;
+  for (let i = 0; i < N; i += batchSize) {
+    const n = Math.min(batchSize, N - i);
+    const data = streamed ? images.rows(i, n) : images.data.subarray(i * per, (i + n) * per);
+    const o = await space.extractAll({ data, N: n, H, W, C });
+    features.set(checkOutput(space, 'feature', o.features, n, space.dim, i), i * space.dim);
+    if (logits) logits.set(checkOutput(space, 'logit', o.logits, n, nLogits, i), i * nLogits);
+    if (spatial) spatial.set(checkOutput(space, 'spatial-feature', o.spatial, n, nSpatial, i), i * nSpatial);
+  }
+  return { features, logits, spatial };
+}
+
 /** Turns a feature-space spec into a space, or returns null when it does not recognise the spec. */
 export type FeatureSpaceResolver = (spec: string) => FeatureSpace | null | Promise<FeatureSpace | null>;
 
@@ -177,11 +240,19 @@ export function registerFeatureSpaceResolver(name: string, resolve: FeatureSpace
 
 export const DEFAULT_FEATURE_SPACE = 'pixels-8x8';
 
-/** Resolves 'pixels' / 'pixels-NxN' and any registered spec; a FeatureSpace passes through. */
-export async function resolveFeatureSpace(spec: string | FeatureSpace | undefined): Promise<FeatureSpace> {
+export interface ResolveOptions {
+  /** the Inception-v3 weights file (needed for 'inception-v3') */
+  inceptionPath?: string | null;
+  device?: 'cpu' | 'cuda';
+  threads?: number;
+}
+
+/** Resolves 'pixels' / 'pixels-NxN', 'inception-v3' and any registered spec; a FeatureSpace passes through. */
+export async function resolveFeatureSpace(spec: string | FeatureSpace | undefined, opts: ResolveOptions = {}): Promise<FeatureSpace> {
   if (spec === undefined) spec = DEFAULT_FEATURE_SPACE;
   if (typeof spec !== 'string') return spec;
   if (spec === 'pixels') return pixelFeatureSpace(8);
+  if (spec === INCEPTION_SPACE) return loadInceptionFeatureSpace(opts.inceptionPath, { device: opts.device, threads: opts.threads });
   const m = /^pixels-(\d+)x(\d+)$/.exec(spec);
   if (m) {
     if (m[1] !== m[2]) throw new RangeError(`feature space '${spec}': pixel features are square (pixels-NxN)`);
@@ -191,6 +262,6 @@ export async function resolveFeatureSpace(spec: string | FeatureSpace | undefine
     const fs = await r.resolve(spec);
     if (fs) return fs;
   }
-  const known = ["'pixels' (= pixels-8x8)", "'pixels-NxN' (N in 1..256)", ...resolvers.map((r) => r.help)];
+  const known = ["'pixels' (= pixels-8x8)", `'${INCEPTION_SPACE}' (FID's Inception network; needs its weights file)`, "'pixels-NxN' (N in 1..256)", ...resolvers.map((r) => r.help)];
   throw new RangeError(`unknown feature space '${spec}'; expected ${known.join(', ')}`);
 }

@@ -1,7 +1,9 @@
 // Kernel Inception Distance (Bińkowski et al. 2018) in any feature space: the
 // unbiased estimate of MMD² with the polynomial kernel k(x, y) = (x·y/d + 1)³,
 // averaged over random subsets (as torch-fidelity and clean-fid do: subsets of
-// min(1000, n) drawn without replacement, 100 of them, std with ddof = 0).
+// up to 1000 drawn without replacement, 100 of them, std with ddof = 0). A
+// subset is at most half of each set: subsets of a whole set are all the same
+// set, and their spread (then 0) would say nothing about the estimate's noise.
 
 import { checkFeatures } from './fid.js';
 import { sampleWithoutReplacement, seededUniform } from './rng.js';
@@ -9,7 +11,7 @@ import { sampleWithoutReplacement, seededUniform } from './rng.js';
 export interface KidOptions {
   /** number of subsets (default 100) */
   subsets?: number;
-  /** points per subset from each set (default min(1000, nx, ny)) */
+  /** points per subset from each set (default defaultKidSubsetSize(nx, ny)) */
   subsetSize?: number;
   /** seed of the subset draws (default 0) */
   seed?: number;
@@ -23,6 +25,11 @@ export interface KidResult {
   std: number;
   subsets: number;
   subsetSize: number;
+}
+
+/** min(1000, ⌊nx/2⌋, ⌊ny/2⌋): 1000 as torch-fidelity at 50k samples, half a set when smaller (under 2: no KID). */
+export function defaultKidSubsetSize(nx: number, ny: number): number {
+  return Math.min(1000, Math.floor(nx / 2), Math.floor(ny / 2));
 }
 
 function kernel(dot: number, invDim: number): number {
@@ -103,7 +110,7 @@ export function kernelInceptionDistance(
   checkFeatures(x, nx, d, 'KID samples');
   checkFeatures(y, ny, d, 'KID reference');
   const subsets = opts.subsets ?? 100;
-  const m = opts.subsetSize ?? Math.min(1000, nx, ny);
+  const m = opts.subsetSize ?? defaultKidSubsetSize(nx, ny);
   if (!Number.isInteger(subsets) || subsets < 1) throw new RangeError(`KID: subsets must be a positive integer, got ${subsets}`);
   if (!Number.isInteger(m) || m < 2) throw new RangeError(`KID: subset size must be an integer >= 2, got ${m}`);
   if (m > nx || m > ny) {

@@ -18,7 +18,16 @@ export function newestInferenceSamples(experimentDir: string): string | null {
   return dirs.length ? path.join(experimentDir, dirs[dirs.length - 1], 'samples.npz') : null;
 }
 
-export async function runEvaluatePhase(c: Config, log: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<EvalResult> {
+export interface EvaluatePhaseOptions {
+  /** the Inception-v3 weights file (--inception); overrides evaluate.inception.path */
+  inception?: string;
+}
+
+export async function runEvaluatePhase(
+  c: Config,
+  log: (line: string) => void = (l) => process.stdout.write(l + '\n'),
+  o: EvaluatePhaseOptions = {},
+): Promise<EvalResult> {
   const e = c.evaluate;
   const samples = e.samples ?? newestInferenceSamples(c.experiment_dir);
   if (!samples) {
@@ -31,6 +40,11 @@ export async function runEvaluatePhase(c: Config, log: (line: string) => void = 
     samples,
     reference,
     featureSpace: e.feature_space,
+    inceptionPath: o.inception ?? e.inception.path,
+    device: c.device,
+    threads: c.threads || undefined,
+    minFeatureAccuracy: e.min_feature_accuracy,
+    allowWeakFeatures: e.allow_weak_features,
     cacheReference: e.cache_reference ?? undefined,
     k: e.k,
     out: e.out ?? c.experiment_dir,

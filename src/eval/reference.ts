@@ -8,11 +8,18 @@
 //   sigma          float64 [d, d]
 //   n              int64  [1]     number of reference images
 //   features       float64 [n, d] (optional; needed for KID and precision/recall)
+//   mu_s, sigma_s  float64 [ds], [ds, ds] (optional; spatial-feature statistics, for sFID)
+//
+// ADM's reference batches (openai/guided-diffusion, e.g. VIRTUAL_imagenet256_labeled.npz)
+// are read too: mu, sigma, mu_s, sigma_s of Inception-v3 pool_3 / mixed_6 features and
+// usually the images themselves (arr_0). They carry no feature_space entry; their
+// statistics are Inception-v3's, so they serve the 'inception-v3' space only.
 
 import { DataError } from '../errors.js';
-import { type NdArrayInput } from '../io/npy.js';
+import { type NdArray, type NdArrayInput } from '../io/npy.js';
 import { listNpz, readNpz, writeNpz } from '../io/npz.js';
 import { featureStats } from './fid.js';
+import { INCEPTION_DIMS, INCEPTION_SPACE } from './inception-space.js';
 
 export const REFERENCE_FORMAT = 'speed-train-reference/1';
 
@@ -25,6 +32,12 @@ export interface ReferenceStats {
   /** features [n, dim], or null when only the Gaussian statistics are known (FID only) */
   features: Float64Array | null;
   source: string;
+  /** statistics of the spatial features (sFID), when the space has them */
+  spatial?: { dim: number; mu: Float64Array; sigma: Float64Array } | null;
+  /** the spatial features themselves [n, spatial.dim] while in memory (the real-vs-real sFID floor); never saved */
+  spatialFeatures?: Float64Array | null;
+  /** an ADM reference batch: the images (arr_0) are in the file too when `admImages` is set */
+  adm?: { images: boolean } | null;
 }
 
 /** Statistics (and the features themselves) of a reference feature set. */
@@ -48,6 +61,10 @@ export function saveReferenceStats(file: string, ref: ReferenceStats, withFeatur
     n: { dtype: 'int64', shape: [1], data: new BigInt64Array([BigInt(ref.n)]) },
   };
   if (withFeatures && ref.features) arrays.features = { dtype: 'float64', shape: [ref.n, ref.dim], data: ref.features };
+  if (ref.spatial) {
+    arrays.mu_s = { dtype: 'float64', shape: [ref.spatial.dim], data: ref.spatial.mu };
+    arrays.sigma_s = { dtype: 'float64', shape: [ref.spatial.dim, ref.spatial.dim], data: ref.spatial.sigma };
+  }
   writeNpz(file, arrays);
 }
 
@@ -64,14 +81,14 @@ export function loadReferenceStats(file: string): ReferenceStats {
     throw new DataError(file, `not a reference-statistics file: expected arrays mu and sigma, found ${keys.join(', ')}`);
   }
   if (!keys.includes('feature_space')) {
+    if (keys.includes('mu_s') && keys.includes('sigma_s')) return loadAdmReferenceBatch(file, keys);
     throw new DataError(
       file,
-      'holds mu and sigma but no feature_space entry, so the space they were computed in is unknown ' +
-        '(Inception statistics from the ADM evaluator are used with that evaluator, not here); ' +
-        'recompute with speed-train evaluate --cache-reference',
+      'holds mu and sigma but no feature_space entry (nor the mu_s / sigma_s of an ADM reference batch), so the space ' +
+        'they were computed in is unknown; recompute them with -p evaluate and evaluate.cache_reference',
     );
   }
-  const want = ['format', 'feature_space', 'mu', 'sigma', 'n', ...(keys.includes('features') ? ['features'] : [])];
+  const want = ['format', 'feature_space', 'mu', 'sigma', 'n', ...['features', 'mu_s', 'sigma_s'].filter((k) => keys.includes(k))];
   const z = readNpz(file, { keys: want.filter((k) => keys.includes(k)) });
   const text = (k: string): string => {
     const a = z[k];
@@ -103,5 +120,45 @@ export function loadReferenceStats(file: string): ReferenceStats {
     features = f.data as Float64Array;
     n = f.shape[0];
   }
-  return { featureSpace, dim, n, mu: mu.data as Float64Array, sigma: sigma.data as Float64Array, features, source: file };
+  const spatial = z.mu_s && z.sigma_s ? gaussian(file, z.mu_s, z.sigma_s, 'mu_s', 'sigma_s', null) : null;
+  return { featureSpace, dim, n, mu: mu.data as Float64Array, sigma: sigma.data as Float64Array, features, source: file, spatial };
+}
+
+/** mean [d] and covariance [d, d] arrays (float64, or float32 widened) checked against each other and `want` (d). */
+function gaussian(file: string, mu: NdArray, sigma: NdArray, mk: string, sk: string, want: number | null): { dim: number; mu: Float64Array; sigma: Float64Array } {
+  const float = (a: NdArray) => a.dtype === 'float64' || a.dtype === 'float32';
+  if (!float(mu) || mu.shape.length !== 1 || (want !== null && mu.shape[0] !== want)) {
+    throw new DataError(file, `${mk} must be float64 [${want ?? 'd'}], found ${mu.dtype} [${mu.shape.join(', ')}]`);
+  }
+  const d = mu.shape[0];
+  if (!float(sigma) || sigma.shape.length !== 2 || sigma.shape[0] !== d || sigma.shape[1] !== d) {
+    throw new DataError(file, `${sk} must be float64 [${d}, ${d}], found ${sigma.dtype} [${sigma.shape.join(', ')}]`);
+  }
+  const f64 = (a: NdArray) => (a.data instanceof Float64Array ? a.data : Float64Array.from(a.data as Float32Array));
+  const m = f64(mu);
+  const s = f64(sigma);
+  for (const [k, a] of [[mk, m], [sk, s]] as const) {
+    if (!a.every(Number.isFinite)) throw new DataError(file, `${k} holds non-finite values`);
+  }
+  return { dim: d, mu: m, sigma: s };
+}
+
+/** An ADM reference batch: Inception-v3 statistics (mu, sigma; mu_s, sigma_s) and maybe its images (arr_0). */
+function loadAdmReferenceBatch(file: string, keys: string[]): ReferenceStats {
+  const z = readNpz(file, { keys: ['mu', 'sigma', 'mu_s', 'sigma_s'] });
+  const what = `an ADM reference batch (Inception-v3 statistics: mu/sigma of the ${INCEPTION_DIMS.features} pool_3 features, mu_s/sigma_s of the ${INCEPTION_DIMS.spatial} spatial features)`;
+  let pool;
+  let spatial;
+  try {
+    // the lengths are checked against the Inception network's when it is loaded
+    pool = gaussian(file, z.mu, z.sigma, 'mu', 'sigma', null);
+    spatial = gaussian(file, z.mu_s, z.sigma_s, 'mu_s', 'sigma_s', null);
+  } catch (e) {
+    throw new DataError(file, `read as ${what}: ${(e as DataError).message.slice(file.length + 2)}`);
+  }
+  const images = keys.includes('arr_0');
+  return {
+    featureSpace: INCEPTION_SPACE, dim: pool.dim, n: 0, mu: pool.mu, sigma: pool.sigma, features: null, source: file,
+    spatial, adm: { images },
+  };
 }

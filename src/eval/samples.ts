@@ -214,3 +214,23 @@ export async function loadImageSet(p: string): Promise<ImageSet> {
   if (p.toLowerCase().endsWith('.png')) throw new DataError(p, 'a single PNG is not a sample set; pass the folder that holds the PNGs');
   throw new DataError(p, 'unknown sample-set format: expected a .npz, a .npy or a folder of PNG files');
 }
+
+/**
+ * The conditioning labels of a samples .npz (arr_1, as -p inference writes and
+ * ADM's sample batches hold), as int32 [N]; null when the file has none.
+ */
+export function readSampleLabels(p: string, N: number): Int32Array | null {
+  if (!listNpz(p).includes('arr_1')) return null;
+  const a = readNpz(p, { keys: ['arr_1'] }).arr_1;
+  const src = `${p}[arr_1]`;
+  if (!['int64', 'int32', 'int16', 'uint8', 'uint16', 'uint32', 'int8'].includes(a.dtype) || a.shape.length !== 1 || a.shape[0] !== N) {
+    throw new DataError(src, `labels must be an integer vector [${N}] (one per sample), found ${a.dtype} [${a.shape.join(', ')}]`);
+  }
+  const out = new Int32Array(N);
+  for (let i = 0; i < N; i++) {
+    const v = Number(a.data[i] as number | bigint);
+    if (!Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1) throw new DataError(src, `label ${i} is ${v}, expected a class index >= 0`);
+    out[i] = v;
+  }
+  return out;
+}

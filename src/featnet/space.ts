@@ -1,10 +1,12 @@
 // The trained feature network as an evaluation feature space: images -> the
 // pooled final-LayerNorm features of the ViT classifier. Its name carries the
 // file and the held-out accuracy, so every metric printed in this space says
-// which classifier defined it (e.g. "featnet-vit(featnet.safetensors, acc 0.973)").
+// which classifier defined it (e.g. "featnet-vit(featnet.safetensors, acc 0.973)");
+// `classifier` carries the accuracy for the evaluation's threshold, and the
+// logits (extractAll) score conditional samples against their labels.
 import path from 'node:path';
 
-import { checkImageBatch, registerFeatureSpaceResolver, type FeatureSpace, type ImageBatch } from '../eval/features.js';
+import { checkImageBatch, registerFeatureSpaceResolver, type FeatureOutputs, type FeatureSpace, type ImageBatch } from '../eval/features.js';
 import type { Device } from '../native.js';
 import type { FeatNet } from './native.js';
 import { loadFeatNet, type FeatNetInfo } from './io.js';
@@ -33,18 +35,30 @@ export function featNetSpaceName(file: string, accuracy: number): string {
 export function featNetFeatureSpace(net: FeatNet, info: Pick<FeatNetInfo, 'accuracy' | 'heldOutSize' | 'trainedOn'>, file: string): FeatureSpace {
   const c = net.config;
   const name = featNetSpaceName(file, info.accuracy);
+  const input = (images: ImageBatch): Float32Array => {
+    checkImageBatch(images, `feature space ${name}`);
+    if (images.H !== c.inputSize || images.W !== c.inputSize || images.C !== c.inChannels) {
+      throw new RangeError(`feature space ${name}: the network takes ${c.inputSize}x${c.inputSize}x${c.inChannels} images, got ${images.H}x${images.W}x${images.C}`);
+    }
+    return imagesToModelInput(images);
+  };
   return {
     name,
     dim: c.hiddenSize,
     description: `ViT classifier ${c.depth}x${c.hiddenSize}, patch ${c.patchSize}, trained by speed-train on ${info.trainedOn}; ` +
       `held-out accuracy ${info.accuracy.toFixed(4)} on ${info.heldOutSize} images; features = mean-pooled final LayerNorm`,
+    classifier: { numClasses: c.numClasses, heldOutAccuracy: info.accuracy, heldOutSize: info.heldOutSize },
+    extras: { logits: c.numClasses },
     async extract(images: ImageBatch): Promise<Float64Array> {
-      checkImageBatch(images, `feature space ${name}`);
-      if (images.H !== c.inputSize || images.W !== c.inputSize || images.C !== c.inChannels) {
-        throw new RangeError(`feature space ${name}: the network takes ${c.inputSize}x${c.inputSize}x${c.inChannels} images, got ${images.H}x${images.W}x${images.C}`);
-      }
+      const x = input(images);
       if (images.N === 0) return new Float64Array(0);
-      return Float64Array.from(await net.features(imagesToModelInput(images)));
+      return Float64Array.from(await net.features(x));
+    },
+    async extractAll(images: ImageBatch): Promise<FeatureOutputs> {
+      const x = input(images);
+      if (images.N === 0) return { features: new Float64Array(0), logits: new Float64Array(0) };
+      const features = Float64Array.from(await net.features(x));
+      return { features, logits: Float64Array.from(await net.logits(x)) };
     },
   };
 }

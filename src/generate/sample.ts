@@ -47,6 +47,7 @@ export async function generate(
       steps: s.steps,
       eta: s.eta,
       guidanceScale: s.guidance_scale,
+      guidanceChannels: s.guidance_channels === 'all' ? 'all' : Number(s.guidance_channels),
       clipDenoised: clipDenoisedFor(g, s),
       useEma: s.use_ema,
       onProgress: onProgress && ((i, n) => onProgress(a + (y.length * i) / n)),
@@ -71,7 +72,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     }
     const cols = s.num_per_class;
     const labels = Int32Array.from(classes.flatMap((k) => new Array<number>(cols).fill(k)));
-    log(`sample: ${classes.length} x ${cols} images from ${g.ckpt} (${s.use_ema ? 'EMA' : 'raw'} weights), ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}`);
+    log(`sample: ${classes.length} x ${cols} images from ${g.ckpt} (${s.use_ema ? 'EMA' : 'raw'} weights), ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}${s.guidance_scale !== 1 ? ` (guidance_channels ${s.guidance_channels})` : ''}`);
     // The VAE first: a wrong vae.path fails before minutes of sampling, not after.
     const dec = isLatentModel(g) ? await latentDecoder(c, g, log) : null;
     try {

@@ -83,6 +83,10 @@ struct SampleStepCoefs {
   bool clip_x0 = false;       // clamp x0_hat to [-1, 1]
   bool cfg = false;           // model_out holds 2N rows: N conditional, then N null
   double guidance = 1.0;      // eps = eps_null + guidance (eps_cond - eps_null)
+  // Guidance applies to eps channels [0, guidance_channels) only; the others keep
+  // the conditional prediction. DiT's forward_with_cfg guides the first 3 channels
+  // (so a 4-channel latent model's 4th eps channel is unguided). 0: all channels.
+  int guidance_channels = 0;
 };
 
 // Shape of one 2D convolution (the VAE's ops below). Explicit pads on each side

@@ -807,6 +807,9 @@ void DiT<T>::sample_step(T* x, int t, const int32_t* y, int N, const SampleStepC
   if (coefs.cfg && (c.num_classes == 0 || c.class_rows() == c.num_classes))
     throw Error("sample_step: classifier-free guidance needs the null label (num_classes > 0 and "
                 "class_dropout_prob > 0)");
+  if (coefs.guidance_channels < 0)
+    throw Error("sample_step: guidance_channels must be >= 0 (0: every channel), got " +
+                std::to_string(coefs.guidance_channels));
   const int NB = coefs.cfg ? 2 * N : N;
   const size_t per = size_t(c.in_channels) * c.input_size * c.input_size;
   Arena<T>& a = I.infer;

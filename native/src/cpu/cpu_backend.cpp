@@ -894,15 +894,19 @@ class CpuBackend final : public Backend<T> {
                    bool learn_sigma, const SampleStepCoefs& k) override {
     check(N >= 0 && C > 0 && HW > 0, "sample_step", "C and HW must be > 0");
     check(!k.add_noise || noise, "sample_step", "add_noise is set but noise is null");
+    check(k.guidance_channels >= 0, "sample_step", "guidance_channels must be >= 0");
     const int Cout = learn_sigma ? 2 * C : C;
     const size_t per = static_cast<size_t>(C) * HW;
+    // eps elements [0, guided) of each image are guided (channel-major layout)
+    const size_t guided = k.guidance_channels == 0 ? per
+                          : static_cast<size_t>(std::min(k.guidance_channels, C)) * HW;
     const int64_t total = static_cast<int64_t>(N) * static_cast<int64_t>(per);
     parallel_for(pool_, total, kElemGrain, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i) {
         const size_t n = static_cast<size_t>(i) / per, j = static_cast<size_t>(i) % per;
         const T* cond = model_out + n * Cout * HW;
         double eps = cond[j];
-        if (k.cfg) {
+        if (k.cfg && j < guided) {
           const double en = model_out[(n + N) * Cout * HW + j];
           eps = en + k.guidance * (eps - en);
         }

@@ -704,7 +704,7 @@ __global__ void adamw_k(float* __restrict__ p, const float* __restrict__ g, floa
 
 // ---- one reverse sampling step (reference §5) -------------------------------------
 struct StepArgs {
-  int mode, add_noise, clip_x0, cfg, learn_sigma;
+  int mode, add_noise, clip_x0, cfg, learn_sigma, guided_ch;
   double a, b, coef1, coef2, log_beta, plv, sqrt_abar_prev, eps_coef, sigma, guidance;
 };
 
@@ -718,7 +718,7 @@ __global__ void sample_step_k(const float* __restrict__ out, float* __restrict__
     size_t e = i % per;
     const float* oc = out + (size_t)n * Cout * HW;
     double eps = oc[e];
-    if (s.cfg) {
+    if (s.cfg && (int)(e / HW) < s.guided_ch) {
       double eu = out[(size_t)(N + n) * Cout * HW + e];
       eps = eu + s.guidance * (eps - eu);
     }
@@ -1069,6 +1069,7 @@ void sample_step(const float* model_out, float* x, const float* noise, int N, in
   a.eps_coef = c.eps_coef;
   a.sigma = c.sigma;
   a.guidance = c.guidance;
+  a.guided_ch = c.guidance_channels > 0 && c.guidance_channels < C ? c.guidance_channels : C;
   sample_step_k<<<grid_for(total), kThreads, 0, s>>>(model_out, x, noise, N, C, HW, a);
   SPEED_CUDA_LAUNCH_CHECK("sample_step");
 }

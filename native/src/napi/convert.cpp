@@ -287,6 +287,9 @@ speed::SampleStepCoefs coefs_from_js(const Napi::Value& v, const std::string& wh
   c.clip_x0 = require_bool(o, "clipX0", what);
   c.cfg = require_bool(o, "cfg", what);
   c.guidance = require_number(o, "guidance", what);
+  // optional: absent or 0 guides every eps channel
+  Napi::Value gc = o.Get("guidanceChannels");
+  if (!gc.IsUndefined()) c.guidance_channels = static_cast<int>(require_int(gc, what + ".guidanceChannels", 0, 1 << 16));
   return c;
 }
 
