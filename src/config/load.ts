@@ -247,7 +247,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
   problems.throwIfAny();
   const notes: string[] = [];
   if (compat.mapped.length > 0) notes.push(`config: SpeeD spellings mapped: ${compat.mapped.join('; ')}`);
-  if (compat.ignored.length > 0) notes.push(`config: warning: ignored keys that only configure PyTorch tooling: ${compat.ignored.join(', ')}`);
+  if (compat.ignored.length > 0) notes.push(`config: warning: ignored keys that only configure PyTorch tooling or that SpeeD's code never reads: ${compat.ignored.join(', ')}`);
   return { config, files, provenance: prov, phase, notes };
 }
 
