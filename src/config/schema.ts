@@ -51,7 +51,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
   threads: { kind: 'int', default: 0, min: 0, max: 1024, doc: 'CPU threads (0: all cores)' },
   cuda_math: { kind: 'enum', default: 'bf16', values: ['bf16', 'tf32', 'fp32'], doc: 'CUDA matrix-product precision' },
   recompute_activations: { kind: 'bool', default: false, doc: 'activation checkpointing: keep only each block\'s input, re-run its forward in backward (same results, ~1/depth of the activation memory, ~1/3 more compute)' },
-  resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from, or "latest"' },
+  resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from; "latest": the newest in experiment_dir (an error if there is none); "auto": the newest if any, else start fresh' },
   overwrite: { kind: 'bool', default: false, doc: 'a fresh run into an experiment_dir holding checkpoints first deletes them and the metrics (false: refuse)' },
   sample_at_end: { kind: 'bool', default: true, doc: 'write a sample grid (the sample: settings) when training ends' },
   max_consecutive_skips: { kind: 'int', default: 50, min: 0, doc: 'stop with an error after this many skipped steps in a row (non-finite loss, gradient or update; no checkpoint is written for that state); 0: never stop. A run whose every step was skipped fails too' },
