@@ -45,6 +45,8 @@ export const SCHEMA: Section = section('speed-train configuration', {
   seed: { kind: 'int', default: 0, min: 0, max: 2 ** 31 - 1, doc: 'seed of every random stream (model init, noise, time steps, data order)' },
   log_every: { kind: 'int', default: 100, min: 1, doc: 'steps between metrics.jsonl lines' },
   ckpt_every: { kind: 'int', default: 5000, min: 0, doc: 'steps between checkpoints (0: only at the end)' },
+  ckpt_keep: { kind: 'int', default: 3, min: 0, doc: 'checkpoints kept: after each new one, all but the newest ckpt_keep are deleted, except the multiples of ckpt_keep_every and the one the run resumed from (0: keep all)' },
+  ckpt_keep_every: { kind: 'int', default: 0, min: 0, doc: 'also keep every checkpoint whose step is a multiple of this, for a later look at training progress (0: none)' },
   max_training_steps: { kind: 'int', default: 0, min: 0, doc: 'optimizer steps to train (0: use epochs)' },
   epochs: { kind: 'int', default: 0, min: 0, doc: 'epochs to train when max_training_steps is 0' },
   device: { kind: 'enum', default: 'cpu', values: ['cpu', 'cuda'], doc: 'backend' },
@@ -179,6 +181,8 @@ export interface Config {
   seed: number;
   log_every: number;
   ckpt_every: number;
+  ckpt_keep: number;
+  ckpt_keep_every: number;
   max_training_steps: number;
   epochs: number;
   device: 'cpu' | 'cuda';

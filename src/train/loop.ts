@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { writeRunFile } from '../checkpoint/fs.js';
-import { ensureWritableDir, loadForResume, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
+import { ensureWritableDir, loadForResume, pruneCheckpoints, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
 import { speedSection, type Config } from '../config/schema.js';
 import { configToYaml } from '../config/load.js';
 import { BatchLoader, makeDataset, type Batch, type DataPosition } from '../data/index.js';
@@ -123,6 +123,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let trainRng = new Rng(c.seed * 4 + 2);
     let dataPos: DataPosition | undefined;
     let accum = emptyAccum();
+    let resumedFrom = ''; // never deleted by ckpt_keep during this run
     if (resumeSpec && !w.isRoot) {
       // rank 0 reads the checkpoint; its state and weights come below
     } else if (resumeSpec) {
@@ -134,6 +135,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       dataPos = ts.data;
       accum = ts.accum;
       truncateMetrics(metricsFile, step);
+      resumedFrom = dir;
       log(`resumed from ${dir} at step ${step}`);
     } else {
       initFrom(model, c, log); // rank 0's weights reach the others with the state below
@@ -193,6 +195,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const save = (): string => {
       const train: TrainState = { rng: trainRng.state(), data: nextPos, accum };
       lastCkpt = w.isRoot ? writeCheckpoint(model, exp, { step, config: c, train }) : path.join(exp, 'checkpoints', stepDirName(step));
+      if (w.isRoot) pruneCheckpoints(exp, { keep: c.ckpt_keep, keepEvery: c.ckpt_keep_every, protect: resumedFrom ? [resumedFrom] : [] });
       return lastCkpt;
     };
 
