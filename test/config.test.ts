@@ -170,7 +170,14 @@ test('the shipped configs load', async () => {
   });
   const files = walk(root);
   assert.ok(files.length >= 10, `expected the shipped configs, found ${files.length}`);
-  for (const f of files) for (const phase of ['train', 'sample', 'inference'] as const) loadConfig(f, { phase });
+  // own-images.yaml is for the user's folder: it names what is missing without one
+  const own = path.join(root, 'own-images.yaml');
+  assert.throws(() => loadConfig(own), /own-images\.yaml: data\.root: data\.name is image_folder: expected the path of the image folder, found null/);
+  for (const f of files) for (const phase of ['train', 'sample', 'inference'] as const) loadConfig(f, { phase, overrides: f === own ? ['data.root=/data/pets'] : [] });
+  const oc = loadConfig(own, { overrides: ['data.root=/data/pets'] }).config;
+  assert.equal(oc.model.input_size, 32);
+  assert.equal(oc.ema.decay, 0.995);
+  assert.ok(oc.max_training_steps <= 2000, 'sized for ~10 minutes on 2 cores');
   const def = loadConfig(path.join(root, 'default.yaml')).config;
   assert.equal(def.data.name, 'synthetic');
   assert.equal(def.diffusion.sampling, 'speed');

@@ -37,10 +37,15 @@ test('raw-weight and EMA grids are separate files; image-folder rows carry the c
   assert.equal(png.width, labelColumnWidth(names, 64 + 2) + (64 + 2) + 2); // the label column fits the names
   assert.ok(png.width > labelColumnWidth(['0', '1', '2', '3'], 64 + 2) + (64 + 2) + 2);
 
-  // A folder that no longer matches the model's classes: indices, as before.
+  // Fewer class folders than model classes (data.num_classes set high): one row per folder.
   const three = scratchDir('st-classes3-');
   for (const n of ['a', 'b', 'c']) mkdirSync(path.join(three, n));
   const logs3: string[] = [];
-  await runSample(loadConfig(file, { phase: 'sample', overrides: ['sample.num_per_class=1', 'data.name=image_folder', `data.root=${three}`] }).config, { ...quiet, log: (m) => logs3.push(m) });
-  assert.ok(logs3.some((l) => l.includes('rows: classes 0, 1, 2, 3;')), logs3.join('\n'));
+  const r3 = await runSample(loadConfig(file, { phase: 'sample', overrides: ['sample.num_per_class=1', 'data.name=image_folder', `data.root=${three}`] }).config, { ...quiet, log: (m) => logs3.push(m) });
+  assert.deepEqual(r3.classes, [0, 1, 2]);
+  assert.ok(logs3.some((l) => l.includes('rows: classes 0 a, 1 b, 2 c;')), logs3.join('\n'));
+  // The folder gone (or the synthetic data): indices, every class.
+  const logs4: string[] = [];
+  await runSample(loadConfig(file, { phase: 'sample', overrides: ['sample.num_per_class=1', 'data.name=image_folder', `data.root=${three}-gone`] }).config, { ...quiet, log: (m) => logs4.push(m) });
+  assert.ok(logs4.some((l) => l.includes('rows: classes 0, 1, 2, 3;')), logs4.join('\n'));
 });

@@ -62,9 +62,9 @@ const MAX_LABEL = 24;
 
 /**
  * The class folder names of an image-folder run (sorted, as the data set
- * numbers them), or null when the run's data is not a class-folder image
- * folder or the folder no longer holds `numClasses` class folders (then the
- * rows are labelled with their indices).
+ * numbers them: folder i is label i), or null when the run's data is not a
+ * class-folder image folder, or the folder is gone or holds more class
+ * folders than the model has classes (then rows are labelled with indices).
  */
 export function imageFolderClassNames(c: Config, numClasses: number): string[] | null {
   if (c.data.name !== 'image_folder' || !c.data.root || numClasses === 0) return null;
@@ -74,7 +74,7 @@ export function imageFolderClassNames(c: Config, numClasses: number): string[] |
   } catch {
     return null;
   }
-  return names.length === numClasses ? names : null;
+  return names.length > 0 && names.length <= numClasses ? names : null;
 }
 
 /** The grid's file when sample.out is not set: the raw weights' grid is named apart from the EMA one. */
@@ -91,11 +91,13 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     const emaNote = emaWarning(g.trained, g.step, s.use_ema);
     if (emaNote) log(emaNote);
     const { inChannels: C, inputSize: H, numClasses } = g.model.config;
-    const classes = numClasses === 0 ? [0] : (s.sample_classes ?? Array.from({ length: numClasses }, (_, i) => i));
+    const names = imageFolderClassNames(c, numClasses);
+    // By default one row per class; for an image folder with fewer class folders than
+    // model.num_classes, one per folder (the other labels never had an image).
+    const classes = numClasses === 0 ? [0] : (s.sample_classes ?? Array.from({ length: names ? names.length : numClasses }, (_, i) => i));
     for (const k of classes) {
       if (numClasses > 0 && k >= numClasses) throw new RangeError(`sample.sample_classes: class ${k} is outside [0, ${numClasses}) of the checkpoint's model`);
     }
-    const names = imageFolderClassNames(c, numClasses);
     const cols = s.num_per_class;
     const labels = Int32Array.from(classes.flatMap((k) => new Array<number>(cols).fill(k)));
     log(`sample: ${classes.length} x ${cols} images from ${g.ckpt} (${s.use_ema ? 'EMA' : 'raw'} weights), ${s.sampler} ${s.steps}, guidance ${s.guidance_scale}`);
@@ -120,7 +122,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
         const zoom = Math.max(1, Math.floor(64 / IH)); // small images are enlarged for viewing
         // each row is labelled with its class folder's name, else its index (unconditional models: none)
         const cut = (n: string) => (n.length > MAX_LABEL ? n.slice(0, MAX_LABEL - 1) + '…' : n);
-        const labelsOfRows = numClasses === 0 ? [''] : classes.map((k) => (names ? cut(names[k]) : String(k)));
+        const labelsOfRows = numClasses === 0 ? [''] : classes.map((k) => (names && k < names.length ? cut(names[k]) : String(k)));
         const gr = await labelledGridPng(imgs, classes.length, cols, IH, IH, IC, labelsOfRows, 2, zoom);
         writeFileAtomic(file, [gr.png]);
         if (c.tensorboard) {
@@ -138,7 +140,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
         log(`sample: latents (divided by vae.scale_factor ${c.vae.scale_factor}) in ${f}; set vae.path to decode them to images`);
         return { file: f, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
       }
-      const rowsText = numClasses === 0 ? 'unconditional' : `classes ${classes.map((k) => (names ? `${k} ${names[k]}` : String(k))).join(', ')}`;
+      const rowsText = numClasses === 0 ? 'unconditional' : `classes ${classes.map((k) => (names && k < names.length ? `${k} ${names[k]}` : String(k))).join(', ')}`;
       log(`sample grid: ${file} (${s.use_ema ? 'EMA' : 'raw'} weights; rows: ${rowsText}; ${((Date.now() - started) / 1000).toFixed(1)} s)`);
       return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
     } finally {
