@@ -121,3 +121,10 @@ test('a refused SpeeD config says what is not built, once per cause, with the fi
   try { loadConfig(path.join(ROOT, 'image/imagenet_256/mdt/faster.yaml'), { overrides: ['model._target_=speed.networks.dit.DiT_XL_2', 'model.mask_ratio=null'] }); } catch (e) { msg = (e as Error).message; }
   assert.match(msg, /mdt\/faster\.yaml: diffusion\._target_: speed\.diffusion\.speed\.Speed_Mask_IDDPM: MDT's masked training/);
 });
+
+test("SpeeD's per-GPU batch is named in the log: speed-train's data.batch_size is global", () => {
+  const r = loadConfig(path.join(ROOT, 'comparison/ffhq/faster.yaml'));
+  assert.equal(r.config.data.batch_size, 32);
+  assert.match(r.notes[0], /data\.batch_size=32 is the global batch here; SpeeD's is per GPU \(its 8-GPU runs trained on 256\): set data\.batch_size=256 to match one/);
+  assert.doesNotMatch(loadConfig(path.join(ROOT, 'comparison/ffhq/faster.yaml'), { overrides: ['data.batch_size=256'] }).notes[0], /per GPU/);
+});

@@ -259,6 +259,11 @@ export function translateSpeedKeys(tree: Tree, prov: Provenance, problems: Probl
       } else drop('data.dataset.class_cond', 'mapped', `data.dataset.class_cond=${show(v)} (class-conditional, as data.num_classes says)`);
     }
     if (has('data.dataset.root')) rename('data.dataset.root', 'data.root');
+    // SpeeD's DataLoader batch is per process (torchrun, 8 GPUs in its scripts); ours is global.
+    const bs = val('data.batch_size');
+    if (typeof bs === 'number' && rank(prov.get('data.batch_size')) >= 0 && prov.get('data.batch_size') !== 'command line') {
+      mapped.push(`data.batch_size=${bs} is the global batch here; SpeeD's is per GPU (its 8-GPU runs trained on ${8 * bs}): set data.batch_size=${8 * bs} to match one`);
+    }
     if (has('data.dataset.image_size')) rename('data.dataset.image_size', 'data.image_size');
   }
 
@@ -385,6 +390,7 @@ export const SPEED_SPELLINGS: readonly (readonly [string, string])[] = [
   ['model._target_: ...DiT_XL_2', 'model.name: DiT-XL/2 (any DiT_{S,B,L,XL}_{2,4,8})'],
   ['optimizer._target_: torch.optim.AdamW', 'optimizer.name: adamw'],
   ['data.dataset._target_: ...image_dataest, data.dataset.root, data.dataset.image_size', 'data.name: image_folder, data.root, data.image_size'],
+  ['data.batch_size (per GPU in SpeeD)', "the global batch, as written; the log names 8x it (SpeeD's scripts run 8 GPUs)"],
   ['data.dataset.class_cond: false', 'data.num_classes: 0 and model.num_classes: 0 (unconditional)'],
   ['num_classes, image_size (top-level variables, and ${num_classes} references)', 'data.num_classes, data.image_size'],
   ['epoch', 'epochs'],
