@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // speed-train: the only entry point.
-//   speed-train -c CONFIG [-p train|sample|inference|evaluate] [key.path=value ...] [--resume PATH|latest]
+//   speed-train -c CONFIG [-p train|sample|inference|evaluate] [key.path=value ...] [--resume PATH|latest|auto]
 //   speed-train analyze -c CONFIG [key.path=value ...]
 //   speed-train encode -c CONFIG [key.path=value ...]
 //   speed-train plot EXPERIMENT_DIR [-o DIR]
@@ -39,7 +39,7 @@ async function main(argv: string[]): Promise<number> {
     .description('SpeeD diffusion training for DiT (asymmetric time-step sampling + change-aware loss weighting)')
     .option('-c, --config <file>', 'YAML config (every base.yaml from the configs root down is merged first)')
     .addOption(new Option('-p, --phase <phase>', 'what to run').choices([...PHASES]).default('train'))
-    .option('--resume <path>', 'continue training from a checkpoint directory, or "latest"')
+    .option('--resume <path>', 'continue training from a checkpoint directory; "latest": the newest in experiment_dir/checkpoints (an error if there is none); "auto": the newest if there is one, else start fresh (for job schedulers that rerun the same command)')
     .option('--help-config', 'list every config key with its type, default and meaning')
     .option('--inception <file>', '-p evaluate: the Inception-v3 weights file (overrides evaluate.inception.path)')
     .argument('[overrides...]', 'config overrides key.path=value (YAML-typed), applied after the files')

@@ -70,6 +70,25 @@ test('Ctrl-C writes a checkpoint and exits; --resume latest continues from it', 
   assert.equal(lines[lines.length - 1].step, step + 2);
 });
 
+test('--resume latest with no checkpoint is an error naming the folder; --resume auto starts fresh, then resumes', () => {
+  const { file, exp } = tinyConfigFile();
+  const typo = run(['-c', file, `experiment_dir=${exp}-typo`, 'max_training_steps=2', 'sample_at_end=false', '--resume', 'latest']);
+  assert.equal(typo.status, 1, typo.stdout);
+  assert.match(typo.stderr, new RegExp(`--resume: latest: no checkpoint in ${path.resolve(exp)}-typo/checkpoints \\(the folder does not exist\\); check experiment_dir, or use --resume auto`));
+  assert.doesNotMatch(typo.stdout, /trained/);
+  assert.ok(!existsSync(path.join(`${exp}-typo`, 'checkpoints')), 'nothing trained');
+  // resume_training=latest in the config means the same
+  assert.match(run(['-c', file, `experiment_dir=${exp}-typo`, 'resume_training=latest']).stderr, /no checkpoint in/);
+  const first = run(['-c', file, 'max_training_steps=2', 'sample_at_end=false', '--resume', 'auto']);
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stdout, /resume auto: no checkpoint in .* yet; starting from scratch/);
+  assert.match(first.stdout, /trained 2\/2 steps/);
+  const again = run(['-c', file, 'max_training_steps=3', 'sample_at_end=false', '--resume', 'auto']);
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stdout, /resumed from .*0000002 at step 2/);
+  assert.match(run(['--help']).stdout.replace(/\s+/g, ' '), /"latest": the newest in experiment_dir\/checkpoints \(an error if there is none\); "auto": the newest if there is one, else start fresh/);
+});
+
 test('speed-train bench --profile prints where a train step goes, op by op', () => {
   const r = run(['bench', '--models', 'DiT-Ti/8@16x3', '--batches', '2', '--iters', '1', '--threads', '2', '--no-kernels', '--profile', '--recompute']);
   assert.equal(r.status, 0, r.stderr);

@@ -58,8 +58,10 @@ test("SpeeD's dit_xl2.yaml chain loads with its spellings mapped and tooling key
       assert.ok(r.notes[0].includes(m), `${m} missing from: ${r.notes[0]}`);
     }
     const base = path.resolve('test/fixtures/speed-chain/configs/base.yaml');
-    for (const k of ['wandb', 'wandb_api_key', 'enable_wandb_log', 'allow_tf32', 'experiment_name']) assert.ok(r.notes[1].includes(`${k} (${base})`), `${k}: ${r.notes[1]}`);
+    for (const k of ['wandb', 'wandb_api_key', 'enable_wandb_log', 'allow_tf32']) assert.ok(r.notes[1].includes(`${k} (${base})`), `${k}: ${r.notes[1]}`);
     assert.match(r.notes[1], /data\.num_workers \(.*dit_xl2\.yaml\)/);
+    // experiment_name picks SpeeD's runner, which decides whether labels reach the model: mapped, not ignored
+    assert.match(r.notes[0], /experiment_name=base \(the class-conditional runner\)/);
     // our schema has a vae: section (vae.path, the weight file): SpeeD's hub name for diffusers is named, not used
     assert.match(r.notes[1], /vae\.pretrained_model_name_or_path \(.*imagenet_256\/base\.yaml\)/);
   }

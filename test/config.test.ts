@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
 import { loadConfig, baseChain, parseOverride } from '../src/config/index.js';
 import { ConfigError } from '../src/errors.js';
+import { systemFolderReason } from '../src/config/validate.js';
 
 /** Writes a tree of files {relative path: text} under a fresh tmp "configs" root. */
 function tree(files: Record<string, string>): string {
@@ -98,7 +99,7 @@ function rejects(files: Record<string, string>, entry: string, re: RegExp, overr
 test('errors name the file, the key path and what was expected', () => {
   const f = rejects({ 'base.yaml': BASE, 'x.yaml': 'data: {batch_sise: 4}\n' }, 'x.yaml', /x\.yaml: data\.batch_sise: unknown key \(did you mean data\.batch_size\?\)/);
   assert.ok(f.endsWith('x.yaml'));
-  rejects({ 'base.yaml': BASE, 'x.yaml': 'batch_size: 3\n' }, 'x.yaml', /batch_size: unknown key \(did you mean data\.batch_size or sample\.batch_size/);
+  rejects({ 'base.yaml': BASE, 'x.yaml': 'batch_size: 3\n' }, 'x.yaml', /x\.yaml: batch_size: unknown key \(did you mean data\.batch_size\? For another phase: sample\.batch_size, inference\.batch_size\)/);
   rejects({ 'base.yaml': BASE, 'x.yaml': 'data: {batch_size: 0}\n' }, 'x.yaml', /x\.yaml: data\.batch_size: 0 is out of range: expected >= 1/);
   rejects({ 'base.yaml': BASE, 'x.yaml': 'data: {batch_size: 2.5}\n' }, 'x.yaml', /data\.batch_size: expected an integer, found number 2\.5/);
   rejects({ 'base.yaml': BASE, 'x.yaml': 'data: {random_flip: "yes"}\n' }, 'x.yaml', /data\.random_flip: expected true or false/);
@@ -123,6 +124,43 @@ test('errors name the file, the key path and what was expected', () => {
   assert.throws(() => loadConfig('/nonexistent/x.yaml'), /nonexistent\/x\.yaml: config file not found/);
 });
 
+test('did-you-mean finds keys of other sections and near misses of other trainers\' names', () => {
+  const cases: [string, RegExp][] = [
+    ['lerning_rate: 1e-4\n', /x\.yaml: lerning_rate: unknown key \(did you mean optimizer\.lr\?\)/],
+    ['learning_rate: 1e-4\n', /learning_rate: unknown key \(did you mean optimizer\.lr\?\)/],
+    ['optimizer: {lerning_rate: 1e-4}\n', /optimizer\.lerning_rate: unknown key \(did you mean optimizer\.lr\?\)/],
+    ['data: {lr: 1e-4}\n', /data\.lr: unknown key \(did you mean optimizer\.lr\?\)/],
+    ['batch_sise: 4\n', /batch_sise: unknown key \(did you mean data\.batch_size\?/],
+    ['ema_decy: 0.99\n', /ema_decy: unknown key \(did you mean ema\.decay\?\)/],
+    ['results_dir: out\n', /results_dir: unknown key \(did you mean experiment_dir\?\)/],
+    ['zzz_qqq: 1\n', /zzz_qqq: unknown key \(expected one of: experiment_dir, seed/],
+  ];
+  for (const [text, re] of cases) rejects({ 'base.yaml': BASE, 'x.yaml': text }, 'x.yaml', re);
+  // enum values are matched against the values only, never against key names
+  rejects({ 'base.yaml': BASE, 'x.yaml': 'diffusion: {sampling: lr}\n' }, 'x.yaml', /diffusion\.sampling: expected one of uniform, [a-z_, ]+, found string "lr"$/);
+});
+
+test('a mapping given to a scalar key names the file that gave it, not the defaults', () => {
+  rejects({ 'base.yaml': BASE, 'x.yaml': 'model:\n  depth: {a: 1}\n' }, 'x.yaml', /\/x\.yaml: model\.depth: expected an integer, found a mapping/);
+  rejects({ 'base.yaml': BASE, 'x.yaml': 'seed: {a: 1}\n' }, 'x.yaml', /\/x\.yaml: seed: expected an integer, found a mapping/);
+  // a later scalar still wins and is blamed itself
+  rejects({ 'base.yaml': BASE + 'seed: {a: 1}\n', 'x.yaml': 'seed: -3\n' }, 'x.yaml', /\/x\.yaml: seed: -3 is out of range/);
+});
+
+test('experiment_dir may not be the file-system root, a system folder or the home folder itself', () => {
+  const home = homedir();
+  for (const dir of ['/', '/etc', '/etc/speed', '/usr', '/bin', '/sbin', '/lib', '/lib64/x', '/proc', '/sys/x', '/dev', '/boot', '/var', home, '/usr/../']) {
+    rejects({ 'base.yaml': BASE }, 'base.yaml', /command line: experiment_dir: .* is (the file-system root|a system folder|inside the system folder \/\w+|your home folder itself) \(.*give it a folder of its own/, [`experiment_dir=${dir}`]);
+  }
+  assert.match(systemFolderReason('/etc/x') ?? '', /inside the system folder \/etc/);
+  assert.equal(systemFolderReason('/', '/home/u'), 'the file-system root');
+  assert.equal(systemFolderReason('/home/u', '/home/u'), 'your home folder itself');
+  // folders of their own inside them are fine
+  for (const ok of ['/home/u/results/run', '/var/tmp/run', '/usr/local/runs/a', '/tmp/x', 'results/run', '/library']) assert.equal(systemFolderReason(ok, '/home/u'), null, ok);
+  // relative paths resolve against the working directory: "." run from / is the root
+  assert.equal(systemFolderReason(path.relative(process.cwd(), '/')), 'the file-system root');
+});
+
 test('the shipped configs load', async () => {
   const { readdirSync, statSync } = await import('node:fs');
   const root = path.resolve('configs');
@@ -132,7 +170,14 @@ test('the shipped configs load', async () => {
   });
   const files = walk(root);
   assert.ok(files.length >= 10, `expected the shipped configs, found ${files.length}`);
-  for (const f of files) for (const phase of ['train', 'sample', 'inference'] as const) loadConfig(f, { phase });
+  // own-images.yaml is for the user's folder: it names what is missing without one
+  const own = path.join(root, 'own-images.yaml');
+  assert.throws(() => loadConfig(own), /own-images\.yaml: data\.root: data\.name is image_folder: expected the path of the image folder, found null/);
+  for (const f of files) for (const phase of ['train', 'sample', 'inference'] as const) loadConfig(f, { phase, overrides: f === own ? ['data.root=/data/pets'] : [] });
+  const oc = loadConfig(own, { overrides: ['data.root=/data/pets'] }).config;
+  assert.equal(oc.model.input_size, 32);
+  assert.equal(oc.ema.decay, 0.995);
+  assert.ok(oc.max_training_steps <= 2000, 'sized for ~10 minutes on 2 cores');
   const def = loadConfig(path.join(root, 'default.yaml')).config;
   assert.equal(def.data.name, 'synthetic');
   assert.equal(def.diffusion.sampling, 'speed');

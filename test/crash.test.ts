@@ -1,7 +1,7 @@
 // Crash consistency (issue 13): a tiny training run that checkpoints every
 // step is killed with SIGKILL again and again, at random moments and while a
 // checkpoint is being written (a .tmp- directory exists), each time resumed
-// with --resume latest. After every kill each step directory must be complete
+// with --resume auto. After every kill each step directory must be complete
 // (every checksum verifies) or absent; the run that survived all the kills
 // must end with weights, EMA, optimizer state and generator states bitwise
 // equal to an uninterrupted run. CRASH_TRIALS sets the number of kills.
@@ -25,7 +25,7 @@ interface Run { code: number | null; signal: NodeJS.Signals | null; out: string 
 
 /** Starts the CLI; `killWhen` decides (polled every ms) when to SIGKILL it. */
 function start(file: string, resume: boolean, killWhen?: (out: string, pid: number) => boolean): Promise<Run> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, '-c', file, ...ARGS, ...(resume ? ['--resume', 'latest'] : [])], {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, '-c', file, ...ARGS, ...(resume ? ['--resume', 'auto'] : [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -61,7 +61,7 @@ function assertConsistent(exp: string, trial: number): void {
   }
 }
 
-test(`crash consistency: ${TRIALS} SIGKILLs (some inside checkpoint writes), resumed with --resume latest, end bitwise equal to an uninterrupted run`, { timeout: 300_000 }, async () => {
+test(`crash consistency: ${TRIALS} SIGKILLs (some inside checkpoint writes), resumed with --resume auto (the first run finds no checkpoint), end bitwise equal to an uninterrupted run`, { timeout: 300_000 }, async () => {
   const base = tinyConfigFile();
   const ref = await start(base.file, false);
   assert.equal(ref.code, 0, ref.out);

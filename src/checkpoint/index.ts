@@ -194,6 +194,59 @@ export function writeCheckpoint(
   }
 }
 
+export interface RetentionPolicy {
+  /** keep the newest this many (0: keep every checkpoint) */
+  keep: number;
+  /** also keep those whose step is a multiple of this (0: none) */
+  keepEvery: number;
+  /** checkpoint directories never deleted (the one a run resumed from) */
+  protect?: readonly string[];
+}
+
+/**
+ * The steps a retention policy deletes from `steps`: all but the newest
+ * `keep`, the multiples of `keepEvery` and `protect`. The newest is never
+ * among them.
+ */
+export function stepsToPrune(steps: readonly number[], keep: number, keepEvery: number, protect: readonly number[] = []): number[] {
+  if (keep <= 0) return [];
+  const sorted = [...steps].sort((a, b) => a - b);
+  const newest = new Set(sorted.slice(-Math.max(1, keep)));
+  return sorted.filter((s) => !newest.has(s) && !(keepEvery > 0 && s % keepEvery === 0) && !protect.includes(s));
+}
+
+/**
+ * Deletes the checkpoints `policy` does not keep; returns their directories.
+ * Each is first renamed to a `.old-` folder, so a kill mid-delete leaves no
+ * half-deleted step folder (the next writer removes the leftover).
+ */
+export function pruneCheckpoints(experimentDir: string, policy: RetentionPolicy): string[] {
+  const all = listCheckpoints(experimentDir);
+  const stepOf = (d: string) => Number(path.basename(d));
+  const protect = (policy.protect ?? []).map((d) => path.resolve(d));
+  const gone = stepsToPrune(all.map(stepOf), policy.keep, policy.keepEvery, all.filter((d) => protect.includes(path.resolve(d))).map(stepOf));
+  const root = checkpointsDir(experimentDir);
+  const removed: string[] = [];
+  const olds: string[] = [];
+  try {
+    for (const step of gone) {
+      const dir = path.join(root, stepDirName(step));
+      const old = path.join(root, `.old-${stepDirName(step)}-${process.pid}-${Date.now()}`);
+      try {
+        renameSync(dir, old);
+      } catch (e) {
+        throw new CheckpointError(dir, `cannot delete the checkpoint (ckpt_keep): ${describeWriteError(e, root)}`);
+      }
+      olds.push(old);
+      removed.push(dir);
+    }
+  } finally {
+    if (olds.length > 0) fsyncDir(root);
+    for (const old of olds) rmSync(old, { recursive: true, force: true });
+  }
+  return removed;
+}
+
 /** Step directories (complete ones: holding state.json), oldest first. */
 export function listCheckpoints(experimentDir: string): string[] {
   const root = checkpointsDir(experimentDir);

@@ -141,9 +141,12 @@ export function mergeInto(dst: Tree, src: Tree, source: string, prov: Provenance
     // Readers drop these already; a tree built elsewhere must not reach Object.prototype either.
     if (RESERVED_KEYS.has(k)) throw new ConfigError(p, `key ${JSON.stringify(k)} is not allowed (a reserved JavaScript name)`, source);
     if (isMap(v)) {
+      // A mapping that replaces a value (`depth: {a: 1}` over the default null)
+      // is this source's doing: errors about the key must name it, not the default.
+      const replaces = Object.hasOwn(dst, k) && !isMap(dst[k]);
       if (!isMap(dst[k])) dst[k] = {};
       mergeInto(dst[k] as Tree, v, source, prov, p);
-      if (Object.keys(v).length === 0) prov.set(p, source);
+      if (Object.keys(v).length === 0 || replaces) prov.set(p, source);
     } else {
       dst[k] = v;
       for (const key of [...prov.keys()]) if (key.startsWith(p + '.')) prov.delete(key);
@@ -247,7 +250,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
   problems.throwIfAny();
   const notes: string[] = [];
   if (compat.mapped.length > 0) notes.push(`config: SpeeD spellings mapped: ${compat.mapped.join('; ')}`);
-  if (compat.ignored.length > 0) notes.push(`config: warning: ignored keys that only configure PyTorch tooling: ${compat.ignored.join(', ')}`);
+  if (compat.ignored.length > 0) notes.push(`config: warning: ignored keys that only configure PyTorch tooling or that SpeeD's code never reads: ${compat.ignored.join(', ')}`);
   return { config, files, provenance: prov, phase, notes };
 }
 

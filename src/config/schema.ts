@@ -46,13 +46,15 @@ export const SCHEMA: Section = section('speed-train configuration', {
   seed: { kind: 'int', default: 0, min: 0, max: 2 ** 31 - 1, doc: 'seed of every random stream (model init, noise, time steps, data order)' },
   log_every: { kind: 'int', default: 100, min: 1, doc: 'steps between metrics.jsonl lines' },
   ckpt_every: { kind: 'int', default: 5000, min: 0, doc: 'steps between checkpoints (0: only at the end)' },
+  ckpt_keep: { kind: 'int', default: 3, min: 0, doc: 'checkpoints kept: after each new one, all but the newest ckpt_keep are deleted, except the multiples of ckpt_keep_every and the one the run resumed from (0: keep all)' },
+  ckpt_keep_every: { kind: 'int', default: 0, min: 0, doc: 'also keep every checkpoint whose step is a multiple of this, for a later look at training progress (0: none)' },
   max_training_steps: { kind: 'int', default: 0, min: 0, doc: 'optimizer steps to train (0: use epochs)' },
   epochs: { kind: 'int', default: 0, min: 0, doc: 'epochs to train when max_training_steps is 0' },
   device: { kind: 'enum', default: 'cpu', values: ['cpu', 'cuda'], doc: 'backend' },
   threads: { kind: 'int', default: 0, min: 0, max: 1024, doc: 'CPU threads (0: all cores)' },
   cuda_math: { kind: 'enum', default: 'bf16', values: ['bf16', 'tf32', 'fp32'], doc: 'CUDA matrix-product precision' },
   recompute_activations: { kind: 'bool', default: false, doc: 'activation checkpointing: keep only each block\'s input, re-run its forward in backward (same results, ~1/depth of the activation memory, ~1/3 more compute)' },
-  resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from, or "latest"' },
+  resume_training: { kind: 'string', default: null, nullable: true, doc: 'checkpoint directory to continue from; "latest": the newest in experiment_dir (an error if there is none); "auto": the newest if any, else start fresh' },
   overwrite: { kind: 'bool', default: false, doc: 'a fresh run into an experiment_dir holding checkpoints first deletes them and the metrics (false: refuse)' },
   sample_at_end: { kind: 'bool', default: true, doc: 'write a sample grid (the sample: settings) when training ends' },
   max_consecutive_skips: { kind: 'int', default: 50, min: 0, doc: 'stop with an error after this many skipped steps in a row (non-finite loss, gradient or update; no checkpoint is written for that state); 0: never stop. A run whose every step was skipped fails too' },
@@ -186,6 +188,8 @@ export interface Config {
   seed: number;
   log_every: number;
   ckpt_every: number;
+  ckpt_keep: number;
+  ckpt_keep_every: number;
   max_training_steps: number;
   epochs: number;
   device: 'cpu' | 'cuda';

@@ -3,11 +3,15 @@
 // config chain loads. SpeeD builds its objects with Hydra-style `_target_`
 // keys and passes `diffusion:` to IDDPM(...) as keyword arguments; those
 // become our keys here. Keys that only configure PyTorch tooling (wandb,
-// DataLoader workers, TF32) are dropped with one warning naming each.
+// DataLoader workers, TF32) or that SpeeD's code never reads are dropped with
+// one warning naming each. What SpeeD builds and speed-train does not (a UNet,
+// MDT's masked training, text conditioning) changes the result, so it is
+// refused with a message naming it rather than dropped.
 // The loader logs one line listing every mapping used.
 import type { Provenance, Tree } from './load.js';
 import type { Problems } from './problems.js';
 import { nodeAt } from './schema.js';
+import { SAMPLING_NAMES } from '../speed/options.js';
 import { sourceOf } from './validate.js';
 
 export interface CompatReport {
@@ -21,8 +25,12 @@ const isMap = (v: unknown): v is Tree => typeof v === 'object' && v !== null && 
 
 /** Keys (dotted) that configure PyTorch/Python tooling only: dropped with a warning when the schema lacks them. */
 const TOOLING = [
-  'wandb', 'wandb_api_key', 'enable_wandb_log', 'enable_tensorboard_log', 'logger', 'experiment_name',
+  'wandb', 'wandb_api_key', 'enable_wandb_log', 'enable_tensorboard_log', 'logger',
   'allow_tf32', 'save_firt_step_ckpt', 'num_workers', 'pin_memory', 'vae',
+  // Read by SpeeD's unconditional runner and then unused (no sample is logged).
+  'enable_sample_log', 'sample_log_every',
+  // Read by no SpeeD code (its loops stop on epoch and max_training_steps).
+  'max_iters',
   // SpeeD's vae: a Hugging Face hub name for diffusers' from_pretrained (nothing
   // downloads here): ours is vae.path, the weight file (docs/latent.md).
   'vae.pretrained_model_name_or_path',
@@ -150,6 +158,21 @@ export function translateSpeedKeys(tree: Tree, prov: Provenance, problems: Probl
     }
   }
 
+  /** Records a setting speed-train cannot honour and removes it (with `also`, keys that only it uses). */
+  const refuse = (p: string, why: string, also: string[] = []) => {
+    const v = show(val(p));
+    problems.add(p, `${v.length > 60 ? v.slice(0, 57) + '...' : v}${why.startsWith('is ') ? ' ' : ': '}${why}`, src(p));
+    deleteAt(tree, p.split('.'), prov);
+    for (const a of also) if (has(a)) deleteAt(tree, a.split('.'), prov);
+  };
+  /** Sets our key to a SpeeD class default unless any file or the command line set it. */
+  const fillDefault = (to: string, value: unknown, from: string): boolean => {
+    if (rank(prov.get(to)) >= 0) return false;
+    setAt(tree, to.split('.'), value, src(from), prov);
+    return true;
+  };
+  const TEXT = 'text conditioning (captions through a CLIP/T5 encoder) is not implemented: speed-train\'s DiT is class-conditional or unconditional';
+
   // model._target_: speed.networks.dit.DiT_XL_2 -> model.name DiT-XL/2.
   if (has('model._target_')) {
     const v = val('model._target_');
@@ -159,10 +182,57 @@ export function translateSpeedKeys(tree: Tree, prov: Provenance, problems: Probl
       const set = assign('model.name', name, 'model._target_');
       drop('model._target_', 'mapped', `model._target_=${v} -> model.name=${set ? name : show(val('model.name')) + ' (set explicitly)'}`);
     } else {
-      problems.add('model._target_', `${show(v)} is not a DiT preset speed-train builds: expected ...DiT_{S,B,L,XL}_{2,4,8}`, src('model._target_'));
-      deleteAt(tree, ['model', '_target_'], prov);
+      // Keyword arguments of the other networks (UNet channels, MDT's mask ratio) go with it: the one problem is the network.
+      const kind = typeof v !== 'string' ? '' : /unet/i.test(v) ? ' (a UNet, ADM\'s network)'
+        : /MDT/.test(v) ? ' (MDT, a masked diffusion transformer)' : /pixart/i.test(v) ? ' (PixArt, a text-to-image transformer)' : '';
+      const own = new Set(['_target_', ...Object.keys((nodeAt(['model']) as { keys: Record<string, unknown> }).keys), 'condition', 'cond_dropout_prob']);
+      const extra = Object.keys(isMap(val('model')) ? (val('model') as Tree) : {}).filter((k) => !own.has(k)).map((k) => `model.${k}`);
+      refuse('model._target_', `is not a DiT preset speed-train builds${kind}: expected ...DiT_{S,B,L,XL}_{2,4,8}`, extra);
     }
   }
+  if (has('model.cond_dropout_prob')) rename('model.cond_dropout_prob', 'model.class_dropout_prob');
+
+  // model.condition: what SpeeD's DiT embeds next to the time step (its default is text).
+  if (has('model.condition')) {
+    const v = val('model.condition');
+    if (v === 'class') drop('model.condition', 'mapped', 'model.condition=class (labels embedded, model.num_classes of them)');
+    else if (v === null || v === 'none') {
+      const set = assign('model.num_classes', 0, 'model.condition');
+      drop('model.condition', 'mapped', `model.condition=${show(v)} -> ${set ? 'model.num_classes=0 (unconditional)' : 'model.num_classes kept (set explicitly)'}`);
+    } else if (v === 'text') refuse('model.condition', TEXT, ['model.condition_channels']);
+    else refuse('model.condition', 'expected class, none or text (SpeeD\'s DiT condition)');
+  }
+  // condition_encoder: how SpeeD's class runner turns labels into the model's input.
+  if (has('condition_encoder') && !nodeAt(['condition_encoder'])) {
+    const t = val('condition_encoder._target_');
+    if (typeof t === 'string' && /(^|\.)ClassEncoder$/.test(t)) {
+      // Labels pass through; its null label (num_classes) is DiT's classifier-free guidance label too.
+      drop('condition_encoder', 'mapped', `condition_encoder._target_=${t} (labels as they are; the null label is model.num_classes, as here)`);
+    } else if (isMap(val('condition_encoder'))) {
+      problems.add('condition_encoder._target_', `${show(t)}: ${TEXT}`, src('condition_encoder._target_'));
+      deleteAt(tree, ['condition_encoder'], prov);
+    }
+  }
+  // experiment_name: which of SpeeD's runners main.py builds.
+  if (has('experiment_name') && !nodeAt(['experiment_name'])) {
+    const v = val('experiment_name');
+    if (v === 'base') drop('experiment_name', 'mapped', 'experiment_name=base (the class-conditional runner)');
+    else if (v === 'unconditional') {
+      // That runner never passes labels to the model.
+      const already = val('model.num_classes') === 0;
+      const set = !already && assign('model.num_classes', 0, 'experiment_name');
+      drop('experiment_name', 'mapped', `experiment_name=unconditional -> ${already ? 'model.num_classes=0 already' : set ? 'model.num_classes=0' : 'model.num_classes kept (set explicitly)'}`);
+    } else if (v === 'text2img') refuse('experiment_name', TEXT);
+    else refuse('experiment_name', 'expected base, unconditional or text2img (the runners of SpeeD\'s main.py)');
+  }
+  // Text-to-image keys (captions, prompts).
+  if (has('data.dataset.text_cond')) {
+    if (val('data.dataset.text_cond') === true) refuse('data.dataset.text_cond', TEXT, ['data.dataset.ann_path']);
+    else drop('data.dataset.text_cond', 'mapped', `data.dataset.text_cond=${show(val('data.dataset.text_cond'))} (no captions)`);
+  }
+  if (has('data.dataset.ann_path')) drop('data.dataset.ann_path', 'ignored'); // read only when text_cond is true
+  for (const p of ['sample.prompts', 'inference.prompt_path']) if (has(p)) refuse(p, TEXT);
+
   if (has('optimizer._target_')) {
     const v = val('optimizer._target_');
     if (typeof v === 'string' && /(^|\.)AdamW$/.test(v)) drop('optimizer._target_', 'mapped', `optimizer._target_=${v} -> optimizer.name=adamw`);
@@ -189,6 +259,11 @@ export function translateSpeedKeys(tree: Tree, prov: Provenance, problems: Probl
       } else drop('data.dataset.class_cond', 'mapped', `data.dataset.class_cond=${show(v)} (class-conditional, as data.num_classes says)`);
     }
     if (has('data.dataset.root')) rename('data.dataset.root', 'data.root');
+    // SpeeD's DataLoader batch is per process (torchrun, 8 GPUs in its scripts); ours is global.
+    const bs = val('data.batch_size');
+    if (typeof bs === 'number' && rank(prov.get('data.batch_size')) >= 0 && prov.get('data.batch_size') !== 'command line') {
+      mapped.push(`data.batch_size=${bs} is the global batch here; SpeeD's is per GPU (its 8-GPU runs trained on ${8 * bs}): set data.batch_size=${8 * bs} to match one`);
+    }
     if (has('data.dataset.image_size')) rename('data.dataset.image_size', 'data.image_size');
   }
 
@@ -240,9 +315,39 @@ export function translateSpeedKeys(tree: Tree, prov: Provenance, problems: Probl
         deleteAt(tree, ['diffusion', k], prov);
       }
     }
+    // Speed_IDDPM lower-cases its sampler name (CLTS in SpeeD's comparison configs).
+    const smp = val('diffusion.sampling');
+    if (typeof smp === 'string' && smp !== smp.toLowerCase() && (SAMPLING_NAMES as readonly string[]).includes(smp.toLowerCase())) {
+      setAt(tree, ['diffusion', 'sampling'], smp.toLowerCase(), src('diffusion.sampling'), prov);
+      mapped.push(`diffusion.sampling=${smp} -> ${smp.toLowerCase()}`);
+    }
     if (has('diffusion._target_')) {
       const v = val('diffusion._target_');
-      drop('diffusion._target_', 'mapped', `diffusion._target_=${show(v)} -> speed-train's IDDPM`);
+      const name = typeof v === 'string' ? v.slice(v.lastIndexOf('.') + 1) : '';
+      if (/mask/i.test(name)) {
+        refuse('diffusion._target_', 'MDT\'s masked training (a second loss on masked tokens each step) is not implemented: use speed.diffusion.iddpm.IDDPM or speed.diffusion.speed.Speed_IDDPM');
+      } else if (name === 'Speed_IDDPM') {
+        // Its keyword defaults are sampling=ours, weighting=ours, tau=700; they apply where no file sets the key.
+        const got: string[] = [];
+        for (const [k, d] of [['sampling', 'speed'], ['weighting', 'speed'], ['tau', 700]] as const) {
+          got.push(fillDefault(`diffusion.${k}`, d, 'diffusion._target_') ? `diffusion.${k}=${d}` : `diffusion.${k} kept`);
+        }
+        // SpeeD's CLTS sampler hard-codes its centre (step 300) and schedule length (50_000 steps).
+        if (val('diffusion.sampling') === 'clts') {
+          for (const [k, d] of [['clts_mu', 0.3], ['clts_target_steps', 50000]] as const) {
+            if (fillDefault(`diffusion.${k}`, d, 'diffusion._target_')) got.push(`diffusion.${k}=${d}`);
+          }
+        }
+        // Its signature's k=1 and lam=5 are not used: lam=5 makes the weights below tau
+        // span [-4, 5] (negative loss weights); the configs that set them use the paper's k and lam.
+        const unset = ['k', 'lam'].filter((k) => rank(prov.get(`diffusion.${k}`)) < 0);
+        if (unset.length > 0) got.push(`${unset.map((k) => `diffusion.${k}`).join(', ')} unset: speed-train's ${unset.map((k) => `${k}=${k === 'k' ? 5 : 0.6}`).join(', ')} (the paper's), not Speed_IDDPM's k=1, lam=5`);
+        drop('diffusion._target_', 'mapped', `diffusion._target_=${show(v)} -> ${got.join(' + ')}`);
+      } else if (name === 'IDDPM' || name === 'SpeeDiffusion') {
+        drop('diffusion._target_', 'mapped', `diffusion._target_=${show(v)} -> speed-train's IDDPM`);
+      } else {
+        refuse('diffusion._target_', 'not a diffusion speed-train implements: expected speed.diffusion.iddpm.IDDPM or speed.diffusion.speed.Speed_IDDPM');
+      }
     }
   };
   diffusionKeys('diffusion.', null);
@@ -273,13 +378,23 @@ export const SPEED_SPELLINGS: readonly (readonly [string, string])[] = [
   ['diffusion.learn_sigma', 'model.learn_sigma'],
   ['diffusion.cfg_scale', 'sample.guidance_scale and inference.guidance_scale'],
   ['diffusion.use_kl / sigma_small / predict_xstart: false', 'accepted (the only choice); true is an error'],
+  ['diffusion._target_: ...iddpm.IDDPM', "speed-train's IDDPM (the sampler and weighting the config sets, else uniform + none)"],
+  ['diffusion._target_: ...speed.Speed_IDDPM', "its defaults where no file sets the key: diffusion.sampling + weighting = speed, tau = 700; with sampling CLTS, clts_mu = 0.3, clts_target_steps = 50000 (its hard-coded values); k and lam unset keep speed-train's 5 and 0.6 (the paper's), not its signature's 1 and 5 (logged)"],
+  ['diffusion.sampling: CLTS (any case)', 'clts (Speed_IDDPM lower-cases the name)'],
+  ['diffusion._target_: ...Mask_IDDPM, model._target_: ...MDTv2_*, ...create_unet_model, ...PixArt_*', 'refused (a network or masked training speed-train does not build)'],
+  ['model.condition: class / none (null)', 'class-conditional / model.num_classes: 0; text is refused'],
+  ['model.cond_dropout_prob', 'model.class_dropout_prob'],
+  ['condition_encoder: ...ClassEncoder', 'accepted (labels as they are, null label = num_classes, as DiT); ClipEncoder / T5 are refused'],
+  ['experiment_name: base / unconditional', 'class-conditional runner / model.num_classes: 0; text2img is refused'],
+  ['data.dataset.text_cond: true, sample.prompts, inference.prompt_path', 'refused (text conditioning); text_cond: false is accepted'],
   ['model._target_: ...DiT_XL_2', 'model.name: DiT-XL/2 (any DiT_{S,B,L,XL}_{2,4,8})'],
   ['optimizer._target_: torch.optim.AdamW', 'optimizer.name: adamw'],
   ['data.dataset._target_: ...image_dataest, data.dataset.root, data.dataset.image_size', 'data.name: image_folder, data.root, data.image_size'],
+  ['data.batch_size (per GPU in SpeeD)', "the global batch, as written; the log names 8x it (SpeeD's scripts run 8 GPUs)"],
   ['data.dataset.class_cond: false', 'data.num_classes: 0 and model.num_classes: 0 (unconditional)'],
   ['num_classes, image_size (top-level variables, and ${num_classes} references)', 'data.num_classes, data.image_size'],
   ['epoch', 'epochs'],
   ['ckpt_path', 'sample.ckpt and inference.ckpt'],
   ['50_000 (YAML 1.1 numbers)', '50000'],
-  [`${TOOLING.join(', ')}, any other _target_`, 'ignored with one warning naming each key and its file'],
+  [`${TOOLING.join(', ')}, data.dataset.ann_path (without text_cond), any other _target_`, 'ignored with one warning naming each key and its file'],
 ];

@@ -1,9 +1,12 @@
 // Schema validation: unknown keys (with a did-you-mean), types and ranges.
 // Every error names the file that set the value and the dotted key path.
+import { homedir } from 'node:os';
+import path from 'node:path';
+
 import { ConfigError } from '../errors.js';
 import type { Provenance, Tree } from './load.js';
 import { Problems } from './problems.js';
-import { PHASES, SCHEMA, type Config, type Leaf, type Section } from './schema.js';
+import { nodeAt, PHASES, SCHEMA, type Config, type Leaf, type Section } from './schema.js';
 
 const isMap = (v: unknown): v is Tree => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -30,7 +33,37 @@ function allPaths(node: Section, prefix = ''): string[] {
   });
 }
 
-export function suggest(key: string, candidates: string[], prefix: string): string {
+/**
+ * Names other trainers (DiT's train.py, diffusers, SpeeD's runner) give to our
+ * keys, so that a near miss of one (`lerning_rate`) finds ours.
+ */
+const ALIASES: Record<string, string> = {
+  learning_rate: 'optimizer.lr', lr: 'optimizer.lr', ema_decay: 'ema.decay',
+  global_batch_size: 'data.batch_size', train_batch_size: 'data.batch_size',
+  max_steps: 'max_training_steps', train_steps: 'max_training_steps', total_steps: 'max_training_steps', num_train_steps: 'max_training_steps',
+  results_dir: 'experiment_dir', output_dir: 'experiment_dir', data_path: 'data.root', data_dir: 'data.root',
+  grad_clip: 'optimizer.max_grad_norm', warmup: 'optimizer.warmup_steps', cfg_scale: 'sample.guidance_scale',
+  num_sampling_steps: 'sample.steps', global_seed: 'seed', ckpt_every_steps: 'ckpt_every',
+};
+
+/** Sections whose keys only matter for one phase or command: named after the training keys. */
+const SIDE = /^(sample|inference|evaluate|encode)\./;
+
+/** The paths `names` name, training keys first (`data.batch_size` before `sample.batch_size`). */
+function mention(paths: string[]): string {
+  const main = paths.filter((q) => !SIDE.test(q));
+  const side = paths.filter((q) => SIDE.test(q));
+  if (main.length === 0) return ` (did you mean ${side.join(' or ')}?)`;
+  return ` (did you mean ${main.join(' or ')}?${side.length ? ` For another phase: ${side.join(', ')})` : ')'}`;
+}
+
+/**
+ * A did-you-mean for `key` (an unknown key under `prefix`, or with `keys`
+ * false a bad enum value): the nearest candidate of its own section; else,
+ * for keys, the same name in another section, or a near miss of any key's
+ * name or of another trainer's name for it (`lerning_rate` -> optimizer.lr).
+ */
+export function suggest(key: string, candidates: string[], prefix: string, keys = true): string {
   let best = '';
   let bestD = Infinity;
   for (const c of candidates) {
@@ -38,9 +71,26 @@ export function suggest(key: string, candidates: string[], prefix: string): stri
     if (d < bestD) { bestD = d; best = c; }
   }
   if (best && bestD <= Math.max(2, Math.floor(key.length / 3))) return ` (did you mean ${prefix ? prefix + '.' : ''}${best}?)`;
-  // The key may exist elsewhere in the schema: `batch_size` at the top -> data.batch_size.
-  const elsewhere = allPaths(SCHEMA).filter((p) => p.endsWith('.' + key));
-  if (elsewhere.length > 0) return ` (did you mean ${elsewhere.join(' or ')}?)`;
+  if (keys) {
+    const paths = allPaths(SCHEMA).filter((p) => nodeAt(p.split('.'))?.kind !== 'section');
+    // The key exists elsewhere in the schema: `batch_size` at the top -> data.batch_size.
+    const exact = paths.filter((p) => p.endsWith('.' + key) || p === key);
+    if (exact.length > 0) return mention(exact);
+    if (Object.hasOwn(ALIASES, key.toLowerCase())) return mention([ALIASES[key.toLowerCase()]]);
+    // A near miss of a key of any section, or of an alias.
+    const limit = Math.max(1, Math.floor(key.length / 4));
+    const near = new Map<string, number>();
+    const consider = (name: string, target: string) => {
+      const d = editDistance(key.toLowerCase(), name.toLowerCase());
+      if (d <= limit && d <= (near.get(target) ?? Infinity)) near.set(target, d);
+    };
+    for (const p of paths) consider(p.slice(p.lastIndexOf('.') + 1), p);
+    for (const [a, target] of Object.entries(ALIASES)) consider(a, target);
+    if (near.size > 0) {
+      const dMin = Math.min(...near.values());
+      return mention([...near].filter(([, d]) => d === dMin).map(([p]) => p));
+    }
+  }
   return ` (expected one of: ${candidates.join(', ')})`;
 }
 
@@ -145,7 +195,7 @@ function validateLeaf(v: unknown, leaf: Leaf, p: string, prov: Provenance): unkn
       // a value like `3` in YAML arrives as a number; an enum of digit strings takes it
       if (typeof v === 'number' && leaf.values.includes(String(v))) return String(v);
       if (typeof v !== 'string' || !leaf.values.includes(v)) {
-        const hint = typeof v === 'string' ? suggest(v, [...leaf.values], '').replace('(expected one of: ', '(one of: ') : '';
+        const hint = typeof v === 'string' ? suggest(v, [...leaf.values], '', false).replace('(expected one of: ', '(one of: ') : '';
         fail(p, prov, `expected one of ${leaf.values.join(', ')}, found ${describeValue(v)}${hint.startsWith(' (did') ? hint : ''}`);
       }
       return v;
@@ -217,10 +267,34 @@ export function validateTree(tree: Tree, prov: Provenance, problems?: Problems):
   return out;
 }
 
+/** Folders a run must not write into, nor (the first group) anywhere below. */
+const SYSTEM_TREES = ['/etc', '/bin', '/sbin', '/boot', '/proc', '/sys', '/dev'];
+const SYSTEM_FOLDERS = ['/', '/usr', '/var', '/opt', '/home', '/root', '/srv', '/run'];
+
+/**
+ * Why `dir` (resolved against the working directory) is no place for a run's
+ * config.yaml, checkpoints/ and metrics, or null. A run there would scatter
+ * files among the system's or the user's own (and overwrite=true would delete
+ * what it takes for an earlier run's output).
+ */
+export function systemFolderReason(dir: string, home: string = homedir()): string | null {
+  const abs = path.resolve(dir);
+  if (abs === path.parse(abs).root) return 'the file-system root';
+  if (home && abs === path.resolve(home)) return 'your home folder itself';
+  if (SYSTEM_FOLDERS.includes(abs)) return 'a system folder';
+  for (const t of SYSTEM_TREES) if (abs === t || abs.startsWith(t + '/')) return `inside the system folder ${t}`;
+  if (/^\/lib(32|64|x32)?(\/|$)/.test(abs)) return `inside the system folder ${abs.split('/').slice(0, 2).join('/')}`;
+  return null;
+}
+
 /** Constraints between keys (each one checked, every failure recorded). */
 export function crossCheck(c: Config, prov: Provenance, problems?: Problems): void {
   const sink = problems ?? new Problems();
   const check = (fn: () => void) => sink.catch(fn);
+  check(() => {
+    const why = systemFolderReason(c.experiment_dir);
+    if (why) fail('experiment_dir', prov, `${JSON.stringify(c.experiment_dir)} is ${why} (${path.resolve(c.experiment_dir)}): a run writes config.yaml, metrics.jsonl and checkpoints/ into experiment_dir; give it a folder of its own, e.g. results/run`);
+  });
   check(() => {
     if (c.diffusion.tau !== null && c.diffusion.tau > c.diffusion.diffusion_steps) {
       fail('diffusion.tau', prov, `${c.diffusion.tau} is out of range: expected 1 <= tau <= diffusion.diffusion_steps (${c.diffusion.diffusion_steps})`);

@@ -267,7 +267,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
         log(`seed ${seed} ${method}: training ${config.max_training_steps} steps (sampling ${config.diffusion.sampling}, weighting ${config.diffusion.weighting})`);
         const tr = await train({
           // Not evaluated yet: train this method again from scratch, replacing a partial earlier run.
-          config: { ...config, overwrite: true }, resume: null, handleSignals: false, log: (l) => log(`seed ${seed} ${method}: ${l}`),
+          // every checkpoint is an evaluation point: none may be pruned before it is evaluated
+          config: { ...config, overwrite: true, ckpt_keep: 0 }, resume: null, handleSignals: false, log: (l) => log(`seed ${seed} ${method}: ${l}`),
           progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream,
         });
         if (tr.interrupted) throw new Error(`seed ${seed} ${method}: training was interrupted`);

@@ -1,6 +1,7 @@
 // -p sample: a PNG grid, one row per class (sample.sample_classes or all), from
-// the EMA weights of a checkpoint.
-import { mkdirSync } from 'node:fs';
+// the EMA weights of a checkpoint (grid-<step>.png) or its raw weights
+// (grid-<step>-raw.png, so that neither overwrites the other).
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { stepDirName } from '../checkpoint/index.js';
@@ -57,6 +58,31 @@ export async function generate(
   return out;
 }
 
+/** Longest row label drawn; longer class names are cut with an ellipsis. */
+const MAX_LABEL = 24;
+
+/**
+ * The class folder names of an image-folder run (sorted, as the data set
+ * numbers them: folder i is label i), or null when the run's data is not a
+ * class-folder image folder, or the folder is gone or holds more class
+ * folders than the model has classes (then rows are labelled with indices).
+ */
+export function imageFolderClassNames(c: Config, numClasses: number): string[] | null {
+  if (c.data.name !== 'image_folder' || !c.data.root || numClasses === 0) return null;
+  let names: string[];
+  try {
+    names = readdirSync(c.data.root).sort().filter((n) => !n.startsWith('.') && statSync(path.join(c.data.root!, n)).isDirectory());
+  } catch {
+    return null;
+  }
+  return names.length > 0 && names.length <= numClasses ? names : null;
+}
+
+/** The grid's file when sample.out is not set: the raw weights' grid is named apart from the EMA one. */
+export function defaultGridFile(c: Config, step: number): string {
+  return path.join(c.experiment_dir, 'samples', `grid-${stepDirName(step)}${c.sample.use_ema ? '' : '-raw'}.png`);
+}
+
 export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void; progressStream?: NodeJS.WriteStream } = {}): Promise<SampleResult> {
   const log = opts.log ?? ((m: string) => process.stdout.write(m + '\n'));
   const started = Date.now();
@@ -66,7 +92,10 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
     const emaNote = emaWarning(g.trained, g.step, s.use_ema);
     if (emaNote) log(emaNote);
     const { inChannels: C, inputSize: H, numClasses } = g.model.config;
-    const classes = numClasses === 0 ? [0] : (s.sample_classes ?? Array.from({ length: numClasses }, (_, i) => i));
+    const names = imageFolderClassNames(c, numClasses);
+    // By default one row per class; for an image folder with fewer class folders than
+    // model.num_classes, one per folder (the other labels never had an image).
+    const classes = numClasses === 0 ? [0] : (s.sample_classes ?? Array.from({ length: names ? names.length : numClasses }, (_, i) => i));
     for (const k of classes) {
       if (numClasses > 0 && k >= numClasses) throw new RangeError(`sample.sample_classes: class ${k} is outside [0, ${numClasses}) of the checkpoint's model`);
     }
@@ -79,7 +108,7 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
       const progress = new Progress('sample', labels.length, opts.progressStream ?? process.stderr, 0, { counts: false });
       const x = await generate(g, s, labels, s.batch_size, (d) => progress.tick(d));
       progress.done();
-      const file = s.out ?? path.join(c.experiment_dir, 'samples', `grid-${stepDirName(g.step)}.png`);
+      const file = s.out ?? defaultGridFile(c, g.step);
       mkdirSync(path.dirname(file), { recursive: true });
       let img = x;
       let IC = C;
@@ -92,14 +121,15 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
       if (IC === 3 || IC === 1) {
         const imgs = toUint8NHWC(img, labels.length, IC, IH, IH);
         const zoom = Math.max(1, Math.floor(64 / IH)); // small images are enlarged for viewing
-        // each row is labelled with its class index (unconditional models: none)
-        const labelsOfRows = numClasses === 0 ? [''] : classes.map(String);
+        // each row is labelled with its class folder's name, else its index (unconditional models: none)
+        const cut = (n: string) => (n.length > MAX_LABEL ? n.slice(0, MAX_LABEL - 1) + '…' : n);
+        const labelsOfRows = numClasses === 0 ? [''] : classes.map((k) => (names && k < names.length ? cut(names[k]) : String(k)));
         const gr = await labelledGridPng(imgs, classes.length, cols, IH, IH, IC, labelsOfRows, 2, zoom);
         writeFileAtomic(file, [gr.png]);
         if (c.tensorboard) {
           const tb = new EventWriter(c.experiment_dir);
           try {
-            tb.image(g.step, 'samples/grid', gr.png, gr.W, gr.H, IC);
+            tb.image(g.step, s.use_ema ? 'samples/grid' : 'samples/grid-raw', gr.png, gr.W, gr.H, IC);
           } finally {
             tb.close();
           }
@@ -111,7 +141,8 @@ export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (
         log(`sample: latents (divided by vae.scale_factor ${c.vae.scale_factor}) in ${f}; set vae.path to decode them to images`);
         return { file: f, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
       }
-      log(`sample grid: ${file} (rows: classes ${classes.join(', ')}; ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+      const rowsText = numClasses === 0 ? 'unconditional' : `classes ${classes.map((k) => (names && k < names.length ? `${k} ${names[k]}` : String(k))).join(', ')}`;
+      log(`sample grid: ${file} (${s.use_ema ? 'EMA' : 'raw'} weights; rows: ${rowsText}; ${((Date.now() - started) / 1000).toFixed(1)} s)`);
       return { file, rows: classes.length, cols, classes, ckpt: g.ckpt, seconds: (Date.now() - started) / 1000 };
     } finally {
       dec?.dispose();

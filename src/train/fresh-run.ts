@@ -24,3 +24,23 @@ export function prepareFreshRun(exp: string, overwrite: boolean, log: (m: string
   for (const n of logs) rmSync(path.join(exp, n), { force: true });
   log(`overwrite: removed ${ckpts.length} checkpoint(s)${logs.length ? ` and ${logs.join(', ')}` : ''} of the earlier run in ${exp}`);
 }
+
+/**
+ * What `--resume` (or resume_training) means for this run: a checkpoint spec
+ * to load, or null for a fresh start. "latest" with no checkpoint is an error
+ * naming the folder searched: a typo in experiment_dir must not cost a full
+ * run from scratch. "auto" resumes the newest checkpoint when there is one and
+ * starts fresh otherwise, for job schedulers that rerun the same command.
+ */
+export function resolveResume(spec: string | null | undefined, exp: string, log: (m: string) => void): string | null {
+  if (!spec) return null;
+  if (spec !== 'latest' && spec !== 'auto') return spec;
+  if (listCheckpoints(exp).length > 0) return 'latest';
+  const dir = path.resolve(checkpointsDir(exp));
+  if (spec === 'auto') {
+    log(`resume auto: no checkpoint in ${dir} yet; starting from scratch`);
+    return null;
+  }
+  throw new ConfigError('--resume', `latest: no checkpoint in ${dir}${existsSync(dir) ? '' : ' (the folder does not exist)'}; ` +
+    'check experiment_dir, or use --resume auto to start fresh when there is none');
+}

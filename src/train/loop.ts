@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { writeRunFile } from '../checkpoint/fs.js';
-import { ensureWritableDir, loadForResume, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
+import { ensureWritableDir, loadForResume, pruneCheckpoints, stepDirName, writeCheckpoint, listCheckpoints } from '../checkpoint/index.js';
 import { speedSection, type Config } from '../config/schema.js';
 import { configToYaml } from '../config/load.js';
 import { BatchLoader, makeDataset, type Batch, type DataPosition } from '../data/index.js';
@@ -18,7 +18,7 @@ import { EventWriter, writeMetricsLine } from '../tensorboard/index.js';
 import { lossWeights, makeTimestepSampler, validateSpeedOptions } from '../speed/index.js';
 import { checkOptimizerConfig, installStopSignals, signalNamed, signalNumber, skipReason, SkipGuard, type StopSignal } from './guard.js';
 import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine } from './metrics.js';
-import { prepareFreshRun } from './fresh-run.js';
+import { prepareFreshRun, resolveResume } from './fresh-run.js';
 import { initFrom } from './init-from.js';
 import { createModel } from './model.js';
 import { abortWorld, broadcastJson, maxOverRanks, placeRows, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
@@ -110,7 +110,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (totalSteps <= 0) throw new ConfigError('max_training_steps', 'nothing to train: set max_training_steps or epochs to a value > 0');
 
     const exp = c.experiment_dir;
-    const resumeSpec = opts.resume !== undefined ? opts.resume : c.resume_training;
+    const resumeSpec = resolveResume(opts.resume !== undefined ? opts.resume : c.resume_training, exp, w.isRoot ? log : () => {});
     if (w.isRoot) {
       if (!resumeSpec) prepareFreshRun(exp, c.overwrite, log); // before anything of this run is written
       ensureWritableDir(exp); // an unwritable experiment_dir fails here, named
@@ -123,23 +123,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let trainRng = new Rng(c.seed * 4 + 2);
     let dataPos: DataPosition | undefined;
     let accum = emptyAccum();
+    let resumedFrom = ''; // never deleted by ckpt_keep during this run
     if (resumeSpec && !w.isRoot) {
       // rank 0 reads the checkpoint; its state and weights come below
     } else if (resumeSpec) {
-      if (resumeSpec === 'latest' && listCheckpoints(exp).length === 0) {
-        log(`resume: no checkpoint in ${exp}/checkpoints yet; starting from scratch`);
-        initFrom(model, c, log);
-      } else {
-        // "latest" falls back past a damaged newest checkpoint (warning naming it).
-        const { dir, state: st } = loadForResume(model, resumeSpec, exp, log);
-        const ts = st.train as TrainState;
-        step = st.step;
-        trainRng = Rng.fromState(ts.rng);
-        dataPos = ts.data;
-        accum = ts.accum;
-        truncateMetrics(metricsFile, step);
-        log(`resumed from ${dir} at step ${step}`);
-      }
+      // "latest" falls back past a damaged newest checkpoint (warning naming it).
+      const { dir, state: st } = loadForResume(model, resumeSpec, exp, log);
+      const ts = st.train as TrainState;
+      step = st.step;
+      trainRng = Rng.fromState(ts.rng);
+      dataPos = ts.data;
+      accum = ts.accum;
+      truncateMetrics(metricsFile, step);
+      resumedFrom = dir;
+      log(`resumed from ${dir} at step ${step}`);
     } else {
       initFrom(model, c, log); // rank 0's weights reach the others with the state below
       if (w.isRoot && existsSync(metricsFile)) writeRunFile(metricsFile, ''); // a fresh run starts a fresh log
@@ -198,6 +195,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const save = (): string => {
       const train: TrainState = { rng: trainRng.state(), data: nextPos, accum };
       lastCkpt = w.isRoot ? writeCheckpoint(model, exp, { step, config: c, train }) : path.join(exp, 'checkpoints', stepDirName(step));
+      if (w.isRoot) pruneCheckpoints(exp, { keep: c.ckpt_keep, keepEvery: c.ckpt_keep_every, protect: resumedFrom ? [resumedFrom] : [] });
       return lastCkpt;
     };
 
