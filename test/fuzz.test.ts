@@ -1,5 +1,6 @@
 // Fuzzing every non-image reader (safetensors, checkpoint directory, npy, npz,
-// YAML config) with seeded mutations: bit flips, truncations, insertions,
+// YAML config, latent shard folders with their manifest, state.json against its
+// tensors, the VAE's config.json) with seeded mutations: bit flips, truncations, insertions,
 // deletions, duplicated chunks, length fields set huge, numbers and tokens
 // spliced into text. Each target runs in a child process (an abort or an
 // out-of-memory kill is caught, not fatal to the test runner) with a capped
@@ -25,7 +26,7 @@ const TIMEOUT_MS = Number(process.env.FUZZ_TIMEOUT_MS ?? 30000);
 // Inputs are written per iteration: memory-backed when available (no disk stalls).
 const WORK_ROOT = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 const HEAP_MB = 256;
-const ALL = ['safetensors', 'checkpoint', 'npy', 'npz', 'yaml'];
+const ALL = ['safetensors', 'checkpoint', 'npy', 'npz', 'yaml', 'shards', 'state', 'vae-config'];
 const TARGETS = process.env.FUZZ_TARGETS ? process.env.FUZZ_TARGETS.split(',') : ALL;
 
 interface Summary {
