@@ -425,4 +425,4 @@ for (let i = 0; i < maxIters && Date.now() - t0 < budgetMs; i++) {
   }
 }
 counts.ms = Date.now() - t0;
-process.stdout.write(JSON.stringify({ ...counts, failures }) + '\n');
+process.stdout.write(JSON.stringify({ ...counts, peak_rss_mb: Math.round(resourceUsage().maxRSS / 1024), failures }) + '\n');

@@ -38,6 +38,8 @@ interface Summary {
   silent: number;
   memory: number;
   ms: number;
+  /** peak resident memory of the worker process */
+  peak_rss_mb?: number;
   failures: string[];
 }
 
@@ -85,7 +87,7 @@ for (const target of TARGETS) {
   test(`fuzz ${target}: no crash, hang, untyped error, memory blow-up or silent damage`, { timeout: BUDGET_MS + 120_000}, async () => {
     const r = await fuzz(target, SEED + ALL.indexOf(target));
     process.stdout.write(`# fuzz ${target}: ${r.inputs} inputs, ${r.clean_errors} clean errors, ${r.accepted} accepted, ` +
-      `${r.untyped} untyped, ${r.silent} silent, ${r.memory} memory, crash ${r.crash ? 1 : 0}, hang ${r.hang ? 1 : 0} (${(r.ms / 1000).toFixed(1)} s, seed ${SEED + ALL.indexOf(target)})\n`);
+      `${r.untyped} untyped, ${r.silent} silent, ${r.memory} memory, crash ${r.crash ? 1 : 0}, hang ${r.hang ? 1 : 0} (${(r.ms / 1000).toFixed(1)} s, peak RSS ${r.peak_rss_mb ?? '?'} MiB, seed ${SEED + ALL.indexOf(target)})\n`);
     assert.equal(r.crash, undefined, r.crash);
     assert.equal(r.hang, undefined, r.hang);
     assert.deepEqual(r.failures, [], r.failures.join('\n'));
