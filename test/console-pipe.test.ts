@@ -44,8 +44,11 @@ async function pipeline(sink: string, sig: StopSignal, prefix = ''): Promise<{ s
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   let done = false;
   void exited.then(() => { done = true; });
-  while (!done && loggedSteps(exp) < 10) await sleep(100);
+  const deadline = Date.now() + 120_000;
+  while (!done && loggedSteps(exp) < 10 && Date.now() < deadline) await sleep(100);
+  if (!done && loggedSteps(exp) < 10) process.kill(-child.pid!, 'SIGKILL');
   assert.ok(!done, `the pipeline ended before step 10: ${existsSync(statusFile) ? readFileSync(statusFile, 'utf8') : ''}`);
+  assert.ok(loggedSteps(exp) >= 10, 'no step 10 within 120 s');
   process.kill(-child.pid!, sig);
   await exited;
   return { status: Number(readFileSync(statusFile, 'utf8').trim()), exp, file };
