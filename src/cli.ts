@@ -16,7 +16,7 @@ import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Co
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 import { addExperimentCommands } from './experiment/cli.js';
-import { signalExitCode } from './train/guard.js';
+import { ignoreClosedConsole, signalExitCode } from './train/guard.js';
 import { addPlotCommand } from './plot/command.js';
 import { formatValue } from './progress.js';
 import './featnet/index.js'; // registers the featnet:<file> feature space
@@ -210,6 +210,7 @@ process.on('beforeExit', () => {
   process.exitCode = 70; // EX_SOFTWARE
 });
 
+ignoreClosedConsole(); // `| head`, or a `| tee` ended by Ctrl-C, must not end a command midway
 main(process.argv.slice(2)).then(
   (code) => { settled = true; process.exitCode = code; },
   (e: unknown) => {

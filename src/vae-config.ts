@@ -5,10 +5,16 @@ import type { Config } from './config/schema.js';
 import { ConfigError } from './errors.js';
 import type { VAE } from './vae/index.js';
 
-export async function loadConfiguredVae(c: Pick<Config, 'vae' | 'device' | 'threads' | 'cuda_math'>, log: (m: string) => void): Promise<VAE> {
+/** vae.path resolved, or a ConfigError when it is not set. */
+export function configuredVaePath(c: Pick<Config, 'vae'>): string {
   if (!c.vae.path) {
-    throw new ConfigError('vae.path', "not set: the VAE weight file (.safetensors, e.g. stabilityai/sd-vae-ft-ema's diffusion_pytorch_model.safetensors)");
+    throw new ConfigError('vae.path', "not set: the VAE weight file (.safetensors, e.g. stabilityai/sd-vae-ft-ema's diffusion_pytorch_model.safetensors; see docs/latent.md)");
   }
+  return path.resolve(c.vae.path);
+}
+
+export async function loadConfiguredVae(c: Pick<Config, 'vae' | 'device' | 'threads' | 'cuda_math'>, log: (m: string) => void): Promise<VAE> {
+  const file = configuredVaePath(c);
   const { VAE } = await import('./vae/index.js');
-  return VAE.load(path.resolve(c.vae.path), { device: c.device, threads: c.threads || undefined, cudaMath: c.cuda_math, log });
+  return VAE.load(file, { device: c.device, threads: c.threads || undefined, cudaMath: c.cuda_math, log });
 }

@@ -4,7 +4,7 @@
 // crashed or hung this process. Prints one JSON summary line at the end.
 //
 //   node --import tsx test/fuzz-worker.ts <target> <seed> <maxIters> <budgetMs> <workDir>
-import { closeSync, copyFileSync, cpSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { resourceUsage } from 'node:process';
 import * as zlib from 'node:zlib';
@@ -23,7 +23,13 @@ import { unpickle, unpickleAt } from '../src/convert/unpickle.js';
 import { readZipDirectory, zipEntryDataOffset } from '../src/io/zip.js';
 import { FakeModel } from './checkpoint-fake.js';
 import * as hostile from './helpers/hostile-pt.js';
-import { TINY } from './helpers-e2e.js';
+import { TINY, useAddon } from './helpers-e2e.js';
+import { loadConfig as loadConfigFile } from '../src/config/index.js';
+import { LatentShardsDataset } from '../src/data/latent-shards.js';
+import { loadForGeneration } from '../src/generate/model.js';
+import { createModel } from '../src/train/model.js';
+import { VAE } from '../src/vae/index.js';
+import { writeTinyVae } from './helpers/tiny-vae.js';
 
 const [target, seedArg, itersArg, budgetArg, work] = process.argv.slice(2);
 const rng = new Rng(Number(seedArg));
@@ -103,7 +109,7 @@ interface Target {
   seeds: Buffer[];
   text?: boolean;
   /** which file of a multi-file input the mutation goes to */
-  run(input: Buffer, seedIndex: number): void;
+  run(input: Buffer, seedIndex: number): void | Promise<void>;
 }
 
 const f32 = (a: number[]): SafeTensor => ({ dtype: 'F32', shape: [a.length], bytes: new Uint8Array(Float32Array.from(a).buffer) });
@@ -308,9 +314,158 @@ function ptLegacyTarget(): Target {
   return { seeds, run(input) { writeFileSync(file, input); convertPt(file, out, { log: () => {} }); } };
 }
 
+// ---- latent shard folders, state.json against its tensors, the VAE's config.json ----
+
+/**
+ * A shard folder (manifest.json, shard, flipped shard, labels): one seed per file,
+ * the mutation goes into that file; one input in eight instead turns that file
+ * into a folder, a link to one, or renames the manifest's entry to "", ".." or a
+ * missing name. The data set is built and every row read, flipped and not.
+ */
+function shardsTarget(): Target {
+  const dir = path.join(work, 'lat');
+  mkdirSync(dir, { recursive: true });
+  const n = 5;
+  const x = new Float32Array(n * 16).map((_, i) => Math.sin(i));
+  writeNpy(path.join(dir, 'shard-00000.npy'), { dtype: 'float32', shape: [n, 4, 2, 2], data: x });
+  writeNpy(path.join(dir, 'shard-00000-flip.npy'), { dtype: 'float32', shape: [n, 4, 2, 2], data: x.map((v) => -v) });
+  writeNpy(path.join(dir, 'shard-00000-labels.npy'), { dtype: 'int64', shape: [n], data: BigInt64Array.from({ length: n }, (_, i) => BigInt(i % 3)) });
+  writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({
+    format: 'speed-train-latents', version: 1, count: n, shape: [4, 2, 2], dtype: 'float32', latent_scale: 0.18215,
+    vae: { file: 'vae.safetensors', sha256: 'ab'.repeat(32), down_factor: 8, sample_posterior: false, seed: null }, image_size: 16, crop: 'adm_center_crop',
+    flip: true, source: '/images', classes: ['a', 'b', 'c'], num_classes: 3, skipped: 0, created: '2026-01-01T00:00:00.000Z',
+    shards: [{ file: 'shard-00000.npy', labels: 'shard-00000-labels.npy', flip: 'shard-00000-flip.npy', count: n, first_image: 0, skipped: 0 }],
+  }, null, 1));
+  const files = ['manifest.json', 'shard-00000.npy', 'shard-00000-flip.npy', 'shard-00000-labels.npy'];
+  const good = files.map((f) => readFileSync(path.join(dir, f)));
+  const opts = { root: dir, numClasses: 3, shape: [4, 2, 2] as const, skipBadFiles: rng.uniform() < 0.5, configuredScale: 1, warn: () => {} };
+  return {
+    seeds: good,
+    text: false,
+    run(input, i) {
+      const f = path.join(dir, files[i]);
+      try {
+        if (rng.int(8) === 0) {
+          rmSync(f, { force: true });
+          const how = rng.int(3);
+          if (how === 0) mkdirSync(f);
+          else if (how === 1) symlinkSync(work, f);
+          else {
+            const m = JSON.parse(good[0].toString()) as { shards: Record<string, unknown>[] };
+            m.shards[0][pick(['file', 'labels', 'flip'])] = pick(['', '..', '.', 'missing.npy', 'shard-00000.npy', null, 7]);
+            writeFileSync(f, good[i]);
+            writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
+          }
+        } else writeFileSync(f, input);
+        const ds = new LatentShardsDataset(opts);
+        try {
+          const k = Math.min(ds.size, 64);
+          void ds.load(Int32Array.from({ length: k }, (_, j) => j), new Uint8Array(k));
+          void ds.load(Int32Array.from({ length: k }, (_, j) => j), new Uint8Array(k).fill(1));
+        } finally {
+          void ds.close();
+        }
+      } finally {
+        rmSync(f, { recursive: true, force: true });
+        files.forEach((name, j) => writeFileSync(path.join(dir, name), good[j]));
+      }
+    },
+  };
+}
+
+/**
+ * A checkpoint of the tiny DiT whose state.json is mutated as text and then given a
+ * valid self-checksum (a consistent file that lies: the checksum stops nothing
+ * here), sampled from with loadForGeneration. A config naming a bigger network
+ * must be refused before it is allocated (the worker's RSS bound catches that).
+ */
+function stateTarget(): Target {
+  useAddon();
+  const cfgFile = path.join(work, 'tiny.yaml');
+  writeFileSync(cfgFile, TINY.replace('EXP', path.join(work, 'state-exp')));
+  const c = loadConfigFile(cfgFile, { phase: 'sample' }).config;
+  const { model } = createModel(c);
+  const train = {
+    rng: { algo: 'xoshiro128**', s: [1, 2, 3, 4], spare: null },
+    data: { epoch: 0, batch: 1, rng: { algo: 'xoshiro128**', s: [5, 6, 7, 8], spare: null } },
+    accum: { steps: 0, samples: 0, loss: 0, mse: 0, vb: 0, gradNorm: 0, skipped: 0, tHist: [0], bucketLoss: [0] },
+  };
+  const dir = writeCheckpoint(model, path.join(work, 'state-exp'), { step: 3, config: c as unknown as Record<string, unknown>, train } as Parameters<typeof writeCheckpoint>[2]);
+  const want = model.readParam('pos_embed', 'ema');
+  model.dispose();
+  const stateFile = path.join(dir, 'state.json');
+  const good = readFileSync(stateFile);
+  const { state_crc32: _, ...unsigned } = JSON.parse(good.toString()) as Record<string, unknown>;
+  return {
+    seeds: [Buffer.from(JSON.stringify(unsigned, null, 1))],
+    text: true,
+    run(input) {
+      try {
+        // Re-signed when it still parses as an object: the mutation reaches the validation.
+        let text = input.toString('utf8');
+        try {
+          const o = JSON.parse(text) as unknown;
+          if (o !== null && typeof o === 'object' && !Array.isArray(o)) {
+            const model = ((o as { config?: { model?: Record<string, unknown> } }).config?.model);
+            // One in eight: a consistent config of a bigger network (it must not be allocated).
+            if (model && typeof model === 'object' && rng.int(8) === 0) {
+              Object.assign(model, { name: pick(['DiT-S/2', 'DiT-B/4', 'DiT-Ti/2']), depth: null, hidden_size: null, num_heads: null, input_size: pick([8, 16, 32]) });
+            }
+            delete (o as Record<string, unknown>).state_crc32;
+            const body = JSON.stringify(o);
+            text = JSON.stringify({ ...(o as object), state_crc32: (zlib.crc32(body) >>> 0).toString(16).padStart(8, '0') });
+          }
+        } catch { /* not JSON: the reader says so */ }
+        writeFileSync(stateFile, text);
+        const g = loadForGeneration(c, dir, () => {}, () => {});
+        try {
+          const got = g.model.readParam('pos_embed', 'ema');
+          if (!got.every((v, j) => Object.is(v, want[j]))) throw new Error('SILENT: a state.json mutation was accepted with different weights');
+        } finally {
+          g.model.dispose();
+        }
+      } finally {
+        writeFileSync(stateFile, good);
+      }
+    },
+  };
+}
+
+/** The tiny VAE's diffusers config.json, mutated as text, loaded with its weight file. */
+function vaeConfigTarget(): Target {
+  useAddon();
+  const dir = mkdtempSync(path.join(work, 'vae-'));
+  const weights = writeTinyVae(dir, { naming: 'diffusers', seed: 1 });
+  const cfg = path.join(dir, 'config.json');
+  const good = readFileSync(cfg);
+  return {
+    seeds: [good],
+    text: true,
+    async run(input) {
+      let text = input;
+      // One in four: a key set to a small integer (in range, but maybe not consistent:
+      // norm_num_groups that does not divide the channels, layers_per_block 0).
+      if (rng.int(4) === 0) {
+        try {
+          const o = JSON.parse(good.toString()) as Record<string, unknown>;
+          o[pick(['norm_num_groups', 'layers_per_block', 'latent_channels', 'in_channels', 'out_channels', 'block_out_channels'])] = rng.int(2) ? rng.int(40) : [rng.int(40), rng.int(40)];
+          text = Buffer.from(JSON.stringify(o));
+        } catch { /* the seed is JSON */ }
+      }
+      writeFileSync(cfg, text);
+      try {
+        (await VAE.load(weights, { threads: 1 })).dispose();
+      } finally {
+        writeFileSync(cfg, good);
+      }
+    },
+  };
+}
+
 const TARGETS: Record<string, () => Target> = {
   safetensors: safetensorsTarget, checkpoint: checkpointTarget, npy: npyTarget, npz: npzTarget, yaml: yamlTarget,
   'pt-pickle': ptPickleTarget, 'pt-zip': ptZipTarget, 'pt-legacy': ptLegacyTarget,
+  shards: shardsTarget, state: stateTarget, 'vae-config': vaeConfigTarget,
 };
 
 // ---- loop ------------------------------------------------------------------
@@ -328,7 +483,7 @@ for (let i = 0; i < maxIters && Date.now() - t0 < budgetMs; i++) {
   writeFileSync(status, `${i} ${si}\n`);
   counts.inputs++;
   try {
-    t.run(input, si);
+    await t.run(input, si);
     counts.accepted++;
   } catch (e) {
     if (e instanceof SpeedTrainError) counts.clean_errors++;
@@ -352,4 +507,4 @@ for (let i = 0; i < maxIters && Date.now() - t0 < budgetMs; i++) {
   }
 }
 counts.ms = Date.now() - t0;
-process.stdout.write(JSON.stringify({ ...counts, failures }) + '\n');
+process.stdout.write(JSON.stringify({ ...counts, peak_rss_mb: Math.round(resourceUsage().maxRSS / 1024), failures }) + '\n');

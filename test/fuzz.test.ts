@@ -1,5 +1,7 @@
 // Fuzzing every non-image reader (safetensors, checkpoint directory, npy, npz,
-// YAML config, and convert's .pt readers: pickles, zip and legacy files) with seeded mutations: bit flips, truncations, insertions,
+// YAML config, convert's .pt readers (pickles, zip and legacy files), latent shard
+// folders with their manifest, state.json against its tensors, the VAE's config.json)
+// with seeded mutations: bit flips, truncations, insertions,
 // deletions, duplicated chunks, length fields set huge, numbers and tokens
 // spliced into text. Each target runs in a child process (an abort or an
 // out-of-memory kill is caught, not fatal to the test runner) with a capped
@@ -25,7 +27,7 @@ const TIMEOUT_MS = Number(process.env.FUZZ_TIMEOUT_MS ?? 30000);
 // Inputs are written per iteration: memory-backed when available (no disk stalls).
 const WORK_ROOT = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 const HEAP_MB = 256;
-const ALL = ['safetensors', 'checkpoint', 'npy', 'npz', 'yaml', 'pt-pickle', 'pt-zip', 'pt-legacy'];
+const ALL = ['safetensors', 'checkpoint', 'npy', 'npz', 'yaml', 'pt-pickle', 'pt-zip', 'pt-legacy', 'shards', 'state', 'vae-config'];
 const TARGETS = process.env.FUZZ_TARGETS ? process.env.FUZZ_TARGETS.split(',') : ALL;
 
 interface Summary {
@@ -37,6 +39,8 @@ interface Summary {
   silent: number;
   memory: number;
   ms: number;
+  /** peak resident memory of the worker process */
+  peak_rss_mb?: number;
   failures: string[];
 }
 
@@ -84,7 +88,7 @@ for (const target of TARGETS) {
   test(`fuzz ${target}: no crash, hang, untyped error, memory blow-up or silent damage`, { timeout: BUDGET_MS + 120_000}, async () => {
     const r = await fuzz(target, SEED + ALL.indexOf(target));
     process.stdout.write(`# fuzz ${target}: ${r.inputs} inputs, ${r.clean_errors} clean errors, ${r.accepted} accepted, ` +
-      `${r.untyped} untyped, ${r.silent} silent, ${r.memory} memory, crash ${r.crash ? 1 : 0}, hang ${r.hang ? 1 : 0} (${(r.ms / 1000).toFixed(1)} s, seed ${SEED + ALL.indexOf(target)})\n`);
+      `${r.untyped} untyped, ${r.silent} silent, ${r.memory} memory, crash ${r.crash ? 1 : 0}, hang ${r.hang ? 1 : 0} (${(r.ms / 1000).toFixed(1)} s, peak RSS ${r.peak_rss_mb ?? '?'} MiB, seed ${SEED + ALL.indexOf(target)})\n`);
     assert.equal(r.crash, undefined, r.crash);
     assert.equal(r.hang, undefined, r.hang);
     assert.deepEqual(r.failures, [], r.failures.join('\n'));

@@ -73,6 +73,67 @@ test('issue 13 inputs: width 2^31-1, 8 x (2^31-1), a 20000x20000 zero bomb, 32 x
   assert.deepEqual([img.width, img.height, img.data[0], img.data[1], img.data[2]], [40, 30, 0xc8, 0x0a, 0x32]);
 });
 
+test('within the pixel limit but not the memory or shape bounds: 40M x 1 16-bit RGBA, 1 x 40M grey, 6324^2 16-bit RGBA: refused from the header', async () => {
+  // Before: the first decoded in 83 s at a 3.76 GB peak (OOM-killed under a 3 GB cap),
+  // the second ran past 120 s; both are exactly 40 MP. Their real IDAT is 311 KB / 78 KB
+  // of zeros: a few bytes do here, the header is what is refused.
+  const dir = tmp();
+  const tiny = deflateSync(Buffer.alloc(8));
+  const cases: [string, Buffer, RegExp][] = [
+    ['wide16.png', pngFile(40_000_000, 1, 16, 6, tiny), /PNG is 40000000x1, an aspect ratio of 40000000:1, above the limit of 100:1/],
+    ['tall.png', pngFile(1, 40_000_000, 8, 0, tiny), /PNG is 1x40000000, an aspect ratio of 40000000:1, above the limit of 100:1/],
+    ['sliver.png', pngFile(632, 63245, 8, 0, tiny), /PNG is 632x63245, an aspect ratio of 100\.1:1/],
+    ['deep.png', pngFile(6324, 6324, 16, 6, tiny), /PNG 6324x6324 with 4 channel\(s\) of 16 bits decodes to 319943808 bytes, above the limit of 160000000 \(4 bytes per pixel of data\.max_image_pixels = 40000000\)/],
+  ];
+  for (const [name, buf, re] of cases) {
+    const f = path.join(dir, name);
+    writeFileSync(f, buf);
+    const t0 = Date.now();
+    assert.throws(() => readImageHeader(f), isTypedError(f, re), name);
+    await assert.rejects(decodeImageFile(f), isTypedError(f, re), name);
+    assert.ok(Date.now() - t0 < 2000, `${name}: ${Date.now() - t0} ms`);
+  }
+  // The byte bound scales with data.max_image_pixels and counts depth and channels:
+  // with a 1000-pixel limit, 30x30 8-bit RGB (2700 bytes) decodes, 30x30 16-bit RGBA (7200) does not.
+  const lim = { maxPixels: 1000, maxBytes: 1e9 };
+  const rows = (w: number, h: number, bpp: number) => deflateSync(Buffer.alloc((1 + w * bpp) * h));
+  const rgb8 = path.join(dir, 'rgb8.png');
+  writeFileSync(rgb8, pngFile(30, 30, 8, 2, rows(30, 30, 3)));
+  assert.equal((await decodeImageFile(rgb8, lim)).data.length, 30 * 30 * 3);
+  const rgba16 = path.join(dir, 'rgba16.png');
+  writeFileSync(rgba16, pngFile(30, 30, 16, 6, rows(30, 30, 8)));
+  await assert.rejects(decodeImageFile(rgba16, lim), isTypedError(rgba16, /decodes to 7200 bytes, above the limit of 4000/));
+  const h = readImageHeader(rgb8, lim);
+  assert.deepEqual([h.channels, h.sampleBytes], [3, 1]);
+  const jpg = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#808080' } }).jpeg().toBuffer();
+  const jf = path.join(dir, 'a.jpg');
+  writeFileSync(jf, jpg);
+  assert.deepEqual([readImageHeader(jf).channels, readImageHeader(jf).sampleBytes], [3, 1]);
+  const grey = path.join(dir, 'g.jpg');
+  writeFileSync(grey, await sharp({ create: { width: 8, height: 8, channels: 3, background: '#808080' } }).toColourspace('b-w').jpeg().toBuffer());
+  assert.equal(readImageHeader(grey).channels, 1);
+});
+
+test('skip_bad_files: a bad file drawn again and again is warned about and counted once', async () => {
+  const root = tmp();
+  mkdirSync(path.join(root, 'a'));
+  writeFileSync(path.join(root, 'a/0.png'), await sharp({ create: { width: 8, height: 8, channels: 3, background: '#102030' } }).png().toBuffer());
+  const good = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#405060' } }).png().toBuffer();
+  const corrupt = Buffer.from(good);
+  corrupt.fill(0x41, 40, corrupt.length - 12); // a valid header, corrupt pixel data: found only when decoded
+  writeFileSync(path.join(root, 'a/1.png'), corrupt);
+  const warnings: string[] = [];
+  const ds = new ImageFolderDataset({ root, imageSize: 8, channels: 3, numClasses: 1, centerCrop: true, skipBadFiles: true, warn: (m) => warnings.push(m) });
+  try {
+    for (let i = 0; i < 8; i++) await ds.load(Int32Array.from([0, 1]), new Uint8Array(2));
+  } finally {
+    await ds.close();
+  }
+  assert.equal(warnings.length, 1, warnings.join('\n'));
+  assert.match(warnings[0], /warning: skipping .*a\/1\.png: cannot decode PNG.*\(said once; the file is replaced whenever it is drawn\)/);
+  assert.equal(ds.badFiles, 1);
+});
+
 test('empty, truncated and corrupt pixel data are errors, never a black image', async () => {
   const dir = tmp();
   const rgb = Buffer.alloc(16 * 16 * 3).map((_, i) => ((i % 48) / 3) * 10 + Math.floor(i / 48) * 5 + (i % 3) * 20); // smooth gradients

@@ -6,7 +6,7 @@
 // bad files (wrong shape, missing or unknown tensor, pickles, a contradicting
 // config.json) are CheckpointErrors that name the tensor and what was expected.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -270,7 +270,22 @@ test('bad VAE files are CheckpointErrors naming the tensor and what was expected
   const cfgFile = path.join(dir, 'config.json');
   const cfg = JSON.parse(readFileSync(cfgFile, 'utf8'));
   writeFileSync(cfgFile, JSON.stringify({ ...cfg, block_out_channels: [8, 32] }));
-  await assert.rejects(load(f), /blockOutChannels is \[8,32\] in .*config\.json, but the tensor shapes say \[8,16\]/);
+  await assert.rejects(load(f), (e: Error) => e instanceof CheckpointError && e.file === cfgFile && /config\.json: block_out_channels is \[8,32\], but the tensor shapes of .*diffusion_pytorch_model\.safetensors say \[8,16\]/.test(e.message));
+  // A config.json whose values agree with the shapes but not with each other: named by
+  // the file and its key (was the native "VAE.create: config: ..." with no file).
+  writeFileSync(cfgFile, JSON.stringify({ ...cfg, norm_num_groups: 3 }));
+  await assert.rejects(load(f), (e: Error) => e instanceof CheckpointError && e.file === cfgFile &&
+    /config\.json: norm_num_groups: 3 does not divide block_out_channels\[0\] = 8/.test(e.message));
+  writeFileSync(cfgFile, JSON.stringify({ ...cfg, layers_per_block: 17 }));
+  await assert.rejects(load(f), (e: Error) => e instanceof CheckpointError && e.file === cfgFile && /layers_per_block must be an integer in \[1, 16\], got 17/.test(e.message));
+  writeFileSync(cfgFile, JSON.stringify(cfg));
+  // A weight file whose shapes imply an out-of-range config (18 resnets per level): the
+  // weight file and config.json's key name, not the native `config.layersPerBlock`.
+  rewrite(f, (m) => m.set('encoder.down_blocks.0.resnets.17.conv1.weight', { dtype: 'F32', shape: [1], bytes: new Uint8Array(4) }));
+  const { layers_per_block: _, ...noLayers } = cfg as Record<string, unknown>;
+  writeFileSync(cfgFile, JSON.stringify(noLayers));
+  await assert.rejects(load(f), (e: Error) => e instanceof CheckpointError && e.file === f &&
+    /layers_per_block: must be an integer in \[1, 16\], got 18 \(inferred from the tensor shapes\)/.test(e.message) && !/layersPerBlock/.test(e.message));
   writeFileSync(cfgFile, JSON.stringify({ ...cfg, _class_name: 'UNet2DModel' }));
   await assert.rejects(load(f), /expected "AutoencoderKL"/);
 });
@@ -281,7 +296,7 @@ test('without config.json the config is inferred from the shapes and reported', 
   const v = await VAE.load(writeTinyVae(tmp(), { naming: 'ldm', seed: 4, config: cfg, configJson: false }), { ...opts, log: (m) => logs.push(m) });
   assert.deepEqual(v.config, cfg);
   assert.equal(v.scalingFactor, undefined);
-  assert.ok(logs.some((l) => /inferred from shapes: .*blockOutChannels = \[32,32\].*normNumGroups = 32 \(assumed/.test(l)), logs.join('\n'));
+  assert.ok(logs.some((l) => /inferred from shapes: .*block_out_channels = \[32,32\].*norm_num_groups = 32 \(assumed/.test(l)), logs.join('\n'));
   v.dispose();
   // groups not inferable and 32 does not divide the channels: a clear error; the option fixes it
   const f = writeTinyVae(tmp(), { naming: 'ldm', seed: 4, configJson: false });

@@ -20,7 +20,7 @@ export function freeBytes(dir: string): number | undefined {
 const code = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
 
 /** Why a write failed, in words, with the space figures for a full disk. */
-export function describeWriteError(e: unknown, dir: string, neededBytes?: number): string {
+export function describeWriteError(e: unknown, dir: string, neededBytes?: number, key = 'experiment_dir'): string {
   const c = code(e);
   const raw = (e as Error).message ?? String(e);
   switch (c) {
@@ -29,13 +29,13 @@ export function describeWriteError(e: unknown, dir: string, neededBytes?: number
       const free = freeBytes(dir);
       const need = neededBytes !== undefined ? `the checkpoint needs ${formatBytes(neededBytes)} (${neededBytes} bytes)` : 'more space is needed';
       const have = free !== undefined ? `, ${formatBytes(free)} (${free} bytes) free on the file system of ${dir}` : '';
-      return `${c === 'EDQUOT' ? 'disk quota exceeded' : 'no space left on device'} (${c}): ${need}${have}; free some space (or set experiment_dir elsewhere) and resume`;
+      return `${c === 'EDQUOT' ? 'disk quota exceeded' : 'no space left on device'} (${c}): ${need}${have}; free some space (or set ${key} elsewhere) and resume`;
     }
     case 'EROFS':
-      return `read-only file system (EROFS): experiment_dir must be on a writable file system`;
+      return `read-only file system (EROFS): ${key} must be on a writable file system`;
     case 'EACCES':
     case 'EPERM':
-      return `permission denied (${c}): experiment_dir must be writable by this user`;
+      return `permission denied (${c}): ${key} must be writable by this user`;
     case 'ENOENT':
       return `no such file or directory (ENOENT): a parent folder is missing or was removed`;
     case 'ENOTDIR':
@@ -50,7 +50,7 @@ export function describeWriteError(e: unknown, dir: string, neededBytes?: number
  * removing a probe file, so that an unusable experiment_dir fails at the
  * start with the folder named, not at the first checkpoint.
  */
-export function ensureWritableDir(dir: string, what = 'experiment_dir'): void {
+export function ensureWritableDir(dir: string, what = 'experiment_dir', key = what === 'checkpoint folder' ? 'experiment_dir' : what): void {
   try {
     mkdirSync(dir, { recursive: true });
   } catch (e) {
@@ -59,13 +59,13 @@ export function ensureWritableDir(dir: string, what = 'experiment_dir'): void {
     const base = nearestExisting(dir);
     let why = e;
     try { accessSync(base, constants.W_OK); } catch (e2) { why = e2; }
-    throw new CheckpointError(dir, `${what}: cannot create the folder: ${describeWriteError(why, base)}` +
+    throw new CheckpointError(dir, `${what}: cannot create the folder: ${describeWriteError(why, base, undefined, key)}` +
       (why !== e ? ` (the nearest existing folder ${base} is not writable)` : ''));
   }
   // Named like every other interrupted write's temporary (.tmp-...): a kill between
   // creating and removing it leaves a file that readers already skip, and the next
   // process removes it here.
-  removeDeadProbes(dir);
+  removeDeadTemporaries(dir, PROBE);
   const probe = path.join(dir, `.tmp-probe-${process.pid}`);
   try {
     accessSync(dir, constants.W_OK);
@@ -73,7 +73,7 @@ export function ensureWritableDir(dir: string, what = 'experiment_dir'): void {
     rmSync(probe, { force: true });
   } catch (e) {
     rmSync(probe, { force: true });
-    throw new CheckpointError(dir, `${what}: the folder is not writable: ${describeWriteError(e, dir)}`);
+    throw new CheckpointError(dir, `${what}: the folder is not writable: ${describeWriteError(e, dir, undefined, key)}`);
   }
 }
 
@@ -82,13 +82,34 @@ export function isAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
-function removeDeadProbes(dir: string): void {
+/** ensureWritableDir's probe file: .tmp-probe-<pid>. */
+const PROBE = /^\.tmp-probe-(?<pid>\d+)$/;
+
+/**
+ * The temporary of an atomic file write (writeFileAtomic, the .npy/.npz stream
+ * writers): .<name>.<pid>.<ms>.tmp beside the file it becomes.
+ */
+export const ATOMIC_TEMPORARY = /^\..+\.(?<pid>\d+)\.\d+\.tmp$/;
+
+/**
+ * Removes the files of `dir` that `pattern` matches (its `pid` group names the
+ * writing process) whose writer no longer runs: what a kill -9 or a power loss
+ * left behind. Temporaries of live processes (another run writing into the same
+ * folder) are kept. Returns the names removed.
+ */
+export function removeDeadTemporaries(dir: string, pattern: RegExp): string[] {
   let names: string[] = [];
-  try { names = readdirSync(dir); } catch { return; }
+  try { names = readdirSync(dir); } catch { return []; }
+  const removed: string[] = [];
   for (const n of names) {
-    const m = /^\.tmp-probe-(\d+)$/.exec(n);
-    if (m && Number(m[1]) !== process.pid && !isAlive(Number(m[1]))) rmSync(path.join(dir, n), { force: true });
+    const pid = Number(pattern.exec(n)?.groups?.pid ?? NaN);
+    if (!Number.isSafeInteger(pid) || pid === process.pid || isAlive(pid)) continue;
+    try {
+      rmSync(path.join(dir, n), { force: true });
+      removed.push(n);
+    } catch { /* a folder of that name, or removed meanwhile: not ours to force */ }
   }
+  return removed;
 }
 
 function nearestExisting(dir: string): string {

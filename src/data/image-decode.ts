@@ -8,6 +8,13 @@
 // allocating anything; sharp's own `limitInputPixels` is the second fence, and
 // `failOn: 'warning'` makes truncated or corrupt pixel data an error instead of
 // a silently black (or partly black) image.
+//
+// Pixels alone do not bound the cost: a 40,000,000 x 1 PNG of 16-bit RGBA is
+// within 40 MP yet decodes to 320 MB and made libvips use ~3.7 GB (its buffers
+// are sized by the row), and 1 x 40,000,000 grey took minutes (a per-row cost
+// 40 million times) to end as a 1-pixel-wide strip that the centre crop blows up.
+// So the header's depth and channels bound the decoded bytes, and the aspect
+// ratio is bounded too: both are refused before decoding.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import sharp, { type OutputInfo } from 'sharp';
 
@@ -38,7 +45,16 @@ export interface ImageHeader {
   format: ImageFormat;
   width: number;
   height: number;
+  /** samples per pixel as decoded (grey 1, grey+alpha 2, RGB 3, RGBA / CMYK / palette 4) */
+  channels: number;
+  /** bytes per sample as decoded (16-bit PNG and 12-bit JPEG: 2) */
+  sampleBytes: number;
 }
+
+/** Longest side over shortest accepted: wider panoramas than this are not training images. */
+export const MAX_ASPECT_RATIO = 100;
+/** Decoded bytes accepted per pixel of data.max_image_pixels: an 8-bit RGBA image at the pixel limit. */
+export const DECODED_BYTES_PER_PIXEL = 4;
 
 /** A decoded image: RGB, 8 bits per channel, row-major [height, width, 3]. */
 export interface RgbImage {
@@ -56,7 +72,11 @@ function pngHeader(read: ReadAt): ImageHeader {
   const b = read(0, 33);
   if (b.length < 33) throw new Error(`truncated PNG: ${b.length} bytes, the signature and IHDR need 33`);
   if (b.readUInt32BE(8) !== 13 || b.toString('latin1', 12, 16) !== 'IHDR') throw new Error('malformed PNG: the first chunk is not a 13-byte IHDR');
-  return { format: 'png', width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+  // IHDR: bit depth (1, 2, 4, 8, 16) and colour type; libvips expands a palette to RGB(A).
+  const depth = b[24];
+  const channels = ({ 0: 1, 2: 3, 3: 4, 4: 2, 6: 4 } as Record<number, number>)[b[25]];
+  if (channels === undefined) throw new Error(`malformed PNG: colour type ${b[25]} (expected 0, 2, 3, 4 or 6)`);
+  return { format: 'png', width: b.readUInt32BE(16), height: b.readUInt32BE(20), channels, sampleBytes: depth > 8 ? 2 : 1 };
 }
 
 function jpegHeader(read: ReadAt, size: number): ImageHeader {
@@ -76,9 +96,10 @@ function jpegHeader(read: ReadAt, size: number): ImageHeader {
     if (len < 2) throw new Error(`malformed JPEG: segment length ${len} at byte ${pos}`);
     const isSof = code >= 0xc0 && code <= 0xcf && code !== 0xc4 && code !== 0xc8 && code !== 0xcc;
     if (isSof) {
-      const f = read(pos + 4, 5);
-      if (f.length < 5) break;
-      return { format: 'jpeg', height: f.readUInt16BE(1), width: f.readUInt16BE(3) };
+      // SOF: precision (8 or 12 bits), height, width, number of components (1, 3 or 4)
+      const f = read(pos + 4, 6);
+      if (f.length < 6) break;
+      return { format: 'jpeg', height: f.readUInt16BE(1), width: f.readUInt16BE(3), channels: Math.max(1, f[5]), sampleBytes: f[0] > 8 ? 2 : 1 };
     }
     pos += 2 + len;
     if (pos >= size) break;
@@ -92,15 +113,15 @@ function webpHeader(read: ReadAt): ImageHeader {
   const chunk = b.toString('latin1', 12, 16);
   if (chunk === 'VP8 ') {
     if (b[23] !== 0x9d || b[24] !== 0x01 || b[25] !== 0x2a) throw new Error('malformed WebP: bad VP8 start code');
-    return { format: 'webp', width: b.readUInt16LE(26) & 0x3fff, height: b.readUInt16LE(28) & 0x3fff };
+    return { format: 'webp', width: b.readUInt16LE(26) & 0x3fff, height: b.readUInt16LE(28) & 0x3fff, channels: 3, sampleBytes: 1 };
   }
   if (chunk === 'VP8L') {
     if (b[20] !== 0x2f) throw new Error('malformed WebP: bad VP8L signature');
     const bits = b.readUInt32LE(21);
-    return { format: 'webp', width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1 };
+    return { format: 'webp', width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1, channels: 4, sampleBytes: 1 };
   }
   if (chunk === 'VP8X') {
-    return { format: 'webp', width: b.readUIntLE(24, 3) + 1, height: b.readUIntLE(27, 3) + 1 };
+    return { format: 'webp', width: b.readUIntLE(24, 3) + 1, height: b.readUIntLE(27, 3) + 1, channels: 4, sampleBytes: 1 };
   }
   throw new Error(`malformed WebP: unknown first chunk ${JSON.stringify(chunk)}`);
 }
@@ -118,9 +139,24 @@ export function parseImageHeader(read: ReadAt, size: number): ImageHeader {
   return h;
 }
 
+/** Bytes of the decoded pixels the header announces. */
+export const decodedBytes = (h: ImageHeader): number => h.width * h.height * h.channels * h.sampleBytes;
+
 function checkLimits(h: ImageHeader, size: number, lim: ImageLimits): void {
+  const F = h.format.toUpperCase();
   if (h.width * h.height > lim.maxPixels) {
-    throw new Error(`${h.format.toUpperCase()} claims ${h.width}x${h.height} = ${h.width * h.height} pixels, above the limit of ${lim.maxPixels} (data.max_image_pixels)`);
+    throw new Error(`${F} claims ${h.width}x${h.height} = ${h.width * h.height} pixels, above the limit of ${lim.maxPixels} (data.max_image_pixels)`);
+  }
+  const ratio = Math.max(h.width, h.height) / Math.min(h.width, h.height);
+  if (ratio > MAX_ASPECT_RATIO) {
+    throw new Error(`${F} is ${h.width}x${h.height}, an aspect ratio of ${ratio < 1000 ? ratio.toFixed(1) : Math.round(ratio)}:1, above the limit of ${MAX_ASPECT_RATIO}:1 ` +
+      '(the centre crop would keep a sliver of it, and decoding such shapes costs far more time and memory than their pixels suggest)');
+  }
+  const bytes = decodedBytes(h);
+  const maxBytes = DECODED_BYTES_PER_PIXEL * lim.maxPixels;
+  if (bytes > maxBytes) {
+    throw new Error(`${F} ${h.width}x${h.height} with ${h.channels} channel(s) of ${8 * h.sampleBytes} bits decodes to ${bytes} bytes, ` +
+      `above the limit of ${maxBytes} (${DECODED_BYTES_PER_PIXEL} bytes per pixel of data.max_image_pixels = ${lim.maxPixels})`);
   }
   if (size > lim.maxBytes) throw new Error(`file is ${size} bytes, above the limit of ${lim.maxBytes} (data.max_image_bytes)`);
 }

@@ -175,6 +175,8 @@ export class ImageFolderDataset implements Dataset {
   private nextId = 0;
   private readonly pending = new Map<number, { resolve: (r: DecodeReply) => void; reject: (e: Error) => void }>();
   private readonly warn: (msg: string) => void;
+  /** files found bad while training: warned about and counted once each, however often drawn */
+  private readonly badSeen = new Set<string>();
 
   constructor(private readonly o: ImageFolderOptions) {
     const scan = scanImageFolder(o);
@@ -239,8 +241,11 @@ export class ImageFolderDataset implements Dataset {
       // Keep the batch full: a bad sample is replaced by a good one of the same batch.
       const per = x.length / indices.length;
       for (const b of reply.bad) {
-        this.bad++;
-        this.warn(`warning: skipping ${b.file}: ${b.reason}`);
+        if (!this.badSeen.has(b.file)) {
+          this.badSeen.add(b.file);
+          this.bad++;
+          this.warn(`warning: skipping ${b.file}: ${b.reason} (said once; the file is replaced whenever it is drawn)`);
+        }
         x.copyWithin(b.i * per, good * per, (good + 1) * per);
         y[b.i] = y[good];
       }

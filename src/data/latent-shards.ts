@@ -12,7 +12,7 @@
 // Neither is loaded whole (ImageNet-256 latents are ~20 GB): each sample is a
 // positional read at its offset (shards) or one small file (features). Labels
 // of a shard set are read at start-up (8 bytes a sample).
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 
 import { DataError } from '../errors.js';
@@ -59,29 +59,82 @@ export interface LatentManifest {
   created: string;
 }
 
-/** Reads and checks manifest.json of a shard folder. */
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/**
+ * A file name the manifest gives for a shard: a plain, non-empty name inside the
+ * folder (no separators, no leading dot, so neither "" nor ".." reaches the folder
+ * itself or its parent).
+ */
+function plainName(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= 255 && !v.startsWith('.') && !/[/\\\0]/.test(v);
+}
+
+/**
+ * Reads and checks manifest.json of a shard folder: every field any reader uses,
+ * each problem named by its key as the file spells it (shards[3].flip).
+ */
 export function readManifest(dir: string): LatentManifest {
   const file = path.join(dir, MANIFEST);
-  let m: LatentManifest;
+  let text: string;
   try {
-    m = JSON.parse(readFileSync(file, 'utf8')) as LatentManifest;
+    text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new DataError(file, `cannot read the latent manifest: ${(e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new DataError(file, `cannot read the latent manifest (${code ?? (e as Error).message})`);
   }
-  const bad = (what: string) => new DataError(file, `malformed latent manifest: ${what}`);
-  if (m === null || typeof m !== 'object' || m.format !== MANIFEST_FORMAT) throw bad(`format must be "${MANIFEST_FORMAT}"`);
-  if (m.version !== 1) throw bad(`unsupported version ${JSON.stringify(m.version)} (this speed-train reads 1)`);
-  if (!Array.isArray(m.shape) || m.shape.length !== 3 || !m.shape.every((v) => Number.isInteger(v) && v > 0)) throw bad('shape must be [C, h, w] of positive integers');
-  if (!(typeof m.latent_scale === 'number' && m.latent_scale > 0 && Number.isFinite(m.latent_scale))) throw bad('latent_scale must be a positive number');
-  if (!Array.isArray(m.shards) || m.shards.length === 0) throw bad('no shards');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new DataError(file, `malformed latent manifest: invalid JSON (${(e as Error).message}); the file is truncated or damaged, run \`speed-train encode\` again`);
+  }
+  const bad = (key: string, expected: string, found: unknown) =>
+    new DataError(file, `malformed latent manifest: ${key}: expected ${expected}, found ${found === undefined ? 'nothing (the key is missing)' : clip(JSON.stringify(found))}`);
+  if (!isObj(raw) || raw.format !== MANIFEST_FORMAT) throw bad('format', `"${MANIFEST_FORMAT}"`, isObj(raw) ? raw.format : raw);
+  const m = raw;
+  if (m.version !== 1) throw new DataError(file, `malformed latent manifest: unsupported version ${clip(JSON.stringify(m.version))} (this speed-train reads 1)`);
+  if (!isCount(m.count)) throw bad('count', 'a non-negative integer', m.count);
+  if (!Array.isArray(m.shape) || m.shape.length !== 3 || !m.shape.every((v) => Number.isSafeInteger(v) && v > 0 && v <= 65536)) {
+    throw bad('shape', '[C, h, w] of positive integers', m.shape);
+  }
+  if (m.dtype !== 'float32') throw bad('dtype', '"float32"', m.dtype);
+  if (!(typeof m.latent_scale === 'number' && m.latent_scale > 0 && Number.isFinite(m.latent_scale))) throw bad('latent_scale', 'a positive number', m.latent_scale);
+  if (!isObj(m.vae)) throw bad('vae', 'an object {file, sha256, ...}', m.vae);
+  for (const k of ['file', 'sha256']) if (typeof m.vae[k] !== 'string') throw bad(`vae.${k}`, 'a string', m.vae[k]);
+  if (typeof m.flip !== 'boolean') throw bad('flip', 'true or false', m.flip);
+  if (!isCount(m.num_classes)) throw bad('num_classes', 'a non-negative integer', m.num_classes);
+  if (!Array.isArray(m.shards) || m.shards.length === 0) throw bad('shards', 'a non-empty list of shard entries', m.shards);
   let total = 0;
-  for (const s of m.shards) {
-    if (typeof s?.file !== 'string' || typeof s.labels !== 'string' || !Number.isInteger(s.count) || s.count < 0) throw bad(`shard entry ${JSON.stringify(s)}`);
-    for (const f of [s.file, s.labels, s.flip]) if (f !== null && (f.includes('/') || f.includes('\\') || f.startsWith('.'))) throw bad(`shard file name ${JSON.stringify(f)} must be a plain name inside the folder`);
-    total += s.count;
+  m.shards.forEach((s: unknown, i: number) => {
+    const at = `shards[${i}]`;
+    if (!isObj(s)) throw bad(at, 'an object {file, labels, flip, count, ...}', s);
+    for (const k of ['file', 'labels']) if (!plainName(s[k])) throw bad(`${at}.${k}`, 'a plain file name inside the folder', s[k]);
+    if (s.flip !== null && !plainName(s.flip)) throw bad(`${at}.flip`, 'a plain file name inside the folder, or null', s.flip);
+    if (m.flip !== (s.flip !== null)) throw bad(`${at}.flip`, m.flip ? 'the flipped shard\'s file name (flip is true)' : 'null (flip is false)', s.flip);
+    for (const k of ['count', 'first_image', 'skipped']) if (!isCount(s[k])) throw bad(`${at}.${k}`, 'a non-negative integer', s[k]);
+    total += s.count as number;
+  });
+  if (total !== m.count) throw new DataError(file, `malformed latent manifest: count ${m.count} is not the sum of the shard counts (${total})`);
+  return m as unknown as LatentManifest;
+}
+
+const clip = (s: string | undefined): string => (s === undefined ? 'undefined' : s.length > 80 ? s.slice(0, 80) + '...' : s);
+
+/** A file the manifest names: it must be a regular file (a folder, or a link to one, is not a shard). */
+function shardFile(root: string, name: string): string {
+  const f = path.join(root, name);
+  let st: Stats;
+  try {
+    st = statSync(f);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new DataError(f, `cannot open the file ${MANIFEST} names (${code ?? (e as Error).message})${code === 'ENOENT' ? ': the shard set is incomplete; run `speed-train encode` again' : ''}`);
   }
-  if (total !== m.count) throw bad(`count ${m.count} is not the sum of the shard counts (${total})`);
-  return m;
+  if (!st.isFile()) throw new DataError(f, `${MANIFEST} names it as a shard file, but it is ${st.isDirectory() ? 'a folder' : 'not a regular file'}`);
+  return f;
 }
 
 function toInt32Labels(file: string, n: number): Int32Array {
@@ -134,9 +187,13 @@ class FdCache {
   }
 }
 
-function checkFinite(x: Float32Array, per: number, name: (i: number) => string): void {
+/** Throws naming the file and sample (`where(i)`: [file, what]) of the first non-finite value. */
+function checkFinite(x: Float32Array, per: number, where: (i: number) => [string, string]): void {
   for (let k = 0; k < x.length; k++) {
-    if (!Number.isFinite(x[k])) throw new DataError(name(Math.floor(k / per)), 'holds a non-finite value');
+    if (!Number.isFinite(x[k])) {
+      const [file, what] = where(Math.floor(k / per));
+      throw new DataError(file, `${what} holds a non-finite value (${x[k]})`);
+    }
   }
 }
 
@@ -175,8 +232,8 @@ export class LatentShardsDataset implements Dataset {
     const labelOf: number[] = [];
     let bad = 0;
     m.shards.forEach((s, k) => {
-      const main = path.join(o.root, s.file);
-      const flip = s.flip ? path.join(o.root, s.flip) : null;
+      const main = shardFile(o.root, s.file);
+      const flip = s.flip ? shardFile(o.root, s.flip) : null;
       const check = (f: string) => {
         const h = readNpyHeader(f);
         if (h.dtype !== 'float32' || h.shape.length !== 4 || h.shape[0] !== s.count || h.shape[1] !== C || h.shape[2] !== H || h.shape[3] !== W) {
@@ -187,7 +244,7 @@ export class LatentShardsDataset implements Dataset {
       const offset = check(main);
       const flipOffset = flip ? check(flip) : 0;
       this.files.push({ main, flip, offset, flipOffset });
-      const labelsFile = path.join(o.root, s.labels);
+      const labelsFile = shardFile(o.root, s.labels);
       const labels = toInt32Labels(labelsFile, s.count);
       for (let r = 0; r < s.count; r++) {
         if (labels[r] >= 0 && labels[r] < hi) { shardOf.push(k); rowOf.push(r); labelOf.push(labels[r]); continue; }
@@ -221,6 +278,7 @@ export class LatentShardsDataset implements Dataset {
     const x = new Float32Array(n * per);
     const bytes = new Uint8Array(x.buffer);
     const y = new Int32Array(n);
+    const read: string[] = [];
     for (let i = 0; i < n; i++) {
       const j = indices[i];
       const f = this.files[this.shardOf[j]];
@@ -229,13 +287,14 @@ export class LatentShardsDataset implements Dataset {
       // (encode.flip), else the latent mirrored (what the plain .npy loader does).
       const useFlipFile = flips[i] === 1 && f.flip !== null;
       const file = useFlipFile ? f.flip! : f.main;
+      read.push(file);
       const got = readSync(this.fds.get(file), bytes, i * this.rowBytes, this.rowBytes, (useFlipFile ? f.flipOffset : f.offset) + row * this.rowBytes);
       if (got !== this.rowBytes) throw new DataError(file, `short read at row ${row} (file truncated?)`);
       if (flips[i] === 1 && !useFlipFile) flipSample(x, i * per, C, H, W);
       y[i] = this.labelOf[j];
     }
     if (this.scale !== 1) for (let k = 0; k < x.length; k++) x[k] *= this.scale;
-    checkFinite(x, per, (i) => `${this.files[this.shardOf[indices[i]]].main} row ${this.rowOf[indices[i]]}`);
+    checkFinite(x, per, (i) => [read[i], `row ${this.rowOf[indices[i]]}`]);
     return Promise.resolve({ x, y });
   }
 
@@ -319,7 +378,7 @@ export class FeatureFolderDataset implements Dataset {
       if (!Number.isInteger(v) || v < 0 || v >= hi) throw new DataError(lf, `label ${v} is outside [0, ${hi}) (data.num_classes)`);
       y[i] = v;
     }
-    checkFinite(x, per, (i) => this.feats[indices[i]]);
+    checkFinite(x, per, (i) => [this.feats[indices[i]], 'the feature array']);
     return Promise.resolve({ x, y });
   }
 

@@ -36,6 +36,12 @@ export class LatentsDataset implements Dataset {
   private readonly rowLabels: Int32Array;
 
   constructor(private readonly o: LatentsOptions) {
+    if (!existsSync(o.file)) {
+      // The usual first-run mistake: training a latent config before encoding its images.
+      throw new DataError(o.file, 'not found: data.root names the latents (a folder of shards written by `speed-train encode`, ' +
+        'or a float32 .npy [N, C, H, W]); run `speed-train encode -c CONFIG` with this config first ' +
+        '(it encodes encode.images into encode.out, else data.root), or point data.root at existing latents');
+    }
     const h = readNpyHeader(o.file);
     if (h.dtype !== 'float32') throw new DataError(o.file, `latents must be float32, found ${h.dtype}`);
     if (h.shape.length !== 4) throw new DataError(o.file, `latents must be [N, C, H, W], found shape [${h.shape}]`);

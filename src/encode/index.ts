@@ -9,7 +9,7 @@
 // shard whose latents file exists is complete and a restart skips it; the
 // manifest is written last of all.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 
@@ -22,7 +22,9 @@ import { MANIFEST, MANIFEST_FORMAT, type LatentManifest, type ShardEntry } from 
 import { ConfigError, DataError } from '../errors.js';
 import { readNpyHeader, writeFileAtomic, writeNpy } from '../io/npy.js';
 import { Progress } from '../progress.js';
-import { loadConfiguredVae } from '../vae-config.js';
+import { configuredVaePath, loadConfiguredVae } from '../vae-config.js';
+import { checkVaeFile } from '../vae/weights.js';
+import { ATOMIC_TEMPORARY, ensureWritableDir, removeDeadTemporaries } from '../checkpoint/fs.js';
 
 /** What encode needs from a VAE (src/vae's VAE class provides it). */
 export interface LatentEncoder {
@@ -63,7 +65,11 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
   const images = path.resolve(e.images);
   const S = e.image_size;
 
-  // The images first: a wrong folder fails before the VAE (hundreds of MB) is loaded.
+  // What fails in a second is checked before the scan, which reads every image header
+  // (minutes on ImageNet): the output folder is writable, vae.path names a safetensors
+  // file. The images come before the VAE (hundreds of MB) is loaded.
+  ensureWritableDir(out, e.out ? 'encode.out' : 'data.root');
+  if (!opts.vae) checkVaeFile(configuredVaePath(c));
   log(`encode: scanning ${images} (every header is read and checked; ImageNet: a few minutes)`);
   const scan = scanImageFolder({
     root: images, imageSize: S, channels: 3, numClasses: c.data.num_classes, centerCrop: true,
@@ -87,10 +93,9 @@ export async function runEncode(c: Config, opts: EncodeOptions = {}): Promise<En
       vae_sha256: vae.sha256, image_size: S, shape, flip: e.flip, shard_size: e.shard_size,
       sample_posterior: c.vae.sample_posterior, seed: c.vae.sample_posterior ? c.seed : null, latent_scale: c.vae.scale_factor,
     };
-    mkdirSync(out, { recursive: true });
-    // Temporary files of a write that a kill interrupted (writeFileAtomic names them .NAME.PID.TIME.tmp).
-    const stale = readdirSync(out).filter((n) => /^\.(shard-\d{5}(-labels|-flip)?\.npy|manifest\.json|encode-plan\.json)\.\d+\.\d+\.tmp$/.test(n));
-    for (const n of stale) unlinkSync(path.join(out, n));
+    // Temporary files of a write that a kill interrupted (those of a live encode into
+    // the same folder stay).
+    const stale = removeDeadTemporaries(out, ATOMIC_TEMPORARY);
     if (stale.length) log(`encode: removed ${stale.length} temporary files of an interrupted run`);
     const planFile = path.join(out, PLAN);
     if (existsSync(planFile)) {

@@ -6,9 +6,9 @@
 // are the same as for a pixel model; inference.save_latents also keeps the
 // latents (latents.npy: UNSCALED VAE latents, i.e. divided by vae.scale_factor,
 // ready for any SD VAE decoder).
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
+import { ATOMIC_TEMPORARY, ensureWritableDir, removeDeadTemporaries } from '../checkpoint/fs.js';
 import { stepDirName } from '../checkpoint/index.js';
 import type { Config } from '../config/schema.js';
 import { NpyStreamWriter, writeFileAtomic, writeNpy } from '../io/npy.js';
@@ -59,7 +59,13 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
     const rng = new Rng(c.seed * 4 + 3);
     const labels = Int32Array.from({ length: N }, () => (numClasses > 0 ? rng.int(numClasses) : 0));
     const dir = s.out ?? path.join(c.experiment_dir, `inference-${stepDirName(g.step)}`);
-    if (w.isRoot) mkdirSync(dir, { recursive: true });
+    if (w.isRoot) {
+      // A read-only or missing parent is said in words, naming the key; the
+      // temporaries of a run killed mid-write (up to the size of samples.npz) go.
+      ensureWritableDir(dir, s.out ? 'inference.out' : 'experiment_dir');
+      const stale = removeDeadTemporaries(dir, ATOMIC_TEMPORARY);
+      if (stale.length) log(`inference: removed ${stale.length} temporary file(s) of an interrupted run in ${dir}: ${stale.slice(0, 3).join(', ')}${stale.length > 3 ? ', ...' : ''}`);
+    }
     const latent = isLatentModel(g);
     if (latent) dec = await latentDecoder(c, g, log); // every rank decodes its own batches
     // Image side and channels of the outputs.

@@ -3,8 +3,9 @@
 import path from 'node:path';
 
 import { STATE_FILE, checkStoredConfig, loadCheckpoint, readState, useCheckpoint } from '../checkpoint/index.js';
-import { describeInferred, isWeightsFile, loadWeightsFile, modelSectionFor, readWeightsFile } from '../checkpoint/weights-file.js';
+import { contradictions, describeInferred, isWeightsFile, loadWeightsFile, modelSectionFor, readWeightsFile } from '../checkpoint/weights-file.js';
 import type { Config } from '../config/schema.js';
+import { CheckpointError } from '../errors.js';
 import type { DiffusionCoefs } from '../diffusion/coefs.js';
 import type { DiTModel } from '../native.js';
 import { createModel, modelConfigOf } from '../train/model.js';
@@ -35,6 +36,7 @@ export function loadForGeneration(
   const { value } = useCheckpoint(spec, c.experiment_dir, (ckpt) => {
     const state = readState(ckpt);
     const trained = checkStoredConfig(state.config, path.join(ckpt, STATE_FILE)) as unknown as Config;
+    checkWeightsMatch(trained, ckpt);
     const { model, coefs } = createModel({
       model: trained.model,
       diffusion: trained.diffusion,
@@ -52,6 +54,21 @@ export function loadForGeneration(
     return { model, coefs, ckpt, step: state.step, trained };
   }, warn);
   return value;
+}
+
+/**
+ * The network state.json names against the tensor shapes in model.safetensors's
+ * header, before the model is allocated: a state.json naming DiT-XL/2 beside
+ * DiT-S weights would otherwise allocate gigabytes only to fail the shape check.
+ */
+export function checkWeightsMatch(trained: Config, ckpt: string): void {
+  const file = path.join(ckpt, 'model.safetensors');
+  const { arch } = readWeightsFile(file);
+  const diff = contradictions(arch, modelConfigOf(trained));
+  if (diff.length > 0) {
+    throw new CheckpointError(path.join(ckpt, STATE_FILE), `its config (model.name ${trained.model.name}) does not match the tensors of ${file}: ` +
+      `${diff.join('; ')}; state.json or the tensor files were replaced`);
+  }
 }
 
 function loadBareWeights(c: Config, file: string, log: (m: string) => void): GenerationModel {

@@ -127,6 +127,28 @@ export function signalNamed(signo: number): StopSignal | undefined {
 }
 export const signalNumber = (sig: StopSignal | undefined): number => (sig ? constants.signals[sig] : 0);
 
+let consoleGuarded = false;
+let hungUp = false;
+
+/**
+ * Makes a closed console harmless: a write to stdout/stderr whose reader is gone
+ * (`| tee` or `| head` ended by the same Ctrl-C, `head -1` done reading) fails with
+ * EPIPE, and an unhandled stream error would end the process before its
+ * checkpoint. Those writes are dropped; the run still logs to metrics.jsonl. After
+ * SIGHUP every console write error is dropped (a hung-up terminal answers EIO).
+ * Other errors stay fatal. Idempotent.
+ */
+export function ignoreClosedConsole(): void {
+  if (consoleGuarded) return;
+  consoleGuarded = true;
+  for (const st of [process.stdout, process.stderr]) {
+    st.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE' || hungUp) return;
+      throw e;
+    });
+  }
+}
+
 /**
  * Installs handlers for STOP_SIGNALS: the first one calls `onStop(sig)` (the loop then
  * checkpoints after the step in flight); a second one exits at once with 128 + signo.
@@ -138,10 +160,11 @@ export function installStopSignals(
   onStop: (sig: StopSignal) => void,
   opts: { quiet?: boolean; onSecond?: (sig: StopSignal, code: number) => void } = {},
 ): () => void {
+  ignoreClosedConsole();
   let first: StopSignal | undefined;
   const say = (s: string) => {
     if (opts.quiet) return;
-    try { process.stderr.write(s); } catch { /* a closed terminal (SIGHUP) must not stop the checkpoint */ }
+    try { process.stderr.write(s); } catch { /* a closed console must not stop the checkpoint */ }
   };
   const handlers = STOP_SIGNALS.map((sig) => {
     const h = () => {
@@ -151,9 +174,7 @@ export function installStopSignals(
         process.exit(signalExitCode(sig));
       }
       first = sig;
-      // A hung-up terminal makes later writes fail with EIO/EPIPE; that must not
-      // crash the process before its checkpoint.
-      if (sig === 'SIGHUP') for (const st of [process.stdout, process.stderr]) st.on('error', () => {});
+      if (sig === 'SIGHUP') hungUp = true;
       say(`\n${sig === 'SIGINT' ? 'Ctrl-C' : sig}: writing a checkpoint after this step (send it again to quit at once)\n`);
       onStop(sig);
     };

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 
 import { CheckpointError } from '../errors.js';
 import { addonExport, addonPath, callAsync, call, checkInt, NativeError, type CudaMath, type Device } from '../native.js';
-import { readVaeWeights, resolveVaeFile, type VaeConfig, type VaeNaming } from './weights.js';
+import { readVaeWeights, resolveVaeFile, vaeConfigJson, type VaeConfig, type VaeNaming } from './weights.js';
 
 export type { VaeConfig, VaeNaming } from './weights.js';
 
@@ -85,6 +85,16 @@ export function sha256File(file: string): Promise<string> {
 
 const shapeStr = (s: number[]): string => `[${s.join(', ')}]`;
 
+/** Runs `f`; a native error becomes a CheckpointError naming the file (and `what`: a tensor). */
+function named<T>(file: string, what: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof NativeError) throw new CheckpointError(file, `${what}: ${e.message.replace(/^VAE\.\w+(\('[^']*'\))?: /, '')}`);
+    throw e;
+  }
+}
+
 // Default chunk: activations of one chunk within this many bytes.
 const CHUNK_BYTES: Record<Device, number> = { cpu: 1 << 30, cuda: 16 * 2 ** 30 };
 
@@ -122,7 +132,9 @@ export class VAE {
     if (device !== 'cpu' && device !== 'cuda') throw new NativeError(`${w}: device must be 'cpu' or 'cuda', got ${String(device)}`);
     const weights = readVaeWeights(file, opts.config ?? {}, opts.configFile);
     const sha = await sha256File(file);
-    const native = call(() => new (ctor())(weights.config, { device, threads: opts.threads, cudaDevice: opts.cudaDevice, cudaMath: opts.cudaMath }));
+    // The config was checked against its file (readVaeWeights); what the native side
+    // still refuses (a device, memory) is said against the weight file too.
+    const native = named(file, 'cannot build the VAE', () => call(() => new (ctor())(weights.config, { device, threads: opts.threads, cudaDevice: opts.cudaDevice, cudaMath: opts.cudaMath })));
     try {
       const params = native.params();
       const known = new Set(params.map((p) => p.name));
@@ -136,17 +148,17 @@ export class VAE {
         if (shapeStr(t.shape) !== shapeStr(p.shape)) {
           throw new CheckpointError(
             file,
-            `tensor ${t.source}${t.source !== p.name ? ` (${p.name})` : ''} has shape ${shapeStr(t.shape)}, expected ${shapeStr(p.shape)} for the VAE config ${JSON.stringify(weights.config)}`,
+            `tensor ${t.source}${t.source !== p.name ? ` (${p.name})` : ''} has shape ${shapeStr(t.shape)}, expected ${shapeStr(p.shape)} for the VAE config ${vaeConfigJson(weights.config)}`,
           );
         }
-        call(() => native.writeParam(p.name, t.data));
+        named(file, `tensor ${t.source}`, () => call(() => native.writeParam(p.name, t.data)));
       }
       if (missing.length > 0) {
         throw new CheckpointError(file, `${missing.length} VAE tensor(s) missing (${weights.naming} naming, names as diffusers'): ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`);
       }
       const extra = [...weights.tensors.entries()].filter(([k]) => !known.has(k)).map(([, t]) => t.source);
       if (extra.length > 0) {
-        throw new CheckpointError(file, `${extra.length} tensor(s) are not part of the VAE with config ${JSON.stringify(weights.config)}: ${extra.slice(0, 8).join(', ')}${extra.length > 8 ? ', ...' : ''}`);
+        throw new CheckpointError(file, `${extra.length} tensor(s) are not part of the VAE with config ${vaeConfigJson(weights.config)}: ${extra.slice(0, 8).join(', ')}${extra.length > 8 ? ', ...' : ''}`);
       }
       for (const n of weights.notes) opts.log?.(n);
       return new VAE(file, sha, weights.naming, weights.scalingFactor, device, native);

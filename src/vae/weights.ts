@@ -43,12 +43,17 @@ export interface VaeWeights {
   notes: string[];
 }
 
+/** Where SD's VAE comes from, for the message when vae.path names no file. */
+export const VAE_SOURCE = 'the SD VAE is diffusion_pytorch_model.safetensors (with its config.json) of the Hugging Face repository stabilityai/sd-vae-ft-ema: ' +
+  '`huggingface-cli download stabilityai/sd-vae-ft-ema diffusion_pytorch_model.safetensors config.json --local-dir data/sd-vae-ft-ema`, ' +
+  'then vae.path: data/sd-vae-ft-ema (see docs/latent.md)';
+
 const PICKLE_EXT = new Set(['.ckpt', '.pt', '.pth', '.bin', '.pkl']);
 
 function convertHint(file: string): string {
   const out = file.replace(/\.[^./]+$/, '') + '.safetensors';
   return (
-    `convert it to safetensors first, e.g. \`speed-train convert ${file}\`, or in Python (on a machine where you trust the file): ` +
+    `convert it to safetensors first: \`speed-train convert ${file} ${out}\` (runs no code from the file), then point vae.path at ${out}; or in Python (on a machine where you trust the file): ` +
     `python3 -c "import torch, safetensors.torch as st; sd = torch.load('${file}', map_location='cpu', weights_only=True); ` +
     `sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}, '${out}')"`
   );
@@ -91,7 +96,8 @@ function refusePickle(file: string): void {
   try {
     fd = openSync(file, 'r');
   } catch (e) {
-    throw new CheckpointError(file, `cannot open the VAE weight file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CheckpointError(file, `cannot open the VAE weight file (${code ?? (e as Error).message})` + (code === 'ENOENT' ? `; ${VAE_SOURCE}` : ''));
   }
   const head = Buffer.alloc(4);
   let got = 0;
@@ -213,6 +219,47 @@ export function readDiffusersConfig(file: string): DiffusersJson {
   return { config: cfg, scalingFactor };
 }
 
+/** The keys of VaeConfig as diffusers' config.json spells them (for messages). */
+export const VAE_CONFIG_KEYS: Record<keyof VaeConfig, string> = {
+  inChannels: 'in_channels', outChannels: 'out_channels', latentChannels: 'latent_channels',
+  blockOutChannels: 'block_out_channels', layersPerBlock: 'layers_per_block', normNumGroups: 'norm_num_groups',
+};
+
+/** A VaeConfig in config.json's spelling, for messages. */
+export const vaeConfigJson = (c: VaeConfig): string =>
+  JSON.stringify(Object.fromEntries((Object.keys(VAE_CONFIG_KEYS) as (keyof VaeConfig)[]).map((k) => [VAE_CONFIG_KEYS[k], c[k]])));
+
+/** The native VAE's limits (native/src/core/vae.cpp VAEConfig::validate), checked where the file is known. */
+export function checkVaeConfig(c: VaeConfig, fail: (key: keyof VaeConfig, msg: string) => never): void {
+  const range = (k: keyof VaeConfig, lo: number, hi: number) => {
+    const v = c[k] as number;
+    if (!Number.isInteger(v) || v < lo || v > hi) fail(k, `must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+  };
+  range('inChannels', 1, 64);
+  range('outChannels', 1, 64);
+  range('latentChannels', 1, 256);
+  range('layersPerBlock', 1, 16);
+  range('normNumGroups', 1, 1024);
+  const b = c.blockOutChannels;
+  if (b.length < 1 || b.length > 8) fail('blockOutChannels', `must list 1 to 8 levels, got ${b.length}`);
+  b.forEach((v, i) => {
+    if (!Number.isInteger(v) || v < 1 || v > 8192) fail('blockOutChannels', `element ${i}: must be an integer in [1, 8192], got ${JSON.stringify(v)}`);
+    if (v % c.normNumGroups !== 0) fail('normNumGroups', `${c.normNumGroups} does not divide block_out_channels[${i}] = ${v} (group norm splits the channels into equal groups)`);
+  });
+}
+
+/**
+ * The cheap checks of a VAE weight file (it exists, is no pickle, has a readable
+ * safetensors header), for commands that would otherwise find a wrong vae.path
+ * only after minutes of other work. Returns the weight file.
+ */
+export function checkVaeFile(path: string): string {
+  const file = resolveVaeFile(path);
+  refusePickle(file);
+  withSafetensors(file, () => undefined);
+  return file;
+}
+
 /**
  * Reads a VAE weight file into canonical names. Checks naming and consistency;
  * the per-tensor shape check against the architecture is done by the loader
@@ -306,14 +353,12 @@ function readVaeWeightsFrom(r: SafetensorsReader, file: string, override: Partia
   for (const k of Object.keys(inferred) as (keyof VaeConfig)[]) {
     const given = override[k] ?? fromJson.config[k];
     if (given === undefined) {
-      inferredKeys.push(k === 'normNumGroups' ? 'normNumGroups = 32 (assumed: not visible in the shapes)' : `${k} = ${JSON.stringify(inferred[k])}`);
+      inferredKeys.push(k === 'normNumGroups' ? 'norm_num_groups = 32 (assumed: not visible in the shapes)' : `${VAE_CONFIG_KEYS[k]} = ${JSON.stringify(inferred[k])}`);
       continue;
     }
     if (k !== 'normNumGroups' && JSON.stringify(given) !== JSON.stringify(inferred[k])) {
-      throw new CheckpointError(
-        file,
-        `${k} is ${JSON.stringify(given)} in ${override[k] !== undefined ? 'the options' : cfgPath}, but the tensor shapes say ${JSON.stringify(inferred[k])}`,
-      );
+      if (override[k] !== undefined) throw new CheckpointError(file, `${VAE_CONFIG_KEYS[k]} is ${JSON.stringify(given)} in the options, but the tensor shapes say ${JSON.stringify(inferred[k])}`);
+      throw new CheckpointError(cfgPath, `${VAE_CONFIG_KEYS[k]} is ${JSON.stringify(given)}, but the tensor shapes of ${file} say ${JSON.stringify(inferred[k])}`);
     }
     (config as unknown as Record<string, unknown>)[k] = given;
   }
@@ -323,9 +368,15 @@ function readVaeWeightsFrom(r: SafetensorsReader, file: string, override: Partia
     if (bad !== undefined) {
       throw new CheckpointError(
         file,
-        `norm_num_groups cannot be inferred from the shapes and the default 32 does not divide block_out_channels ${JSON.stringify(config.blockOutChannels)}; put a diffusers config.json beside the file or pass normNumGroups`,
+        `norm_num_groups cannot be inferred from the shapes and the default 32 does not divide block_out_channels ${JSON.stringify(config.blockOutChannels)}; put a diffusers config.json (with norm_num_groups) beside the file`,
       );
     }
   }
+  // The native model checks these again, but under its own names and without a file:
+  // here each problem names the file that gave the value and the key as config.json spells it.
+  checkVaeConfig(config, (k, msg) => {
+    if (override[k] === undefined && fromJson.config[k] !== undefined) throw new CheckpointError(cfgPath, `${VAE_CONFIG_KEYS[k]}: ${msg}`);
+    throw new CheckpointError(file, `${VAE_CONFIG_KEYS[k]}: ${msg} (${override[k] !== undefined ? 'given in the options' : 'inferred from the tensor shapes'})`);
+  });
   return { file, naming, fromFullCheckpoint: fromFull, config, scalingFactor: fromJson.scalingFactor, tensors, notes: [`${basename(file)}: ${notes.join('; ')}`] };
 }
