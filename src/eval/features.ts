@@ -21,6 +21,8 @@ export interface ImageRows {
   rows(i0: number, n: number): Uint8Array;
 }
 
+export interface FeatureOutputs { features: Float64Array; logits?: Float64Array; spatial?: Float64Array }
+
 export interface FeatureSpace {
   /** a stable name that identifies the space, e.g. "pixels-8x8" (cached statistics are matched by it) */
   name: string;
@@ -30,6 +32,10 @@ export interface FeatureSpace {
   description?: string;
   /** features [N, dim], row-major */
   extract(images: ImageBatch): Promise<Float64Array> | Float64Array;
+  /** lengths of the extra outputs a space provides (Inception-v3: logits 1008, spatial 2023) */
+  extras?: { logits?: number; spatial?: number };
+  /** the features plus the extra outputs, for the Inception Score and sFID */
+  extractAll?(images: ImageBatch): Promise<FeatureOutputs>;
 }
 
 export function checkImageBatch(images: ImageBatch, what: string): void {
