@@ -474,7 +474,38 @@ void pool2d_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int H, int W, 
     fail("pool2d_forward", "unknown pool mode " + std::to_string(static_cast<int>(mode)));
   const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
   const int64_t planes = static_cast<int64_t>(N) * C;
-  parallel_for(pool, planes, std::max<int64_t>(1, 16384 / (static_cast<int64_t>(H) * W)), [&](int64_t p0, int64_t p1, int) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / (static_cast<int64_t>(H) * W));
+  if (mode == PoolMode::AvgExcludePad && k == 3 && stride == 1 && pad == 1) {
+    // The FID blocks' pool (every Mixed_5/6/7b block runs one over its whole input):
+    // separable, a vertical 3-row sum per output row (contiguous, vectorised), then the
+    // horizontal 3-tap sum, divided by the in-bounds count rows x columns.
+    parallel_for(pool, planes, grain, [&](int64_t p0, int64_t p1, int) {
+      std::vector<T> col(static_cast<size_t>(W) + 2);
+      for (int64_t p = p0; p < p1; ++p) {
+        const T* xp = x + p * H * W;
+        T* yp = y + p * H * W;
+        for (int oy = 0; oy < H; ++oy) {
+          const int y0 = std::max(0, oy - 1), y1 = std::min(H, oy + 2);
+          T* c = col.data() + 1;  // c[-1] and c[W] are the zero padding
+          c[-1] = c[W] = T(0);
+          const T* r = xp + static_cast<size_t>(y0) * W;
+          for (int i = 0; i < W; ++i) c[i] = r[i];
+          for (int iy = y0 + 1; iy < y1; ++iy) {
+            r = xp + static_cast<size_t>(iy) * W;
+            for (int i = 0; i < W; ++i) c[i] += r[i];
+          }
+          const T inv_rows = T(1) / T(y1 - y0);
+          T* yr = yp + static_cast<size_t>(oy) * W;
+          for (int i = 0; i < W; ++i) {
+            const int cols = 1 + (i > 0) + (i + 1 < W);
+            yr[i] = (c[i - 1] + c[i] + c[i + 1]) * inv_rows / T(cols);
+          }
+        }
+      }
+    });
+    return;
+  }
+  parallel_for(pool, planes, grain, [&](int64_t p0, int64_t p1, int) {
     for (int64_t p = p0; p < p1; ++p) {
       const T* xp = x + p * H * W;
       T* yp = y + p * Ho * Wo;
