@@ -106,7 +106,7 @@ test('the state dict names are pytorch-fid\'s, and outputs follow torch.cat and 
     assert.ok(relErr(out.logits!.subarray(1008), logits) < 1e-5, 'logits');
     const f = await space.extract({ data, N, H, W, C });
     assert.deepEqual([...f], [...out.features]);
-    // grey and RGBA images: one channel replicated, alpha ignored; no images, no outputs
+    // no images, no outputs (grey and RGBA inputs are checked against PyTorch below)
     const empty = await net.run({ data: new Uint8Array(0), N: 0, H: 5, W: 5, C: 3 });
     assert.equal(empty.pool3.length, 0);
   } finally {

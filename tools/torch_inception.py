@@ -139,6 +139,14 @@ def seeded_net(seed):
         small = F.interpolate(torch.rand(2, 3, 32, 32), size=(299, 299), mode="bilinear", align_corners=False)
         calib = torch.cat([small, torch.rand(2, 3, 299, 299)])
         forward(net, calib)
+        # A floor under the variances: a channel (nearly) constant on the calibration batch
+        # would divide by ~0 and amplify every float32 rounding before it by orders of
+        # magnitude (without it, PyTorch's own float32 and float64 pool3 differ by 5e-5, so
+        # a comparison at 1e-4 would pass or fail by luck; with it, by 7e-7, while the
+        # outputs of different images still differ by half their range).
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var += 0.3 * m.running_var.mean()
         net.eval()
     return net
 
@@ -174,8 +182,7 @@ def to_float(images):
 
 def expected(net, inputs):
     """The outputs computed in float64 (then stored as float32): the reference is the
-    network's exact value, not one float32 rounding of it (torch's own float32 result is
-    up to 5e-5 away from it on these random weights)."""
+    network's exact value, not one float32 rounding of it."""
     out = {}
     net = net.double()
     with torch.no_grad():
