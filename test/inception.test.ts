@@ -12,10 +12,10 @@
 // PyTorch outputs (expected.npz) within 1e-4 relative (max |diff| / max |ref|).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 
 import { useAddon } from './helpers-e2e.js';
 
@@ -28,7 +28,16 @@ const { convertPt } = await import('../src/convert/index.js');
 
 const FIX = path.resolve('test/fixtures/inception');
 const NAMES = JSON.parse(readFileSync(path.join(FIX, 'state_dict.json'), 'utf8')) as [string, number[]][];
-const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'inception-test-'));
+// each weight file is ~95 MB: every scratch folder goes when the file's tests end
+const scratch: string[] = [];
+const tmp = (): string => {
+  const d = mkdtempSync(path.join(tmpdir(), 'inception-test-'));
+  scratch.push(d);
+  return d;
+};
+after(() => {
+  for (const d of scratch) rmSync(d, { recursive: true, force: true });
+});
 
 /** A python3 that imports torch and torchvision, or null. */
 const TORCH_PY = (() => {
