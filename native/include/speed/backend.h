@@ -116,6 +116,9 @@ struct Conv2dShape {
   }
 };
 
+// Pooling window of pool2d_forward.
+enum class PoolMode : int { Max = 0, AvgExcludePad = 1 };
+
 template <typename T>
 class Backend {
  public:
@@ -265,6 +268,38 @@ class Backend {
   // logvar = [C, 2C)): z [N, C, HW] (=) = mean + exp(0.5 clamp(logvar, -30, 20)) eps,
   // or z = mean when eps is null.
   virtual void gaussian_sample(const T* moments, const T* eps, T* z, int N, int C, int HW) = 0;
+
+  // ==== Inception-v3 ops (forward only; native/src/core/inception.cpp) ====
+  // All NCHW, contiguous. The base versions throw: a backend without its own (CUDA for
+  // now) says so by name instead of failing to compile or running something else.
+  //
+  // y [N, C, Ho, Wo] (=), Ho = (H + 2 pad - k) / stride + 1 (floor, as torch's
+  // ceil_mode=False), pad < k on every side. Max ignores the padded positions (torch pads
+  // max pools with -inf); AvgExcludePad divides by the in-bounds count only
+  // (avg_pool2d's count_include_pad=False).
+  virtual void pool2d_forward(const T* x, T* y, int N, int C, int H, int W, int k, int stride, int pad,
+                              PoolMode mode) {
+    unsupported("pool2d_forward");
+  }
+  // y [N, C] (=): the mean of each plane of x [N, C, HW] (adaptive_avg_pool2d to 1x1)
+  virtual void global_avg_pool(const T* x, T* y, int N, int C, int HW) { unsupported("global_avg_pool"); }
+  // y [N, C, Ho, Wo] (=): bilinear resize as F.interpolate(mode='bilinear', align_corners=False,
+  // antialias=False): source coordinate (o + 0.5) * in / out - 0.5, clamped below at 0.
+  virtual void resize_bilinear(const T* x, T* y, int N, int C, int H, int W, int Ho, int Wo) {
+    unsupported("resize_bilinear");
+  }
+  // y[n, c_off + c, :] (=) = x[n, c, :] (max(x, 0) when relu) for c < C, y [N, Ctot, HW]:
+  // writes one branch into its channel slot of a concatenation (torch.cat(dim=1)).
+  // Ctot == C, c_off == 0 and y == x is an in-place ReLU.
+  virtual void channel_copy(const T* x, T* y, int N, int C, int HW, int Ctot, int c_off, bool relu) {
+    unsupported("channel_copy");
+  }
+
+ protected:
+  [[noreturn]] void unsupported(const char* op) const {
+    throw Error(name() + " backend: " + op + " (an Inception-v3 op) is not available on " +
+                (name() == "cuda" ? std::string("CUDA") : name()) + " yet; use device 'cpu'");
+  }
 };
 
 }  // namespace speed

@@ -172,6 +172,23 @@ class Profiler final : public ProfilingBackend<T> {
     timed("gaussian_sample", "", 0, [&] { in_->gaussian_sample(moments, eps, z, N, C, HW); });
   }
 
+  // ---- Inception-v3 ops ----------------------------------------------------------------
+  void pool2d_forward(const T* x, T* y, int N, int C, int H, int W, int k, int stride, int pad,
+                      PoolMode mode) override {
+    timed(mode == PoolMode::Max ? "pool2d_forward max" : "pool2d_forward avg", "", 0,
+          [&] { in_->pool2d_forward(x, y, N, C, H, W, k, stride, pad, mode); });
+  }
+  void global_avg_pool(const T* x, T* y, int N, int C, int HW) override {
+    timed("global_avg_pool", "", 0, [&] { in_->global_avg_pool(x, y, N, C, HW); });
+  }
+  void resize_bilinear(const T* x, T* y, int N, int C, int H, int W, int Ho, int Wo) override {
+    timed("resize_bilinear", "", 0, [&] { in_->resize_bilinear(x, y, N, C, H, W, Ho, Wo); });
+  }
+  void channel_copy(const T* x, T* y, int N, int C, int HW, int Ctot, int c_off, bool relu) override {
+    timed(relu ? "channel_copy+relu" : "channel_copy", "", 0,
+          [&] { in_->channel_copy(x, y, N, C, HW, Ctot, c_off, relu); });
+  }
+
  private:
   template <typename F>
   void timed(const char* op, std::string shape, double flops, F&& f) {

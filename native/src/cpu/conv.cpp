@@ -459,6 +459,157 @@ void gaussian_sample_cpu(ThreadPool& pool, const T* moments, const T* eps, T* z,
   });
 }
 
+// ---- Inception-v3 ops ----------------------------------------------------------------------
+
+template <typename T>
+void pool2d_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int H, int W, int k, int stride, int pad,
+                PoolMode mode) {
+  if (N < 0 || C < 1 || H < 1 || W < 1 || k < 1 || stride < 1 || pad < 0 || pad >= k || H + 2 * pad < k ||
+      W + 2 * pad < k)
+    fail("pool2d_forward", "expected N >= 0, C, H, W, k, stride >= 1, 0 <= pad < k and the padded input at least "
+                           "k x k; got N=" + std::to_string(N) + " C=" + std::to_string(C) + " H=" + std::to_string(H) +
+                           " W=" + std::to_string(W) + " k=" + std::to_string(k) + " stride=" + std::to_string(stride) +
+                           " pad=" + std::to_string(pad));
+  if (mode != PoolMode::Max && mode != PoolMode::AvgExcludePad)
+    fail("pool2d_forward", "unknown pool mode " + std::to_string(static_cast<int>(mode)));
+  const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  const int64_t planes = static_cast<int64_t>(N) * C;
+  const int64_t grain = std::max<int64_t>(1, 16384 / (static_cast<int64_t>(H) * W));
+  if (mode == PoolMode::AvgExcludePad && k == 3 && stride == 1 && pad == 1) {
+    // The FID blocks' pool (every Mixed_5/6/7b block runs one over its whole input):
+    // separable, a vertical 3-row sum per output row (contiguous, vectorised), then the
+    // horizontal 3-tap sum, divided by the in-bounds count rows x columns.
+    parallel_for(pool, planes, grain, [&](int64_t p0, int64_t p1, int) {
+      std::vector<T> col(static_cast<size_t>(W) + 2);
+      for (int64_t p = p0; p < p1; ++p) {
+        const T* xp = x + p * H * W;
+        T* yp = y + p * H * W;
+        for (int oy = 0; oy < H; ++oy) {
+          const int y0 = std::max(0, oy - 1), y1 = std::min(H, oy + 2);
+          T* c = col.data() + 1;  // c[-1] and c[W] are the zero padding
+          c[-1] = c[W] = T(0);
+          const T* r = xp + static_cast<size_t>(y0) * W;
+          for (int i = 0; i < W; ++i) c[i] = r[i];
+          for (int iy = y0 + 1; iy < y1; ++iy) {
+            r = xp + static_cast<size_t>(iy) * W;
+            for (int i = 0; i < W; ++i) c[i] += r[i];
+          }
+          const T inv_rows = T(1) / T(y1 - y0);
+          T* yr = yp + static_cast<size_t>(oy) * W;
+          for (int i = 0; i < W; ++i) {
+            const int cols = 1 + (i > 0) + (i + 1 < W);
+            yr[i] = (c[i - 1] + c[i] + c[i + 1]) * inv_rows / T(cols);
+          }
+        }
+      }
+    });
+    return;
+  }
+  parallel_for(pool, planes, grain, [&](int64_t p0, int64_t p1, int) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const T* xp = x + p * H * W;
+      T* yp = y + p * Ho * Wo;
+      for (int oy = 0; oy < Ho; ++oy) {
+        const int y0 = std::max(0, oy * stride - pad), y1 = std::min(H, oy * stride - pad + k);
+        for (int ox = 0; ox < Wo; ++ox) {
+          const int x0 = std::max(0, ox * stride - pad), x1 = std::min(W, ox * stride - pad + k);
+          if (mode == PoolMode::Max) {
+            T m = xp[static_cast<size_t>(y0) * W + x0];
+            for (int iy = y0; iy < y1; ++iy)
+              for (int ix = x0; ix < x1; ++ix) m = std::max(m, xp[static_cast<size_t>(iy) * W + ix]);
+            yp[static_cast<size_t>(oy) * Wo + ox] = m;
+          } else {
+            T s = T(0);
+            for (int iy = y0; iy < y1; ++iy)
+              for (int ix = x0; ix < x1; ++ix) s += xp[static_cast<size_t>(iy) * W + ix];
+            yp[static_cast<size_t>(oy) * Wo + ox] = s / T((y1 - y0) * (x1 - x0));
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void global_avg_pool_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int HW) {
+  if (N < 0 || C < 1 || HW < 1)
+    fail("global_avg_pool", "expected N >= 0 and C, HW >= 1, got N=" + std::to_string(N) + " C=" + std::to_string(C) +
+                                " HW=" + std::to_string(HW));
+  parallel_for(pool, static_cast<int64_t>(N) * C, std::max<int64_t>(1, 16384 / HW), [&](int64_t p0, int64_t p1, int) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const T* xp = x + p * HW;
+      double s = 0;  // float64 sum: the mean of 64 values (Inception's 8x8) loses nothing
+      for (int i = 0; i < HW; ++i) s += static_cast<double>(xp[i]);
+      y[p] = T(s / HW);
+    }
+  });
+}
+
+template <typename T>
+void resize_bilinear_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int H, int W, int Ho, int Wo) {
+  if (N < 0 || C < 1 || H < 1 || W < 1 || Ho < 1 || Wo < 1)
+    fail("resize_bilinear", "expected N >= 0 and C, H, W, Ho, Wo >= 1, got N=" + std::to_string(N) + " C=" +
+                                std::to_string(C) + " " + std::to_string(H) + "x" + std::to_string(W) + " -> " +
+                                std::to_string(Ho) + "x" + std::to_string(Wo));
+  // Per output row / column: the two source indices and the weight of the second, in
+  // T's arithmetic as torch's CPU kernel computes them (float for float tensors).
+  struct Tap {
+    int i0, i1;
+    T l1;
+  };
+  auto taps = [](int in, int out) {
+    std::vector<Tap> t(out);
+    const T scale = static_cast<T>(in) / static_cast<T>(out);
+    for (int o = 0; o < out; ++o) {
+      T src = scale * (static_cast<T>(o) + T(0.5)) - T(0.5);
+      if (src < 0) src = 0;
+      const int i0 = std::min(static_cast<int>(src), in - 1);
+      const int i1 = std::min(i0 + 1, in - 1);
+      t[o] = {i0, i1, src - static_cast<T>(i0)};
+    }
+    return t;
+  };
+  const std::vector<Tap> ty = taps(H, Ho), tx = taps(W, Wo);
+  const int64_t planes = static_cast<int64_t>(N) * C;
+  parallel_for(pool, planes, 1, [&](int64_t p0, int64_t p1, int) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const T* xp = x + p * H * W;
+      T* yp = y + p * Ho * Wo;
+      for (int oy = 0; oy < Ho; ++oy) {
+        const T* r0 = xp + static_cast<size_t>(ty[oy].i0) * W;
+        const T* r1 = xp + static_cast<size_t>(ty[oy].i1) * W;
+        const T b1 = ty[oy].l1, b0 = T(1) - b1;
+        T* yr = yp + static_cast<size_t>(oy) * Wo;
+        for (int ox = 0; ox < Wo; ++ox) {
+          const Tap& t = tx[ox];
+          const T a1 = t.l1, a0 = T(1) - a1;
+          yr[ox] = b0 * (a0 * r0[t.i0] + a1 * r0[t.i1]) + b1 * (a0 * r1[t.i0] + a1 * r1[t.i1]);
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void channel_copy_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int HW, int Ctot, int c_off, bool relu) {
+  if (N < 0 || C < 1 || HW < 1 || c_off < 0 || Ctot < c_off + C)
+    fail("channel_copy", "expected N >= 0, C, HW >= 1 and 0 <= c_off, c_off + C <= Ctot; got N=" + std::to_string(N) +
+                             " C=" + std::to_string(C) + " HW=" + std::to_string(HW) + " Ctot=" + std::to_string(Ctot) +
+                             " c_off=" + std::to_string(c_off));
+  const int64_t planes = static_cast<int64_t>(N) * C;
+  parallel_for(pool, planes, std::max<int64_t>(1, 16384 / HW), [&](int64_t p0, int64_t p1, int) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n = p / C, c = p % C;
+      const T* src = x + p * HW;
+      T* dst = y + (n * Ctot + c_off + c) * HW;
+      if (relu)
+        for (int i = 0; i < HW; ++i) dst[i] = src[i] > T(0) ? src[i] : T(0);
+      else if (dst != src)
+        std::memcpy(dst, src, sizeof(T) * HW);
+    }
+  });
+}
+
 #define SPEED_INST(T)                                                                                          \
   template void conv2d_cpu<T>(ThreadPool&, std::vector<std::vector<T>>&, std::vector<T>&, const T*, const T*,  \
                               const T*, T*, const Conv2dShape&, bool);                                         \
@@ -466,7 +617,11 @@ void gaussian_sample_cpu(ThreadPool& pool, const T* moments, const T* eps, T* z,
                                   bool);                                                                       \
   template void upsample_nearest2x_cpu<T>(ThreadPool&, const T*, T*, int, int, int, int);                     \
   template void transpose_batched_cpu<T>(ThreadPool&, const T*, T*, int, int, int);                           \
-  template void gaussian_sample_cpu<T>(ThreadPool&, const T*, const T*, T*, int, int, int);
+  template void gaussian_sample_cpu<T>(ThreadPool&, const T*, const T*, T*, int, int, int);                  \
+  template void pool2d_cpu<T>(ThreadPool&, const T*, T*, int, int, int, int, int, int, int, PoolMode);         \
+  template void global_avg_pool_cpu<T>(ThreadPool&, const T*, T*, int, int, int);                             \
+  template void resize_bilinear_cpu<T>(ThreadPool&, const T*, T*, int, int, int, int, int, int);              \
+  template void channel_copy_cpu<T>(ThreadPool&, const T*, T*, int, int, int, int, int, bool);
 SPEED_INST(float)
 SPEED_INST(double)
 #undef SPEED_INST

@@ -43,6 +43,18 @@ void transpose_batched_cpu(ThreadPool& pool, const T* x, T* y, int B, int R, int
 template <typename T>
 void gaussian_sample_cpu(ThreadPool& pool, const T* moments, const T* eps, T* z, int N, int C, int HW);
 
+// Inception-v3 ops (include/speed/backend.h, "Inception-v3 ops"). Each output value is
+// computed by one thread in a fixed order, so results do not depend on the thread count.
+template <typename T>
+void pool2d_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int H, int W, int k, int stride, int pad,
+                PoolMode mode);
+template <typename T>
+void global_avg_pool_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int HW);
+template <typename T>
+void resize_bilinear_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int H, int W, int Ho, int Wo);
+template <typename T>
+void channel_copy_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int HW, int Ctot, int c_off, bool relu);
+
 // Pixels per conv task for a layer with reduction length K = Ci*kh*kw: the
 // im2col tile [K, tile] stays near 2 MiB of float32 and tiles are 64..1024 wide.
 int conv_tile_pixels(int K);

@@ -955,6 +955,21 @@ class CpuBackend final : public Backend<T> {
     gaussian_sample_cpu<T>(pool_, moments, eps, z, N, C, HW);
   }
 
+  // ---- Inception-v3 ops (native/src/cpu/conv.cpp) ----------------------------------------
+  void pool2d_forward(const T* x, T* y, int N, int C, int H, int W, int k, int stride, int pad,
+                      PoolMode mode) override {
+    pool2d_cpu<T>(pool_, x, y, N, C, H, W, k, stride, pad, mode);
+  }
+  void global_avg_pool(const T* x, T* y, int N, int C, int HW) override {
+    global_avg_pool_cpu<T>(pool_, x, y, N, C, HW);
+  }
+  void resize_bilinear(const T* x, T* y, int N, int C, int H, int W, int Ho, int Wo) override {
+    resize_bilinear_cpu<T>(pool_, x, y, N, C, H, W, Ho, Wo);
+  }
+  void channel_copy(const T* x, T* y, int N, int C, int HW, int Ctot, int c_off, bool relu) override {
+    channel_copy_cpu<T>(pool_, x, y, N, C, HW, Ctot, c_off, relu);
+  }
+
  private:
   ThreadPool pool_;
   std::vector<std::vector<T>> scratch_;  // per-thread scratch (attention, conv tiles)

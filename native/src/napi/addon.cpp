@@ -12,6 +12,7 @@
 #include "convert.h"
 #include "dist.h"
 #include "guard.h"
+#include "inception.h"
 #include "model.h"
 #include "speed/cpu.h"
 #include "speed/cuda.h"
@@ -122,6 +123,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("runBench", Napi::Function::New<RunBench>(env, "runBench"));
   exports.Set("ViTModel", ViTModel::Init(env));  // the feature network (src/featnet)
   exports.Set("VAEModel", VAEModel::Init(env));  // SD's VAE (src/vae)
+  exports.Set("InceptionModel", InceptionModel::Init(env));  // pytorch-fid's Inception-v3 (src/eval/inception.ts)
   exports.Set("dist", dist_exports(env));        // data parallelism (src/dist)
   return exports;
 }
