@@ -1,6 +1,6 @@
 // Shared helpers of the test_dit_* programs: a tiny check framework, seeded
 // host random numbers, and an independent float64 IDDPM loss written from
-// reference/diffusion-math.md §2 (it shares no code with the kernels).
+// the IDDPM formulas (it shares no code with the kernels).
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -35,7 +35,7 @@ enum class PatchLayout : int { CPP = 0, PPC = 1 };
 
 // Per-timestep tables (length `steps` each), in backend memory, element type T.
 // Filled by the core from the float64 tables TypeScript computes
-// (reference/diffusion-math.md §1–2).
+// (the IDDPM schedule and posterior coefficients).
 template <typename T>
 struct DiffusionTablesView {
   int steps = 0;
@@ -68,7 +68,7 @@ struct OptimResult {
 };
 
 // Coefficients of one sampling step (all samples of a batch share t).
-// reference/diffusion-math.md §5.
+// IDDPM p_sample or DDIM (Song et al. 2021).
 struct SampleStepCoefs {
   enum Mode : int { DDPM = 0, DDIM = 1 };
   int mode = DDPM;

@@ -1,6 +1,6 @@
 // The DiT model (Peebles & Xie 2023, adaLN-Zero) written once against
 // speed::Backend<T>: forward, backward, the IDDPM loss, AdamW, EMA and one
-// sampling step. reference/diffusion-math.md §2 and §4; parameter names, shapes
+// sampling step (IDDPM, Nichol & Dhariwal 2021; adaLN-Zero as DiT); parameter names, shapes
 // and order are those of facebookresearch/DiT's models.py state_dict().
 //
 // All pointer arguments of the public methods are HOST memory; the model
