@@ -245,7 +245,7 @@ SPEED_UNROLL
     mma_k_rows_ldsm<HD, kKeys / 16>(o, s, Vs, lane);
     __syncthreads();  // stage jt&1 is refilled by the prefetch of iteration jt+1
   }
-  store_out_lse<HD>(o, m0, m1, l0, l1, out, lse, n, h, heads, L, q0 + warp * 16 + g, t);
+  store_out_lse<HD>(o, m0, m1, l0, l1, out, lse, n, h, heads, L, q0, warp, g, t);
 }
 
 // ---- tc2 backward, dQ: block = 64 query rows (4 warps), 64-key tiles (K, V) in two stages ----

@@ -177,17 +177,17 @@ SPEED_UNROLL
   }
 }
 
-// The forward's epilogue: rows i0 and i0 + 8 of out = o / l, and (lane t == 0) their log-sum-exp
-// in natural-log units; rows >= L are not written.
+// The forward's epilogue: rows i0 = q0 + warp * 16 + g and i0 + 8 of out = o / l, and (lane
+// t == 0) their log-sum-exp in natural-log units; rows >= L are not written.
 template <int HD>
 __device__ __forceinline__ void store_out_lse(const float (&o)[Dims<HD>::NT][4], float m0, float m1,
                                               float l0, float l1, float* __restrict__ out,
                                               float* __restrict__ lse, int n, int h, int heads, int L,
-                                              int i0, int t) {
+                                              int q0, int warp, int g, int t) {
   constexpr int NT = Dims<HD>::NT;
   l0 = quad_sum(l0);
   l1 = quad_sum(l1);
-  const int i1 = i0 + 8;
+  const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
   const float inv0 = 1.f / l0, inv1 = 1.f / l1;
 SPEED_UNROLL
   for (int nt = 0; nt < NT; ++nt) {
@@ -245,7 +245,7 @@ SPEED_UNROLL
     online_softmax_tile<HD>(s, o, m0, m1, l0, l1, j0, t, L, scale_log2);
     mma_k_rows<HD, kKeys / 16, VW>(o, s, Vt, g, t);
   }
-  store_out_lse<HD>(o, m0, m1, l0, l1, out, lse, n, h, heads, L, q0 + warp * 16 + g, t);
+  store_out_lse<HD>(o, m0, m1, l0, l1, out, lse, n, h, heads, L, q0, warp, g, t);
 }
 
 // ---- backward, dQ (and D) ------------------------------------------------------------------
