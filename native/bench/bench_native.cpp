@@ -1,11 +1,11 @@
-// bench_native: the native benchmark without Node (issue 2 "Speed").
+// bench_native: the native benchmark without Node (the numbers `speed-train bench` prints).
 //   bench_native [--device cpu|cuda] [--models DiT-S/2@32x4,DiT-Ti/4@32x3]
 //                [--batches 8,32] [--threads n] [--iters n] [--gemm n]
 //                [--cuda-math bf16|tf32|fp32] [--no-kernels] [--json] [--builtin-gemm]
 //                [--recompute] [--profile]
 // Prints an aligned table (rows as they are measured) or JSON lines whose keys
 // are those of src/native.ts BenchRow, plus "variant": the CUDA kernel switches
-// set in the environment (SPEED_CUDA_ATTENTION=tc2 -> "attention=tc2"), or "".
+// set in the environment (SPEED_CUDA_ATTN_WARPS=8 -> "attn_warps=8"), or "".
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -52,8 +52,8 @@ static std::string json_str(const std::string& s) {
 // that rows of A/B runs (gpu-check) say which kernels produced them; "" when none is.
 static std::string kernel_variant() {
   static const char* const kSwitches[][2] = {
-      {"SPEED_CUDA_ATTENTION", "attention"},     {"SPEED_CUDA_ATTN_WARPS", "attn_warps"},
-      {"SPEED_CUDA_NORM_ONEPASS", "norm_onepass"}, {"SPEED_CUDA_NORM_ROWS", "norm_rows"},
+      {"SPEED_CUDA_ATTENTION", "attention"},
+      {"SPEED_CUDA_ATTN_WARPS", "attn_warps"},
       {"SPEED_CUDA_NO_FUSED_EPILOGUE", "no_fused_epilogue"}};
   std::string v;
   for (const auto& s : kSwitches) {

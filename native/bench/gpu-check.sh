@@ -7,7 +7,8 @@
 # timeout is cut to the time that is left (minus a reserve for the summary). Steps in
 # order of value:
 #   (a) machine info  (b) build (-j16; only test_cuda_ops, test_cuda_train, test_cuda_curve,
-#       test_cuda_attn_bench, test_cuda_vae, bench_native)
+#       test_cuda_attn_bench, test_cuda_vae, bench_native, and the kernel-development programs
+#       dev_cuda_attention, dev_cuda_norm of native/dev/cuda)
 #   (c) CUDA tests (bf16 attention first: when it fails, the bench runs with
 #       SPEED_CUDA_ATTENTION=fp32 so that it still produces numbers from the safe path);
 #       the optimizer's non-finite-update check kernels on their own (ops-optimizer-skip); the
@@ -15,12 +16,13 @@
 #       then test_cuda_curve (200 DiT-S/2 steps b4, GPU fp32 vs CPU loss curve, <= 130 s,
 #       only with >= 150 s left; into tests.txt, its CURVE line in the summary)
 #   (d) test_cuda_attn_bench (attention at SDPA's shapes on both paths; LN and AdamW at
-#       DiT-XL/2 sizes), bench_native --device cuda: DiT-S/2 b32+b256 with per-kernel rows,
+#       DiT-XL/2 sizes), the candidate kernels in native/dev/cuda (tc2 attention, one-pass norms:
+#       checked against the CPU, then timed next to the product's kernels), bench_native --device cuda: DiT-S/2 b32+b256 with per-kernel rows,
 #       DiT-XL/2 b32; DiT-B/2 and DiT-XL/2 b256 (recomputed activations) only with time to
 #       spare (after the sanitizer)
 #   (e) PyTorch, reduced: DiT-XL/2 b32 eager + compile, SDPA attention, copy, GEMM
-#   (f) compute-sanitizer memcheck (+ racecheck) of the bf16 attention test, LN, and memcheck of
-#       the optimizer section, if >= 60 s left
+#   (f) compute-sanitizer memcheck (+ racecheck) of the bf16 attention test, LN, the candidate
+#       kernels' checks, and memcheck of the optimizer section, if >= 60 s left
 #   then the CLI on the GPU (train 200 steps, grid, inference through the addon) when node is there
 #   (g) the summary table, LAST (also written to summary.txt)
 # At most 8 files in $OUT (or ./gpu-check-out): machine.txt build.txt tests.txt
@@ -152,7 +154,7 @@ for what in ("optimizer_step", "ln_modulate_fwd", "ln_modulate_bwd", "ln_modulat
             ref = copy or own_copy
             pct = f" = {100 * r['gbps'] / ref:.0f}% of copy" if ref else ""
             where = r.get("size") or f"{str(r.get('model', '?')).split('@')[0]} b{r.get('batch', '?')}"
-            if r.get("impl"): where += f" {r['impl']}"  # default / onepass (SPEED_CUDA_NORM_ONEPASS)
+            if r.get("impl"): where += f" {r['impl']}"  # default / onepass* (dev_cuda_norm)
             print(f"{what:<20} {where:<16} {r['ms']:8.3f} ms {r['gbps']:7.0f} GB/s{pct} (target >= 80%)")
 # where the step goes (bench_native --profile): the largest ops of each profiled step
 groups = {}
@@ -165,7 +167,7 @@ for (model, b, v), rs in groups.items():
     print(f"profile {model} b{b} [{v}]: {tot['ms'] if tot else 0:.1f} ms summed over ops; " +
           "; ".join(f"{r['what'][5:]} x{r.get('calls', 0)} {r['ms']:.1f}ms {100*r['share']:.0f}%" +
                     (f" {r['gflops']/1e3:.0f}TF/s" if r.get("gflops") else "") for r in ops))
-for r in (r for r in nat if str(r.get("what", "")).startswith("vae ")):  # issue 11
+for r in (r for r in nat if str(r.get("what", "")).startswith("vae ")):  # the VAE rows
     print(f"VAE {r['model']} b{r['batch']} {r['what'][4:]}: {r.get('imagesPerSec', 0):.1f} images/s, "
           f"{r.get('gflops', 0)/1e3:.1f} TFLOP/s, {r.get('ratioToGemm', 0):.2f} x GEMM, {r.get('activationMB', 0):.0f} MiB")
 others = [r for r in nat if r.get("what") in ("linear_fwd qkv", "linear_bwd qkv", "linear_fwd fc1+gelu", "linear_bwd fc1+gelu", "forward")]
@@ -224,10 +226,10 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
   step configure 60 5 "$BLOG" cmake -S . -B "$BUILD" $GEN -DSPEED_CUDA=ON \
     -DSPEED_CUDA_ARCHITECTURES="$ARCH" -DCMAKE_BUILD_TYPE=Release
-  if ! step build 200 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae bench_native; then
+  if ! step build 200 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae bench_native dev_cuda_attention dev_cuda_norm; then
     # keep going with whatever did build (make: -k; ninja: -k 0)
     if [ -n "$GEN" ]; then K="-k 0"; else K="-k"; fi
-    step build-rest 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae bench_native -- $K
+    step build-rest 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae bench_native dev_cuda_attention dev_cuda_norm -- $K
   fi
   grep -E "error|FAILED" "$BLOG" | head -8
 fi
@@ -244,14 +246,6 @@ if [ -x "$OPS" ]; then
   fi
   # the optional 8-warp attention kernels (SPEED_CUDA_ATTN_WARPS=8; not the default path)
   step ops-bf16-attnw8 40 10 "$TLOG" "$OPS" bf16 attnw8
-  # the tc2 kernels (SPEED_CUDA_ATTENTION=tc2: one bf16 copy + cp.async; not the default path);
-  # when they fail, the bench leaves their rows out (a broken kernel could end the process)
-  step ops-bf16-attntc2 40 10 "$TLOG" "$OPS" bf16 attntc2
-  rc=$?
-  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
-    export SPEED_BENCH_NO_TC2=1
-    echo "tc2 attention FAILED or did not finish its test (rc $rc): no bf16_tc2 bench rows" | tee -a "$STATUS"
-  fi
   step ops-fp32 60 10 "$TLOG" "$OPS" fp32
   step ops-bf16 60 10 "$TLOG" "$OPS" bf16
   step ops-tf32 60 10 "$TLOG" "$OPS" tf32
@@ -259,7 +253,7 @@ if [ -x "$OPS" ]; then
 else
   echo "tests: $OPS not built" | tee -a "$STATUS"
 fi
-# the VAE (issue 11): its ops (conv2d im2col + cuBLASLt, group_norm, GEMM attention at head_dim 512)
+# the VAE: its ops (conv2d im2col + cuBLASLt, group_norm, GEMM attention at head_dim 512)
 # and SD's kl-f8 encode/decode against the CPU backend, then images/s at 256x256
 VAET="$BUILD/test_cuda_vae"
 if [ -x "$VAET" ]; then
@@ -272,23 +266,19 @@ else
 fi
 if [ -x "$TRAIN" ]; then
   step train-fp32 60 10 "$TLOG" "$TRAIN" fp32
-  # bf16 includes the weight cache's conversions per step (issue 16: each weight once)
+  # bf16 includes the weight cache's conversions per step (each weight once)
   step train-bf16 60 10 "$TLOG" "$TRAIN" bf16
 fi
-# issue 13 item 7: the optimizer's check kernels (skip an update that would store Inf/NaN,
+# the optimizer's check kernels (skip an update that would store Inf/NaN,
 # nothing written) on their own, named in the log (also inside the ops-* runs above)
 [ -x "$OPS" ] && step ops-optimizer-skip 20 5 "$TLOG" "$OPS" fp32 optimizer
-# The candidate kernels that are not the default yet (one-pass norms; tc2 attention unless its
-# op test failed), in whole train steps against the CPU, and below in the same benches as the
-# default so that one run says whether to switch: rows carry "variant" (bench_native).
-NEW_ENV="SPEED_CUDA_NORM_ONEPASS=1"
-[ "${SPEED_BENCH_NO_TC2:-0}" = 1 ] || NEW_ENV="$NEW_ENV SPEED_CUDA_ATTENTION=tc2"
-echo "candidate kernels: $NEW_ENV" >> "$STATUS"
-if [ -x "$TRAIN" ]; then
-  ( export $NEW_ENV; step train-fp32-candidate 40 10 "$TLOG" "$TRAIN" fp32 )
-  ( export $NEW_ENV; step train-bf16-candidate 40 10 "$TLOG" "$TRAIN" bf16 )
-fi
-# issue 7: 200 DiT-S/2 steps at batch 4, GPU (FP32) vs the CPU backend's loss curve (~45-60 s,
+# The candidate kernels of native/dev/cuda (tc2 attention, one-pass norms), not in the product
+# until a run says so: each program checks every version (the product's first) against the CPU;
+# check only here, into tests.txt (its timings follow in (d))
+DEVA="$BUILD/dev_cuda_attention"; DEVN="$BUILD/dev_cuda_norm"
+[ -x "$DEVA" ] && step dev-attention-check 60 10 "$TLOG" "$DEVA" 0 0 0
+[ -x "$DEVN" ] && step dev-norm-check 40 10 "$TLOG" "$DEVN" 0 0
+# 200 DiT-S/2 steps at batch 4, GPU (FP32) vs the CPU backend's loss curve (~45-60 s,
 # mostly the CPU side); only with >= 150 s left; --budget-s makes it judge the steps it managed
 # (verdict "(partial)") instead of being killed
 CURVE="$BUILD/test_cuda_curve"
@@ -308,15 +298,14 @@ NJ="$LOG/bench_native.jsonl"
 if [ -x "$BUILD/test_cuda_attn_bench" ]; then
   step_json attn-bench 40 10 "$NJ" "$BUILD/test_cuda_attn_bench" 10
 fi
+# the candidates next to the product's kernels (rows bf16_tc2*, onepass*); each program checks
+# again first and prints no timing when a check fails
+[ -x "$DEVA" ] && step_json dev-attention-bench 60 15 "$NJ" "$DEVA" 0 0 10
+[ -x "$DEVN" ] && step_json dev-norm-bench 40 10 "$NJ" "$DEVN" 0 10
 if [ -x "$BENCH" ]; then
   step_json bench-S2 45 15 "$NJ" "$BENCH" --device cuda --models DiT-S/2@32x4 --batches 32,256 --iters 5 --json
   step_json bench-XL2-b32 45 15 "$NJ" "$BENCH" --device cuda --models DiT-XL/2@32x4 --batches 32 --iters 3 \
     --no-kernels --profile --gemm 2048 --json
-  ( export $NEW_ENV
-    step_json bench-XL2-b32-candidate 45 15 "$NJ" "$BENCH" --device cuda --models DiT-XL/2@32x4 --batches 32 \
-      --iters 3 --no-kernels --profile --gemm 1024 --json
-    step_json bench-S2-candidate 30 10 "$NJ" "$BENCH" --device cuda --models DiT-S/2@32x4 --batches 32,256 \
-      --iters 5 --no-kernels --gemm 1024 --json )
   # cuBLASLt's GELU_AUX_BIAS epilogue ran fc1 at 93-110 TFLOP/s against 176-267 for the plain qkv
   # product: the profile rows of this run (GEMM + bias epilogue, then our GELU) say whether to drop it
   SPEED_CUDA_NO_FUSED_EPILOGUE=1 step_json bench-XL2-b32-unfused 30 10 "$NJ" "$BENCH" --device cuda \
@@ -341,11 +330,12 @@ fi
 if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
   step memcheck-bf16-attention 60 40 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attention
   step racecheck-bf16-attention 60 40 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attention
-  step memcheck-bf16-attntc2 40 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" bf16 attntc2q
-  step racecheck-bf16-attntc2 60 30 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" bf16 attntc2q
+  [ -x "$DEVA" ] && step memcheck-dev-attention-tc2 40 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$DEVA" 2 0 0 quick
+  [ -x "$DEVA" ] && step racecheck-dev-attention-tc2 60 30 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$DEVA" 2 0 0 quick
   step memcheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 ln
-  # the one-pass LN backward's double-buffered shared table (SPEED_CUDA_NORM_ONEPASS paths)
   step racecheck-fp32-ln 30 20 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$OPS" fp32 ln
+  # the one-pass LN backward's double-buffered shared table
+  [ -x "$DEVN" ] && step racecheck-dev-norm-onepass 40 20 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$DEVN" 3 0
   # the optimizer's check kernels (__syncthreads_or, the skip flag written by other blocks)
   step memcheck-fp32-optimizer 20 10 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$OPS" fp32 optimizer
   # the VAE's kernels (im2col + GEMM conv, GroupNorm's block reduction, upsample, the GEMM
@@ -371,7 +361,7 @@ if [ -x "$BENCH" ] && [ $(( $(left) - RESERVE )) -ge 40 ]; then
     --no-kernels --gemm 1024 --recompute --json
 fi
 
-# ---- data parallelism (issue 12): NCCL collective on this GPU, world size 1 -------------------
+# ---- data parallelism: NCCL collective on this GPU, world size 1 -------------------
 # (2+ GPUs: mpirun -np <gpus> --allow-run-as-root "$BUILD/test_cuda_nccl"; training:
 #  mpirun -np <gpus> npx speed-train -c CONFIG device=cuda, see docs/distributed.md)
 if [ "${SKIP_BUILD:-0}" != 1 ]; then

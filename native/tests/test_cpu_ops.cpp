@@ -389,7 +389,7 @@ void test_embeddings(Rng& rng) {
   expect(threw, "embedding_backward rejects an index outside [0, rows)");
 }
 
-// ---- diffusion tables (linear schedule, reference §1) --------------------------------
+// ---- diffusion tables (linear schedule, IDDPM) --------------------------------
 struct Tables {
   int T;
   V sqrt_abar, sqrt_1m_abar, sqrt_recip_abar, sqrt_recipm1_abar, coef1, coef2, log_beta, post_log_var;
@@ -442,7 +442,7 @@ void test_q_sample(Rng& rng, const Tables& tb) {
   expect(rel_err(xt, ref) < 1e-15, "q_sample");
 }
 
-// Naive IDDPM loss of one sample, straight from reference §2.
+// Naive IDDPM loss of one sample, straight from the formulas (L_simple + vb_scale L_vb).
 double cdf_ref(double x) { return 0.5 * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
 void naive_loss(const V& out, const V& x0, const V& xt, const V& eps, const int32_t* t, const V& w,
                 const Tables& tb, double vb_scale, bool ls, int N, int C, int HW, V& loss, V& mse, V& vb) {
@@ -540,7 +540,7 @@ void test_iddpm_loss(Rng& rng, const Tables& tb) {
   }
 }
 
-// ---- sampling step (reference §5) ----------------------------------------------------
+// ---- sampling step (IDDPM p_sample / DDIM) ----------------------------------------------------
 void test_sample_step(Rng& rng, const Tables& tb) {
   const int N = 2, C = 3, HW = 5, per = C * HW;
   for (int mode : {0, 1})

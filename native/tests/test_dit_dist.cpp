@@ -1,4 +1,4 @@
-// The DiT data-parallel hook (issue 12) without MPI: two "ranks" are two
+// The DiT data-parallel hook without MPI: two "ranks" are two
 // threads of this process joined by an in-process speed::Collective (sum in
 // rank order), so the core's gradient buckets, the NaN poisoning, the loss
 // gather and broadcast_state are tested in every build. test/dist.test.ts does

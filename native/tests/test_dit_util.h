@@ -1,6 +1,6 @@
 // Shared helpers of the test_dit_* programs: a tiny check framework, seeded
 // host random numbers, and an independent float64 IDDPM loss written from
-// reference/diffusion-math.md §2 (it shares no code with the kernels).
+// the IDDPM formulas (it shares no code with the kernels).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -87,7 +87,7 @@ inline double approx_std_normal_cdf(double x) {
   return 0.5 * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
 }
 
-// Per-sample IDDPM hybrid loss (reference §2). out [N, Cout, HW]; eps_hat for
+// Per-sample IDDPM hybrid loss (L_simple + vb_scale L_vb). out [N, Cout, HW]; eps_hat for
 // the vb term is read from `frozen` (the stop-gradient), everything else from
 // `out`. Returns loss; mse/vb per sample through the pointers.
 inline std::vector<double> iddpm_loss_ref(const speed::DiffusionTables& tb, const std::vector<double>& out,

@@ -114,7 +114,7 @@ void skips(const char* tname) {
            t + " " + what + ": skipped as a non-finite update, params/moments/EMA bitwise untouched",
            "skipped " + std::to_string(r.skipped) + " update_nonfinite " + std::to_string(r.update_nonfinite));
   };
-  {  // lr = the largest finite value: every parameter would become +-Inf or NaN (issue 13, lr=1e38)
+  {  // lr = the largest finite value: every parameter would become +-Inf or NaN (lr=1e38)
     speed::OptimHyper h = hp;
     h.lr = double(std::numeric_limits<T>::max());
     untouched_after("lr = max finite", h, g, m);

@@ -1,4 +1,4 @@
-// Philox-4x32-10 against the Random123 known-answer vectors (reference §6), and
+// Philox-4x32-10 against the Random123 known-answer vectors (Salmon et al. 2011, kat_vectors), and
 // the CPU backend's normal stream: element i is normal (i % 4) of block
 // offset + i/4, identical for any thread count, split draws continue one stream,
 // and sample moments are those of N(0, 1).

@@ -35,7 +35,7 @@ enum class PatchLayout : int { CPP = 0, PPC = 1 };
 
 // Per-timestep tables (length `steps` each), in backend memory, element type T.
 // Filled by the core from the float64 tables TypeScript computes
-// (reference/diffusion-math.md §1–2).
+// (the IDDPM schedule and posterior coefficients).
 template <typename T>
 struct DiffusionTablesView {
   int steps = 0;
@@ -68,7 +68,7 @@ struct OptimResult {
 };
 
 // Coefficients of one sampling step (all samples of a batch share t).
-// reference/diffusion-math.md §5.
+// IDDPM p_sample or DDIM (Song et al. 2021).
 struct SampleStepCoefs {
   enum Mode : int { DDPM = 0, DDIM = 1 };
   int mode = DDPM;
@@ -220,7 +220,7 @@ class Backend {
   virtual void q_sample(const T* x0, const T* eps, const int32_t* t,
                         const DiffusionTablesView<T>& tab, T* xt, int N,
                         size_t per_sample) = 0;
-  // IDDPM hybrid loss (reference §2). model_out [N, Cout, HW] with Cout = 2C when
+  // IDDPM hybrid loss (Nichol & Dhariwal 2021). model_out [N, Cout, HW] with Cout = 2C when
   // learn_sigma (eps_hat, then v), else C (then vb = 0). weight[N] multiplies mse.
   // Outputs per sample loss = mse + vb_scale * vb, mse, vb [N] (=), and
   // dout [N, Cout, HW] (=) = d(mean_n loss_n)/d(model_out), with the stop-gradient
@@ -245,7 +245,7 @@ class Backend {
   // ---- sampling ---------------------------------------------------------------
   // One fused reverse step on x [N, C, HW] (in place) from model_out
   // ([N or 2N, Cout, HW]; 2N when coefs.cfg) and noise [N, C, HW] (used when
-  // coefs.add_noise). reference §5.
+  // coefs.add_noise): IDDPM p_sample, or DDIM with coefs.eps_coef.
   virtual void sample_step(const T* model_out, T* x, const T* noise, int N, int C,
                            int HW, bool learn_sigma, const SampleStepCoefs& coefs) = 0;
 

@@ -1,5 +1,7 @@
-// The native benchmark (issue 2 "Speed"): large-GEMM rate, DiT forward pass,
-// full train step and each kernel alone at a model's shapes, on one backend.
+// The native benchmark: large-GEMM rate, DiT forward pass, full train step and
+// each kernel alone at a model's shapes, on one backend. The GEMM reference row
+// is named after the GEMM that ran it: "gemm 2048^3 builtin (avx512)" (or avx2,
+// portable, "blas (libopenblas.so)") on the CPU, "gemm 2048^3 cuBLASLt (bf16)".
 // Used by native/bench/bench_native.cpp and by the N-API runBench().
 //
 // FLOPs are counted analytically (multiply-add = 2):
@@ -71,7 +73,7 @@ int parse_vae_bench_model(const std::string& spec, VAEConfig* cfg = nullptr);
 std::vector<BenchRow> run_bench(const BenchOptions& opts,
                                 const std::function<void(const BenchRow&)>& on_row = nullptr);
 
-// IDDPM tables of the linear schedule (reference §1) for `steps` > 20 time steps;
+// IDDPM tables of the linear schedule for `steps` > 20 time steps;
 // for the native bench, dump_case and native tests (TypeScript computes the
 // tables used for training).
 DiffusionTables linear_diffusion_tables(int steps);

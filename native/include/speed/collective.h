@@ -1,4 +1,4 @@
-// Collectives for data-parallel training and sampling (issue 12), behind one
+// Collectives for data-parallel training and sampling, behind one
 // small interface so that the DiT core does not know which library moves the
 // bytes: MPI on host buffers (native/src/dist/mpi.cpp), NCCL on GPU buffers
 // (native/src/dist/nccl.cu, rendezvous over MPI). Nothing home-made on the wire.

@@ -1,6 +1,6 @@
 // The DiT model (Peebles & Xie 2023, adaLN-Zero) written once against
 // speed::Backend<T>: forward, backward, the IDDPM loss, AdamW, EMA and one
-// sampling step. reference/diffusion-math.md §2 and §4; parameter names, shapes
+// sampling step (IDDPM, Nichol & Dhariwal 2021; adaLN-Zero as DiT); parameter names, shapes
 // and order are those of facebookresearch/DiT's models.py state_dict().
 //
 // All pointer arguments of the public methods are HOST memory; the model
@@ -68,7 +68,7 @@ struct DiffusionTables {
 struct TrainHyper {
   OptimHyper optim;       // optim.step is ignored: the model counts its own steps
   double vb_scale = 1.0;  // "rescaled MSE": T/1000
-  // Data parallelism (issue 12): this call's N samples are samples
+  // Data parallelism: this call's N samples are samples
   // [shard_offset, shard_offset + N) of a global batch of global_batch
   // (0 = N) samples. Sample i of the global batch draws its noise from Philox
   // blocks [o + i*b, o + (i+1)*b), b = ceil(C*H*W / 4), o = the stream's
@@ -132,7 +132,7 @@ class DiT {
   int64_t step() const;
   void set_step(int64_t step);
 
-  // Data parallelism (issue 12). With a collective of size W > 1, train_step
+  // Data parallelism. With a collective of size W > 1, train_step
   // averages the gradient over the ranks (one all-reduce of the flat buffer)
   // between backward and the optimizer step, so the grad norm, clipping and
   // the non-finite skip are global: a rank whose loss is not finite poisons

@@ -1,6 +1,6 @@
 // Philox-4x32-10 (Salmon et al., Random123) and the normal noise stream built on
 // it. Shared verbatim by the CPU and CUDA backends so both draw the same numbers
-// for the same (seed, offset): reference/diffusion-math.md §6.
+// for the same (seed, offset).
 //
 // Stream definition (the contract every backend follows):
 //   key     = { lo32(seed), hi32(seed) }

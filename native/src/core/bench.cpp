@@ -189,7 +189,16 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
     double ms = median_ms(be, o.iters, [&] { be.linear_forward(a, w, nullptr, y, nullptr, G, G, G, Act::None); });
     double flops = 2.0 * G * G * G;
     gemm_rate = flops / (ms * 1e-3) * 1e-9;
-    emit("-", 0, "gemm " + std::to_string(G) + "^3", ms, 0, flops, 0);
+    // The row names the GEMM that produced it: on the CPU the choice is made at run time (the
+    // built-in AVX-512 / AVX2 / portable micro-kernel or BLAS: cpu_gemm_name), and every
+    // x GEMM ratio of the run is relative to it.
+    const std::string impl = dev == "cpu" ? std::string(cpu_gemm_name())
+                                          : std::string("cuBLASLt (") +
+                                                (o.cuda_math == CudaMath::BF16   ? "bf16"
+                                                 : o.cuda_math == CudaMath::TF32 ? "tf32"
+                                                                                 : "fp32") +
+                                                ")";
+    emit("-", 0, "gemm " + std::to_string(G) + "^3 " + impl, ms, 0, flops, 0);
   }
 
   const double F = sizeof(float);

@@ -132,7 +132,7 @@ constexpr double kLnEps = 1e-6;
 
 DiTLayout make_layout(const DiTConfig& cfg);
 
-// pos_embed [L, D] in float64: reference §4 (first D/2 channels: column index).
+// pos_embed [L, D] in float64, as DiT's get_2d_sincos_pos_embed (first D/2 channels: column index).
 std::vector<double> pos_embed_2d(int hidden, int grid);
 
 // Uploads pos_embed_2d(hidden, grid), cast to T, to the backend buffer dst.

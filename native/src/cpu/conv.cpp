@@ -30,9 +30,9 @@ int conv_tile_pixels(int K) {
 namespace {
 std::atomic<bool> g_force_im2col{false};
 // The weight transform (16 Co Ci values, written every call) pays off only over enough
-// pixels of ONE image (a per-image bound, so the choice never depends on the chunk size):
-// measured on SD's shapes with the row-wise transforms, 512 channels at 32x32 take 23.5
-// ms as Winograd against 40.6 as im2col (bench_vae_ops, one thread, CPU time).
+// pixels of ONE image (a per-image bound, so the choice never depends on the chunk size);
+// at SD's 512 channels, 32x32 is already well past the break-even (bench_vae_ops times
+// both; native/bench/NOTES.md "CPU GEMM and convolution").
 constexpr int64_t kWinogradMinPixels = 1024;
 }  // namespace
 

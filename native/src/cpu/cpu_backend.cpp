@@ -741,7 +741,7 @@ class CpuBackend final : public Backend<T> {
     });
   }
 
-  // reference/diffusion-math.md §2, per sample, in double.
+  // IDDPM hybrid loss (Nichol & Dhariwal 2021: L_simple + vb_scale L_vb), per sample, in double.
   void iddpm_loss(const T* model_out, const T* x0, const T* xt, const T* eps, const int32_t* t,
                   const T* weight, const DiffusionTablesView<T>& tab, double vb_scale,
                   bool learn_sigma, T* loss, T* mse, T* vb, T* dout, int N, int C,

@@ -10,10 +10,9 @@
 // build time: the AVX-512 and AVX2 micro-kernels are compiled with target
 // attributes whatever -march says, and the first call picks one with cpuid. Where
 // the CPU has AVX-512 the built-in kernel is the default even when BLAS is linked:
-// Debian's OpenBLAS 0.3.21 runs its AVX2 kernels on AMD Zen 4/5 (it predates them),
-// measured 115-118 GFLOP/s per core against the built-in 8x32 AVX-512 kernel's
-// 206-231 on an idle Zen 5 EPYC (SGEMM 128..1024 x 256..1024 x 512..4608, one thread, CPU
-// time; `bench_vae_ops` prints both). Elsewhere BLAS, when linked. SPEED_CPU_GEMM=builtin
+// Debian's OpenBLAS 0.3.21 runs its AVX2 kernels on AMD Zen 4/5 (it predates them), and
+// the built-in 8x32 AVX-512 kernel is faster per core there (`bench_vae_ops` prints both;
+// native/bench/NOTES.md "CPU GEMM and convolution" has the rates). Elsewhere BLAS, when linked. SPEED_CPU_GEMM=builtin
 // or =blas overrides the choice (bench, tests); both give results independent of
 // the thread count.
 #include "gemm.h"

@@ -252,21 +252,10 @@ static void bad_head_dim(int hd) {
               " is not supported by the CUDA attention kernel (supported: 16, 32, 64, 72; DiT presets use 64 and 72)");
 }
 
-size_t attention_workspace_bytes(int N, int L, int heads, int hd, bool bf16, bool backward) {
-  if (!bf16 || N <= 0 || L <= 0 || heads <= 0) return 0;
-  if (hd != 16 && hd != 32 && hd != 64 && hd != 72) return 0;
-  if (attention_tc_disabled_by_env() || !attention_tc2_selected()) return 0;
-  return attention_tc2_workspace_bytes(N, L, heads, hd, backward);
-}
-
 void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads, int hd,
-                       bool bf16, void* ws, cudaStream_t s) {
+                       bool bf16, cudaStream_t s) {
   if (N <= 0 || L <= 0 || heads <= 0) return;
   if (bf16 && attention_tc_supports(hd, qkv, out, qkv, qkv) && !attention_tc_disabled_by_env()) {
-    if (ws && attention_tc2_selected()) {
-      attention_tc2_forward(qkv, out, lse, ws, N, L, heads, hd, s);
-      return;
-    }
     attention_tc_forward(qkv, out, lse, N, L, heads, hd, s);
     return;
   }
@@ -284,13 +273,9 @@ void attention_forward(const float* qkv, float* out, float* lse, int N, int L, i
 
 void attention_backward(const float* qkv, const float* out, const float* dout, const float* lse,
                         float* dqkv, float* scratch, int N, int L, int heads, int hd,
-                        bool bf16, void* ws, cudaStream_t s) {
+                        bool bf16, cudaStream_t s) {
   if (N <= 0 || L <= 0 || heads <= 0) return;
   if (bf16 && attention_tc_supports(hd, qkv, out, dout, dqkv) && !attention_tc_disabled_by_env()) {
-    if (ws && attention_tc2_selected()) {
-      attention_tc2_backward(qkv, out, dout, lse, dqkv, ws, N, L, heads, hd, s);
-      return;
-    }
     attention_tc_backward(qkv, out, dout, lse, dqkv, scratch, N, L, heads, hd, s);
     return;
   }

@@ -38,71 +38,15 @@ namespace speed {
 namespace cuda {
 namespace {
 
-// ---- inline PTX (the kernels in attention_tc_kernels.cuh call only these wrappers; the
-// host test gives them host bodies that emulate the instructions per the PTX ISA) ----
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // bf16 mma needs sm_80+; the host never selects this path there
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();
-#else
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800)
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-template <int PENDING>
-__device__ __forceinline__ void cp_async_wait() {
-#if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800)
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
-#endif
-}
-// ldmatrix .x4: lanes 8i..8i+7 give the row addresses of matrix i (16 bytes each); r[i] is
-// matrix i's fragment: (row lane/4, cols 2(lane%4), +1), or with .trans (rows 2(lane%4), +1;
-// col lane/4).
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();
-#else
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-#endif
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();
-#else
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-#endif
-}
+#include "mma_ptx.cuh"
 
 #define SPEED_UNROLL _Pragma("unroll")
 #include "attention_tc_kernels.cuh"
 #undef SPEED_UNROLL
 
 // SPEED_CUDA_ATTN_WARPS=8: forward and dK/dV kernels with 8 warps (128 query / key rows
-// per block: half the tile loads per FLOP, lower occupancy); default 4. For A/B timing.
+// per block: half the tile loads per FLOP, lower occupancy); default 4. Both have run on a GPU
+// (native/bench/NOTES.md has their times); read at every call, so a test or bench can switch.
 int attn_warps() {
   const char* e = std::getenv("SPEED_CUDA_ATTN_WARPS");
   return e && std::strcmp(e, "8") == 0 ? 8 : 4;
@@ -141,80 +85,6 @@ void tc_bwd(const float* qkv, const float* out, const float* dout, const float* 
                                                         scale * kLog2e);
   }
   SPEED_CUDA_LAUNCH_CHECK("attention_backward dk,dv (bf16 tensor cores)");
-}
-
-constexpr int kPadRows = 128;  // Lp = L rounded up to this (>= every tile's rows, and a multiple of each)
-inline int tc2_lp(int L) { return (L + kPadRows - 1) / kPadRows * kPadRows; }
-
-// Workspace (bytes, 256-aligned parts): Q, K, V bf16 [N][heads][Lp][HDP] each; backward adds
-// dO bf16 (same shape), lse2 and D float [N][heads][Lp].
-struct Tc2Ws {
-  __nv_bfloat16 *q, *k, *v, *dO;
-  float *lse2, *D;
-};
-size_t tc2_ws_bytes(int N, int L, int heads, int hd, bool backward) {
-  const size_t hdp = (size_t)(hd + 15) / 16 * 16, nhl = (size_t)N * heads * tc2_lp(L);
-  const size_t e = nhl * hdp * 2;  // bytes of one bf16 matrix set (multiple of 256: Lp % 128 == 0)
-  return backward ? 4 * e + 2 * nhl * 4 : 3 * e;
-}
-Tc2Ws tc2_ws(void* ws, int N, int L, int heads, int hd) {
-  const size_t hdp = (size_t)(hd + 15) / 16 * 16, nhl = (size_t)N * heads * tc2_lp(L);
-  char* p = static_cast<char*>(ws);
-  Tc2Ws w;
-  w.q = reinterpret_cast<__nv_bfloat16*>(p);
-  w.k = w.q + nhl * hdp;
-  w.v = w.k + nhl * hdp;
-  w.dO = w.v + nhl * hdp;
-  w.lse2 = reinterpret_cast<float*>(w.dO + nhl * hdp);
-  w.D = w.lse2 + nhl;
-  return w;
-}
-
-template <int HD>
-void tc2_convert_qkv(const float* qkv, const Tc2Ws& w, int N, int L, int Lp, int heads, int which0,
-                     cudaStream_t st) {
-  constexpr int C8 = Dims<HD>::HDP / 8;
-  dim3 grid((Lp * C8 + 255) / 256, (3 - which0) * heads, N);
-  attn_tc2_qkv_bf16_k<HD><<<grid, 256, 0, st>>>(qkv, w.q, N, L, Lp, heads, which0);
-  SPEED_CUDA_LAUNCH_CHECK("attention tc2: qkv -> bf16");
-}
-
-template <int HD>
-void tc2_fwd(const float* qkv, float* out, float* lse, void* ws, int N, int L, int heads, cudaStream_t st) {
-  const int Lp = tc2_lp(L);
-  const Tc2Ws w = tc2_ws(ws, N, L, heads, HD);
-  tc2_convert_qkv<HD>(qkv, w, N, L, Lp, heads, 1, st);  // K, V (Q is read from float32)
-  const float scale_log2 = 1.0f / sqrtf((float)HD) * kLog2e;
-  if (attn_warps() == 8) {
-    dim3 grid((L + 127) / 128, heads, N);
-    attn_tc2_fwd_k<HD, 8><<<grid, 256, 0, st>>>(qkv, w.k, w.v, out, lse, L, Lp, heads, scale_log2);
-  } else {
-    dim3 grid((L + 63) / 64, heads, N);
-    attn_tc2_fwd_k<HD, 4><<<grid, 128, 0, st>>>(qkv, w.k, w.v, out, lse, L, Lp, heads, scale_log2);
-  }
-  SPEED_CUDA_LAUNCH_CHECK("attention_forward (bf16 tensor cores, tc2)");
-}
-
-template <int HD>
-void tc2_bwd(const float* qkv, const float* out, const float* dout, const float* lse, float* dqkv,
-             void* ws, int N, int L, int heads, cudaStream_t st) {
-  const int Lp = tc2_lp(L);
-  const Tc2Ws w = tc2_ws(ws, N, L, heads, HD);
-  tc2_convert_qkv<HD>(qkv, w, N, L, Lp, heads, 0, st);  // Q, K, V
-  attn_tc2_dout_prep_k<HD><<<dim3(Lp / 8, heads, N), 256, 0, st>>>(out, dout, lse, w.dO, w.lse2, w.D, L, Lp,
-                                                                   heads);
-  SPEED_CUDA_LAUNCH_CHECK("attention tc2: dO -> bf16, D, lse2");
-  const float scale = 1.0f / sqrtf((float)HD);
-  attn_tc2_bwd_dq_k<HD><<<dim3((L + kRows - 1) / kRows, heads, N), kThreads, 0, st>>>(
-      w.q, w.k, w.v, w.dO, w.lse2, w.D, dqkv, L, Lp, heads, scale, scale * kLog2e);
-  SPEED_CUDA_LAUNCH_CHECK("attention_backward dq (bf16 tensor cores, tc2)");
-  if (attn_warps() == 8)
-    attn_tc2_bwd_dkv_k<HD, 8><<<dim3((L + 127) / 128, heads, N), 256, 0, st>>>(
-        w.q, w.k, w.v, w.dO, w.lse2, w.D, dqkv, L, Lp, heads, scale, scale * kLog2e);
-  else
-    attn_tc2_bwd_dkv_k<HD, 4><<<dim3((L + 63) / 64, heads, N), 128, 0, st>>>(
-        w.q, w.k, w.v, w.dO, w.lse2, w.D, dqkv, L, Lp, heads, scale, scale * kLog2e);
-  SPEED_CUDA_LAUNCH_CHECK("attention_backward dk,dv (bf16 tensor cores, tc2)");
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -263,45 +133,6 @@ void attention_tc_backward(const float* qkv, const float* out, const float* dout
     case 64: return tc_bwd<64>(qkv, out, dout, lse, dqkv, scratch, N, L, heads, s);
     case 72: return tc_bwd<72>(qkv, out, dout, lse, dqkv, scratch, N, L, heads, s);
     default: throw Error("cuda attention (bf16): head_dim " + std::to_string(hd) + " not supported");
-  }
-}
-
-// SPEED_CUDA_ATTENTION=tc2 selects the tc2 kernels, =tc the kernels above; unset, the default
-// below. Read at every call (as SPEED_CUDA_ATTN_WARPS), so that a test can switch with setenv.
-constexpr bool kTc2Default = false;  // flip once a GPU run shows tc2 faster and passing
-bool attention_tc2_selected() {
-  const char* e = std::getenv("SPEED_CUDA_ATTENTION");
-  if (e && std::strcmp(e, "tc2") == 0) return true;
-  if (e && std::strcmp(e, "tc") == 0) return false;
-  return kTc2Default;
-}
-
-size_t attention_tc2_workspace_bytes(int N, int L, int heads, int hd, bool backward) {
-  if (N <= 0 || L <= 0 || heads <= 0) return 0;
-  return tc2_ws_bytes(N, L, heads, hd, backward);
-}
-
-void attention_tc2_forward(const float* qkv, float* out, float* lse, void* ws, int N, int L, int heads,
-                           int hd, cudaStream_t s) {
-  if (N <= 0 || L <= 0 || heads <= 0) return;
-  switch (hd) {
-    case 16: return tc2_fwd<16>(qkv, out, lse, ws, N, L, heads, s);
-    case 32: return tc2_fwd<32>(qkv, out, lse, ws, N, L, heads, s);
-    case 64: return tc2_fwd<64>(qkv, out, lse, ws, N, L, heads, s);
-    case 72: return tc2_fwd<72>(qkv, out, lse, ws, N, L, heads, s);
-    default: throw Error("cuda attention (bf16, tc2): head_dim " + std::to_string(hd) + " not supported");
-  }
-}
-
-void attention_tc2_backward(const float* qkv, const float* out, const float* dout, const float* lse,
-                            float* dqkv, void* ws, int N, int L, int heads, int hd, cudaStream_t s) {
-  if (N <= 0 || L <= 0 || heads <= 0) return;
-  switch (hd) {
-    case 16: return tc2_bwd<16>(qkv, out, dout, lse, dqkv, ws, N, L, heads, s);
-    case 32: return tc2_bwd<32>(qkv, out, dout, lse, dqkv, ws, N, L, heads, s);
-    case 64: return tc2_bwd<64>(qkv, out, dout, lse, dqkv, ws, N, L, heads, s);
-    case 72: return tc2_bwd<72>(qkv, out, dout, lse, dqkv, ws, N, L, heads, s);
-    default: throw Error("cuda attention (bf16, tc2): head_dim " + std::to_string(hd) + " not supported");
   }
 }
 

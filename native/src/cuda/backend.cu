@@ -1,7 +1,8 @@
 // speed::Backend<float> on an NVIDIA GPU: memory on one device and one stream,
 // matrix products through cuBLASLt (gemm.h), everything else through the fused
-// kernels of kernels.cu and attention.cu. Semantics are those of backend.h and
-// match the CPU backend; tests under native/tests/cuda check each op against it.
+// kernels of the per-op files (cuda_common.h lists them). Semantics are those of
+// backend.h and match the CPU backend; tests under native/tests/cuda check each op
+// against it.
 //
 // bf16 weights: in CudaMath::BF16 the Linear weights are converted to bf16 on
 // first use and cached per pointer (weight_cache.h). A copy goes stale only when
@@ -59,20 +60,6 @@ namespace {
 class CudaBackend final : public Backend<float> {
  public:
   explicit CudaBackend(const CudaOptions& o) : opts_(o) {
-    // Environment first (it can throw; nothing is allocated yet).
-    // SPEED_CUDA_NORM_ONEPASS=1: LN+modulate forward with the row in registers, LN+modulate
-    // and gated residual backward in one pass with per-block partial column sums (NOTES.md).
-    // SPEED_CUDA_NORM_ROWS=R: rows per block of those backward kernels (default: a choice by
-    // size, norm_onepass_rows); for tests and tuning.
-    const char* op = std::getenv("SPEED_CUDA_NORM_ONEPASS");
-    onepass_ = op && op[0] && op[0] != '0';
-    if (const char* nr = std::getenv("SPEED_CUDA_NORM_ROWS"); nr && nr[0]) {
-      char* end = nullptr;
-      const long v = std::strtol(nr, &end, 10);
-      if (*end != '\0' || v < 1 || v > 4096)
-        throw Error(std::string("SPEED_CUDA_NORM_ROWS must be an integer in [1, 4096], got '") + nr + "'");
-      norm_rows_ = (int)v;
-    }
     int count = 0;
     SPEED_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (o.device < 0 || o.device >= count)
@@ -84,6 +71,8 @@ class CudaBackend final : public Backend<float> {
     SPEED_CUDA_CHECK(cudaMalloc(&opt_scratch_, optimizer_scratch_doubles() * sizeof(double)));
     SPEED_CUDA_CHECK(cudaMalloc(&opt_result_, sizeof(OptimDeviceResult)));
     SPEED_CUDA_CHECK(cudaMallocHost(&opt_host_, sizeof(OptimDeviceResult)));
+    // SPEED_CUDA_NO_FUSED_EPILOGUE=1 runs the unfused epilogues, the path taken when cuBLASLt
+    // offers no fused algorithm, so that a test can check it on a GPU where it would not run.
     const char* nf = std::getenv("SPEED_CUDA_NO_FUSED_EPILOGUE");
     fuse_ = !(nf && nf[0] && nf[0] != '0');
   }
@@ -92,11 +81,9 @@ class CudaBackend final : public Backend<float> {
     cudaSetDevice(opts_.device);
     if (stream_) cudaStreamSynchronize(stream_);
     wcache_.clear([](void* b) { cudaFree(b); });
-    cudaFree(scratch_p_);
     cudaFree(scratch_a_);
     cudaFree(scratch_b_);
     cudaFree(scratch_f_);
-    cudaFree(scratch_attn_);
     cudaFree(scratch_col_);
     cudaFree(scratch_s_);
     cudaFree(scratch_pb_);
@@ -296,15 +283,13 @@ class CudaBackend final : public Backend<float> {
                            float* y, float* mean, float* rstd, int N, int L, int D,
                            double eps) override {
     cuda::ln_modulate_forward(x, shift, scale, mod_stride, y, mean, rstd, N, L, D, (float)eps,
-                              onepass_, stream_);
+                              stream_);
   }
   void ln_modulate_backward(const float* dy, const float* x, const float* mean, const float* rstd,
                             const float* scale, int mod_stride, float* dx, float* dshift,
                             float* dscale, int N, int L, int D, bool accum_dx) override {
-    int tr = 0;
-    float* part = onepass_ ? norm_partials(N, L, D, 2, &tr) : nullptr;
     cuda::ln_modulate_backward(dy, x, mean, rstd, scale, mod_stride, dx, dshift, dscale, N, L, D,
-                               accum_dx, tr, part, stream_);
+                               accum_dx, stream_);
   }
 
   // ---- gated residual -------------------------------------------------------------
@@ -314,9 +299,7 @@ class CudaBackend final : public Backend<float> {
   }
   void gated_residual_backward(const float* dx, const float* gate, int mod_stride, const float* h,
                                float* dh, float* dgate, int N, int L, int D) override {
-    int tr = 0;
-    float* part = onepass_ ? norm_partials(N, L, D, 1, &tr) : nullptr;
-    cuda::gated_residual_backward(dx, gate, mod_stride, h, dh, dgate, N, L, D, tr, part, stream_);
+    cuda::gated_residual_backward(dx, gate, mod_stride, h, dh, dgate, N, L, D, stream_);
   }
 
   // ---- attention --------------------------------------------------------------------
@@ -327,17 +310,13 @@ class CudaBackend final : public Backend<float> {
       return;
     }
     const bool bf16 = opts_.math == CudaMath::BF16;
-    const size_t wb = cuda::attention_workspace_bytes(N, L, heads, hd, bf16, false);
-    void* ws = wb ? scratch(&scratch_attn_, &cap_attn_, wb) : nullptr;
-    cuda::attention_forward(qkv, out, lse, N, L, heads, hd, bf16, ws, stream_);
+    cuda::attention_forward(qkv, out, lse, N, L, heads, hd, bf16, stream_);
   }
   void attention_backward(const float* qkv, const float* out, const float* dout, const float* lse,
                           float* dqkv, int N, int L, int heads, int hd) override {
     float* s = static_cast<float*>(scratch(&scratch_f_, &cap_f_, (size_t)N * heads * L * sizeof(float)));
     const bool bf16 = opts_.math == CudaMath::BF16;
-    const size_t wb = cuda::attention_workspace_bytes(N, L, heads, hd, bf16, true);
-    void* ws = wb ? scratch(&scratch_attn_, &cap_attn_, wb) : nullptr;
-    cuda::attention_backward(qkv, out, dout, lse, dqkv, s, N, L, heads, hd, bf16, ws, stream_);
+    cuda::attention_backward(qkv, out, dout, lse, dqkv, s, N, L, heads, hd, bf16, stream_);
   }
 
   // ---- embeddings ---------------------------------------------------------------------
@@ -543,15 +522,6 @@ class CudaBackend final : public Backend<float> {
     return *buf;
   }
 
-  // Scratch for the one-pass backward kernels' partial column sums (K per column), or null
-  // when no one-pass kernel serves this size (the launcher then runs the default kernels).
-  float* norm_partials(int N, int L, int D, int K, int* tr) {
-    if (N <= 0 || L <= 0 || D <= 0) return nullptr;
-    *tr = norm_rows_ ? norm_rows_ : cuda::norm_onepass_rows(N, L, D);
-    const size_t nf = cuda::norm_onepass_scratch_floats(N, L, D, *tr, K);
-    return nf ? static_cast<float*>(scratch(&scratch_p_, &cap_p_, nf * sizeof(float))) : nullptr;
-  }
-
   // The matrix operand for an activation: itself (TF32/FP32) or a bf16 copy.
   const void* act_operand(const float* x, size_t n, int) {
     if (opts_.math != CudaMath::BF16) return x;
@@ -604,10 +574,6 @@ class CudaBackend final : public Backend<float> {
   cudaStream_t stream_ = nullptr;
   LtGemm* lt_ = nullptr;
   bool fuse_ = true;
-  bool onepass_ = false;  // SPEED_CUDA_NORM_ONEPASS
-  int norm_rows_ = 0;     // SPEED_CUDA_NORM_ROWS (0: norm_onepass_rows)
-  void* scratch_p_ = nullptr;  // one-pass norm partials (norm_partials)
-  size_t cap_p_ = 0;
   WeightCache wcache_;
   std::unordered_map<void*, size_t> sizes_;
   void* scratch_a_ = nullptr;
@@ -616,8 +582,6 @@ class CudaBackend final : public Backend<float> {
   size_t cap_b_ = 0;
   void* scratch_f_ = nullptr;
   size_t cap_f_ = 0;
-  void* scratch_attn_ = nullptr;  // bf16 copies for the tc2 attention kernels
-  size_t cap_attn_ = 0;
   void* scratch_col_ = nullptr;  // conv2d im2col tile (VAE)
   size_t cap_col_ = 0;
   void* scratch_s_ = nullptr;  // attention_forward_gemm scores [L, L] (VAE)

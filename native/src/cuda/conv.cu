@@ -11,21 +11,11 @@
 #include <cstdint>
 
 #include "cuda_common.h"
+#include "kernel_common.cuh"
 
 namespace speed {
 namespace cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline int grid_for(size_t n, int threads = kThreads) {
-  size_t b = (n + threads - 1) / threads;
-  if (b > 65535u * 16u) b = 65535u * 16u;
-  return static_cast<int>(b < 1 ? 1 : b);
-}
-
-#define GRID_STRIDE(i, n) \
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }

@@ -15,11 +15,21 @@
 # compiled, into an object library that nothing links (speed_cuda_compile_check),
 # so that they cannot rot unseen. Without nvcc this file does nothing more.
 set(SPEED_CUDA_DIR ${CMAKE_CURRENT_LIST_DIR})
+# One kernel file per op family, as the sections of native/include/speed/backend.h.
 set(SPEED_CUDA_RUNTIME_SOURCES
   ${SPEED_CUDA_DIR}/backend.cu
-  ${SPEED_CUDA_DIR}/kernels.cu
+  ${SPEED_CUDA_DIR}/elementwise.cu
+  ${SPEED_CUDA_DIR}/linear_epilogue.cu
+  ${SPEED_CUDA_DIR}/patchify.cu
+  ${SPEED_CUDA_DIR}/layernorm.cu
+  ${SPEED_CUDA_DIR}/gated_residual.cu
   ${SPEED_CUDA_DIR}/attention.cu
   ${SPEED_CUDA_DIR}/attention_tc.cu
+  ${SPEED_CUDA_DIR}/embedding.cu
+  ${SPEED_CUDA_DIR}/noise.cu
+  ${SPEED_CUDA_DIR}/diffusion.cu
+  ${SPEED_CUDA_DIR}/optimizer.cu
+  ${SPEED_CUDA_DIR}/sampling.cu
   ${SPEED_CUDA_DIR}/conv.cu)
 set(SPEED_CUDA_BUILT FALSE)
 set(SPEED_CUDA_WHY "")
@@ -124,11 +134,25 @@ if(SPEED_CUDA_BUILT AND SPEED_BUILD_TESTS)
     add_test(NAME cuda_vae_bf16 COMMAND test_cuda_vae bf16)
     set_tests_properties(cuda_vae_fp32 cuda_vae_bf16 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
   endif()
-  # issue 7: 200 DiT-S/2 steps (batch 4) on the GPU (FP32) against the CPU
-  # backend's loss curve; the CPU side takes most of the time (~1 min on 16
-  # cores), so the program judges what it managed within --budget-s when slower.
+  # 200 DiT-S/2 steps (batch 4) on the GPU (FP32) against the CPU backend's loss
+  # curve; the CPU side takes most of the time, so the program judges what it
+  # managed within --budget-s on a slower machine.
   if(TARGET test_cuda_curve)
     add_test(NAME cuda_curve_fp32 COMMAND test_cuda_curve --steps 200 --batch 4 --budget-s 270)
     set_tests_properties(cuda_curve_fp32 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
   endif()
+endif()
+
+# ---- kernel development (native/dev/cuda): one program per op, its kernel versions checked
+# against the CPU backend and timed (gpu-check.sh runs them). Not ctest tests: each needs a GPU
+# and decides nothing about the product; CI compiles and links them.
+if(SPEED_CUDA_BUILT AND SPEED_BUILD_BENCH)
+  foreach(op attention norm)
+    add_executable(dev_cuda_${op} ${CMAKE_CURRENT_SOURCE_DIR}/native/dev/cuda/${op}.cu)
+    set_target_properties(dev_cuda_${op} PROPERTIES
+      CUDA_ARCHITECTURES "${SPEED_CUDA_ARCHITECTURES}" CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
+    target_include_directories(dev_cuda_${op} PRIVATE ${SPEED_CUDA_DIR} ${CMAKE_CURRENT_SOURCE_DIR}/native/tests/cuda)
+    target_compile_options(dev_cuda_${op} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--use_fast_math -lineinfo>)
+    target_link_libraries(dev_cuda_${op} PRIVATE speed_core speed_cuda)
+  endforeach()
 endif()

@@ -1,6 +1,7 @@
 // Shared by the CUDA backend's translation units: error checks that turn every
 // CUDA runtime failure into a speed::Error (never abort()), and the launch
-// helpers' declarations (kernels.cu, attention.cu) that backend.cu calls.
+// helpers' declarations (one kernel file per op family, as backend.h's sections) that
+// backend.cu calls.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -43,49 +44,55 @@ namespace cuda {
 namespace speed {
 namespace cuda {
 
-// ---- kernels.cu -----------------------------------------------------------------
+// ---- elementwise.cu -------------------------------------------------------------
 void fill(float* x, float v, size_t n, cudaStream_t s);
 void f32_to_bf16(const float* x, void* y_bf16, size_t n, cudaStream_t s);
+void silu_forward(const float* x, float* y, size_t n, cudaStream_t s);
+void silu_backward(const float* x, const float* dy, float* dx, size_t n, bool accum,
+                   cudaStream_t s);
+void add(const float* a, const float* b, float* y, size_t n, cudaStream_t s);
+void add_rows(float* x, const float* row, size_t rows, size_t n, cudaStream_t s);
+
+// ---- linear_epilogue.cu (the unfused epilogues of Linear) --------------------------
 void gelu_forward(const float* pre, float* y, size_t n, cudaStream_t s);
 // dy <- dy * gelu'(pre); optionally also writes a bf16 copy of the result.
 void gelu_backward_inplace(float* dy, const float* pre, void* dy_bf16, size_t n,
                            cudaStream_t s);
 // db[N] = sum over M rows of dy[M, N] (=)
 void column_sum(const float* dy, float* db, int M, int N, cudaStream_t s);
-void silu_forward(const float* x, float* y, size_t n, cudaStream_t s);
-void silu_backward(const float* x, const float* dy, float* dx, size_t n, bool accum,
-                   cudaStream_t s);
-void add(const float* a, const float* b, float* y, size_t n, cudaStream_t s);
-void add_rows(float* x, const float* row, size_t rows, size_t n, cudaStream_t s);
+
+// ---- patchify.cu ------------------------------------------------------------------
 void patchify(const float* img, float* tok, int N, int C, int H, int W, int p,
               PatchLayout layout, bool inverse, float* img_out, cudaStream_t s);
-// One-pass norm kernels (SPEED_CUDA_NORM_ONEPASS=1; NOTES.md). `rowreg`: LN forward with the
-// row in registers (float4 form, D <= 1536; else the default kernels). Backward: `part` != null
-// selects the one-pass kernels with `tr` rows per block and per-block partial column sums in
-// `part`, norm_onepass_scratch_floats(N, L, D, tr, K) floats (K = 2 for LN, 1 for gated);
-// rows wider than the one-pass kernels serve (D > 2048 float4, D > 512 scalar) take the default
-// kernels. norm_onepass_scratch_floats returns 0 when no one-pass kernel can serve D.
-int norm_onepass_rows(int N, int L, int D);
-size_t norm_onepass_scratch_floats(int N, int L, int D, int tr, int K);
+
+// ---- layernorm.cu -----------------------------------------------------------------
 void ln_modulate_forward(const float* x, const float* shift, const float* scale,
                          int mod_stride, float* y, float* mean, float* rstd, int N,
-                         int L, int D, float eps, bool rowreg, cudaStream_t s);
+                         int L, int D, float eps, cudaStream_t s);
 void ln_modulate_backward(const float* dy, const float* x, const float* mean,
                           const float* rstd, const float* scale, int mod_stride,
                           float* dx, float* dshift, float* dscale, int N, int L, int D,
-                          bool accum_dx, int tr, float* part, cudaStream_t s);
+                          bool accum_dx, cudaStream_t s);
+
+// ---- gated_residual.cu --------------------------------------------------------------
 void gated_residual_forward(float* x, const float* gate, int mod_stride, const float* h,
                             int N, int L, int D, cudaStream_t s);
 void gated_residual_backward(const float* dx, const float* gate, int mod_stride,
                              const float* h, float* dh, float* dgate, int N, int L,
-                             int D, int tr, float* part, cudaStream_t s);
+                             int D, cudaStream_t s);
+
+// ---- embedding.cu -------------------------------------------------------------------
 void timestep_embedding(const int32_t* t, float* out, int N, int dim, double max_period,
                         cudaStream_t s);
 void embedding_forward(const float* table, const int32_t* idx, float* out, int N, int D,
                        cudaStream_t s);
 void embedding_backward(const float* dout, const int32_t* idx, float* dtable, int N,
                         int D, int rows, cudaStream_t s);
+
+// ---- noise.cu -----------------------------------------------------------------------
 void normal(float* x, size_t n, uint64_t seed, uint64_t offset, cudaStream_t s);
+
+// ---- diffusion.cu -------------------------------------------------------------------
 void q_sample(const float* x0, const float* eps, const int32_t* t,
               const DiffusionTablesView<float>& tab, float* xt, int N, size_t per_sample,
               cudaStream_t s);
@@ -95,8 +102,9 @@ void iddpm_loss(const float* model_out, const float* x0, const float* xt,
                 float* loss, float* mse, float* vb, float* dout, int N, int C, int HW,
                 cudaStream_t s);
 
-// Optimizer. `scratch` holds at least optimizer_scratch_bytes() bytes of device
-// memory; `result` receives {grad_norm (double), skipped (int32)} in device memory:
+// ---- optimizer.cu -------------------------------------------------------------------
+// `scratch` holds at least optimizer_scratch_doubles() doubles of device memory;
+// `result` receives {grad_norm (double), skipped (int32)} in device memory:
 // skip = 1 for a non-finite loss or gradient, 2 for an update that would store a
 // non-finite parameter, moment or EMA value (nothing is written in either case).
 struct OptimDeviceResult {
@@ -108,6 +116,8 @@ size_t optimizer_scratch_doubles();
 void optimizer_step(float* params, const float* grads, float* m, float* v, float* ema,
                     size_t n, const OptimHyper& hp, const float* losses, int N,
                     double* scratch, OptimDeviceResult* result, cudaStream_t s);
+
+// ---- sampling.cu --------------------------------------------------------------------
 void sample_step(const float* model_out, float* x, const float* noise, int N, int C,
                  int HW, bool learn_sigma, const SampleStepCoefs& c, cudaStream_t s);
 
@@ -116,15 +126,11 @@ void sample_step(const float* model_out, float* x, const float* noise, int N, in
 // `bf16`: use the bf16 tensor-core kernels (attention_tc.cu) when they support the
 // head_dim and the pointers are 16-byte aligned, unless SPEED_CUDA_ATTENTION=fp32;
 // otherwise (and always for FP32/TF32 math) the float32 CUDA-core kernels.
-// `ws`: workspace of attention_workspace_bytes(...) bytes (may be null when that is 0); the
-// tc2 kernels (SPEED_CUDA_ATTENTION=tc2) need it and run only when it is given.
 void attention_forward(const float* qkv, float* out, float* lse, int N, int L, int heads,
-                       int hd, bool bf16, void* ws, cudaStream_t s);
+                       int hd, bool bf16, cudaStream_t s);
 void attention_backward(const float* qkv, const float* out, const float* dout,
                         const float* lse, float* dqkv, float* scratch, int N, int L,
-                        int heads, int hd, bool bf16, void* ws, cudaStream_t s);
-// Bytes of workspace the call would use: > 0 only when bf16 and the tc2 kernels are selected.
-size_t attention_workspace_bytes(int N, int L, int heads, int hd, bool bf16, bool backward);
+                        int heads, int hd, bool bf16, cudaStream_t s);
 bool attention_supports_head_dim(int hd);
 
 // ---- attention_tc.cu (bf16 mma.sync m16n8k16) ---------------------------------------
@@ -135,15 +141,6 @@ void attention_tc_forward(const float* qkv, float* out, float* lse, int N, int L
 void attention_tc_backward(const float* qkv, const float* out, const float* dout,
                            const float* lse, float* dqkv, float* scratch, int N, int L,
                            int heads, int hd, cudaStream_t s);
-// tc2: one bf16 copy of Q/K/V (and dO) per call into `ws`, cp.async double-buffered tiles.
-bool attention_tc2_selected();  // SPEED_CUDA_ATTENTION=tc2 (=tc: the kernels above)
-size_t attention_tc2_workspace_bytes(int N, int L, int heads, int hd, bool backward);
-void attention_tc2_forward(const float* qkv, float* out, float* lse, void* ws, int N, int L,
-                           int heads, int hd, cudaStream_t s);
-void attention_tc2_backward(const float* qkv, const float* out, const float* dout,
-                            const float* lse, float* dqkv, void* ws, int N, int L, int heads,
-                            int hd, cudaStream_t s);
-
 
 // ---- conv.cu (VAE ops) ----------------------------------------------------------------
 // col [Ci*kh*kw, cols] (float32, or bf16 when `bf16`) for output pixels [p0, p0 + cols) of one

@@ -318,7 +318,7 @@ speed::TrainHyper hyper_from_js(const Napi::Value& v, const std::string& what, b
   if (diffusion) {
     range("emaDecay", o.ema_decay, o.ema_decay <= 1, "<= 1 (< 0: no EMA)");
     range("vbScale", hp.vb_scale, hp.vb_scale >= 0, ">= 0");
-    // data parallelism (issue 12): optional, this call's slice of a global batch
+    // data parallelism: optional, this call's slice of a global batch
     Napi::Value so = h.Get("shardOffset"), gb = h.Get("globalBatch");
     if (!so.IsUndefined()) hp.shard_offset = static_cast<int>(require_int(so, what + ".shardOffset", 0, 1000000));
     if (!gb.IsUndefined()) hp.global_batch = static_cast<int>(require_int(gb, what + ".globalBatch", 0, 1000000));

@@ -1,4 +1,4 @@
-// N-API face of the collectives (issue 12): the `dist` object of the addon and
+// N-API face of the collectives (data parallelism): the `dist` object of the addon and
 // the collective a model attaches to (Model.setCollective).
 #pragma once
 #include <napi.h>

@@ -378,7 +378,7 @@ Napi::Value Model::ActivationBytes(const Napi::CallbackInfo& info) {
 }
 
 // setCollective("mpi" | "nccl" | null, cudaDevice): data-parallel gradient
-// averaging in trainStep (issue 12); null detaches.
+// averaging in trainStep (data parallelism); null detaches.
 Napi::Value Model::SetCollective(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& m = usable(env, "setCollective");

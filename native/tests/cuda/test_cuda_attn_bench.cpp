@@ -1,14 +1,12 @@
 // Timing (not a ctest test): the CUDA attention at PyTorch SDPA's shapes, both paths,
 // and the memory-bound kernels at DiT-XL/2 sizes, as JSON lines for gpu-check.sh:
 //   test_cuda_attn_bench [iters]
-// Rows: {"what": "attn_fwd"|"attn_bwd", "impl": "bf16_tc"|"bf16_tc_w8"|"bf16_tc2"|"bf16_tc2_w8"|"fp32",
-// "batch", "heads",
+// Rows: {"what": "attn_fwd"|"attn_bwd", "impl": "bf16_tc"|"bf16_tc_w8"|"fp32", "batch", "heads",
 // "seq", "head_dim", "ms", "tflops"}; {"what": "ln_modulate_fwd"|"ln_modulate_bwd"|
 // "optimizer_step"|"copy", "size", "ms", "gbps"}; the LN+modulate and gated residual rows also
-// carry "impl": "default"|"onepass" (SPEED_CUDA_NORM_ONEPASS=1, a second backend; the first
-// row set says "onepass(env)" when the variable was already set for the whole run) and
-// "of_copy" (gbps over this run's copy row). Median of `iters` after one warm-up,
-// synchronising around host clock reads. Inputs are random (never zeros).
+// carry "impl": "default" and "of_copy" (gbps over this run's copy row). Median of `iters`
+// after one warm-up, synchronising around host clock reads. Inputs are random (never zeros).
+// The candidate kernels (native/dev/cuda) are timed by their own programs there.
 // Exits 77 when no GPU is usable.
 #include <algorithm>
 #include <chrono>
@@ -55,29 +53,18 @@ int main(int argc, char** argv) {
       const double f = 4.0 * s.B * s.H * (double)s.L * s.L * s.hd;  // fwd FLOPs (2 products)
       const char* env = std::getenv("SPEED_CUDA_ATTENTION");
       const bool fp32_only = env && std::string(env) == "fp32";  // gpu-check's fallback
-      // SPEED_BENCH_NO_TC2=1 (gpu-check, when the tc2 test failed): no tc2 rows, so that a
-      // broken tc2 kernel cannot take the rest of the bench down with it
-      const char* nt2 = std::getenv("SPEED_BENCH_NO_TC2");
-      const bool no_tc2 = fp32_only || (nt2 && nt2[0] && nt2[0] != '0');
       // path 0: bf16 tensor cores (BF16 backend), 4-warp kernels; 1: the same with
-      // SPEED_CUDA_ATTN_WARPS=8; 3, 4: the tc2 kernels (SPEED_CUDA_ATTENTION=tc2: one bf16 copy
-      // per call + cp.async), 4 and 8 warps; 2: the float32 kernels (SPEED_CUDA_ATTENTION=fp32
-      // on the same backend, as the fallback runs)
+      // SPEED_CUDA_ATTN_WARPS=8; 2: the float32 kernels (SPEED_CUDA_ATTENTION=fp32 on the same
+      // backend, as the fallback runs)
       std::vector<int> paths;
       if (!fp32_only) paths = {0, 1};
-      if (!no_tc2) paths.insert(paths.end(), {3, 4});
       paths.push_back(2);
       for (int path : paths) {
-        if (path == 1 || path == 4) setenv("SPEED_CUDA_ATTN_WARPS", "8", 1);
+        if (path == 1) setenv("SPEED_CUDA_ATTN_WARPS", "8", 1);
         else unsetenv("SPEED_CUDA_ATTN_WARPS");
         if (path == 2) setenv("SPEED_CUDA_ATTENTION", "fp32", 1);
-        else if (path >= 3) setenv("SPEED_CUDA_ATTENTION", "tc2", 1);
         else if (!fp32_only) unsetenv("SPEED_CUDA_ATTENTION");
-        const char* impl = path == 2   ? "fp32"
-                           : path == 1 ? "bf16_tc_w8"
-                           : path == 3 ? "bf16_tc2"
-                           : path == 4 ? "bf16_tc2_w8"
-                                       : "bf16_tc";
+        const char* impl = path == 2 ? "fp32" : path == 1 ? "bf16_tc_w8" : "bf16_tc";
         int it = path == 2 ? std::max(2, iters / 4) : iters;
         double fw = median_ms(*G, it, [&] { G->attention_forward(qkv, out, lse, s.B, s.L, s.H, s.hd); });
         double bw = median_ms(*G, it, [&] {
@@ -95,7 +82,7 @@ int main(int argc, char** argv) {
     }
     {  // LN + modulate and gated residual at DiT-XL/2, batch 256 (bytes: the minimum each op
        // must move: LN fwd x, y + stats; LN bwd dy, x, dx + stats (dx += reads dx too); gated
-       // bwd dx, h, dh), default kernels and one-pass kernels, against this run's copy
+       // bwd dx, h, dh), against this run's copy
       const int N = 256, L = 256, D = 1152;
       const size_t n = (size_t)N * L * D;
       float* x = dev(*G, n, 10);
@@ -112,28 +99,15 @@ int main(int argc, char** argv) {
                   copy_gbps);
       G->ln_modulate_forward(x, mod, mod + D, 6 * D, y, mean, rstd, N, L, D, 1e-6);  // real stats
       G->synchronize();
-      std::shared_ptr<Backend<float>> G1;  // the one-pass kernels (the variable is read at creation)
-      {
-        const char* prev = std::getenv("SPEED_CUDA_NORM_ONEPASS");
-        const std::string keep = prev ? prev : "";
-        setenv("SPEED_CUDA_NORM_ONEPASS", "1", 1);
-        CudaOptions o;
-        o.math = CudaMath::BF16;
-        G1 = make_cuda_backend(o);
-        if (prev) setenv("SPEED_CUDA_NORM_ONEPASS", keep.c_str(), 1); else unsetenv("SPEED_CUDA_NORM_ONEPASS");
-      }
       auto row = [&](const char* what, const char* impl, double t, double bytes) {
         const double gbps = bytes / (t * 1e-3) * 1e-9;
         std::printf("{\"what\":\"%s\",\"impl\":\"%s\",\"size\":\"256x256x1152\",\"ms\":%.5f,\"gbps\":%.1f,"
                     "\"of_copy\":%.3f}\n", what, impl, t, gbps, gbps / copy_gbps);
         std::fflush(stdout);
       };
-      const char* genv = std::getenv("SPEED_CUDA_NORM_ONEPASS");  // as G saw it when it was made
-      const bool g_onepass = genv && genv[0] && genv[0] != '0';
-      for (int path = 0; path < 2; ++path) {
-        Backend<float>& be = path ? *G1 : *G;
-        const char* impl = path ? "onepass" : g_onepass ? "onepass(env)" : "default";
-        // the one-pass rows first grow their scratch (partials) outside the timed calls
+      {
+        Backend<float>& be = *G;
+        const char* impl = "default";
         ms = median_ms(be, iters, [&] {
           be.ln_modulate_forward(x, mod, mod + D, 6 * D, y, mean, rstd, N, L, D, 1e-6);
         });
@@ -151,7 +125,6 @@ int main(int argc, char** argv) {
         });
         row("gated_residual_bwd", impl, ms, 3.0 * n * 4);
       }
-      G1.reset();
       for (float* p : {x, y, dx, h, mod, dmod, mean, rstd}) G->free_bytes(p);
     }
     {  // AdamW + clip + EMA over DiT-XL/2's 675 M parameters

@@ -1,10 +1,9 @@
-// Issue 7, "a 200-step DiT-S/2 training run on the GPU ends within 2% of the CPU
-// backend's loss curve from the same seed (float32 mode)":
+// The GPU trains like the CPU: a 200-step DiT-S/2 training run on the GPU ends
+// within 2% of the CPU backend's loss curve from the same seed (float32 mode):
 //   test_cuda_curve [--steps 200] [--batch 4] [--bf16 | --both] [--budget-s S]
-// Batch 4 by default, not 8: the CPU side dominates (measured on the 2-core dev
-// machine, OpenBLAS: 1.77 s/step at batch 4, 3.50 at batch 8, linear in the
-// batch), so on a 16-core GPU machine 200 steps take ~45-60 s at batch 4 and
-// ~90-120 s at batch 8, too close to the ~120 s a gpu-check step may use.
+// Batch 4 by default, not 8: the CPU side dominates the time and grows linearly
+// with the batch, and 200 steps at batch 8 would not fit the time one gpu-check
+// step may use (native/bench/NOTES.md "Loss curve vs CPU" has the timings).
 // One DiT-S/2 (input 32, 4 channels, 1000 classes, dropout 0.1, learn_sigma) on
 // the CPU backend (all cores) and one on the CUDA backend (FP32 math; --bf16:
 // BF16 math; --both: an FP32 and a BF16 model next to the same CPU model), same

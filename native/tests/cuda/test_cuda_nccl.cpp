@@ -1,4 +1,4 @@
-// NCCL collective (issue 12) on GPUs: all-reduce sum/avg, broadcast, the DiT
+// NCCL collective (data parallelism) on GPUs: all-reduce sum/avg, broadcast, the DiT
 // train step with the collective attached, and the all-reduce rate at DiT
 // gradient sizes. One GPU: `test_cuda_nccl`; W GPUs of one machine:
 // `mpirun -np W test_cuda_nccl` (rank r uses GPU local_rank).

@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
     TrainResult r2 = mg.train_step(x0.data(), t.data(), y.data(), w.data(), N, hp);
     expect(!r2.skipped && std::isfinite(r2.loss[0]), "step after a skipped one is taken");
 
-    // 5. the bf16 weight cache (issue 16): the core's activation copies no longer
+    // 5. the bf16 weight cache: the core's activation copies no longer
     // invalidate it, so a train step converts each Linear weight once (the optimizer
     // wrote them all) and reuses the copy for dx; a forward right after converts
     // each once more, a second forward none. Linear weights: 5 per block (qkv, proj,

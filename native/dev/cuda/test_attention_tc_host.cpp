@@ -1,9 +1,10 @@
-// The CUDA backend's bf16 tensor-core attention kernels (native/src/cuda/attention_tc_kernels.cuh:
-// tc, the default for BF16 math, and tc2, SPEED_CUDA_ATTENTION=tc2), compiled here as plain C++ and
+// The bf16 tensor-core attention kernels: tc, what the CUDA backend runs in BF16 math
+// (native/src/cuda/attention_tc_kernels.cuh), and tc2, the candidate in this folder
+// (attention_tc2_kernels.cuh; attention.cu here runs it on a GPU), compiled here as plain C++ and
 // run on the host, the way test_norm_onepass_host runs norm_onepass.cuh: one std::thread per CUDA
 // thread, a real barrier for __syncthreads, __shared__ arrays as statics (one block at a time),
-// the launch configurations of attention_tc.cu's launchers. The inline-PTX wrappers get host
-// bodies that follow the PTX ISA:
+// the launch configurations of attention_tc.cu's launchers (tc) and attention.cu's (tc2). The
+// inline-PTX wrappers get host bodies that follow the PTX ISA:
 //   mma16816      warp-collective: the 32 lanes deposit their A/B/C fragments, warp barrier, each
 //                 lane assembles the 16x16 A and 16x8 B ("Matrix Fragments for mma.m16n8k16 with
 //                 floating point type") and computes its own D fragment (float32 sums of the
@@ -176,7 +177,8 @@ inline void cp_async_wait() {
 }
 
 #include "cuda_host_begin.h"
-#include "../src/cuda/attention_tc_kernels.cuh"
+#include "attention_tc_kernels.cuh"
+#include "attention_tc2_kernels.cuh"
 #include "cuda_host_end.h"
 
 // cuda_host.h's launch() with this test's per-thread state: the cp.async groups start empty
@@ -246,7 +248,7 @@ struct Ws {
   char* p() { return reinterpret_cast<char*>(v.data()); }
 };
 
-// ---- the launchers of attention_tc.cu (grid, block, arguments), host side --------------------------
+// ---- the launchers of attention_tc.cu and attention.cu (grid, block, arguments), host side ----
 template <int HD, int W>
 void tc_fwd(const float* qkv, float* out, float* lse, int N, int L, int heads) {
   constexpr int ROWS = 16 * W;
@@ -272,29 +274,11 @@ void tc_bwd(const float* qkv, const float* out, const float* dout, const float* 
     });
 }
 
-// tc2 workspace: as tc2_ws_bytes / tc2_ws in attention_tc.cu
-int tc2_lp(int L) { return (L + 127) / 128 * 128; }
-struct Tc2Ws {
-  emu::__nv_bfloat16 *q, *k, *v, *dO;
-  float *lse2, *D;
-};
-size_t tc2_ws_bytes(int N, int L, int heads, int hd, bool backward) {
-  const size_t hdp = (size_t)(hd + 15) / 16 * 16, nhl = (size_t)N * heads * tc2_lp(L);
-  const size_t e = nhl * hdp * 2;
-  return backward ? 4 * e + 2 * nhl * 4 : 3 * e;
-}
-Tc2Ws tc2_ws(void* ws, int N, int L, int heads, int hd) {
-  const size_t hdp = (size_t)(hd + 15) / 16 * 16, nhl = (size_t)N * heads * tc2_lp(L);
-  char* p = static_cast<char*>(ws);
-  Tc2Ws w;
-  w.q = reinterpret_cast<emu::__nv_bfloat16*>(p);
-  w.k = w.q + nhl * hdp;
-  w.v = w.k + nhl * hdp;
-  w.dO = w.v + nhl * hdp;
-  w.lse2 = reinterpret_cast<float*>(w.dO + nhl * hdp);
-  w.D = w.lse2 + nhl;
-  return w;
-}
+// tc2 workspace: attention_tc2_kernels.cuh's, as the launchers of attention.cu use it
+using emu::tc2_lp;
+using emu::Tc2Ws;
+using emu::tc2_ws_bytes;
+using emu::tc2_ws;
 template <int HD>
 void tc2_convert(const float* qkv, const Tc2Ws& w, int N, int L, int Lp, int heads, int which0) {
   constexpr int C8 = emu::Dims<HD>::HDP / 8;

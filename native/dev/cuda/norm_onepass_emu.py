@@ -1,12 +1,12 @@
-# Thread-level numpy emulation of the one-pass norm kernels in native/src/cuda/norm_onepass.cuh
-# (SPEED_CUDA_NORM_ONEPASS=1): ln_mod_bwd_1p_k, gated_res_bwd_1p_k, colpart_sum_k,
+# Thread-level numpy emulation of the one-pass norm kernels in native/dev/cuda/norm_onepass.cuh
+# (dev_cuda_norm version 2): ln_mod_bwd_1p_k, gated_res_bwd_1p_k, colpart_sum_k,
 # ln_mod_fwd_reg_k and the launchers' choices (norm_onepass_rows, thread counts, partial layout).
 # Checked before any GPU run: every index the kernels compute, that each output element is
 # written exactly once (nothing outside the mod_stride chunks, nothing past D), that every read
 # is in bounds, and the results against float64. Float32 arithmetic in the kernels' order
 # (warp sums as the xor butterfly); no GPU needed, ~10 s:
-#   python3 native/tests/cuda/norm_onepass_emu.py
-# (native/tests/test_norm_onepass_host.cpp runs the kernels' own source on the host; this port is
+#   python3 native/dev/cuda/norm_onepass_emu.py
+# (native/dev/cuda/test_norm_onepass_host.cpp runs the kernels' own source on the host; this port is
 # an independent second reading, with write counts on every buffer.)
 import numpy as np
 
@@ -14,7 +14,7 @@ f32 = np.float32
 R_LN, R_GATED, MAX_THREADS, MAX_VPL = 4, 8, 512, 12
 
 
-def norm_onepass_rows(N, L, D):  # kernels.cu, same integer arithmetic
+def norm_onepass_rows(N, L, D):  # norm_onepass_rows_policy, same integer arithmetic
     threads = ((D + 3) // 4 + 31) // 32 * 32
     want = max(264, (131072 + threads - 1) // threads)
     tr = 64
@@ -332,7 +332,7 @@ def main():
         print(f"     rows {name:<10} D{D}: TR {tr:2d}, P {P:2d}, blocks {N * P:5d} x {(D // 4 + 31) // 32 * 32} threads, "
               f"LN partials {N * P * 2 * D * 4 / 2**20:.1f} MiB ({2 * 2 * 4 / tr:.3f} B/elem written + read)")
     assert norm_onepass_rows(256, 256, 1152) == 64 and norm_onepass_rows(32, 256, 1152) == 16
-    # shapes of test_cuda_ops (policy TR and the SPEED_CUDA_NORM_ROWS=10 override), accumulate
+    # shapes of dev_cuda_norm (policy TR, and 10 rows per block as its version 3), accumulate
     # on/off, dx null, the scalar form (D = 50) and the float4 form
     cases = [(2, 67, 384, 4), (1, 5, 72, 4), (3, 13, 1152, 4), (2, 7, 50, 1), (3, 29, 50, 1), (2, 9, 8, 4), (1, 1, 4, 4)]
     for (N, L, D, W) in cases:

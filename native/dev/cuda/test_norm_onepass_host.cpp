@@ -1,12 +1,13 @@
-// The CUDA backend's one-pass norm kernels (native/src/cuda/norm_onepass.cuh, selected on a GPU by
-// SPEED_CUDA_NORM_ONEPASS=1), compiled here as plain C++ and run on the host: one std::thread per
-// CUDA thread, a real barrier for __syncthreads, the warp sums as kernels.cu's xor butterfly of
-// __shfl_xor_sync, __shared__ arrays as statics (one block runs at a time): native/tests/cuda_host.h. The launch configuration is the CUDA launchers' (grid
+// The one-pass norm kernels (norm_onepass.cuh in this folder; norm.cu here runs them on a GPU as
+// version 2), compiled here as plain C++ and run on the host: one std::thread per CUDA thread, a
+// real barrier for __syncthreads, the warp sums as kernel_common.cuh's xor butterfly of
+// __shfl_xor_sync, __shared__ arrays as statics (one block runs at a time): cuda_host.h. The
+// launch configuration is norm.cu's launchers' (grid
 // (P, N), round_up(D / W, 32) threads, P = ceil(L / rows)). Checked against the CPU backend
 // (relative error 1e-5), with poisoned outputs (every element written, nothing outside the
 // mod_stride chunks), and for identical bits on a second run (threads interleave differently).
 // So the kernels' indexing and reductions are tested in every build, GPU or not; timing and the
-// device's memory model are not (gpu-check's test_cuda_ops and racecheck do that).
+// device's memory model are not (gpu-check runs norm.cu, and racecheck on it).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,14 +23,14 @@
 
 namespace emu {
 
-// warp_sum of kernels.cu: for o = 16, 8, 4, 2, 1: v += shfl_xor(v, o), on every lane.
+// warp_sum of kernel_common.cuh: for o = 16, 8, 4, 2, 1: v += shfl_xor(v, o), on every lane.
 inline float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
 #include "cuda_host_begin.h"
-#include "../src/cuda/norm_onepass.cuh"
+#include "norm_onepass.cuh"
 #include "cuda_host_end.h"
 
 }  // namespace emu

@@ -1,4 +1,5 @@
-# Lane-level numpy emulation of native/src/cuda/attention_tc.cu (see the end of the file).
+# Lane-level numpy emulation of the bf16 tensor-core attention kernels: tc (native/src/cuda/
+# attention_tc_kernels.cuh) and tc2 (native/dev/cuda/attention_tc2_kernels.cuh); see the end of the file.
 import numpy as np
 rng = np.random.default_rng(0)
 def bf(x): # round to bf16 (RNE)
@@ -226,7 +227,7 @@ def rel(a, b):  # relative L2 error; absolute where the reference is ~0 (dQ, dK 
     return np.linalg.norm(a-b)/den if den > 1e-6 else np.linalg.norm(a-b)
 
 
-# ==== tc2 (SPEED_CUDA_ATTENTION=tc2): bf16 workspace + cp.async stages + ldmatrix ====================
+# ==== tc2 (native/dev/cuda): bf16 workspace + cp.async stages + ldmatrix ====================
 # Shared memory is a byte array; the workspace is one byte array laid out as tc2_ws() does;
 # cp.async is replayed per thread with cp_tile's (row, 16-byte column, pass) math; ldmatrix
 # (.trans) per PTX ("Warp-level matrix load instruction: ldmatrix"): lanes 8i..8i+7 give the
@@ -237,7 +238,7 @@ def bfbits(x): return (bf(np.asarray(x, np.float32)).view(np.uint32) >> 16).asty
 def bits2f(u): return (np.asarray(u, np.uint16).astype(np.uint32) << 16).view(np.float32).astype(np.float64)
 def lp_of(L): return (L + 127)//128*128
 
-class WS:  # the workspace of tc2_ws (byte offsets as in attention_tc.cu)
+class WS:  # the workspace of tc2_ws (byte offsets as in native/dev/cuda/attention.cu)
     def __init__(s, N, L, heads, HD):
         s.HDP = dims(HD)[0]; s.Lp = lp_of(L); s.nhl = N*heads*s.Lp; e = s.nhl*s.HDP*2
         s.q, s.k, s.v, s.dO = 0, e, 2*e, 3*e; s.lse2 = 4*e; s.D = 4*e + s.nhl*4
@@ -533,8 +534,8 @@ def run_tc2(L, HD, W, N=2, heads=2, n=1, h=1):
     return [rel(O, O_), rel(lse, lse_), rel(dQ, dQ_), rel(dK, dK_), rel(dV, dV_)], \
         sum(int(np.isnan(x).sum()) for x in (O, lse, dQ, dK, dV))
 
-# Usage: python3 native/tests/cuda/attention_tc_emu.py   (numpy; ~1 min)
-# Mirrors attention_tc.cu's index math lane by lane (fragments, shared layouts, masking,
+# Usage: python3 native/dev/cuda/attention_tc_emu.py   (numpy; ~1 min)
+# Mirrors the kernels' index math lane by lane (fragments, shared layouts, masking,
 # online softmax) with bf16 rounding of the operands, against float64. Run it after any
 # change to the kernels' indexing; it needs no GPU.
 if __name__ == "__main__":

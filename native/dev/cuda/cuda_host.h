@@ -1,6 +1,6 @@
 // Running CUDA kernel source on the host, for tests in every build (CI has no GPU).
-// A kernel header without includes (native/src/cuda/*.cuh) is compiled as plain C++
-// between cuda_host_begin.h and cuda_host_end.h (which map __global__, __shared__,
+// A kernel header without includes (native/src/cuda/*.cuh, native/dev/cuda/*.cuh) is compiled
+// as plain C++ between cuda_host_begin.h and cuda_host_end.h (which map __global__, __shared__,
 // ... to C++), inside namespace emu, after this header. Then
 //   emu::launch(grid, threads, [&] { emu::some_kernel<...>(args...); });
 // runs every block of the grid, one block at a time, with one real std::thread per

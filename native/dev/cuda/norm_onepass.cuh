@@ -1,12 +1,13 @@
-// The one-pass norm kernels (SPEED_CUDA_NORM_ONEPASS=1; native/bench/NOTES.md). Included by
-// kernels.cu inside speed::cuda::{anonymous} after warp_sum, and by the host test
-// native/tests/test_norm_onepass_host.cpp, which compiles the same source as C++ (one
+// The one-pass norm kernels (a candidate, not in the product until a GPU run says so; native/bench/
+// NOTES.md "LN+modulate and gated residual backward in one pass"). Included by norm.cu in this
+// folder inside speed::cuda::{anonymous} after kernel_common.cuh's warp_sum, and by the host test
+// test_norm_onepass_host.cpp, which compiles the same source as C++ (one
 // std::thread per CUDA thread) and checks it against the CPU backend in every CPU build.
 // So: no #include here; the includer provides float4, make_float4, min, warp_sum,
 // __syncthreads, threadIdx/blockIdx/blockDim/gridDim, __global__/__device__/__shared__,
 // __align__, __launch_bounds__, and SPEED_UNROLL (#pragma unroll on the device).
 
-// ---- one-pass variants (SPEED_CUDA_NORM_ONEPASS=1; native/bench/NOTES.md) ---------------------
+// ---- one-pass variants -------------------------------------------------------------------------
 // Backward kernels: block (p, n) covers rows l in [p*TR, min(L, (p+1)*TR)) of sample n and all D
 // columns; thread t owns the W consecutive columns [t*W, t*W + W) (W = 4: float4 accesses, needs
 // D % 4 == 0, mod_stride % 4 == 0 and 16-byte aligned pointers; W = 1: scalar), so blockDim.x =
