@@ -10,7 +10,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 
-import { runAnalyze } from './analyze.js';
+import { runAnalyze } from './speed/analyze.js';
 import { validateSpeedOptions } from './speed/index.js';
 import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Config, type Phase } from './config/index.js';
 import { SpeedTrainError } from './errors.js';
@@ -20,8 +20,8 @@ import { signalExitCode } from './train/guard.js';
 import { addPlotCommand } from './plot/command.js';
 import { formatValue } from './progress.js';
 import './featnet/index.js'; // registers the featnet:<file> feature space
-import { abortWorld, initWorld, world } from './dist/index.js';
-import { rootOnlyCommand } from './dist/cli.js';
+import { abortWorld, initWorld, world } from './parallel/index.js';
+import { rootOnlyCommand } from './parallel/cli.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
 
@@ -136,11 +136,11 @@ async function main(argv: string[]): Promise<number> {
         if (!Number.isInteger(v) || v < 1) throw new SpeedTrainError(`--${what}: expected a positive integer, found ${JSON.stringify(s)}`);
         return v;
       };
-      // under mpirun / srun: the all-reduce and data-parallel train-step rows (src/dist/bench.ts)
+      // under mpirun / srun: the all-reduce and data-parallel train-step rows (src/parallel/bench.ts)
       const w = initWorld();
       if (w.distributed) {
-        const { distBenchRows } = await import('./dist/bench.js');
-        const dr = await distBenchRows(w, {
+        const { parallelBenchRows } = await import('./parallel/bench.js');
+        const dr = await parallelBenchRows(w, {
           models: o.models.split(',').map((s) => s.trim()).filter(Boolean),
           batches: o.batches.split(',').map((s) => int(s.trim(), 'batches')),
           device: o.device, threads: o.threads ? int(o.threads, 'threads') : undefined, iters: o.iters ? int(o.iters, 'iters') : undefined,

@@ -88,7 +88,7 @@ export interface OptimizerHyper {
   emaDecay: number;
   /** multiplies vb ("rescaled MSE": T/1000); 1 by default */
   vbScale: number;
-  /** data parallelism (src/dist): this call's samples start at this index of the global batch (default 0) */
+  /** data parallelism (src/parallel): this call's samples start at this index of the global batch (default 0) */
   shardOffset?: number;
   /** data parallelism: samples in the global batch (default N); the noise stream advances by this many samples */
   globalBatch?: number;
@@ -233,11 +233,11 @@ interface Addon {
   ): Float32Array;
   runBench(opts: BenchOptions): Promise<BenchRow[]>;
   liveModels(): number;
-  /** data parallelism (native/src/napi/dist.cpp; typed in src/dist/native.ts) */
-  dist: unknown;
+  /** data parallelism (native/src/napi/parallel.cpp; typed in src/parallel/native.ts) */
+  parallel: unknown;
 }
 
-// src/native.ts and dist/native.js both sit one level below the package root.
+// src/native.ts and its compiled dist/native.js both sit one level below the package root.
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 let addon: Addon | undefined;
@@ -725,7 +725,7 @@ export class DiTModel {
   }
 
   /**
-   * Data parallelism (src/dist): trainStep averages the gradient over the MPI
+   * Data parallelism (src/parallel): trainStep averages the gradient over the MPI
    * world ("mpi", host buffers) or NCCL ("nccl", GPU buffers) before clipping
    * and AdamW, and returns the whole global batch's per-sample losses; null detaches.
    */

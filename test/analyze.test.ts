@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
-import { runAnalyze, readBucketLoss, areasOf, areaShares } from '../src/analyze.js';
+import { runAnalyze, readBucketLoss, areasOf, areaShares } from '../src/speed/analyze.js';
 import { DEFAULT_SPEED_OPTIONS } from '../src/speed/index.js';
 import { makeCoefs } from '../src/diffusion/coefs.js';
 import { betasFor } from '../src/diffusion/schedule.js';

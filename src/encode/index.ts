@@ -22,7 +22,7 @@ import { MANIFEST, MANIFEST_FORMAT, type LatentManifest, type ShardEntry } from 
 import { ConfigError, DataError } from '../errors.js';
 import { readNpyHeader, writeFileAtomic, writeNpy } from '../io/npy.js';
 import { Progress } from '../progress.js';
-import { loadConfiguredVae } from '../vae-config.js';
+import { loadConfiguredVae } from '../vae/configured.js';
 
 /** What encode needs from a VAE (src/vae's VAE class provides it). */
 export interface LatentEncoder {

@@ -21,8 +21,8 @@ import { accumulate, emptyAccum, summarise, type MetricsAccum, type MetricsLine 
 import { prepareFreshRun } from './fresh-run.js';
 import { initFrom } from './init-from.js';
 import { createModel } from './model.js';
-import { abortWorld, broadcastJson, maxOverRanks, placeRows, quietStream, shardOf, sliceRows, world } from '../dist/index.js';
-import { attachCollective } from '../dist/train.js';
+import { abortWorld, broadcastJson, maxOverRanks, placeRows, quietStream, shardOf, sliceRows, world } from '../parallel/index.js';
+import { attachCollective } from '../parallel/train.js';
 
 export interface TrainOptions {
   config: Config;
@@ -84,7 +84,7 @@ function truncateMetrics(file: string, step: number): void {
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const c = opts.config;
-  // Data parallelism (src/dist): every rank runs this loop on its slice of the
+  // Data parallelism (src/parallel): every rank runs this loop on its slice of the
   // global batch; only rank 0 writes files and logs.
   const w = world();
   const shard = shardOf(w, c.data.batch_size);

@@ -10,7 +10,7 @@
 
 #include "bench_binding.h"
 #include "convert.h"
-#include "dist.h"
+#include "parallel.h"
 #include "guard.h"
 #include "model.h"
 #include "speed/cpu.h"
@@ -122,7 +122,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("runBench", Napi::Function::New<RunBench>(env, "runBench"));
   exports.Set("ViTModel", ViTModel::Init(env));  // the feature network (src/featnet)
   exports.Set("VAEModel", VAEModel::Init(env));  // SD's VAE (src/vae)
-  exports.Set("dist", dist_exports(env));        // data parallelism (src/dist)
+  exports.Set("parallel", parallel_exports(env)); // data parallelism (src/parallel)
   return exports;
 }
 

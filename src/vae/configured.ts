@@ -1,14 +1,14 @@
 // The VAE a config names (vae.path), loaded on the config's device.
 import path from 'node:path';
 
-import type { Config } from './config/schema.js';
-import { ConfigError } from './errors.js';
-import type { VAE } from './vae/index.js';
+import type { Config } from '../config/schema.js';
+import { ConfigError } from '../errors.js';
+import type { VAE } from './index.js';
 
 export async function loadConfiguredVae(c: Pick<Config, 'vae' | 'device' | 'threads' | 'cuda_math'>, log: (m: string) => void): Promise<VAE> {
   if (!c.vae.path) {
     throw new ConfigError('vae.path', "not set: the VAE weight file (.safetensors, e.g. stabilityai/sd-vae-ft-ema's diffusion_pytorch_model.safetensors)");
   }
-  const { VAE } = await import('./vae/index.js');
+  const { VAE } = await import('./index.js');
   return VAE.load(path.resolve(c.vae.path), { device: c.device, threads: c.threads || undefined, cudaMath: c.cuda_math, log });
 }

@@ -15,14 +15,14 @@ import { readSafetensors, asFloat32 } from '../src/io/safetensors.js';
 import { tinyConfigFile, useAddon } from './helpers-e2e.js';
 
 useAddon();
-const { distAddon, shardOf, launcherWorldSize } = await import('../src/dist/index.js');
-const { rootOnlyCommand } = await import('../src/dist/cli.js');
+const { parallelAddon, shardOf, launcherWorldSize } = await import('../src/parallel/index.js');
+const { rootOnlyCommand } = await import('../src/parallel/cli.js');
 const { DiTModel, presetConfig } = await import('../src/native.js');
 const { makeCoefs, toNativeTables } = await import('../src/diffusion/coefs.js');
 const { betasFor } = await import('../src/diffusion/schedule.js');
 
 const CLI = path.resolve('src/cli.ts');
-const DRIVER = path.resolve('test/dist/driver.ts');
+const DRIVER = path.resolve('test/parallel/driver.ts');
 // as root (CI containers) OpenMPI needs both variables
 const ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', OMPI_MCA_rmaps_base_oversubscribe: '1' };
 const MPIRUN = ['-np', '2', '--oversubscribe'];
@@ -30,7 +30,7 @@ const MPIRUN = ['-np', '2', '--oversubscribe'];
 function mpiSkip(): string | false {
   const v = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
   if (v.error || v.status !== 0) return 'mpirun not found (apt-get install openmpi-bin)';
-  const info = distAddon().info();
+  const info = parallelAddon().info();
   if (!info.mpi) return `addon built without MPI: ${info.mpiReason}`;
   return false;
 }
@@ -300,7 +300,7 @@ test('bench under mpirun: an all-reduce row (GB/s of the gradient size) and a da
   assert.ok(rows[1].batch === 4 && rows[1].imagesPerSec > 0);
 });
 
-test('a build without MPI refuses a multi-process launch and says why', { skip: distAddon().info().mpi ? 'this addon has MPI (the refusal is for builds without it)' : false }, () => {
+test('a build without MPI refuses a multi-process launch and says why', { skip: parallelAddon().info().mpi ? 'this addon has MPI (the refusal is for builds without it)' : false }, () => {
   const { file } = tinyConfigFile();
   // the launcher's variable alone (no mpirun needed to see the refusal)
   const r = spawnSync(process.execPath, [...node, CLI, '-c', file], { encoding: 'utf8', env: { ...process.env, OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' } });

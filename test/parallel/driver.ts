@@ -1,4 +1,4 @@
-// Run by test/dist.test.ts as one process or under `mpirun -np 2`: a tiny DiT,
+// Run by test/parallel.test.ts as one process or under `mpirun -np 2`: a tiny DiT,
 // global batch 8, 5 steps through DiTModel.trainStep with the data-parallel
 // hook; rank 0 writes per-step losses, grad norms, the gradient and the final
 // weights as JSON. Usage: driver.ts split|same|throw OUT.json
@@ -12,7 +12,7 @@ import { writeFileSync } from 'node:fs';
 
 import { makeCoefs, toNativeTables } from '../../src/diffusion/coefs.js';
 import { betasFor } from '../../src/diffusion/schedule.js';
-import { abortWorld, distAddon, initWorld, shardOf } from '../../src/dist/index.js';
+import { abortWorld, parallelAddon, initWorld, shardOf } from '../../src/parallel/index.js';
 import { DiTModel, presetConfig } from '../../src/native.js';
 import { Rng } from '../../src/rng.js';
 
@@ -58,7 +58,7 @@ async function main(): Promise<void> {
     const bits = new Uint32Array(Float32Array.from(flat('model')).buffer);
     let h = 0;
     for (let i = 0; i < bits.length; i++) h = (Math.imul(h, 31) + bits[i]) >>> 0;
-    const [hi, negLo] = distAddon().allreduceMax([h, -h]);
+    const [hi, negLo] = parallelAddon().allreduceMax([h, -h]);
     if (hi !== -negLo) throw new Error(`ranks hold different weights (hashes ${-negLo} .. ${hi})`);
   }
   if (w.isRoot) {
