@@ -5,7 +5,7 @@
 // become our keys here. Keys that only configure PyTorch tooling (wandb,
 // DataLoader workers, TF32) are dropped with one warning naming each.
 // The loader logs one line listing every mapping used.
-import type { Provenance, Tree } from './load.js';
+import type { Provenance, Tree } from './tree.js';
 import type { Problems } from './problems.js';
 import { nodeAt } from './schema.js';
 import { sourceOf } from './validate.js';

@@ -1,7 +1,7 @@
 // Schema validation: unknown keys (with a did-you-mean), types and ranges.
 // Every error names the file that set the value and the dotted key path.
 import { ConfigError } from '../errors.js';
-import type { Provenance, Tree } from './load.js';
+import type { Provenance, Tree } from './tree.js';
 import { Problems } from './problems.js';
 import { PHASES, SCHEMA, type Config, type Leaf, type Section } from './schema.js';
 
