@@ -11,8 +11,8 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 
 import { runAnalyze } from './speed/analyze.js';
-import { validateSpeedOptions } from './speed/index.js';
-import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Config, type Phase } from './config/index.js';
+import { speedOptions } from './speed/index.js';
+import { configToYaml, describeSchema, loadConfig, PHASES, type Config, type Phase } from './config/index.js';
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 import { addExperimentCommands } from './experiment/cli.js';
@@ -99,7 +99,7 @@ async function main(argv: string[]): Promise<number> {
       const file = o.out ?? path.join(c.experiment_dir, 'analyze.png');
       mkdirSync(path.dirname(file), { recursive: true });
       const metricsPath = path.join(c.experiment_dir, 'metrics.jsonl');
-      const speed = validateSpeedOptions(speedSection(c.diffusion), c.diffusion.diffusion_steps, o.config);
+      const speed = speedOptions(c.diffusion, c.diffusion.diffusion_steps);
       const r = await runAnalyze({
         schedule: c.diffusion.schedule, T: c.diffusion.diffusion_steps, speed,
         metricsPath: existsSync(metricsPath) ? metricsPath : undefined, out: file,

@@ -49,14 +49,16 @@ interface DriverOut {
   ema: number[];
   noise: { seed: number; offset: number };
   step: number;
+  eval: Record<string, unknown> | null;
 }
 
-function driver(mode: string, procs: 1 | 2, env: Record<string, string> = {}): DriverOut {
+function driver(mode: string, procs: 1 | 2, env: Record<string, string> = {}, config?: string): DriverOut {
   const out = path.join(tinyConfigFile().exp + `-${mode}-${procs}.json`);
+  const args = [DRIVER, mode, out, ...(config ? [config] : [])];
   const opts = { encoding: 'utf8' as const, env: { ...ENV, ...env }, timeout: 120_000 };
   const r = procs === 1
-    ? spawnSync(process.execPath, [...node, DRIVER, mode, out], opts)
-    : spawnSync('mpirun', [...MPIRUN, process.execPath, ...node, DRIVER, mode, out], opts);
+    ? spawnSync(process.execPath, [...node, ...args], opts)
+    : spawnSync('mpirun', [...MPIRUN, process.execPath, ...node, ...args], opts);
   assert.equal(r.status, 0, `driver ${mode} on ${procs}: ${r.stderr}`);
   return JSON.parse(readFileSync(out, 'utf8')) as DriverOut;
 }
@@ -159,6 +161,20 @@ test('train step, 2 processes vs 1: losses, gradients and weights within 1e-6; b
   }
   assert.deepEqual(d.weights, c.weights);
   assert.deepEqual(d.ema, c.ema);
+});
+
+test('FID during training on 2 processes: the samples split over the ranks score bitwise as on one process', { skip }, () => {
+  // the same shard on both ranks keeps the weights bitwise equal (see above), so any
+  // difference would come from how the evaluation splits and gathers its samples
+  const { file } = tinyConfigFile('eval: {every: 5, num_samples: 11, sampler: ddim5, feature_space: pixels-4x4}\nevaluate: {num_reference: 40}\n');
+  const a = driver('eval', 1, {}, file);
+  const b = driver('eval', 2, {}, file);
+  assert.deepEqual(b.weights, a.weights);
+  assert.deepEqual(b.noise, a.noise, 'the training noise stream is restored after the evaluation');
+  const drop = (e: Record<string, unknown> | null) => ({ ...e, seconds: undefined, sample_seconds: undefined });
+  assert.ok(a.eval && typeof a.eval.fid === 'number' && Number.isFinite(a.eval.fid));
+  assert.equal(a.eval.num_samples, 11);
+  assert.deepEqual(drop(b.eval), drop(a.eval));
 });
 
 test('a non-finite loss on one rank skips the step on every rank, as on one process', { skip }, () => {

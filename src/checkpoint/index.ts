@@ -463,3 +463,39 @@ export function loadForResume(model: CheckpointModel, spec: string, experimentDi
   }, warn);
   return { dir, state: value };
 }
+
+/**
+ * One run's checkpoint folder as the training loop uses it: resume from it, write
+ * the next checkpoint, name the newest (for messages).
+ */
+export class RunCheckpoints {
+  private newestSeen = '';
+
+  constructor(readonly experimentDir: string) {}
+
+  /** True when the folder holds at least one complete checkpoint. */
+  any(): boolean {
+    return listCheckpoints(this.experimentDir).length > 0;
+  }
+
+  /** loadForResume: `spec` or "latest" (falling back past damaged ones) into `model`. */
+  resume(model: CheckpointModel, spec: string, warn: (msg: string) => void): { dir: string; state: CheckpointState } {
+    return loadForResume(model, spec, this.experimentDir, warn);
+  }
+
+  /** Writes the checkpoint of `state.step` (the caller decides which process writes). */
+  write(model: CheckpointModel, state: Parameters<typeof writeCheckpoint>[2]): string {
+    this.newestSeen = writeCheckpoint(model, this.experimentDir, state);
+    return this.newestSeen;
+  }
+
+  /** Where the checkpoint of `step` lives (written by this process or another). */
+  dirOf(step: number): string {
+    return path.join(checkpointsDir(this.experimentDir), stepDirName(step));
+  }
+
+  /** The newest checkpoint: the one this process wrote last, else the newest on disk ('' when none). */
+  newest(): string {
+    return this.newestSeen || listCheckpoints(this.experimentDir).at(-1) || '';
+  }
+}
