@@ -199,7 +199,8 @@ export function benchTable(rows: BenchRow[]): string {
 
 // A command whose promise is still pending when the event loop runs dry has lost an
 // operation (a worker or native call nothing keeps alive): Node would exit 0 with the
-// work half done. Fail loudly instead (a safety net; issue 13 item 8 was such a case).
+// work half done. Fail loudly instead (a safety net: an image-folder run whose decode
+// workers had all exited once ended this way with exit status 0).
 let settled = false;
 process.on('beforeExit', () => {
   if (settled) return;

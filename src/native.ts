@@ -116,7 +116,7 @@ export interface TrainStepResult {
   step: number;
 }
 
-/** Coefficients of one reverse step (native SampleStepCoefs; reference §5). */
+/** Coefficients of one reverse step (native SampleStepCoefs: the DDPM / DDIM update of IDDPM's p_sample and DDIM's ddim_sample). */
 export interface SampleStepCoefs {
   mode: 'ddpm' | 'ddim';
   sqrtRecipAbar: number;

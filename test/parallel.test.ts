@@ -1,4 +1,4 @@
-// Data parallelism (issue 12): 1 vs 2 processes under `mpirun -np 2` on the CPU
+// Data parallelism: 1 vs 2 processes under `mpirun -np 2` on the CPU
 // backend (one thread per rank), resume across world sizes, distributed
 // inference, faults and the stop signal. The mpirun tests skip, saying why,
 // when mpirun is missing or the addon was built without MPI.

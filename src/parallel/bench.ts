@@ -1,4 +1,4 @@
-// `speed-train bench` under mpirun / srun (issue 12): the all-reduce of each
+// `speed-train bench` under mpirun / srun: the all-reduce of each
 // model's flat gradient buffer (GB/s of its size) and the data-parallel train
 // step at each global batch. Every rank runs the same calls; rank 0 prints.
 import { ConfigError } from '../errors.js';

@@ -1,4 +1,4 @@
-// Data-parallel training glue (issue 12): which collective a model averages its
+// Data-parallel training glue: which collective a model averages its
 // gradient with, and rank 0's weights on every rank.
 import type { Device, DiTModel } from '../native.js';
 import { parallelAddon } from './native.js';

@@ -1,4 +1,4 @@
-// The process's place in a data-parallel run (issue 12): rank, world size and
+// The process's place in a data-parallel run: rank, world size and
 // local rank from the launcher (mpirun, srun), and the few host collectives the
 // TypeScript side needs. One process without a launcher: rank 0 of 1, and MPI
 // is never initialised (so nothing changes for a plain `speed-train` run).
