@@ -89,6 +89,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     while (run.step < totalSteps && !run.stopRequested) {
       const t = sampler.sample(N, run.step, run.rng);
       const weight = Float32Array.from(t, (ti) => wTable[ti]);
+      // label dropout draws for the whole global batch (the same generator on every rank)
       const y = dropLabels(shard ? placeRows(batch.y, shard) : batch.y, model.config.numClasses, model.config.classDropoutProb, run.rng);
       const lr = lrAt(c.optimizer, model.getStep());
       const mine = shard // this rank's slice of the global batch
