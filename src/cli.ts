@@ -10,9 +10,9 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 
-import { runAnalyze } from './analyze.js';
-import { validateSpeedOptions } from './speed/index.js';
-import { configToYaml, describeSchema, loadConfig, PHASES, speedSection, type Config, type Phase } from './config/index.js';
+import { runAnalyze } from './speed/analyze.js';
+import { speedOptions } from './speed/index.js';
+import { configToYaml, describeSchema, loadConfig, PHASES, type Config, type Phase } from './config/index.js';
 import { SpeedTrainError } from './errors.js';
 import { NativeError, runBench, type BenchRow, type Device } from './native.js';
 import { addExperimentCommands } from './experiment/cli.js';
@@ -20,8 +20,8 @@ import { ignoreClosedConsole, signalExitCode } from './train/guard.js';
 import { addPlotCommand } from './plot/command.js';
 import { formatValue } from './progress.js';
 import './featnet/index.js'; // registers the featnet:<file> feature space
-import { abortWorld, initWorld, world } from './dist/index.js';
-import { rootOnlyCommand } from './dist/cli.js';
+import { abortWorld, initWorld, world } from './parallel/index.js';
+import { rootOnlyCommand } from './parallel/cli.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
 
@@ -101,7 +101,7 @@ async function main(argv: string[]): Promise<number> {
       const file = o.out ?? path.join(c.experiment_dir, 'analyze.png');
       mkdirSync(path.dirname(file), { recursive: true });
       const metricsPath = path.join(c.experiment_dir, 'metrics.jsonl');
-      const speed = validateSpeedOptions(speedSection(c.diffusion), c.diffusion.diffusion_steps, o.config);
+      const speed = speedOptions(c.diffusion, c.diffusion.diffusion_steps);
       const r = await runAnalyze({
         schedule: c.diffusion.schedule, T: c.diffusion.diffusion_steps, speed,
         metricsPath: existsSync(metricsPath) ? metricsPath : undefined, out: file,
@@ -138,11 +138,11 @@ async function main(argv: string[]): Promise<number> {
         if (!Number.isInteger(v) || v < 1) throw new SpeedTrainError(`--${what}: expected a positive integer, found ${JSON.stringify(s)}`);
         return v;
       };
-      // under mpirun / srun: the all-reduce and data-parallel train-step rows (src/dist/bench.ts)
+      // under mpirun / srun: the all-reduce and data-parallel train-step rows (src/parallel/bench.ts)
       const w = initWorld();
       if (w.distributed) {
-        const { distBenchRows } = await import('./dist/bench.js');
-        const dr = await distBenchRows(w, {
+        const { parallelBenchRows } = await import('./parallel/bench.js');
+        const dr = await parallelBenchRows(w, {
           models: o.models.split(',').map((s) => s.trim()).filter(Boolean),
           batches: o.batches.split(',').map((s) => int(s.trim(), 'batches')),
           device: o.device, threads: o.threads ? int(o.threads, 'threads') : undefined, iters: o.iters ? int(o.iters, 'iters') : undefined,
@@ -201,7 +201,8 @@ export function benchTable(rows: BenchRow[]): string {
 
 // A command whose promise is still pending when the event loop runs dry has lost an
 // operation (a worker or native call nothing keeps alive): Node would exit 0 with the
-// work half done. Fail loudly instead (a safety net; issue 13 item 8 was such a case).
+// work half done. Fail loudly instead (a safety net: an image-folder run whose decode
+// workers had all exited once ended this way with exit status 0).
 let settled = false;
 process.on('beforeExit', () => {
   if (settled) return;

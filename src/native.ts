@@ -88,7 +88,7 @@ export interface OptimizerHyper {
   emaDecay: number;
   /** multiplies vb ("rescaled MSE": T/1000); 1 by default */
   vbScale: number;
-  /** data parallelism (src/dist): this call's samples start at this index of the global batch (default 0) */
+  /** data parallelism (src/parallel): this call's samples start at this index of the global batch (default 0) */
   shardOffset?: number;
   /** data parallelism: samples in the global batch (default N); the noise stream advances by this many samples */
   globalBatch?: number;
@@ -116,7 +116,7 @@ export interface TrainStepResult {
   step: number;
 }
 
-/** Coefficients of one reverse step (native SampleStepCoefs; reference §5). */
+/** Coefficients of one reverse step (native SampleStepCoefs: the DDPM / DDIM update of IDDPM's p_sample and DDIM's ddim_sample). */
 export interface SampleStepCoefs {
   mode: 'ddpm' | 'ddim';
   sqrtRecipAbar: number;
@@ -235,11 +235,11 @@ interface Addon {
   ): Float32Array;
   runBench(opts: BenchOptions): Promise<BenchRow[]>;
   liveModels(): number;
-  /** data parallelism (native/src/napi/dist.cpp; typed in src/dist/native.ts) */
-  dist: unknown;
+  /** data parallelism (native/src/napi/parallel.cpp; typed in src/parallel/native.ts) */
+  parallel: unknown;
 }
 
-// src/native.ts and dist/native.js both sit one level below the package root.
+// src/native.ts and its compiled dist/native.js both sit one level below the package root.
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 let addon: Addon | undefined;
@@ -460,7 +460,6 @@ export function runBench(opts: BenchOptions): Promise<BenchRow[]> {
       throw new NativeError(`runBench: opts.batches must be a non-empty array of batch sizes, got ${JSON.stringify(opts.batches)}`);
     }
     opts.batches.forEach((b, i) => checkInt(b, `runBench: opts.batches[${i}]`, 1, 1 << 20));
-    if (opts.device !== 'cpu' && opts.device !== 'cuda') throw new NativeError(`runBench: opts.device must be 'cpu' or 'cuda', got ${JSON.stringify(opts.device)}`);
     if (opts.threads !== undefined) checkInt(opts.threads, 'runBench: opts.threads', 0, 4096);
     if (opts.iters !== undefined) checkInt(opts.iters, 'runBench: opts.iters', 1, 1 << 20);
     if (opts.gemmSize !== undefined) checkInt(opts.gemmSize, 'runBench: opts.gemmSize', 16, 1 << 15);
@@ -508,15 +507,87 @@ export function sampleStepKernel(
 }
 
 // ---------------------------------------------------------------------------
+// What every network object shares.
+
+/** The addon side of a network (Model, ViTModel, VAEModel): its named tensors and the busy / dispose protocol. */
+export interface NativeStore<S extends string, P extends { name: string; shape: number[]; numel: number }> {
+  params(): P[];
+  readParam(name: string, slot?: S): Float32Array;
+  busy(): string | null;
+  dispose(): void;
+}
+
+/**
+ * The parameter store the network classes build on (DiTModel, FeatNet, VAE):
+ * their named tensors in each slot, and the lifecycle of the native object
+ * (busy while a long call runs, unusable after dispose). Checking here first
+ * gives each class's own words ("the model", "the VAE"); the addon checks again.
+ */
+export abstract class NativeParamStore<S extends string, P extends { name: string; shape: number[]; numel: number }> {
+  readonly #store: NativeStore<S, P>;
+  #disposed = false;
+
+  protected constructor(
+    store: NativeStore<S, P>,
+    /** what error messages call the object: "model", "feature network", "VAE" */
+    private readonly noun: string,
+    /** the slot readParam reads when none is named (undefined: the store has no slots) */
+    private readonly defaultSlot?: S,
+  ) {
+    this.#store = store;
+  }
+
+  /** true while a Promise-returning call is running; a second call then rejects. */
+  get busy(): boolean {
+    return this.#store.busy() !== null;
+  }
+  /** The running long call's name ("trainStep", ...) or null. */
+  get busyWith(): string | null {
+    return this.#store.busy();
+  }
+  /** true after dispose(). */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Refuses calls on a disposed or busy object. */
+  protected ready(what: string): void {
+    if (this.#disposed) throw new NativeError(`${what}: the ${this.noun} has been disposed`);
+    const busy = this.#store.busy();
+    if (busy !== null) throw new NativeError(`${what}: ${this.noun} is busy with ${busy}; await the previous call`);
+  }
+
+  /** Every tensor: its state_dict name, shape and size. */
+  params(): P[] {
+    this.ready('params');
+    return call(() => this.#store.params());
+  }
+
+  /** A copy of one tensor (of `slot`, where the store has slots). */
+  readParam(name: string, slot: S | undefined = this.defaultSlot): Float32Array {
+    this.ready('readParam');
+    if (typeof name !== 'string') throw new NativeError(`readParam: name must be a string, got ${describe(name)}`);
+    return call(() => (slot === undefined ? this.#store.readParam(name) : this.#store.readParam(name, slot)));
+  }
+
+  /** Frees native memory; the object is unusable afterwards. */
+  dispose(): void {
+    if (this.#disposed) return;
+    call(() => this.#store.dispose());
+    this.#disposed = true;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // The model.
 
-export class DiTModel {
+export class DiTModel extends NativeParamStore<Slot, ParamInfo> {
   readonly config: ModelConfig;
   readonly device: Device;
   readonly #native: NativeModel;
-  #disposed = false;
 
   private constructor(config: ModelConfig, device: Device, native: NativeModel) {
+    super(native, 'model', 'model');
     this.config = config;
     this.device = device;
     this.#native = native;
@@ -527,8 +598,8 @@ export class DiTModel {
     const w = 'DiTModel.create';
     if (typeof opts !== 'object' || opts === null) throw new NativeError(`${w}: options must be an object, got ${describe(opts)}`);
     checkConfig(opts.config, `${w}: config`, true);
+    // the device is checked where the config is read and in the addon (device_from_js)
     const device = opts.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda') throw new NativeError(`${w}: device must be 'cpu' or 'cuda', got ${JSON.stringify(device)}`);
     checkInt(opts.seed, `${w}: seed`, 0, Number.MAX_SAFE_INTEGER);
     if (opts.noiseSeed !== undefined) checkInt(opts.noiseSeed, `${w}: noiseSeed`, 0, Number.MAX_SAFE_INTEGER);
     if (opts.threads !== undefined) checkInt(opts.threads, `${w}: threads`, 0, 4096);
@@ -542,29 +613,13 @@ export class DiTModel {
     return new DiTModel(call(() => native.config()), device, native);
   }
 
-  /** true while a Promise-returning call is running; a second call then rejects. */
-  get busy(): boolean {
-    return this.#native.busy() !== null;
-  }
-  /** The running long call's name ("trainStep", ...) or null. */
-  get busyWith(): string | null {
-    return this.#native.busy();
-  }
-  /** true after dispose(). */
-  get disposed(): boolean {
-    return this.#disposed;
-  }
   /** T of the tables given to setTables (0 before). */
   get steps(): number {
     return this.#native.steps();
   }
 
-  params(): ParamInfo[] {
-    this.#ready('params');
-    return call(() => this.#native.params());
-  }
   numTrainable(): number {
-    this.#ready('numTrainable');
+    this.ready('numTrainable');
     return call(() => this.#native.numTrainable());
   }
   /**
@@ -573,26 +628,24 @@ export class DiTModel {
    * Parameters, Adam moments and EMA (5 x numTrainable() floats) come on top.
    */
   activationBytes(n: number, training: boolean): number {
-    this.#ready('activationBytes');
+    this.ready('activationBytes');
     checkInt(n, 'activationBytes: n', 1, 1 << 24);
     if (typeof training !== 'boolean') throw new NativeError(`activationBytes: training must be a boolean, got ${describe(training)}`);
     return call(() => this.#native.activationBytes(n, training));
   }
-  readParam(name: string, slot: Slot = 'model'): Float32Array {
-    this.#ready('readParam');
-    if (typeof name !== 'string') throw new NativeError(`readParam: name must be a string, got ${describe(name)}`);
+  override readParam(name: string, slot: Slot = 'model'): Float32Array {
     checkSlot(slot, 'readParam: slot');
-    return call(() => this.#native.readParam(name, slot));
+    return super.readParam(name, slot);
   }
   writeParam(name: string, slot: Slot, data: Float32Array): void {
-    this.#ready('writeParam');
+    this.ready('writeParam');
     if (typeof name !== 'string') throw new NativeError(`writeParam: name must be a string, got ${describe(name)}`);
     checkSlot(slot, 'writeParam: slot');
     checkTyped(data, Float32Array, 'writeParam: data');
     call(() => this.#native.writeParam(name, slot, data));
   }
   setTables(tables: DiffusionTables): void {
-    this.#ready('setTables');
+    this.ready('setTables');
     if (typeof tables !== 'object' || tables === null) throw new NativeError(`setTables: tables must be an object, got ${describe(tables)}`);
     for (const k of TABLE_KEYS) checkTyped(tables[k], Float64Array, `setTables: tables.${k}`);
     const T = tables.sqrtAbar.length;
@@ -606,31 +659,24 @@ export class DiTModel {
     call(() => this.#native.setTables(tables));
   }
   getNoiseState(): NoiseState {
-    this.#ready('getNoiseState');
+    this.ready('getNoiseState');
     return call(() => this.#native.getNoiseState());
   }
   setNoiseState(state: NoiseState): void {
-    this.#ready('setNoiseState');
+    this.ready('setNoiseState');
     if (typeof state !== 'object' || state === null) throw new NativeError(`setNoiseState: state must be an object, got ${describe(state)}`);
     checkInt(state.seed, 'setNoiseState: state.seed', 0, Number.MAX_SAFE_INTEGER);
     checkInt(state.offset, 'setNoiseState: state.offset', 0, Number.MAX_SAFE_INTEGER);
     call(() => this.#native.setNoiseState(state.seed, state.offset));
   }
   getStep(): number {
-    this.#ready('getStep');
+    this.ready('getStep');
     return call(() => this.#native.getStep());
   }
   setStep(step: number): void {
-    this.#ready('setStep');
+    this.ready('setStep');
     checkInt(step, 'setStep: step', 0, Number.MAX_SAFE_INTEGER);
     call(() => this.#native.setStep(step));
-  }
-
-  /** Refuses calls on a disposed or busy model (the addon checks again). */
-  #ready(what: string): void {
-    if (this.#disposed) throw new NativeError(`${what}: the model has been disposed; create a new DiTModel`);
-    const busy = this.#native.busy();
-    if (busy !== null) throw new NativeError(`${what}: model is busy with ${busy}; await the previous call`);
   }
 
   /** Checks labels y against numClasses (the null label only with dropout). */
@@ -659,7 +705,7 @@ export class DiTModel {
   trainStep(batch: TrainBatch, hp: OptimizerHyper): Promise<TrainStepResult> {
     return callAsync(() => {
       const w = 'trainStep';
-      this.#ready(w);
+      this.ready(w);
       if (typeof batch !== 'object' || batch === null) throw new NativeError(`${w}: batch must be an object, got ${describe(batch)}`);
       checkTyped(batch.x0, Float32Array, `${w}: batch.x0`);
       checkTyped(batch.t, Int32Array, `${w}: batch.t`);
@@ -683,7 +729,7 @@ export class DiTModel {
   forward(x: Float32Array, t: Int32Array, y: Int32Array, opts?: { useEma?: boolean }): Promise<Float32Array> {
     return callAsync(() => {
       const w = 'forward';
-      this.#ready(w);
+      this.ready(w);
       checkTyped(x, Float32Array, `${w}: x`);
       checkTyped(t, Int32Array, `${w}: t`);
       checkTyped(y, Int32Array, `${w}: y`);
@@ -707,7 +753,7 @@ export class DiTModel {
   ): Promise<Float32Array> {
     return callAsync(() => {
       const w = 'sampleStep';
-      this.#ready(w);
+      this.ready(w);
       checkTyped(x, Float32Array, `${w}: x`);
       checkTyped(y, Int32Array, `${w}: y`);
       const T = this.#native.steps();
@@ -728,32 +774,26 @@ export class DiTModel {
   }
 
   /**
-   * Data parallelism (src/dist): trainStep averages the gradient over the MPI
+   * Data parallelism (src/parallel): trainStep averages the gradient over the MPI
    * world ("mpi", host buffers) or NCCL ("nccl", GPU buffers) before clipping
    * and AdamW, and returns the whole global batch's per-sample losses; null detaches.
    */
   setCollective(kind: 'mpi' | 'nccl' | null, cudaDevice?: number): void {
-    this.#ready('setCollective');
+    this.ready('setCollective');
     call(() => this.#native.setCollective(kind, cudaDevice));
   }
   /** Weights, EMA, Adam moments, step and noise state from rank `root` to every rank. */
   broadcastState(root: number): void {
-    this.#ready('broadcastState');
+    this.ready('broadcastState');
     checkInt(root, 'broadcastState: root', 0, 1 << 20);
     call(() => this.#native.broadcastState(root));
   }
 
   /** n standard normals from the model's Philox noise stream (advances it); e.g. x_T. */
   drawNoise(n: number): Float32Array {
-    this.#ready('drawNoise');
+    this.ready('drawNoise');
     checkInt(n, 'drawNoise: n', 0, 2 ** 32);
     return call(() => this.#native.drawNoise(n));
   }
 
-  /** Frees native memory; the object is unusable afterwards. */
-  dispose(): void {
-    if (this.#disposed) return;
-    call(() => this.#native.dispose());
-    this.#disposed = true;
-  }
 }

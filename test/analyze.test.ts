@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
-import { runAnalyze, readBucketLoss, areasOf, areaShares } from '../src/analyze.js';
-import { DEFAULT_SPEED_OPTIONS } from '../src/speed/index.js';
+import { runAnalyze, readBucketLoss, areasOf, areaShares } from '../src/speed/analyze.js';
+import { SPEED_PAPER_OPTIONS } from '../src/speed/index.js';
 import { makeCoefs } from '../src/diffusion/coefs.js';
 import { betasFor } from '../src/diffusion/schedule.js';
 import { DataError } from '../src/errors.js';
@@ -29,7 +29,7 @@ test('runAnalyze writes a PNG and reports m, tau and the shares; per-bucket loss
       rows.push(JSON.stringify({ step: s, loss_per_bucket: [s, null, 2 * s, 1], bucket_edges: [0, 250, 500, 750, 1000] }));
     }
     writeFileSync(metrics, rows.join('\n') + '\n{"step": 13, "loss_per'); // a run still writing
-    const r = await runAnalyze({ schedule: 'linear', T: 1000, speed: { ...DEFAULT_SPEED_OPTIONS }, out: dir, metricsPath: metrics });
+    const r = await runAnalyze({ schedule: 'linear', T: 1000, speed: { ...SPEED_PAPER_OPTIONS }, out: dir, metricsPath: metrics });
     assert.equal(r.png, join(dir, 'speed-analysis.png'));
     assert.match(r.text, /boundary m = 642/);
     assert.match(r.text, /tau = 700\n/);
@@ -54,7 +54,7 @@ test('runAnalyze writes a PNG and reports m, tau and the shares; per-bucket loss
 
     // no metrics: four panels; a PNG path is used as given, the SVG beside it; tau reported unused for uniform/none
     const out2 = join(dir, 'sub', 'u.png');
-    const r2 = await runAnalyze({ schedule: 'cosine', T: 200, speed: { ...DEFAULT_SPEED_OPTIONS, sampling: 'uniform', weighting: 'none', tau: 140 }, out: out2 });
+    const r2 = await runAnalyze({ schedule: 'cosine', T: 200, speed: { ...SPEED_PAPER_OPTIONS, sampling: 'uniform', weighting: 'none', tau: 140 }, out: out2 });
     assert.equal(r2.png, out2);
     assert.ok(existsSync(out2) && existsSync(join(dir, 'sub', 'u.svg')));
     assert.match(r2.text, /tau = 140 \(not used/);

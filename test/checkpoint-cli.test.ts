@@ -1,7 +1,7 @@
 // The checkpoint guarantees through the CLI: --resume latest and -p sample
 // fall back past a damaged newest checkpoint; a read-only experiment_dir and
 // a disk that fills up mid-run are clean one-line errors, and after space is
-// freed the run resumes (issue 13 items 10, 12, 14).
+// freed the run resumes.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

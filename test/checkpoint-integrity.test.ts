@@ -1,5 +1,5 @@
 // Checksums, state.json validation, fallback to the newest good checkpoint,
-// and full-disk / read-only behaviour (issue 13 items 10, 12, 13, 14).
+// and full-disk / read-only behaviour.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Crash consistency (issue 13): a tiny training run that checkpoints every
+// Crash consistency: a tiny training run that checkpoints every
 // step is killed with SIGKILL again and again, at random moments and while a
 // checkpoint is being written (a .tmp- directory exists), each time resumed
 // with --resume auto. After every kill each step directory must be complete

@@ -271,7 +271,7 @@ test('sampleStep on a new (all-zero) model is the DDIM update with eps_hat = 0; 
   m.dispose();
 });
 
-// ---- the sampling-step kernel against reference §5 -----------------------------------
+// ---- the sampling-step kernel against the DDPM / DDIM update, written out ----------------
 
 function ddpmCoefs(t: number): SampleStepCoefs {
   return {
@@ -306,7 +306,7 @@ function ddimCoefs(t: number, prev: number, eta: number): SampleStepCoefs {
   };
 }
 
-/** Reference §5, element by element, in float64. */
+/** The DDPM (IDDPM p_sample) / DDIM (ddim_sample) update with guidance, element by element, in float64. */
 function directStep(out: Float32Array, x: Float32Array, z: Float32Array, N: number, C: number, HW: number, learnSigma: boolean, k: SampleStepCoefs): Float64Array {
   const Cout = learnSigma ? 2 * C : C;
   const res = new Float64Array(x.length);
@@ -342,7 +342,7 @@ function directStep(out: Float32Array, x: Float32Array, z: Float32Array, N: numb
   return res;
 }
 
-test('sampleStepKernel matches reference §5 (DDPM, DDIM, eta, clipping, guidance, t = 0)', () => {
+test('sampleStepKernel matches the DDPM / DDIM update written out (DDPM, DDIM, eta, clipping, guidance, t = 0)', () => {
   const N = 3;
   const C = 2;
   const HW = 5;

@@ -1,4 +1,4 @@
-// Training runs that cannot lie or lose work (issue 13 items 6-9): runs whose every
+// Training runs that cannot lie or lose work: runs whose every
 // step is skipped fail loudly with honest metrics, absurd optimizer settings are
 // refused at the config boundary, an update that would write non-finite weights is
 // skipped, SIGINT/SIGTERM/SIGHUP checkpoint and exit 128 + signo, and image-folder
@@ -251,7 +251,7 @@ test('a second signal right after the first exits at once and leaves every check
   assert.ok(listCheckpoints(exp).length >= 1, 'the periodic checkpoints survive');
 });
 
-// ---- CLI: image-folder runs end with their work done (issue 13 item 8) ----------------------
+// ---- CLI: image-folder runs end with their work done (never exit 0 half-way) ----------------
 
 test('image folder, 6 steps of batch 4, 8 times: every run prints "trained" and writes its grid', () => {
   // Before the fix about half of these exited 0 right after "checkpoint:" (the decode

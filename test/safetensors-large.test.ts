@@ -1,4 +1,4 @@
-// Checkpoints of any size (issue 11): a valid safetensors file over 4 GiB
+// Checkpoints of any size: a valid safetensors file over 4 GiB
 // (sparse: header and a few real tensors written, the rest holes that read as
 // zeros) is read per tensor with bounded memory; and, behind a knob, a
 // DiT-XL/2-sized checkpoint (675M parameters, 10.8 GB) is written and resumed.

@@ -4,19 +4,24 @@ import { betasFor } from '../src/diffusion/schedule.js';
 import { makeCoefs } from '../src/diffusion/coefs.js';
 import { Rng } from '../src/rng.js';
 import { ConfigError } from '../src/errors.js';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { loadConfig } from '../src/config/index.js';
+import { scratchDir } from './helpers-e2e.js';
 import {
-  DEFAULT_SPEED_OPTIONS,
+  SPEED_PAPER_OPTIONS,
   meaningfulBoundary,
   makeTimestepSampler,
   lossWeights,
-  validateSpeedOptions,
+  speedOptions,
+  SPEED_OPTION_KEYS,
   dualOf,
   type SpeedOptions,
   SAMPLING_NAMES,
 } from '../src/speed/index.js';
 
 const lin = makeCoefs(betasFor('linear', 1000));
-const opts = (o: Partial<SpeedOptions> = {}): SpeedOptions => ({ ...DEFAULT_SPEED_OPTIONS, ...o });
+const opts = (o: Partial<SpeedOptions> = {}): SpeedOptions => ({ ...SPEED_PAPER_OPTIONS, ...o });
 
 test('meaningful boundary m = 642 for linear T = 1000; from numpy.gradient of sqrt(1 - abar)', () => {
   assert.equal(meaningfulBoundary(lin), 642);
@@ -174,29 +179,34 @@ test('p2, min_snr and none weights by definition', () => {
   assert.ok(lossWeights(opts({ weighting: 'none' }), lin).every((x) => x === 1));
 });
 
-test('validateSpeedOptions: defaults, and errors naming the key and allowed values', () => {
-  const d = validateSpeedOptions({ schedule: 'linear' }, 1000);
-  assert.deepEqual(d, { ...DEFAULT_SPEED_OPTIONS });
-  assert.equal(validateSpeedOptions({}, 100).tau, 70);
-  const o = validateSpeedOptions({ sampling: 'lognorm', weighting: 'p2', k: 2, tau: 1000, lam: 1 }, 1000);
+test('SpeeD keys: the config schema owns them (defaults, ranges, errors); speedOptions takes the validated values', () => {
+  const dir = scratchDir('st-speed-');
+  const load = (diffusion: string) => {
+    const file = path.join(dir, 'x.yaml');
+    writeFileSync(file, `diffusion: {${diffusion}}\n`);
+    return loadConfig(file).config;
+  };
+  // the config's defaults: a plain DiT run (uniform sampling, no weighting); tau follows T
+  const plain = speedOptions(load('').diffusion, 1000);
+  assert.deepEqual(plain, { ...SPEED_PAPER_OPTIONS, sampling: 'uniform', weighting: 'none' });
+  assert.deepEqual(Object.keys(plain).sort(), [...SPEED_OPTION_KEYS].sort(), 'only the SpeeD keys (not schedule, diffusion_steps, ...)');
+  const small = load('diffusion_steps: 100');
+  assert.equal(speedOptions(small.diffusion, 100).tau, 70);
+  const o = speedOptions(load('sampling: lognorm, weighting: p2, k: 2, tau: 1000, lam: 1').diffusion, 1000);
   assert.equal(o.sampling, 'lognorm');
   assert.equal(o.tau, 1000);
-  const cases: [Record<string, unknown>, RegExp][] = [
-    [{ sampling: 'unifrom' }, /diffusion\.sampling: unknown value "unifrom"; allowed: uniform, speed, speed_boundary, no_dual, lognorm, clts/],
-    [{ weighting: 'snr' }, /diffusion\.weighting: unknown value "snr"; allowed: none, speed, p2, min_snr, theory/],
-    [{ tau: 0 }, /diffusion\.tau: expected an integer in \[1, T\] = \[1, 1000\], got 0/],
-    [{ tau: 1001 }, /diffusion\.tau: .*\[1, 1000\].*1001/],
-    [{ k: 0 }, /diffusion\.k: expected a number > 0, got 0/],
-    [{ k: -1 }, /diffusion\.k/],
-    [{ lam: 0.4 }, /diffusion\.lam: expected a number in \[0\.5, 1\], got 0\.4/],
-    [{ lam: 1.2 }, /diffusion\.lam/],
-    [{ k: '5' }, /diffusion\.k: .*got "5"/],
+  const cases: [string, RegExp][] = [
+    ['sampling: unifrom', /diffusion\.sampling: expected one of uniform, speed, speed_boundary, no_dual, lognorm, clts, found string "unifrom" \(did you mean uniform\?\)/],
+    ['weighting: snr', /diffusion\.weighting: .*snr/],
+    ['tau: 0', /diffusion\.tau: .*0/],
+    ['tau: 1001', /diffusion\.tau: 1001 is out of range: expected 1 <= tau <= diffusion\.diffusion_steps \(1000\)/],
+    ['k: 0', /diffusion\.k: .*0/],
+    ['lam: 0.4', /diffusion\.lam: .*0\.4/],
+    ['lam: 1.2', /diffusion\.lam: .*1\.2/],
+    ['k: "5"', /diffusion\.k: .*"5"/],
+    ['clts_mu: 1.5', /diffusion\.clts_mu: .*1\.5/],
   ];
-  for (const [obj, re] of cases) {
-    assert.throws(
-      () => validateSpeedOptions(obj, 1000, 'configs/x.yaml'),
-      (e: unknown) => e instanceof ConfigError && re.test(e.message) && e.message.startsWith('configs/x.yaml: ') && e.keyPath.startsWith('diffusion.'),
-      JSON.stringify(obj),
-    );
+  for (const [yaml, re] of cases) {
+    assert.throws(() => load(yaml), (e: unknown) => e instanceof ConfigError && re.test(e.message) && e.message.includes('x.yaml'), yaml);
   }
 });

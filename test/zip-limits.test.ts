@@ -1,5 +1,5 @@
-// Regression tests for issue 13 item 3 (npz/zip) and the npy size limits:
-// each hostile input of the issue, rebuilt here, is a DataError naming the
+// Regression tests for hostile .npz/zip files and the npy size limits:
+// each hostile input (size fields claiming gigabytes, zip bombs), rebuilt here, is a DataError naming the
 // file, raised before anything of the declared size is allocated.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';

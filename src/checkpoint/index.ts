@@ -11,7 +11,8 @@
 // cryptographic hash because the threat is damage, not an attacker (who could
 // rewrite state.json too): it detects every burst error up to 32 bits and any
 // other corruption with probability 1 - 2^-32, names the damaged tensor, and
-// zlib computes it about 3x faster than SHA-256 here (an XL/2 checkpoint is 11 GB).
+// zlib computes it several times faster than SHA-256, which matters at 11 GB (an
+// XL/2 checkpoint); docs/checkpoints.md has the measured rates.
 import {
   closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync,
 } from 'node:fs';
@@ -515,4 +516,45 @@ export function loadForResume(model: CheckpointModel, spec: string, experimentDi
     return loadCheckpoint(model, d, { note: warn });
   }, warn);
   return { dir, state: value };
+}
+
+/**
+ * One run's checkpoint folder as the training loop uses it: resume from it, write
+ * the next checkpoint, name the newest (for messages).
+ */
+export class RunCheckpoints {
+  private newestSeen = '';
+  private resumedFrom = ''; // never deleted by the retention rule during this run
+
+  /** `retention`: ckpt_keep / ckpt_keep_every, applied after every checkpoint written. */
+  constructor(readonly experimentDir: string, private readonly retention: { keep: number; keepEvery: number } = { keep: 0, keepEvery: 0 }) {}
+
+  /** True when the folder holds at least one complete checkpoint. */
+  any(): boolean {
+    return listCheckpoints(this.experimentDir).length > 0;
+  }
+
+  /** loadForResume: `spec` or "latest" (falling back past damaged ones) into `model`. */
+  resume(model: CheckpointModel, spec: string, warn: (msg: string) => void): { dir: string; state: CheckpointState } {
+    const r = loadForResume(model, spec, this.experimentDir, warn);
+    this.resumedFrom = r.dir;
+    return r;
+  }
+
+  /** Writes the checkpoint of `state.step` (the caller decides which process writes), then prunes older ones. */
+  write(model: CheckpointModel, state: Parameters<typeof writeCheckpoint>[2]): string {
+    this.newestSeen = writeCheckpoint(model, this.experimentDir, state);
+    pruneCheckpoints(this.experimentDir, { ...this.retention, protect: this.resumedFrom ? [this.resumedFrom] : [] });
+    return this.newestSeen;
+  }
+
+  /** Where the checkpoint of `step` lives (written by this process or another). */
+  dirOf(step: number): string {
+    return path.join(checkpointsDir(this.experimentDir), stepDirName(step));
+  }
+
+  /** The newest checkpoint: the one this process wrote last, else the newest on disk ('' when none). */
+  newest(): string {
+    return this.newestSeen || listCheckpoints(this.experimentDir).at(-1) || '';
+  }
 }

@@ -2,7 +2,7 @@
 // reference takes the referenced value with its type (so `${data.image_size}`
 // stays an integer); references inside longer strings are substituted as text.
 import { ConfigError } from '../errors.js';
-import type { Provenance, Tree } from './load.js';
+import type { Provenance, Tree } from './tree.js';
 import type { Problems } from './problems.js';
 
 const REF = /\$\{([^}]*)\}/g;

@@ -12,11 +12,10 @@ import { interpolate } from './interpolate.js';
 import { PHASES, SCHEMA, defaultsOf, type Config, type Phase } from './schema.js';
 import { Problems } from './problems.js';
 import { translateSpeedKeys } from './speed-compat.js';
+import type { Provenance, Tree } from './tree.js';
 import { checkUnknownKeys, validateTree, crossCheck } from './validate.js';
 
-export type Tree = Record<string, unknown>;
-/** dotted key path -> where its value came from (a file, "command line", "defaults") */
-export type Provenance = Map<string, string>;
+export type { Provenance, Tree } from './tree.js';
 
 export interface LoadOptions {
   /** `a.b=c` strings, applied after the files (YAML-typed values) */

@@ -88,7 +88,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     min_snr_gamma: { kind: 'number', default: 5, min: 0, exclusiveMin: true, doc: 'Min-SNR gamma' },
     lognorm_mean: { kind: 'number', default: 0, doc: 'logit-normal sampler mean' },
     lognorm_std: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'logit-normal sampler std' },
-    clts_mu: { kind: 'number', default: 0.5, doc: 'CLTS: mean of the Gaussian part (fraction of T)' },
+    clts_mu: { kind: 'number', default: 0.5, min: 0, max: 1, doc: 'CLTS: mean of the Gaussian part (fraction of T)' },
     clts_sigma: { kind: 'number', default: 0.2, min: 0, exclusiveMin: true, doc: 'CLTS: std of the Gaussian part (fraction of T)' },
     clts_target_steps: { kind: 'int', default: 100000, min: 0, doc: 'CLTS: steps until the curriculum is complete' },
     rescale_learned_sigmas: { kind: 'bool', default: false, doc: 'multiply vb by T/1000 (IDDPM RESCALED_MSE)' },
@@ -162,6 +162,12 @@ export const SCHEMA: Section = section('speed-train configuration', {
     k: { kind: 'int', default: 3, min: 1, doc: 'k of the k-nearest-neighbour manifolds (precision/recall)' },
     out: { kind: 'string', default: null, nullable: true, doc: 'eval.json path or folder (default: experiment_dir)' },
   }),
+  eval: section('FID during training: samples from the EMA weights scored against the -p evaluate reference (evaluate.reference / evaluate.num_reference), logged to metrics.jsonl and TensorBoard', {
+    every: { kind: 'int', default: 0, min: 0, doc: 'steps between evaluations, and one at the end of training (0: off)' },
+    num_samples: { kind: 'int', default: 10000, min: 2, doc: 'images generated per evaluation (split over the processes; the same labels and starting noise every time)' },
+    sampler: { kind: 'string', default: 'ddim50', pattern: /^(ddpm|ddim)[1-9][0-9]*$/, patternDoc: 'a sampler and its step count, e.g. "ddpm100" or "ddim50"', doc: 'reverse process and steps, e.g. ddpm100 or ddim50 (guidance_scale, eta and per_proc_batch_size are inference\'s)' },
+    feature_space: { kind: 'string', default: 'pixels-8x8', doc: 'as evaluate.feature_space: pixels-<n>x<n>, featnet:<file>, or any space -p evaluate resolves' },
+  }),
   train: section('-p train: overrides of the global keys while training', {}),
 });
 
@@ -214,7 +220,7 @@ export interface Config {
     mlp_ratio: number;
     init_from: string | null;
   };
-  /** SpeeD's keys (src/speed/options.ts) before tau's default is resolved, and the forward process. */
+  /** SpeeD's keys (src/speed/options.ts: speedOptions resolves tau's default), and the forward process. */
   diffusion: Omit<SpeedOptions, 'tau'> & {
     schedule: (typeof SCHEDULES)[number];
     diffusion_steps: number;
@@ -264,12 +270,8 @@ export interface Config {
     k: number;
     out: string | null;
   };
+  eval: { every: number; num_samples: number; sampler: string; feature_space: string };
   train: Record<string, never>;
-}
-
-/** The diffusion section as validateSpeedOptions reads it (unset keys get its defaults). */
-export function speedSection(d: Config['diffusion']): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(d).filter(([, v]) => v !== null));
 }
 
 /**

@@ -8,7 +8,7 @@
 // MDT's masked training, text conditioning) changes the result, so it is
 // refused with a message naming it rather than dropped.
 // The loader logs one line listing every mapping used.
-import type { Provenance, Tree } from './load.js';
+import type { Provenance, Tree } from './tree.js';
 import type { Problems } from './problems.js';
 import { nodeAt } from './schema.js';
 import { SAMPLING_NAMES } from '../speed/options.js';

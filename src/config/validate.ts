@@ -4,7 +4,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 
 import { ConfigError } from '../errors.js';
-import type { Provenance, Tree } from './load.js';
+import type { Provenance, Tree } from './tree.js';
 import { Problems } from './problems.js';
 import { nodeAt, PHASES, SCHEMA, type Config, type Leaf, type Section } from './schema.js';
 

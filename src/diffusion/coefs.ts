@@ -1,4 +1,6 @@
-// Every per-timestep table derived from the betas (reference §1-2), float64.
+// Every per-timestep table derived from the betas, float64: alphas_cumprod and
+// the q(x_t | x_0) and posterior q(x_{t-1} | x_t, x_0) coefficients of IDDPM's
+// gaussian_diffusion.py (names follow it).
 // The native side receives the subset in DiffusionTables (converted to float32 there).
 import type { DiffusionTables } from '../native.js';
 

@@ -1,4 +1,4 @@
-// Respacing (reference §5): sample with a subset of the training steps, as
+// Respacing (DDIM respacing, IDDPM's respace.py): sample with a subset of the training steps, as
 // guided-diffusion's space_timesteps / SpacedDiffusion do.
 import { makeCoefs, type DiffusionCoefs } from './coefs.js';
 

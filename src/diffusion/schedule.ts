@@ -1,4 +1,4 @@
-// Noise schedules: the betas of the forward process (reference §1), float64.
+// Noise schedules: the betas of the forward process (IDDPM's get_named_beta_schedule), float64.
 
 export type ScheduleName = 'linear' | 'cosine' | 'squaredcos_cap_v2' | 'quad' | 'const';
 

@@ -22,7 +22,7 @@ import { MANIFEST, MANIFEST_FORMAT, type LatentManifest, type ShardEntry } from 
 import { ConfigError, DataError } from '../errors.js';
 import { readNpyHeader, writeFileAtomic, writeNpy } from '../io/npy.js';
 import { Progress } from '../progress.js';
-import { configuredVaePath, loadConfiguredVae } from '../vae-config.js';
+import { configuredVaePath, loadConfiguredVae } from '../vae/configured.js';
 import { checkVaeFile } from '../vae/weights.js';
 import { ATOMIC_TEMPORARY, ensureWritableDir, removeDeadTemporaries } from '../checkpoint/fs.js';
 

@@ -16,7 +16,7 @@ import type { Config } from '../config/index.js';
 import { figureSpec, panel, renderFigure, type LineSeries } from '../plot/index.js';
 import type { MetricsLine } from '../train/index.js';
 import { withBands, type Band } from './bands.js';
-import { curveKey, type MethodResult } from './run.js';
+import { curveKey, type MethodResult } from './types.js';
 import { lowerIsBetter, METRIC_KEYS, type ExperimentSpec, type MetricKey } from './spec.js';
 import { type CurvePoint } from './speedup.js';
 import { aggregateSeeds, equalStepRatios, speedupCurve, type SeedAggregate } from './stats.js';

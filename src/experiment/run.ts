@@ -19,6 +19,7 @@ import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
 import { train } from '../train/index.js';
 import { loadExperimentSpec, type ExperimentSpec, type MetricKey, type SamplerSpec } from './spec.js';
 import { writeReport } from './report.js';
+import { curveKey, type EvalPoint, type MethodResult } from './types.js';
 import { range, realImages, seededOrder } from '../eval/real.js';
 
 export interface ExperimentOptions {
@@ -33,29 +34,7 @@ export interface ExperimentOptions {
 }
 
 export type Metrics = Record<MetricKey, number | null>;
-
-export interface EvalPoint {
-  step: number;
-  /** `<sampler>/<metric>` (e.g. ddpm250/featnet_fid) for every sampler evaluated at this step */
-  metrics: Record<string, number | null>;
-  /** images generated per sampler */
-  n_samples: number;
-  /** seconds per sampler name */
-  seconds: Record<string, number>;
-}
-
-/** The key of one curve: a sampler's metric. */
-export const curveKey = (sampler: string, metric: MetricKey): string => `${sampler}/${metric}`;
-
-export interface MethodResult {
-  method: string;
-  seed: number;
-  sampling: string;
-  weighting: string;
-  experiment_dir: string;
-  train_seconds: number;
-  evals: EvalPoint[];
-}
+export { curveKey, type EvalPoint, type MethodResult } from './types.js';
 
 export interface ExperimentResult {
   out: string;

@@ -8,6 +8,7 @@ import {
   callAsync,
   checkInt,
   NativeError,
+  NativeParamStore,
   type CudaMath,
   type Device,
   type ParamInfo,
@@ -91,12 +92,12 @@ export function checkFeatNetConfig(c: FeatNetConfig, what: string): void {
 }
 
 /** The ViT classifier: a native model whose long calls run off the event loop. */
-export class FeatNet {
+export class FeatNet extends NativeParamStore<FeatNetSlot, ParamInfo> {
   readonly config: FeatNetConfig;
   readonly #native: NativeViT;
-  #disposed = false;
 
   private constructor(config: FeatNetConfig, native: NativeViT) {
+    super(native, 'feature network', 'model');
     this.config = config;
     this.#native = native;
   }
@@ -114,22 +115,11 @@ export class FeatNet {
     });
   }
 
-  get busy(): boolean {
-    return this.#native.busy() !== null;
-  }
-  get disposed(): boolean {
-    return this.#disposed;
-  }
   /** per-image input length C*H*W */
   get imageSize(): number {
     return this.config.inChannels * this.config.inputSize * this.config.inputSize;
   }
 
-  #ready(what: string): void {
-    if (this.#disposed) throw new NativeError(`${what}: the feature network has been disposed`);
-    const b = this.#native.busy();
-    if (b !== null) throw new NativeError(`${what}: feature network is busy with ${b}; await the previous call`);
-  }
   #images(x: Float32Array, what: string): number {
     if (!(x instanceof Float32Array)) throw new NativeError(`${what} must be a Float32Array`);
     const per = this.imageSize;
@@ -139,24 +129,18 @@ export class FeatNet {
     return x.length / per;
   }
   #call<R>(what: string, f: () => R): R {
-    this.#ready(what);
+    this.ready(what);
     return call(f);
   }
   #async<R>(what: string, f: () => Promise<R>): Promise<R> {
     return callAsync(() => {
-      this.#ready(what);
+      this.ready(what);
       return f();
     });
   }
 
-  params(): ParamInfo[] {
-    return this.#call('params', () => this.#native.params());
-  }
   numTrainable(): number {
     return this.#call('numTrainable', () => this.#native.numTrainable());
-  }
-  readParam(name: string, slot: FeatNetSlot = 'model'): Float32Array {
-    return this.#call('readParam', () => this.#native.readParam(name, slot));
   }
   writeParam(name: string, slot: FeatNetSlot, data: Float32Array): void {
     this.#call('writeParam', () => this.#native.writeParam(name, slot, data));
@@ -195,10 +179,5 @@ export class FeatNet {
       this.#images(x, 'features: x');
       return this.#native.features(x);
     });
-  }
-  dispose(): void {
-    if (this.#disposed) return;
-    call(() => this.#native.dispose());
-    this.#disposed = true;
   }
 }

@@ -9,7 +9,7 @@ import type { Config } from '../config/schema.js';
 import { MANIFEST, readManifest } from '../data/latent-shards.js';
 import { Progress } from '../progress.js';
 import type { VAE } from '../vae/index.js';
-import { loadConfiguredVae } from '../vae-config.js';
+import { loadConfiguredVae } from '../vae/configured.js';
 import type { GenerationModel } from './model.js';
 
 /** A model trained on latents (from its own config), or on images. */

@@ -21,7 +21,7 @@ import { emaWarning } from './ema-check.js';
 import { loadForGeneration } from './model.js';
 import { generate } from './sample.js';
 import { spacedTimesteps } from '../diffusion/respace.js';
-import { gatherBytes, quietStream, world } from '../dist/index.js';
+import { gatherBytes, quietStream, world } from '../parallel/index.js';
 import { SpeedTrainError } from '../errors.js';
 
 function concatBytes(parts: Uint8Array[]): Uint8Array {
@@ -77,7 +77,7 @@ export async function runInference(c: Config, opts: { ckpt?: string | null; log?
       (dec ? `, decoded by ${path.basename(dec.vae.file)} (latents / ${dec.scale})` : latent ? ' (latents: no vae.path, not decoded)' : '') + ` -> ${dir}`);
     const progress = new Progress('inference', N, w.isRoot ? (opts.progressStream ?? process.stderr) : quietStream(), 0);
     const B = s.per_proc_batch_size;
-    // Data parallelism (src/dist): batch k runs on rank k % size with the noise
+    // Data parallelism (src/parallel): batch k runs on rank k % size with the noise
     // a single process would draw for it (every batch consumes a known number
     // of Philox blocks), so the gathered samples are bitwise those of one process.
     const per = C * H * H;

@@ -1,9 +1,11 @@
 // `speed-train plot <experiment_dir>`: figures of a run from its metrics.jsonl
-// (loss curves, loss per time step over training, the time-step histogram).
+// (loss curves, loss per time step over training, the time-step histogram, and
+// FID against the training step when the run evaluated during training).
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { DataError } from '../errors.js';
+import type { EvalLine } from '../train/evaluation.js';
 import type { MetricsLine } from '../train/metrics.js';
 import { figureSpec, heatmap, panel, type LineSeries } from './panels.js';
 import { renderFigure, type RenderedFigure } from './render.js';
@@ -13,17 +15,30 @@ const MAX_BYTES = 512 * 1024 * 1024;
 
 const NUMBER_KEYS = ['step', 'loss', 'mse', 'vb', 'images_per_sec', 'lr', 'grad_norm', 'skipped'] as const;
 
+/** An evaluation during training as metrics.jsonl holds it (eval.every). */
+export interface EvalPoint {
+  step: number;
+  eval: EvalLine;
+}
+
+/** The training lines of a metrics.jsonl (see readRunLog). */
+export function readMetricsLines(file: string): MetricsLine[] {
+  return readRunLog(file).lines;
+}
+
 /**
- * The lines of a metrics.jsonl. A malformed last line (a run still writing)
+ * The lines of a metrics.jsonl: training intervals, and the evaluations during
+ * training ({"step", "eval": {...}}). A malformed last line (a run still writing)
  * is dropped; any other malformed line is a DataError naming the line.
  */
-export function readMetricsLines(file: string): MetricsLine[] {
+export function readRunLog(file: string): { lines: MetricsLine[]; evals: EvalPoint[] } {
   if (!existsSync(file)) throw new DataError(file, 'not found (a run writes metrics.jsonl into its experiment_dir)');
   const size = statSync(file).size;
   if (size > MAX_BYTES) throw new DataError(file, `${size} bytes is more than the ${MAX_BYTES} this reads`);
   const raw = readFileSync(file, 'utf8').split('\n');
   while (raw.length > 0 && raw[raw.length - 1].trim() === '') raw.pop();
   const out: MetricsLine[] = [];
+  const evals: EvalPoint[] = [];
   raw.forEach((line, i) => {
     if (line.trim() === '') return;
     const last = i === raw.length - 1;
@@ -35,6 +50,14 @@ export function readMetricsLines(file: string): MetricsLine[] {
       throw new DataError(file, `line ${i + 1} is not valid JSON`);
     }
     const r = o as Record<string, unknown>;
+    if (r.eval !== undefined) {
+      const e = r.eval as Record<string, unknown> | null;
+      if (typeof r.step !== 'number' || typeof e !== 'object' || e === null || typeof e.fid !== 'number' || typeof e.feature_space !== 'string') {
+        throw new DataError(file, `line ${i + 1}: an evaluation line needs "step" and "eval" with a numeric "fid" and a "feature_space"`);
+      }
+      evals.push(r as unknown as EvalPoint);
+      return;
+    }
     for (const k of NUMBER_KEYS) {
       // JSON has no NaN: a non-finite figure was written as null
       if (!(typeof r[k] === 'number' || r[k] === null)) throw new DataError(file, `line ${i + 1}: "${k}" must be a number, found ${JSON.stringify(r[k])}`);
@@ -52,7 +75,7 @@ export function readMetricsLines(file: string): MetricsLine[] {
     out.push(r as unknown as MetricsLine);
   });
   if (out.length === 0) throw new DataError(file, 'has no metrics line yet');
-  return out;
+  return { lines: out, evals };
 }
 
 export interface PlotResult {
@@ -65,7 +88,7 @@ const num = (v: number | null): number => (v === null ? NaN : v);
 /** Writes curves, loss_per_timestep and t_histogram (.svg + .png) into `outDir`. */
 export async function plotRun(expDir: string, outDir = path.join(expDir, 'plots')): Promise<PlotResult> {
   const file = path.join(expDir, 'metrics.jsonl');
-  const lines = readMetricsLines(file);
+  const { lines, evals } = readRunLog(file);
   const steps = lines.map((l) => l.step);
   const name = path.basename(path.resolve(expDir));
   const figures: RenderedFigure[] = [];
@@ -129,6 +152,20 @@ export async function plotRun(expDir: string, outDir = path.join(expDir, 'plots'
       xDomain: [0, T], width: 480,
     }),
   ], { cols: 1 }), path.join(outDir, 't_histogram.png')));
+
+  // 4. FID during training, one line per feature space (values of different spaces do not compare)
+  if (evals.length > 0) {
+    const spaces = [...new Set(evals.map((e) => e.eval.feature_space))];
+    const fid: LineSeries[] = spaces.map((sp) => {
+      const es = evals.filter((e) => e.eval.feature_space === sp);
+      return { name: sp, x: es.map((e) => e.step), y: es.map((e) => e.eval.fid) };
+    });
+    const last = evals[evals.length - 1];
+    text.push(`FID at step ${last.step}: ${last.eval.fid.toPrecision(5)} (${last.eval.feature_space}, ${last.eval.num_samples} samples, ${last.eval.sampler})`);
+    figures.push(await renderFigure(figureSpec([
+      panel({ title: 'FID of the EMA weights during training', xTitle: 'training step', yTitle: 'FID (log)', lines: fid, linesLegend: 'feature space', yScale: 'log' }),
+    ], { cols: 1, title: `FID vs step: ${name}`, subtitle: `${evals.length} evaluations of ${last.eval.num_samples} samples (${last.eval.sampler})` }), path.join(outDir, 'fid.png')));
+  }
 
   for (const f of figures) text.push(`figure: ${f.png} (and ${path.basename(f.svg)})`);
   return { figures, text: text.join('\n') };

@@ -1,4 +1,5 @@
-// The meaningful-step boundary (reference §3) and the gradients it is built on.
+// The meaningful-step boundary (SpeeD, arXiv 2405.17403: where sqrt(1 - abar)
+// stops moving) and the gradients it is built on.
 import type { DiffusionCoefs } from '../diffusion/coefs.js';
 
 /** numpy.gradient with unit spacing: central differences inside, one-sided at the ends. */

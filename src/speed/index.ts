@@ -3,11 +3,12 @@ export {
   type SpeedOptions,
   type SamplingName,
   type WeightingName,
-  DEFAULT_SPEED_OPTIONS,
+  SPEED_PAPER_OPTIONS,
   SAMPLING_NAMES,
   WEIGHTING_NAMES,
   SPEED_OPTION_KEYS,
-  validateSpeedOptions,
+  defaultTau,
+  speedOptions,
 } from './options.js';
 export { meaningfulBoundary, gradient, sqrt1mAbarIncrement, varianceIncrement, BOUNDARY_EPS } from './boundary.js';
 export {

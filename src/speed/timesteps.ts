@@ -1,4 +1,5 @@
-// Time-step samplers (reference §3): which t each training sample gets.
+// Time-step samplers (SpeeD's asymmetric sampling with duals, and the
+// baselines): which t each training sample gets.
 import type { DiffusionCoefs } from '../diffusion/coefs.js';
 import type { Rng } from '../rng.js';
 import { meaningfulBoundary, sqrt1mAbarIncrement, BOUNDARY_EPS } from './boundary.js';

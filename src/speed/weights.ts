@@ -1,4 +1,5 @@
-// Per-time-step weights of the mse term (reference §3). Pure: a table of length T.
+// Per-time-step weights of the mse term (SpeeD's change-aware weighting and the
+// P2 / Min-SNR baselines). Pure: a table of length T.
 import type { DiffusionCoefs } from '../diffusion/coefs.js';
 import { varianceIncrement } from './boundary.js';
 import type { SpeedOptions } from './options.js';

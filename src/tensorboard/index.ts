@@ -2,4 +2,4 @@
 export { crc32c, maskCrc } from './crc32c.js';
 export { ProtoWriter } from './proto.js';
 export { EventWriter, tfRecord, type Histogram } from './events.js';
-export { bucketTag, timestepHistogram, writeMetricsLine } from './training.js';
+export { bucketTag, timestepHistogram, writeEvalScalars, writeMetricsLine } from './training.js';

@@ -1,6 +1,7 @@
 // What a training run shows in TensorBoard: one metrics.jsonl line as scalars,
 // the time-step histogram and the loss per time-step bucket; sample grids as
 // images. Tags are grouped by prefix (TensorBoard makes one section per prefix).
+import type { EvalLine } from '../train/evaluation.js';
 import type { MetricsLine } from '../train/metrics.js';
 import { EventWriter, type Histogram } from './events.js';
 
@@ -67,4 +68,17 @@ export function writeMetricsLine(w: EventWriter, l: MetricsLine): void {
   });
   w.scalars(l.step, scalars);
   w.histogram(l.step, 'train/t', timestepHistogram(l.t_hist, l.bucket_edges));
+}
+
+/** One evaluation during training: FID (and its two terms), KID, precision/recall and its time, under eval/. */
+export function writeEvalScalars(w: EventWriter, step: number, e: EvalLine): void {
+  const scalars: Record<string, number> = {
+    'eval/fid': e.fid,
+    'eval/fid_mean_term': e.fid_mean_term,
+    'eval/fid_cov_term': e.fid_cov_term,
+    'eval/seconds': e.seconds,
+  };
+  const optional: [string, number | null][] = [['eval/kid', e.kid_mean], ['eval/precision', e.precision], ['eval/recall', e.recall]];
+  for (const [tag, v] of optional) if (v !== null) scalars[tag] = v;
+  w.scalars(step, scalars);
 }

@@ -3,7 +3,7 @@ import type { Config } from '../config/schema.js';
 import { makeCoefs, toNativeTables, type DiffusionCoefs } from '../diffusion/coefs.js';
 import { betasFor } from '../diffusion/schedule.js';
 import { DiTModel, presetConfig, type ModelConfig } from '../native.js';
-import { world } from '../dist/world.js';
+import { world } from '../parallel/world.js';
 
 export function modelConfigOf(c: Pick<Config, 'model'>): ModelConfig {
   const m = c.model;

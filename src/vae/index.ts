@@ -11,7 +11,7 @@ import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 
 import { CheckpointError } from '../errors.js';
-import { addonExport, addonPath, callAsync, call, checkInt, NativeError, type CudaMath, type Device } from '../native.js';
+import { addonExport, addonPath, callAsync, call, checkInt, NativeError, NativeParamStore, type CudaMath, type Device } from '../native.js';
 import { readVaeWeights, resolveVaeFile, vaeConfigJson, type VaeConfig, type VaeNaming } from './weights.js';
 
 export type { VaeConfig, VaeNaming } from './weights.js';
@@ -98,7 +98,7 @@ function named<T>(file: string, what: string, f: () => T): T {
 // Default chunk: activations of one chunk within this many bytes.
 const CHUNK_BYTES: Record<Device, number> = { cpu: 1 << 30, cuda: 16 * 2 ** 30 };
 
-export class VAE {
+export class VAE extends NativeParamStore<never, NativeParam> {
   readonly config: VaeConfig;
   readonly file: string;
   /** sha256 of the weight file (hex) */
@@ -110,9 +110,9 @@ export class VAE {
   readonly scalingFactor: number | undefined;
   readonly device: Device;
   readonly #native: NativeVAE;
-  #disposed = false;
 
   private constructor(file: string, sha: string, naming: VaeNaming, scaling: number | undefined, device: Device, native: NativeVAE) {
+    super(native, 'VAE');
     this.file = file;
     this.sha256 = sha;
     this.naming = naming;
@@ -168,16 +168,6 @@ export class VAE {
     }
   }
 
-  get busy(): boolean {
-    return this.#native.busy() !== null;
-  }
-  get disposed(): boolean {
-    return this.#disposed;
-  }
-
-  #ready(what: string): void {
-    if (this.#disposed) throw new NativeError(`${what}: the VAE has been disposed`);
-  }
   #dims(what: string, n: number, H: number, W: number, mult: number): void {
     checkInt(n, `${what}: n`, 1, 1 << 20);
     checkInt(H, `${what}: H`, 1, 16384);
@@ -196,12 +186,12 @@ export class VAE {
 
   /** Bytes of activations for `chunk` images at image size H x W. */
   activationBytes(chunk: number, H: number, W: number): number {
-    this.#ready('activationBytes');
+    this.ready('activationBytes');
     return call(() => this.#native.activationBytes(chunk, H, W));
   }
   /** Analytic forward FLOPs per image at image size H x W. */
   flops(H: number, W: number): { encode: number; decode: number } {
-    this.#ready('flops');
+    this.ready('flops');
     return call(() => this.#native.flops(H, W));
   }
 
@@ -209,7 +199,7 @@ export class VAE {
   encode(images: Float32Array, n: number, H: number, W: number, opts: VaeEncodeOptions = {}): Promise<Float32Array> {
     const w = 'VAE.encode';
     return callAsync(async () => {
-      this.#ready(w);
+      this.ready(w);
       this.#dims(w, n, H, W, this.downFactor);
       this.#input(`${w}: images`, images, n * this.config.inChannels * H * W, 'n*C*H*W');
       const seed = opts.seed === undefined ? 0 : checkInt(opts.seed, `${w}: seed`, 0, Number.MAX_SAFE_INTEGER);
@@ -235,7 +225,7 @@ export class VAE {
   encodeMoments(images: Float32Array, n: number, H: number, W: number, opts: { chunk?: number } = {}): Promise<Float32Array> {
     const w = 'VAE.encodeMoments';
     return callAsync(async () => {
-      this.#ready(w);
+      this.ready(w);
       this.#dims(w, n, H, W, this.downFactor);
       this.#input(`${w}: images`, images, n * this.config.inChannels * H * W, 'n*C*H*W');
       return this.#native.encodeMoments(images, { n, H, W, chunk: this.#chunk(w, opts.chunk, n, H, W) });
@@ -246,7 +236,7 @@ export class VAE {
   decode(latents: Float32Array, n: number, h: number, w: number, opts: VaeDecodeOptions = {}): Promise<Float32Array> {
     const what = 'VAE.decode';
     return callAsync(async () => {
-      this.#ready(what);
+      this.ready(what);
       this.#dims(what, n, h, w, 1);
       const f = this.downFactor;
       if (h * f > 16384 || w * f > 16384) throw new NativeError(`${what}: the decoded image ${h * f}x${w * f} exceeds 16384`);
@@ -265,19 +255,4 @@ export class VAE {
     });
   }
 
-  /** The canonical (diffusers) parameter list with shapes. */
-  params(): { name: string; shape: number[]; numel: number }[] {
-    this.#ready('params');
-    return call(() => this.#native.params()).map((p) => ({ name: p.name, shape: p.shape, numel: p.numel }));
-  }
-  readParam(name: string): Float32Array {
-    this.#ready('readParam');
-    return call(() => this.#native.readParam(name));
-  }
-
-  dispose(): void {
-    if (this.#disposed) return;
-    call(() => this.#native.dispose());
-    this.#disposed = true;
-  }
 }

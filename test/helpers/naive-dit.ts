@@ -1,5 +1,5 @@
 // An independent, naive float64 DiT forward pass written straight from
-// /work/shared/reference/diffusion-math.md §4 (and DiT's models.py), for checking
+// the DiT equations (DiT's models.py: patchify, adaLN-Zero blocks, final layer), for checking
 // the native forward. It shares no code with the kernels: every step (patchify,
 // position embedding, timestep embedding, LayerNorm, attention, GELU, unpatchify)
 // is spelled out with plain loops, one sample at a time. Slow on purpose; use

@@ -1,5 +1,5 @@
 // Shared fixtures for the tests of the native addon: a small model config,
-// IDDPM tables of the linear schedule (reference §1, computed here in float64
+// IDDPM tables of the linear schedule (IDDPM's, computed here in float64
 // independently of src/diffusion), default hyper-parameters, random data.
 import type { DiffusionTables, ModelConfig, OptimizerHyper } from '../../src/native.js';
 import { seededUniform } from './naive-dit.js';

@@ -1,7 +1,7 @@
 // Collectives for data-parallel training and sampling, behind one
 // small interface so that the DiT core does not know which library moves the
-// bytes: MPI on host buffers (native/src/dist/mpi.cpp), NCCL on GPU buffers
-// (native/src/dist/nccl.cu, rendezvous over MPI). Nothing home-made on the wire.
+// bytes: MPI on host buffers (native/src/parallel/mpi.cpp), NCCL on GPU buffers
+// (native/src/parallel/nccl.cu, rendezvous over MPI). Nothing home-made on the wire.
 //
 // Every call is collective: all ranks of the world call it in the same order
 // with the same sizes. A failing call throws speed::Error naming the call,

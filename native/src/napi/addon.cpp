@@ -10,7 +10,7 @@
 
 #include "bench_binding.h"
 #include "convert.h"
-#include "dist.h"
+#include "parallel.h"
 #include "guard.h"
 #include "inception.h"
 #include "model.h"
@@ -124,7 +124,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ViTModel", ViTModel::Init(env));  // the feature network (src/featnet)
   exports.Set("VAEModel", VAEModel::Init(env));  // SD's VAE (src/vae)
   exports.Set("InceptionModel", InceptionModel::Init(env));  // pytorch-fid's Inception-v3 (src/eval/inception.ts)
-  exports.Set("dist", dist_exports(env));        // data parallelism (src/dist)
+  exports.Set("parallel", parallel_exports(env)); // data parallelism (src/parallel)
   return exports;
 }
 

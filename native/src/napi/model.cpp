@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "convert.h"
-#include "dist.h"
+#include "parallel.h"
 #include "guard.h"
 #include "speed/philox.h"
 #include "worker.h"

@@ -2,7 +2,7 @@
 // TypeScript side needs (stop decision, checkpoint state from rank 0, gathering
 // inference results), all on Node's main thread and blocking. The gradient
 // all-reduce itself runs inside DiT::train_step (speed/collective.h).
-#include "dist.h"
+#include "parallel.h"
 
 #include <chrono>
 #include <cstring>
@@ -43,7 +43,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 // init() -> { rank, size, localRank }
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return guard(env, "dist.init", [&]() -> Napi::Value {
+  return guard(env, "parallel.init", [&]() -> Napi::Value {
     std::shared_ptr<speed::Collective> w = speed::mpi_world();
     Napi::Object o = Napi::Object::New(env);
     o.Set("rank", Napi::Number::New(env, w->rank()));
@@ -56,13 +56,13 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 // allreduceMax(values: number[] of safe integers) -> number[]
 Napi::Value AllreduceMax(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsArray()) throw_error(env, "dist.allreduceMax: values must be an array of integers, got " + describe(info[0]), true);
+  if (!info[0].IsArray()) throw_error(env, "parallel.allreduceMax: values must be an array of integers, got " + describe(info[0]), true);
   Napi::Array a = info[0].As<Napi::Array>();
-  if (a.Length() > 4096) throw_error(env, "dist.allreduceMax: at most 4096 values, got " + std::to_string(a.Length()));
+  if (a.Length() > 4096) throw_error(env, "parallel.allreduceMax: at most 4096 values, got " + std::to_string(a.Length()));
   std::vector<int64_t> v(a.Length());
   for (uint32_t i = 0; i < a.Length(); ++i)
-    v[i] = require_int(a.Get(i), "dist.allreduceMax: values[" + std::to_string(i) + "]", -kMaxSafeInt, kMaxSafeInt);
-  guard(env, "dist.allreduceMax", [&] { speed::mpi_world()->allreduce_max(v.data(), v.size()); });
+    v[i] = require_int(a.Get(i), "parallel.allreduceMax: values[" + std::to_string(i) + "]", -kMaxSafeInt, kMaxSafeInt);
+  guard(env, "parallel.allreduceMax", [&] { speed::mpi_world()->allreduce_max(v.data(), v.size()); });
   Napi::Array out = Napi::Array::New(env, v.size());
   for (uint32_t i = 0; i < v.size(); ++i) out.Set(i, Napi::Number::New(env, static_cast<double>(v[i])));
   return out;
@@ -71,13 +71,13 @@ Napi::Value AllreduceMax(const Napi::CallbackInfo& info) {
 // broadcastBytes(data: Uint8Array | null, root) -> Uint8Array (root's bytes on every rank)
 Napi::Value BroadcastBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const int root = static_cast<int>(require_int(info[1], "dist.broadcastBytes: root", 0, 1 << 20));
-  return guard(env, "dist.broadcastBytes", [&]() -> Napi::Value {
+  const int root = static_cast<int>(require_int(info[1], "parallel.broadcastBytes: root", 0, 1 << 20));
+  return guard(env, "parallel.broadcastBytes", [&]() -> Napi::Value {
     std::shared_ptr<speed::Collective> w = speed::mpi_world();
     if (root >= w->size()) throw speed::Error("root " + std::to_string(root) + " is not a rank of a world of " + std::to_string(w->size()));
     std::vector<uint8_t> buf;
     if (w->rank() == root) {
-      Napi::TypedArray t = require_typed(info[0], napi_uint8_array, "dist.broadcastBytes: data");
+      Napi::TypedArray t = require_typed(info[0], napi_uint8_array, "parallel.broadcastBytes: data");
       const uint8_t* p = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
       buf.assign(p, p + t.ByteLength());
     }
@@ -95,11 +95,11 @@ Napi::Value BroadcastBytes(const Napi::CallbackInfo& info) {
 // gatherBytes(data: Uint8Array, root) -> Uint8Array[] (every rank's, on root; [] elsewhere)
 Napi::Value GatherBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::TypedArray t = require_typed(info[0], napi_uint8_array, "dist.gatherBytes: data");
-  const int root = static_cast<int>(require_int(info[1], "dist.gatherBytes: root", 0, 1 << 20));
+  Napi::TypedArray t = require_typed(info[0], napi_uint8_array, "parallel.gatherBytes: data");
+  const int root = static_cast<int>(require_int(info[1], "parallel.gatherBytes: root", 0, 1 << 20));
   const uint8_t* p = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
   std::vector<uint8_t> mine(p, p + t.ByteLength());
-  return guard(env, "dist.gatherBytes", [&]() -> Napi::Value {
+  return guard(env, "parallel.gatherBytes", [&]() -> Napi::Value {
     if (root >= speed::mpi_world()->size()) throw speed::Error("root " + std::to_string(root) + " is not a rank");
     std::vector<std::vector<uint8_t>> all = speed::mpi_gather_bytes(mine, root);
     Napi::Array out = Napi::Array::New(env, all.size());
@@ -113,14 +113,14 @@ Napi::Value GatherBytes(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Barrier(const Napi::CallbackInfo& info) {
-  guard(info.Env(), "dist.barrier", [&] { speed::mpi_world()->barrier(); });
+  guard(info.Env(), "parallel.barrier", [&] { speed::mpi_world()->barrier(); });
   return info.Env().Undefined();
 }
 
 // abort(code): MPI_Abort of the whole world (the caller has printed why).
 Napi::Value Abort(const Napi::CallbackInfo& info) {
-  const int code = static_cast<int>(require_int(info[0], "dist.abort: code", 1, 255));
-  guard(info.Env(), "dist.abort", [&] { speed::mpi_world()->abort(code); });
+  const int code = static_cast<int>(require_int(info[0], "parallel.abort: code", 1, 255));
+  guard(info.Env(), "parallel.abort", [&] { speed::mpi_world()->abort(code); });
   return info.Env().Undefined();
 }
 
@@ -129,7 +129,7 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(g_mu);
     g_nccl.clear();
   }
-  guard(info.Env(), "dist.finalize", [&] { speed::mpi_finalize(); });
+  guard(info.Env(), "parallel.finalize", [&] { speed::mpi_finalize(); });
   return info.Env().Undefined();
 }
 
@@ -138,11 +138,11 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
 // gbps is the algorithm bandwidth: buffer bytes / time.
 Napi::Value AllreduceBench(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string kind = require_string(info[0], "dist.allreduceBench: kind");
-  const int64_t n = require_int(info[1], "dist.allreduceBench: floats", 1, int64_t(1) << 31);
-  const int iters = static_cast<int>(require_int(info[2], "dist.allreduceBench: iters", 1, 100000));
-  const int dev = info[3].IsUndefined() ? 0 : static_cast<int>(require_int(info[3], "dist.allreduceBench: cudaDevice", 0, 1024));
-  return guard(env, "dist.allreduceBench", [&]() -> Napi::Value {
+  const std::string kind = require_string(info[0], "parallel.allreduceBench: kind");
+  const int64_t n = require_int(info[1], "parallel.allreduceBench: floats", 1, int64_t(1) << 31);
+  const int iters = static_cast<int>(require_int(info[2], "parallel.allreduceBench: iters", 1, 100000));
+  const int dev = info[3].IsUndefined() ? 0 : static_cast<int>(require_int(info[3], "parallel.allreduceBench: cudaDevice", 0, 1024));
+  return guard(env, "parallel.allreduceBench", [&]() -> Napi::Value {
     if (kind != "mpi") throw speed::Error("only kind \"mpi\" is timed here (NCCL: native/tests/cuda/test_cuda_nccl)");
     (void)dev;
     std::shared_ptr<speed::Collective> w = collective_for(kind, dev);
@@ -175,7 +175,7 @@ std::shared_ptr<speed::Collective> collective_for(const std::string& kind, int c
   throw speed::Error("unknown collective \"" + kind + "\": expected \"mpi\" or \"nccl\"");
 }
 
-Napi::Object dist_exports(Napi::Env env) {
+Napi::Object parallel_exports(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("worldSize", Napi::Function::New<WorldSize>(env, "worldSize"));
   o.Set("info", Napi::Function::New<Info>(env, "info"));

@@ -1,7 +1,7 @@
-// Typed face of the addon's `dist` object (native/src/napi/dist.cpp).
+// Typed face of the addon's `parallel` object (native/src/napi/parallel.cpp).
 import { addonExport, asNativeError } from '../native.js';
 
-export interface DistInfo {
+export interface ParallelInfo {
   /** built with MPI */
   mpi: boolean;
   /** why not, when not */
@@ -11,9 +11,9 @@ export interface DistInfo {
   launcherWorldSize: number;
 }
 
-export interface DistAddon {
+export interface ParallelAddon {
   worldSize(): number;
-  info(): DistInfo;
+  info(): ParallelInfo;
   init(): { rank: number; size: number; localRank: number };
   allreduceMax(values: number[]): number[];
   broadcastBytes(data: Uint8Array | null, root: number): Uint8Array;
@@ -24,10 +24,10 @@ export interface DistAddon {
   allreduceBench(kind: 'mpi' | 'nccl', floats: number, iters: number, cudaDevice?: number): { ms: number; gbps: number };
 }
 
-/** The addon's dist functions, every error turned into a NativeError. */
-export function distAddon(): DistAddon {
-  const raw = addonExport('dist') as DistAddon | undefined;
-  if (!raw) throw asNativeError(new Error('the native addon has no `dist` export; rebuild it with `npm run build:native`'));
+/** The addon's parallel functions, every error turned into a NativeError. */
+export function parallelAddon(): ParallelAddon {
+  const raw = addonExport('parallel') as ParallelAddon | undefined;
+  if (!raw) throw asNativeError(new Error('the native addon has no `parallel` export; rebuild it with `npm run build:native`'));
   const wrapped = {} as Record<string, unknown>;
   for (const [k, f] of Object.entries(raw as unknown as Record<string, (...a: unknown[]) => unknown>)) {
     wrapped[k] = (...a: unknown[]) => {
@@ -38,5 +38,5 @@ export function distAddon(): DistAddon {
       }
     };
   }
-  return wrapped as unknown as DistAddon;
+  return wrapped as unknown as ParallelAddon;
 }

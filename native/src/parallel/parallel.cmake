@@ -1,4 +1,4 @@
-# Data-parallel collectives (issue 12), included from the top CMakeLists.txt
+# Data-parallel collectives, included from the top CMakeLists.txt
 # after the CUDA backend.
 #
 #   SPEED_MPI=AUTO|ON|OFF  MPI for launch, rendezvous and host collectives
@@ -11,8 +11,8 @@
 # Without them one process works as always and asking for more says why not.
 set(SPEED_MPI "AUTO" CACHE STRING "Build MPI data parallelism: AUTO, ON or OFF")
 set_property(CACHE SPEED_MPI PROPERTY STRINGS AUTO ON OFF)
-set(SPEED_DIST_DIR ${CMAKE_CURRENT_LIST_DIR})
-target_sources(speed_core PRIVATE ${SPEED_DIST_DIR}/world.cpp)
+set(SPEED_PARALLEL_DIR ${CMAKE_CURRENT_LIST_DIR})
+target_sources(speed_core PRIVATE ${SPEED_PARALLEL_DIR}/world.cpp)
 set(SPEED_MPI_BUILT FALSE)
 
 if(NOT SPEED_MPI STREQUAL "OFF")
@@ -36,9 +36,9 @@ if(NOT SPEED_MPI STREQUAL "OFF")
     # The library file the addon re-opens RTLD_GLOBAL before MPI_Init.
     get_filename_component(_speed_mpi_real "${_speed_mpi_lib}" REALPATH)
     message(STATUS "speed: MPI data parallelism ON (${_speed_mpi_real})")
-    target_sources(speed_core PRIVATE ${SPEED_DIST_DIR}/mpi.cpp)
+    target_sources(speed_core PRIVATE ${SPEED_PARALLEL_DIR}/mpi.cpp)
     target_link_libraries(speed_core PUBLIC ${_speed_mpi_target} ${CMAKE_DL_LIBS})
-    set_source_files_properties(${SPEED_DIST_DIR}/mpi.cpp PROPERTIES
+    set_source_files_properties(${SPEED_PARALLEL_DIR}/mpi.cpp PROPERTIES
       COMPILE_DEFINITIONS "SPEED_MPI_LIBRARY=\"${_speed_mpi_real}\"")
     target_compile_definitions(speed_core PUBLIC SPEED_HAVE_MPI=1)
     set(SPEED_MPI_BUILT TRUE)
@@ -49,7 +49,7 @@ if(NOT SPEED_MPI STREQUAL "OFF")
   endif()
 endif()
 if(NOT SPEED_MPI_BUILT)
-  target_sources(speed_core PRIVATE ${SPEED_DIST_DIR}/mpi_stub.cpp)
+  target_sources(speed_core PRIVATE ${SPEED_PARALLEL_DIR}/mpi_stub.cpp)
 endif()
 
 # ---- NCCL (GPU collectives) --------------------------------------------------
@@ -70,7 +70,7 @@ if(TARGET speed_cuda)
   find_library(SPEED_NCCL_LIB NAMES nccl libnccl.so.2 HINTS ${_speed_nccl_hints_lib})
   if(SPEED_NCCL_INCLUDE AND SPEED_NCCL_LIB)
     message(STATUS "speed: NCCL ON (${SPEED_NCCL_LIB})")
-    add_library(speed_nccl STATIC ${SPEED_DIST_DIR}/nccl.cu)
+    add_library(speed_nccl STATIC ${SPEED_PARALLEL_DIR}/nccl.cu)
     set_target_properties(speed_nccl PROPERTIES
       CUDA_ARCHITECTURES "${SPEED_CUDA_ARCHITECTURES}" POSITION_INDEPENDENT_CODE ON
       CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
@@ -85,7 +85,7 @@ if(TARGET speed_cuda)
   endif()
 endif()
 if(NOT SPEED_NCCL_BUILT)
-  target_sources(speed_core PRIVATE ${SPEED_DIST_DIR}/nccl_stub.cpp)
+  target_sources(speed_core PRIVATE ${SPEED_PARALLEL_DIR}/nccl_stub.cpp)
 endif()
 
 # test_cuda_nccl (native/tests/cuda): one GPU here; `mpirun -np W` for W GPUs

@@ -1,4 +1,4 @@
-// `speed-train bench` under mpirun / srun (issue 12): the all-reduce of each
+// `speed-train bench` under mpirun / srun: the all-reduce of each
 // model's flat gradient buffer (GB/s of its size) and the data-parallel train
 // step at each global batch. Every rank runs the same calls; rank 0 prints.
 import { ConfigError } from '../errors.js';
@@ -6,7 +6,7 @@ import { DiTModel, presetConfig, type BenchRow, type Device } from '../native.js
 import { makeCoefs, toNativeTables } from '../diffusion/coefs.js';
 import { betasFor } from '../diffusion/schedule.js';
 import { Rng } from '../rng.js';
-import { distAddon } from './native.js';
+import { parallelAddon } from './native.js';
 import { shardOf } from './shard.js';
 import { collectiveKind } from './train.js';
 import type { World } from './world.js';
@@ -30,7 +30,7 @@ const row = (r: Partial<BenchRow> & Pick<BenchRow, 'model' | 'device' | 'batch' 
   imagesPerSec: 0, gflops: 0, gbps: 0, ratioToGemm: 0, activationMB: 0, calls: 0, share: 0, ...r,
 });
 
-export async function distBenchRows(w: World, o: DistBenchOptions): Promise<BenchRow[]> {
+export async function parallelBenchRows(w: World, o: DistBenchOptions): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const iters = o.iters ?? 3;
   const kind = collectiveKind(o.device);
@@ -45,7 +45,7 @@ export async function distBenchRows(w: World, o: DistBenchOptions): Promise<Benc
       model.setTables(tables);
       const n = model.numTrainable();
       if (kind === 'mpi') {
-        const a = distAddon().allreduceBench('mpi', n, iters);
+        const a = parallelAddon().allreduceBench('mpi', n, iters);
         rows.push(row({ model: name, device: o.device, batch: 0, what: `allreduce grad ${(n * 4 / 2 ** 20).toFixed(0)} MiB (${w.size} ranks, mpi)`, ms: a.ms, gbps: a.gbps }));
       }
       model.setCollective(kind, w.localRank);

@@ -1,4 +1,4 @@
-// Which samples of the global batch a rank trains on (issue 12): the global
+// Which samples of the global batch a rank trains on: the global
 // batch (data.batch_size) is drawn identically on every rank, from the shared
 // seed; rank r takes samples [r*n, (r+1)*n), n = batch / world size.
 import { ConfigError } from '../errors.js';

@@ -12,8 +12,8 @@
 // rises first, as the paper's figure shows.)
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { betasFor, type ScheduleName } from './diffusion/schedule.js';
-import { makeCoefs, type DiffusionCoefs } from './diffusion/coefs.js';
+import { betasFor, type ScheduleName } from '../diffusion/schedule.js';
+import { makeCoefs, type DiffusionCoefs } from '../diffusion/coefs.js';
 import {
   meaningfulBoundary,
   sqrt1mAbarIncrement,
@@ -21,9 +21,9 @@ import {
   makeTimestepSampler,
   lossWeights,
   type SpeedOptions,
-} from './speed/index.js';
-import { figureSpec, panel, renderFigure, type Rule, type Shade } from './plot/index.js';
-import { DataError } from './errors.js';
+} from './index.js';
+import { figureSpec, panel, renderFigure, type Rule, type Shade } from '../plot/index.js';
+import { DataError } from '../errors.js';
 
 export interface AnalyzeOptions {
   schedule: ScheduleName;

@@ -1,4 +1,4 @@
-// Data parallelism (issue 12): 1 vs 2 processes under `mpirun -np 2` on the CPU
+// Data parallelism: 1 vs 2 processes under `mpirun -np 2` on the CPU
 // backend (one thread per rank), resume across world sizes, distributed
 // inference, faults and the stop signal. The mpirun tests skip, saying why,
 // when mpirun is missing or the addon was built without MPI.
@@ -15,14 +15,14 @@ import { readSafetensors, asFloat32 } from '../src/io/safetensors.js';
 import { tinyConfigFile, useAddon } from './helpers-e2e.js';
 
 useAddon();
-const { distAddon, shardOf, launcherWorldSize } = await import('../src/dist/index.js');
-const { rootOnlyCommand } = await import('../src/dist/cli.js');
+const { parallelAddon, shardOf, launcherWorldSize } = await import('../src/parallel/index.js');
+const { rootOnlyCommand } = await import('../src/parallel/cli.js');
 const { DiTModel, presetConfig } = await import('../src/native.js');
 const { makeCoefs, toNativeTables } = await import('../src/diffusion/coefs.js');
 const { betasFor } = await import('../src/diffusion/schedule.js');
 
 const CLI = path.resolve('src/cli.ts');
-const DRIVER = path.resolve('test/dist/driver.ts');
+const DRIVER = path.resolve('test/parallel/driver.ts');
 // as root (CI containers) OpenMPI needs both variables
 const ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', OMPI_MCA_rmaps_base_oversubscribe: '1' };
 const MPIRUN = ['-np', '2', '--oversubscribe'];
@@ -30,7 +30,7 @@ const MPIRUN = ['-np', '2', '--oversubscribe'];
 function mpiSkip(): string | false {
   const v = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
   if (v.error || v.status !== 0) return 'mpirun not found (apt-get install openmpi-bin)';
-  const info = distAddon().info();
+  const info = parallelAddon().info();
   if (!info.mpi) return `addon built without MPI: ${info.mpiReason}`;
   return false;
 }
@@ -49,14 +49,16 @@ interface DriverOut {
   ema: number[];
   noise: { seed: number; offset: number };
   step: number;
+  eval: Record<string, unknown> | null;
 }
 
-function driver(mode: string, procs: 1 | 2, env: Record<string, string> = {}): DriverOut {
+function driver(mode: string, procs: 1 | 2, env: Record<string, string> = {}, config?: string): DriverOut {
   const out = path.join(tinyConfigFile().exp + `-${mode}-${procs}.json`);
+  const args = [DRIVER, mode, out, ...(config ? [config] : [])];
   const opts = { encoding: 'utf8' as const, env: { ...ENV, ...env }, timeout: 120_000 };
   const r = procs === 1
-    ? spawnSync(process.execPath, [...node, DRIVER, mode, out], opts)
-    : spawnSync('mpirun', [...MPIRUN, process.execPath, ...node, DRIVER, mode, out], opts);
+    ? spawnSync(process.execPath, [...node, ...args], opts)
+    : spawnSync('mpirun', [...MPIRUN, process.execPath, ...node, ...args], opts);
   assert.equal(r.status, 0, `driver ${mode} on ${procs}: ${r.stderr}`);
   return JSON.parse(readFileSync(out, 'utf8')) as DriverOut;
 }
@@ -159,6 +161,20 @@ test('train step, 2 processes vs 1: losses, gradients and weights within 1e-6; b
   }
   assert.deepEqual(d.weights, c.weights);
   assert.deepEqual(d.ema, c.ema);
+});
+
+test('FID during training on 2 processes: the samples split over the ranks score bitwise as on one process', { skip }, () => {
+  // the same shard on both ranks keeps the weights bitwise equal (see above), so any
+  // difference would come from how the evaluation splits and gathers its samples
+  const { file } = tinyConfigFile('eval: {every: 5, num_samples: 11, sampler: ddim5, feature_space: pixels-4x4}\nevaluate: {num_reference: 40}\n');
+  const a = driver('eval', 1, {}, file);
+  const b = driver('eval', 2, {}, file);
+  assert.deepEqual(b.weights, a.weights);
+  assert.deepEqual(b.noise, a.noise, 'the training noise stream is restored after the evaluation');
+  const drop = (e: Record<string, unknown> | null) => ({ ...e, seconds: undefined, sample_seconds: undefined });
+  assert.ok(a.eval && typeof a.eval.fid === 'number' && Number.isFinite(a.eval.fid));
+  assert.equal(a.eval.num_samples, 11);
+  assert.deepEqual(drop(b.eval), drop(a.eval));
 });
 
 test('a non-finite loss on one rank skips the step on every rank, as on one process', { skip }, () => {
@@ -300,7 +316,7 @@ test('bench under mpirun: an all-reduce row (GB/s of the gradient size) and a da
   assert.ok(rows[1].batch === 4 && rows[1].imagesPerSec > 0);
 });
 
-test('a build without MPI refuses a multi-process launch and says why', { skip: distAddon().info().mpi ? 'this addon has MPI (the refusal is for builds without it)' : false }, () => {
+test('a build without MPI refuses a multi-process launch and says why', { skip: parallelAddon().info().mpi ? 'this addon has MPI (the refusal is for builds without it)' : false }, () => {
   const { file } = tinyConfigFile();
   // the launcher's variable alone (no mpirun needed to see the refusal)
   const r = spawnSync(process.execPath, [...node, CLI, '-c', file], { encoding: 'utf8', env: { ...process.env, OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' } });

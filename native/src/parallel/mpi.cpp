@@ -1,4 +1,4 @@
-// speed::Collective over MPI on host buffers (issue 12), plus the process-wide
+// speed::Collective over MPI on host buffers, plus the process-wide
 // MPI lifetime. Built when CMake finds MPI (SPEED_MPI=AUTO|ON); mpi_stub.cpp
 // stands in otherwise.
 //

@@ -1,4 +1,4 @@
-// N-API face of the collectives (data parallelism): the `dist` object of the addon and
+// N-API face of the collectives: the `parallel` object of the addon and
 // the collective a model attaches to (Model.setCollective).
 #pragma once
 #include <napi.h>
@@ -10,9 +10,9 @@
 
 namespace speed_napi {
 
-// exports.dist = { worldSize, info, init, allreduceMax, broadcastBytes,
-//                  gatherBytes, barrier, abort, finalize, allreduceBench }
-Napi::Object dist_exports(Napi::Env env);
+// exports.parallel = { worldSize, info, init, allreduceMax, broadcastBytes,
+//                      gatherBytes, barrier, abort, finalize, allreduceBench }
+Napi::Object parallel_exports(Napi::Env env);
 
 // "mpi": the MPI world (host buffers); "nccl": NCCL on `cuda_device`, its
 // rendezvous over the MPI world. Initialises MPI on first use.

@@ -1,4 +1,4 @@
-// Which commands split their work over a launcher's processes (issue 12).
+// Which commands split their work over a launcher's processes.
 import { launcherWorldSize } from './world.js';
 
 /** The launcher's rank of this process from its environment (before any MPI call). */

@@ -1,11 +1,11 @@
-// The process's place in a data-parallel run (issue 12): rank, world size and
+// The process's place in a data-parallel run: rank, world size and
 // local rank from the launcher (mpirun, srun), and the few host collectives the
 // TypeScript side needs. One process without a launcher: rank 0 of 1, and MPI
 // is never initialised (so nothing changes for a plain `speed-train` run).
 import { Writable } from 'node:stream';
 
 import { SpeedTrainError } from '../errors.js';
-import { distAddon } from './native.js';
+import { parallelAddon } from './native.js';
 
 export interface World {
   rank: number;
@@ -21,7 +21,7 @@ export interface World {
 const SINGLE: World = { rank: 0, size: 1, localRank: 0, distributed: false, isRoot: true };
 let current: World | undefined;
 
-/** Which launcher variable says how many processes there are (the same ones native/src/dist/world.cpp reads). */
+/** Which launcher variable says how many processes there are (the same ones native/src/parallel/world.cpp reads). */
 export function launcherWorldSize(env: NodeJS.ProcessEnv = process.env): { size: number; from: string | null } {
   for (const k of ['OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'SLURM_STEP_NUM_TASKS']) {
     const v = env[k];
@@ -41,7 +41,7 @@ export function initWorld(): World {
     current = SINGLE;
     return current;
   }
-  const d = distAddon();
+  const d = parallelAddon();
   const info = d.info();
   if (!info.mpi) throw new SpeedTrainError(`launched as ${size} processes (${from}), but ${info.mpiReason}`);
   const w = d.init();
@@ -67,21 +67,21 @@ export function world(): World {
 export function anyRank(flag: boolean): boolean {
   const w = world();
   if (!w.distributed) return flag;
-  return distAddon().allreduceMax([flag ? 1 : 0])[0] === 1;
+  return parallelAddon().allreduceMax([flag ? 1 : 0])[0] === 1;
 }
 
 /** The largest of every rank's non-negative integer `v` (v itself on one process). */
 export function maxOverRanks(v: number): number {
   const w = world();
   if (!w.distributed) return v;
-  return distAddon().allreduceMax([v])[0];
+  return parallelAddon().allreduceMax([v])[0];
 }
 
 /** Root's JSON value on every rank (others pass anything, e.g. undefined). */
 export function broadcastJson<T>(value: T, root = 0): T {
   const w = world();
   if (!w.distributed) return value;
-  const d = distAddon();
+  const d = parallelAddon();
   const bytes = w.rank === root ? new TextEncoder().encode(JSON.stringify(value ?? null)) : null;
   return JSON.parse(new TextDecoder().decode(d.broadcastBytes(bytes, root))) as T;
 }
@@ -90,11 +90,11 @@ export function broadcastJson<T>(value: T, root = 0): T {
 export function gatherBytes(data: Uint8Array, root = 0): Uint8Array[] {
   const w = world();
   if (!w.distributed) return [data];
-  return distAddon().gatherBytes(data, root);
+  return parallelAddon().gatherBytes(data, root);
 }
 
 export function barrier(): void {
-  if (world().distributed) distAddon().barrier();
+  if (world().distributed) parallelAddon().barrier();
 }
 
 /**
@@ -105,7 +105,7 @@ export function abortWorld(code: number, message: string): never {
   const w = world();
   process.stderr.write(`speed-train: error on rank ${w.rank} of ${w.size}: ${message}\n` +
     `speed-train: rank ${w.rank} is aborting all ${w.size} processes (MPI_Abort)\n`);
-  distAddon().abort(code);
+  parallelAddon().abort(code);
   process.exit(code); // not reached: MPI_Abort ends the process
 }
 

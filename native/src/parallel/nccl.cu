@@ -1,4 +1,4 @@
-// speed::Collective over NCCL on GPU buffers (issue 12). Rendezvous as llm.c
+// speed::Collective over NCCL on GPU buffers. Rendezvous as llm.c
 // does it: rank 0 makes the ncclUniqueId, the bootstrap collective (MPI)
 // broadcasts it, every rank calls ncclCommInitRank. The collectives run on
 // this object's own communication stream; each call waits for it (a watchdog
