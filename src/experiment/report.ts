@@ -337,7 +337,7 @@ export async function writeReport(out: string, r: ReportInput): Promise<{ report
     `at the last checkpoint (step ${c.max_training_steps}), each method / ${spec.baseline}, per-seed log ratios, ${level} t-interval, ` +
     `two-sided one-sample t-test, Holm-corrected across the ${Math.max(0, methods.length - 1)} comparison${methods.length === 2 ? '' : 's'} with ${spec.baseline}.`);
   md.push(`- Methods: ${methods.join(', ')} (baseline ${spec.baseline}); seeds ${spec.seeds.join(', ')} (paired: the same initialisation, data order and evaluation noise per seed for every method).`);
-  md.push(`- Checkpoints: every ${c.ckpt_every} steps to ${c.max_training_steps}; samplers: ${spec.samplers.map((s) => `**${s.name}** (${s.sampler} ${s.steps}${s.sampler === 'ddim' ? `, eta ${s.eta}` : ''}${s.every > 1 ? `, every ${s.every}th checkpoint and the last` : ', every checkpoint'}; ` +
+  md.push(`- Checkpoints: every ${c.ckpt_every} steps to ${c.max_training_steps}; samplers: ${spec.samplers.map((s) => `**${s.name}** (${s.sampler} ${s.steps}${s.sampler === 'ddim' ? `, eta ${s.eta}` : ''}${s.every > 1 ? `, every ${s.every} checkpoints and at the last` : ', every checkpoint'}; ` +
     `${nAt(c.sample.num_per_class)} samples${s.last_num_per_class > 0 ? `, ${nAt(s.last_num_per_class)} at the last` : ''})`).join(', ')}.`);
   md.push(spec.min_feature_accuracy > 0
     ? `- Feature space gate: the feature network's held-out accuracy must be >= ${spec.min_feature_accuracy} (it is ${r.featnet.accuracy.toFixed(4)} on ${r.featnet.heldOutSize} images).`
