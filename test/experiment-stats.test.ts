@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { aggregateSeeds, equalStepRatios, logGamma, logInterval, speedupCurve, tCdf, tInterval, tQuantile } from '../src/experiment/stats.js';
-import { speedupFactor } from '../src/experiment/speedup.js';
+import { aggregateSeeds, equalStepRatios, holmAdjust, logGamma, logInterval, pairedLogRatioTest, speedupCurve, tCdf, tInterval, tQuantile } from '../src/experiment/stats.js';
+import { flatness, speedupFactor } from '../src/experiment/speedup.js';
 
 const curve = (pairs: [number, number][]) => pairs.map(([step, value]) => ({ step, value }));
 const close = (a: number | null, b: number, tol: number, what = '') => assert.ok(a !== null && Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
@@ -147,4 +147,43 @@ test('curve report: per-seed ratios and speed-ups of hand-made runs, table cells
   assert.match(table, /factor is a lower bound/);
   assert.match(table, /^\| S \| uniform \| speed \|$/m);
   assert.match(table, /^\| 300 \| 1\.000x \[1\.000, 1\.000\] \| n\.r\. \(1\/2\) \|$/m);
+});
+
+test('Holm adjustment on a hand-computed case: step-down, monotone, capped at 1, nulls kept', () => {
+  // sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> max so far 0.06
+  const adj = holmAdjust([0.01, 0.04, 0.03, 0.005]);
+  [0.03, 0.06, 0.06, 0.02].forEach((v, i) => close(adj[i], v, 1e-15, `holm ${i}`));
+  assert.deepEqual(holmAdjust([0.4, 0.6]), [0.8, 0.8]);
+  assert.deepEqual(holmAdjust([0.7, 0.9]), [1, 1]);
+  // a method without a value does not count in m
+  assert.deepEqual(holmAdjust([null, 0.02, 0.5]), [null, 0.04, 0.5]);
+  assert.deepEqual(holmAdjust([]), []);
+});
+
+test('paired log-ratio t-test: per-seed logs, the t statistic and the two-sided p (df 2 in closed form)', () => {
+  const r = pairedLogRatioTest([Math.exp(-0.1), Math.exp(-0.2), Math.exp(-0.3)]);
+  r.log_ratios.forEach((v, i) => close(v, [-0.1, -0.2, -0.3][i], 1e-12, 'log'));
+  // mean -0.2, sd 0.1: t = -0.2 / (0.1 / sqrt 3); for df 2, F(t) = 1/2 + t / (2 sqrt(2 + t^2))
+  const t = -0.2 / (0.1 / Math.sqrt(3));
+  close(r.t, t, 1e-9, 't');
+  assert.equal(r.df, 2);
+  close(r.p, 2 * (0.5 + t / (2 * Math.sqrt(2 + t * t))), 1e-9, 'p');
+  close(r.ratio.mean, Math.exp(-0.2), 1e-12, 'geo mean');
+  // one seed: no test; identical ratios: no spread
+  assert.equal(pairedLogRatioTest([0.9]).p, null);
+  assert.equal(pairedLogRatioTest([1, 1, 1]).p, 1);
+});
+
+test('plateau criterion: relative change over the last third of the run', () => {
+  const flat = flatness(curve([[100, 10], [200, 8], [300, 7.9]]), 1 / 3, 0.05)!;
+  assert.equal(flat.from, 200);
+  assert.equal(flat.to, 300);
+  close(flat.change, 0.1 / 8, 1e-12, 'change');
+  assert.equal(flat.flat, true);
+  const steep = flatness(curve([[100, 10], [200, 8], [300, 6]]), 1 / 3, 0.05)!;
+  assert.equal(steep.flat, false);
+  close(steep.change, 0.25, 1e-12, 'steep');
+  // six checkpoints of 500: the window starts at the evaluation nearest 2000
+  assert.equal(flatness(curve([[500, 9], [1000, 8], [1500, 7], [2000, 6], [2500, 5.9], [3000, 5.8]]), 1 / 3, 0.05)!.from, 2000);
+  assert.equal(flatness(curve([[100, 1]]), 1 / 3, 0.05), null);
 });

@@ -47,8 +47,16 @@ test('the --quick experiment runs end to end and writes the report', async () =>
   assert.match(r.featnet.space, /^featnet-vit\(featnet\.safetensors, acc \d\.\d{3}\)$/);
   const md = readFileSync(r.report, 'utf8');
   assert.match(md, /## Speed-up on ddpm10: FID \(feature network\), at uniform's last evaluation/);
-  for (const m of METHODS) assert.match(md, new RegExp(`^- ${m}: (\\*\\*\\d+\\.\\d\\dx\\*\\* \\[\\d+\\.\\d\\d, \\d+\\.\\d\\d\\]|not reached in [123] of 3 seeds)`, 'm'));
-  assert.match(md, /^- uniform: \*\*1\.00x\*\* \[1\.00, 1\.00\]/m);
+  // a factor only where uniform's curve has flattened by the declared criterion; otherwise the report says so
+  if (/\*\*Not read\*\*: uniform's mean curve changed by \d+\.\d\d% between steps 20 and 40/.test(md)) {
+    assert.doesNotMatch(md, /^- speed: \*\*/m);
+  } else {
+    for (const m of METHODS) assert.match(md, new RegExp(`^- ${m}: (\\*\\*\\d+\\.\\d\\dx\\*\\* \\[\\d+\\.\\d\\d, \\d+\\.\\d\\d\\]|not reached in [123] of 3 seeds)`, 'm'));
+    assert.match(md, /^- uniform: \*\*1\.00x\*\* \[1\.00, 1\.00\]/m);
+  }
+  // the primary endpoint: every method against uniform with its Holm-adjusted p
+  for (const m of METHODS.slice(1)) assert.match(md, new RegExp(`^\\| ${m} \\| [^|]+ \\| [^|]+ \\| [^|]+ \\| [^|]+ \\| [^|]+ \\|$`, 'm'));
+  assert.match(md, /## ddpm10: KID \(pixels\)/);
   assert.match(md, /^\| step \| uniform \| speed \| speed_sampling \| speed_weighting \| p2 \| min_snr \| lognorm \|$/m);
   assert.match(md, /^\| S \| uniform \| speed /m);
   assert.match(md, /## ddim5: FID \(pixels\)/);

@@ -106,9 +106,9 @@ export const SCHEMA: Section = section('speed-train configuration', {
     decay: { kind: 'number', default: 0.9999, min: 0, max: 1, doc: 'EMA decay per step' },
   }),
   data: section('training data', {
-    name: { kind: 'enum', default: 'synthetic', values: ['synthetic', 'image_folder', 'latents', 'scenes', 'digits'], doc: 'dataset kind (scenes: generated multi-object scenes; digits: scikit-learn 8x8 digits)' },
+    name: { kind: 'enum', default: 'synthetic', values: ['synthetic', 'image_folder', 'latents', 'scenes', 'digits', 'fashion_mnist'], doc: 'dataset kind (scenes: generated multi-object scenes; digits: scikit-learn 8x8 digits; fashion_mnist: Zalando\'s Fashion-MNIST training split, from Debian\'s dataset-fashion-mnist)' },
     data_seed: { kind: 'int', default: null, nullable: true, min: 0, max: 2 ** 31 - 1, doc: 'synthetic/scenes: seed of the generated images (null: seed); fixes the data while seed varies' },
-    root: { kind: 'string', default: null, nullable: true, doc: 'image_folder: folder of images (class subfolders or flat); latents: a shard folder (manifest.json, from speed-train encode), fast-DiT features (<name>_features/ + <name>_labels/), or a [N,C,H,W] float32 .npy' },
+    root: { kind: 'string', default: null, nullable: true, doc: 'image_folder: folder of images (class subfolders or flat); latents: a shard folder (manifest.json, from speed-train encode), fast-DiT features (<name>_features/ + <name>_labels/), or a [N,C,H,W] float32 .npy; digits: the CSV (null: the committed copy); fashion_mnist: the folder of the IDX files (null: /usr/share/datasets/fashion-mnist)' },
     labels: { kind: 'string', default: null, nullable: true, doc: 'latents: labels .npy [N] (default: <root without .npy>_labels.npy)' },
     batch_size: { kind: 'int', default: 256, min: 1, doc: 'global batch size' },
     image_size: { kind: 'int', default: 32, min: 1, doc: 'image side after centre crop and resize' },
@@ -120,6 +120,7 @@ export const SCHEMA: Section = section('speed-train configuration', {
     skip_bad_files: { kind: 'bool', default: false, doc: 'warn and skip unreadable files instead of failing' },
     max_image_pixels: { kind: 'int', default: 40000000, min: 1, doc: 'images (JPEG/PNG/WebP) claiming more pixels (width x height, read from the header before decoding) are bad files' },
     max_image_bytes: { kind: 'int', default: 67108864, min: 1, doc: 'image files larger than this many bytes are bad files' },
+    fashion_mnist_fit: { kind: 'enum', default: 'pad', values: ['pad', 'resize'], doc: 'fashion_mnist: how the 28x28 images become image_size (pad: background around them, image_size 28 + an even number, e.g. 32; resize: bilinear)' },
     latent_scale: { kind: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'a latents .npy is multiplied by this (unscaled SD-VAE latents: 0.18215); shard folders use their manifest\'s scale, fast-DiT features 1' },
   }),
   vae: section('the Stable Diffusion VAE (AutoencoderKL, kl-f8) of latent data: encode, and decoding samples to images', {
@@ -238,7 +239,7 @@ export interface Config {
   };
   ema: { decay: number };
   data: {
-    name: 'synthetic' | 'image_folder' | 'latents' | 'scenes' | 'digits';
+    name: 'synthetic' | 'image_folder' | 'latents' | 'scenes' | 'digits' | 'fashion_mnist';
     data_seed: number | null;
     root: string | null;
     labels: string | null;
@@ -252,6 +253,7 @@ export interface Config {
     skip_bad_files: boolean;
     max_image_pixels: number;
     max_image_bytes: number;
+    fashion_mnist_fit: 'pad' | 'resize';
     latent_scale: number;
   };
   vae: { path: string | null; scale_factor: number; sample_posterior: boolean; chunk: number };

@@ -6,7 +6,7 @@
 // MAX_ITEMS items per container, prints a container it has already printed as
 // `[…]` / `{…}`, and stops at a character budget, so its cost is fixed whatever
 // the file holds.
-import type { PtStorage, PtTensor, PyRecord, PyValue } from './unpickle.js';
+import type { PtStorage, PtTensor, PyRecord, PyValue } from './values.js';
 
 const MAX_DEPTH = 3;
 const MAX_ITEMS = 6;

@@ -11,6 +11,7 @@ import { DataError } from '../errors.js';
 import { SyntheticDataset } from './synthetic.js';
 import { SceneDataset } from './scenes.js';
 import { DigitsDataset } from './digits.js';
+import { FashionMnistDataset } from './fashion-mnist.js';
 import type { Dataset } from './types.js';
 
 export { BatchLoader, type DataPosition } from './loader.js';
@@ -20,6 +21,10 @@ export { LatentsDataset } from './latents.js';
 export { LatentShardsDataset, FeatureFolderDataset, readManifest, type LatentManifest } from './latent-shards.js';
 export { SceneDataset, renderScene, describeScene, SCENE_CLASSES } from './scenes.js';
 export { DigitsDataset, readDigits, parseDigits, DIGITS_FILE } from './digits.js';
+export {
+  FashionMnistDataset, readFashionMnist, readIdxFile, parseIdx, FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES, MAX_IDX_BYTES,
+  type FashionSplit, type FashionFit,
+} from './fashion-mnist.js';
 export type { Batch, Dataset } from './types.js';
 
 /** The image limits of the config's data: section. */
@@ -36,6 +41,11 @@ export function makeDataset(c: Config, warn?: (msg: string) => void): Dataset {
       return new SceneDataset({ seed: d.data_seed ?? c.seed, size: d.num_samples, imageSize: d.image_size, channels: d.channels });
     case 'digits':
       return new DigitsDataset({ file: d.root ? path.resolve(d.root) : undefined, imageSize: d.image_size, channels: d.channels });
+    case 'fashion_mnist':
+      // training uses the training split; the test split is the experiment's held-out reference
+      return new FashionMnistDataset({
+        root: d.root ? path.resolve(d.root) : null, split: 'train', imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes, fit: d.fashion_mnist_fit,
+      });
     case 'image_folder':
       return new ImageFolderDataset({
         root: path.resolve(d.root!), imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes,

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 
 import { ConfigError, SpeedTrainError } from '../errors.js';
-import type { FeatureSpace } from './features.js';
+import type { FeatureSpace } from './space.js';
 
 export const INCEPTION_SPACE = 'inception-v3';
 /** pool_3 features, logits and the first 7 channels of mixed_6/conv (17x17x7), as ADM's evaluator */

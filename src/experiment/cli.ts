@@ -1,5 +1,6 @@
 // CLI commands of the evaluation experiment, added to src/cli.ts's program:
-//   speed-train experiment -c configs/experiments/speedup/base.yaml [--quick] [--out DIR] [key=value ...]
+//   speed-train experiment -c configs/experiments/speedup/base.yaml [--quick] [--out DIR] [--featnet-only] [key=value ...]
+//   speed-train experiment-report DIR   (re-render report.md and the plots from DIR/report.json)
 //   speed-train featnet -c CONFIG [--steps N] [--out FILE]   (train the feature network on a config's data)
 // Heavy modules load lazily. Importing src/featnet registers `featnet:<file>` as a feature space.
 import path from 'node:path';
@@ -22,10 +23,22 @@ export function addExperimentCommands(program: Command): void {
     .option('-c, --config <file>', "the experiment's base.yaml (experiment.json beside it lists the methods)")
     .option('--quick', 'tiny model, few steps, small evaluation: checks the plumbing in under 3 minutes')
     .option('-o, --out <dir>', 'output folder (default results/speedup or results/speedup-quick)')
+    .option('--featnet-only', 'train (or reuse) the feature network in the output folder, check it against min_feature_accuracy, and stop')
     .argument('[overrides...]', 'config overrides key.path=value for every method')
-    .action(async (overrides: string[], o: { config?: string; quick?: boolean; out?: string }, cmd: Command) => {
+    .action(async (overrides: string[], o: { config?: string; quick?: boolean; out?: string; featnetOnly?: boolean }, cmd: Command) => {
       const { runExperiment } = await import('./run.js');
-      const r = await runExperiment({ config: configOf(o, cmd), quick: o.quick, out: o.out, overrides });
+      const r = await runExperiment({ config: configOf(o, cmd), quick: o.quick, out: o.out, overrides, featnetOnly: o.featnetOnly });
+      for (const p of r.plots) out(`plot: ${p}`);
+    });
+
+  program
+    .command('experiment-report')
+    .description("write report.md, report.json and the plots of a finished experiment folder again from its report.json (after the report code changed)")
+    .argument('<dir>', 'the experiment output folder (holding report.json)')
+    .action(async (dir: string) => {
+      const { rerenderReport } = await import('./report.js');
+      const r = await rerenderReport(dir);
+      out(`report: ${r.report}`);
       for (const p of r.plots) out(`plot: ${p}`);
     });
 

@@ -11,15 +11,15 @@ import path from 'node:path';
 
 import { listCheckpoints, stepDirName } from '../checkpoint/index.js';
 import { loadConfig, type Config } from '../config/index.js';
-import { makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
+import { FashionMnistDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
 import { evaluateFeatures, extractFeatures, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
-import { featNetFeatureSpace, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet } from '../featnet/index.js';
+import { featNetFeatureSpace, featNetSpaceName, imagesToModelInput, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet } from '../featnet/index.js';
 import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
 import { train } from '../train/index.js';
 import { loadExperimentSpec, type ExperimentSpec, type MetricKey, type SamplerSpec } from './spec.js';
 import { writeReport } from './report.js';
-import { curveKey, type EvalPoint, type MethodResult } from './types.js';
+import { curveKey, type EvalPoint, type Floor, type Metrics, type MethodResult } from './types.js';
 import { range, realImages, seededOrder } from '../eval/real.js';
 
 export interface ExperimentOptions {
@@ -31,11 +31,17 @@ export interface ExperimentOptions {
   /** extra config overrides (key.path=value) for every method */
   overrides?: string[];
   log?: (line: string) => void;
+  /** train (or reuse) the feature network, check it against min_feature_accuracy, and stop */
+  featnetOnly?: boolean;
 }
 
-export type Metrics = Record<MetricKey, number | null>;
-export { curveKey, type EvalPoint, type MethodResult } from './types.js';
+export { curveKey, type EvalPoint, type Floor, type Metrics, type MethodResult } from './types.js';
 
+/**
+ * The real-vs-real floor: a set of real images disjoint from the reference,
+ * of the size of an evaluation's samples, scored like samples. No generator
+ * can be expected to beat it; scores are read against it.
+ */
 export interface ExperimentResult {
   out: string;
   report: string;
@@ -77,13 +83,51 @@ export function checkComparable(configs: { method: string; config: Config }[]): 
  * and the feature network's held-out split come from there. Other data sets
  * give a seeded subset of their own images (as ImageNet FID uses training images).
  */
-function heldOutData(c: Config, spec: ExperimentSpec): { featTrain: Dataset; featHeld: Dataset; reference: Dataset; refIdx: Int32Array; note: string; close: () => Promise<void> } {
+export interface HeldOut {
+  featTrain: Dataset;
+  featHeld: Dataset;
+  reference: Dataset;
+  refIdx: Int32Array;
+  /** real images disjoint from the reference for the real-vs-real floor (null: the data set has none to spare) */
+  floorIdx: Int32Array | null;
+  note: string;
+  close: () => Promise<void>;
+}
+
+/** The most images one evaluation generates (sets the size of the floor's real set). */
+export function maxEvalImages(spec: ExperimentSpec, c: Config): number {
+  const classes = Math.max(1, c.model.num_classes);
+  return Math.max(...spec.samplers.map((s) => classes * Math.max(c.sample.num_per_class, s.last_num_per_class)));
+}
+
+function heldOutData(c: Config, spec: ExperimentSpec): HeldOut {
   const d = c.data;
   const nRef = spec.reference_images;
   const nHeld = spec.featnet.held_out_images;
   const dataSeed = d.data_seed ?? c.seed;
+  const nFloor = maxEvalImages(spec, c);
+  if (d.name === 'fashion_mnist') {
+    // The training split trains the model and the feature network; the test
+    // split (never trained on) scores the feature network, and its two
+    // disjoint halves give the reference and the real-vs-real floor.
+    const test = new FashionMnistDataset({ root: d.root ? path.resolve(d.root) : null, split: 't10k', imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes, fit: d.fashion_mnist_fit });
+    const train = makeDataset(c);
+    const half = Math.floor(test.size / 2);
+    if (nRef > half) throw new ConfigError('reference_images', `${nRef} is more than half of the ${test.size} test images (the other half is the real-vs-real floor)`);
+    if (nFloor > test.size - half) throw new ConfigError('sample.num_per_class', `an evaluation of ${nFloor} images is larger than the ${test.size - half} test images of the real-vs-real floor`);
+    const order = seededOrder(test.size, dataSeed);
+    return {
+      featTrain: new SubsetDataset(train, range(0, train.size), 'training split'),
+      featHeld: new SubsetDataset(test, range(0, test.size), 'test split'),
+      reference: test,
+      refIdx: order.slice(0, nRef),
+      floorIdx: order.slice(half, half + nFloor),
+      note: `${nRef} Fashion-MNIST test images (seeded half of the 10k test split, data seed ${dataSeed}; never trained on)`,
+      close: async () => { await test.close(); await train.close(); },
+    };
+  }
   if (d.name === 'synthetic' || d.name === 'scenes') {
-    const size = d.num_samples + nRef + nHeld;
+    const size = d.num_samples + nRef + nHeld + nFloor;
     const all = d.name === 'synthetic'
       ? new SyntheticDataset({ seed: dataSeed, size, imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes })
       : new SceneDataset({ seed: dataSeed, size, imageSize: d.image_size, channels: d.channels });
@@ -92,6 +136,7 @@ function heldOutData(c: Config, spec: ExperimentSpec): { featTrain: Dataset; fea
       featHeld: new SubsetDataset(all, range(d.num_samples + nRef, nHeld), 'held-out images'),
       reference: all,
       refIdx: range(d.num_samples, nRef),
+      floorIdx: range(d.num_samples + nRef + nHeld, nFloor),
       note: `${nRef} held-out ${d.name} images (data seed ${dataSeed}, indices ${d.num_samples}..${d.num_samples + nRef - 1}, never trained on)`,
       close: () => all.close(),
     };
@@ -109,6 +154,7 @@ function heldOutData(c: Config, spec: ExperimentSpec): { featTrain: Dataset; fea
     featHeld: new SubsetDataset(data, order.slice(data.size - nHeld), 'held-out split'),
     reference: data,
     refIdx: order.slice(0, n),
+    floorIdx: null,
     note: n === data.size ? `all ${n} training images (${data.description})` : `${n} images drawn (seeded) from the training data (${data.description})`,
     close: () => data.close(),
   };
@@ -139,31 +185,62 @@ function metricsOf(prefix: 'featnet' | 'pixel', m: ReturnType<typeof evaluateFea
   return { [`${prefix}_fid`]: m.fid, [`${prefix}_kid`]: m.kid_mean, [`${prefix}_precision`]: m.precision, [`${prefix}_recall`]: m.recall };
 }
 
+/**
+ * Top-1 accuracy of the feature network on images against labels: for a
+ * class-conditional model, how often a sample is recognised as the class it
+ * was asked for (null unless the network's classes are the model's).
+ */
+export async function classAccuracy(net: FeatNet, imgs: ImageBatch, labels: Int32Array, batch = 250): Promise<number> {
+  const K = net.config.numClasses;
+  const per = imgs.H * imgs.W * imgs.C;
+  let correct = 0;
+  for (let a = 0; a < imgs.N; a += batch) {
+    const n = Math.min(batch, imgs.N - a);
+    const z = await net.logits(imagesToModelInput({ ...imgs, data: imgs.data.subarray(a * per, (a + n) * per), N: n }));
+    for (let i = 0; i < n; i++) {
+      let arg = 0;
+      for (let k = 1; k < K; k++) if (z[i * K + k] > z[i * K + arg]) arg = k;
+      if (arg === labels[a + i]) correct++;
+    }
+  }
+  return imgs.N === 0 ? 0 : correct / imgs.N;
+}
+
+type Space = { space: FeatureSpace; ref: ReferenceStats; prefix: 'featnet' | 'pixel' };
+
+/** Scores a set of images (samples, or real images for the floor) in every space, and its class accuracy when `classifier` is given. */
+async function scoreImages(imgs: ImageBatch, labels: Int32Array, spaces: Space[], spec: ExperimentSpec, classifier: FeatNet | null): Promise<Partial<Metrics>> {
+  const out: Partial<Metrics> = {};
+  for (const s of spaces) {
+    const f = await extractFeatures(s.space, imgs);
+    Object.assign(out, metricsOf(s.prefix, evaluateFeatures(f, imgs.N, s.ref, { kid: { subsets: spec.kid_subsets, seed: 0 }, k: spec.prdc_k })));
+  }
+  out.class_accuracy = classifier ? await classAccuracy(classifier, imgs, labels) : null;
+  return out;
+}
+
 /** Samples K images per class from a checkpoint's EMA weights with each sampler and scores them in both spaces. */
 async function evaluateCheckpoint(
-  ckpt: string, samplers: { spec: SamplerSpec; config: Config }[], spaces: { space: FeatureSpace; ref: ReferenceStats; prefix: 'featnet' | 'pixel' }[], spec: ExperimentSpec,
+  ckpt: string, samplers: { spec: SamplerSpec; config: Config }[], spaces: Space[], spec: ExperimentSpec, last: boolean, classifier: FeatNet | null,
 ): Promise<EvalPoint> {
-  const point: EvalPoint = { step: -1, metrics: {}, n_samples: 0, seconds: {} };
+  const point: EvalPoint = { step: -1, metrics: {}, n_samples: 0, samples: {}, seconds: {} };
   for (const { spec: sp, config: sampleCfg } of samplers) {
     const t0 = performance.now();
     const g = loadForGeneration(sampleCfg, ckpt);
     try {
       const { inChannels: C, inputSize: H, numClasses } = g.model.config;
-      const K = sampleCfg.sample.num_per_class;
+      const K = last && sp.last_num_per_class > 0 ? sp.last_num_per_class : sampleCfg.sample.num_per_class;
       const classes = Math.max(1, numClasses);
       const labels = Int32Array.from({ length: classes * K }, (_, i) => Math.floor(i / K));
       // The model's noise stream starts from the same seed at every checkpoint:
       // every evaluation (and every method of a seed) samples from the same x_T.
       const x = await generate(g, { ...sampleCfg.sample, use_ema: true }, labels, sampleCfg.sample.batch_size);
       const imgs: ImageBatch = { data: toUint8NHWC(x, labels.length, C, H, H), N: labels.length, H, W: H, C };
-      for (const s of spaces) {
-        const f = await extractFeatures(s.space, imgs);
-        for (const [k, v] of Object.entries(metricsOf(s.prefix, evaluateFeatures(f, imgs.N, s.ref, { kid: { subsets: spec.kid_subsets, seed: 0 }, k: spec.prdc_k })))) {
-          point.metrics[`${sp.name}/${k}`] = v ?? null;
-        }
-      }
+      const m = await scoreImages(imgs, labels, spaces, spec, numClasses > 0 ? classifier : null);
+      for (const [k, v] of Object.entries(m)) point.metrics[`${sp.name}/${k}`] = v ?? null;
       point.step = g.step;
       point.n_samples = imgs.N;
+      point.samples![sp.name] = imgs.N;
       point.seconds[sp.name] = (performance.now() - t0) / 1000;
     } finally {
       g.model.dispose();
@@ -177,21 +254,24 @@ export function samplersAt<T extends { spec: SamplerSpec }>(samplers: T[], i: nu
   return samplers.filter((s) => i === n || i % s.spec.every === 0);
 }
 
-export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
-  const t0 = performance.now();
-  const log = o.log ?? ((l: string) => process.stdout.write(l + '\n'));
-  const dir = path.dirname(path.resolve(o.config));
-  const { spec, file: specFile } = loadExperimentSpec(dir, o.quick ?? false);
-  const out = path.resolve(o.out ?? (o.quick ? 'results/speedup-quick' : 'results/speedup'));
-  mkdirSync(out, { recursive: true });
-  log(`experiment: ${spec.methods.join(', ')} (baseline ${spec.baseline}) from ${dir}${specFile ? ` + ${path.basename(specFile)}` : ''}${o.quick ? ' [quick]' : ''} -> ${out}`);
+export interface PlannedRun {
+  method: string;
+  config: Config;
+  samplers: { spec: SamplerSpec; config: Config }[];
+}
 
-  const overrides = [...spec.overrides, ...(o.overrides ?? []), 'sample_at_end=false'];
+/**
+ * Every (seed, method) run's training and sampling configs. Pairing: within a
+ * seed every method gets the same `seed` (model initialisation, data order,
+ * diffusion noise, evaluation noise) and the same data, and checkComparable
+ * refuses any other difference, so seed s of a method and seed s of the
+ * baseline differ only in the method. The data stay the same for every seed
+ * (data.data_seed, default the first seed), so the feature network and the
+ * reference are shared.
+ */
+export function planRuns(dir: string, spec: ExperimentSpec, overrides: string[], out: string): { dataSeed: number; bySeed: { seed: number; configs: PlannedRun[] }[] } {
   const load = (m: string, phase: 'train' | 'sample', extra: string[]) =>
     loadConfig(path.join(dir, `${m}.yaml`), { overrides: [...overrides, ...extra], phase }).config;
-  // The data stay the same for every seed (data.data_seed, default the first
-  // seed): the seeds vary the model's initialisation, noise, time steps and
-  // data order, and the feature network and reference are shared.
   const probe = load(spec.methods[0], 'train', []);
   const dataSeed = probe.data.data_seed ?? spec.seeds[0];
   const runDir = (seed: number, m: string) => path.join(out, `seed-${seed}`, m);
@@ -204,8 +284,33 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       })),
     }));
     checkComparable(configs);
+    // the sampling configs too: the same sampler, steps and evaluation noise for every method
+    spec.samplers.forEach((_, k) => checkComparable(configs.map((c) => ({ method: c.method, config: c.samplers[k].config }))));
     return { seed, configs };
   });
+  return { dataSeed, bySeed };
+}
+
+/** Refuses a feature space whose classifier is below the declared accuracy: its FID would measure little. */
+export function checkFeatureAccuracy(accuracy: number, heldOutSize: number, spec: Pick<ExperimentSpec, 'min_feature_accuracy'>, what: string): void {
+  if (accuracy < spec.min_feature_accuracy) {
+    throw new ConfigError('featnet', `the feature network's accuracy on ${heldOutSize} ${what} is ${accuracy.toFixed(4)}, below the declared ` +
+      `min_feature_accuracy ${spec.min_feature_accuracy}: the experiment does not report in a feature space whose classifier has not learnt the classes ` +
+      '(train it longer or wider in experiment.json featnet, or lower min_feature_accuracy and say so)');
+  }
+}
+
+export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
+  const t0 = performance.now();
+  const log = o.log ?? ((l: string) => process.stdout.write(l + '\n'));
+  const dir = path.dirname(path.resolve(o.config));
+  const { spec, file: specFile } = loadExperimentSpec(dir, o.quick ?? false);
+  const out = path.resolve(o.out ?? (o.quick ? 'results/speedup-quick' : 'results/speedup'));
+  mkdirSync(out, { recursive: true });
+  log(`experiment: ${spec.methods.join(', ')} (baseline ${spec.baseline}) from ${dir}${specFile ? ` + ${path.basename(specFile)}` : ''}${o.quick ? ' [quick]' : ''} -> ${out}`);
+
+  const overrides = [...spec.overrides, ...(o.overrides ?? []), 'sample_at_end=false'];
+  const { dataSeed, bySeed } = planRuns(dir, spec, overrides, out);
   const base = bySeed[0].configs[0].config;
   if (base.ckpt_every <= 0 || base.max_training_steps <= 0) {
     throw new ConfigError('ckpt_every', 'the experiment evaluates every checkpoint: set ckpt_every > 0 and max_training_steps > 0 in base.yaml');
@@ -216,15 +321,47 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   const sets = heldOutData(base, spec);
   const fnFile = path.join(out, 'featnet.safetensors');
   const fn = await getFeatNet(fnFile, base, spec, sets, log);
+  try {
+    checkFeatureAccuracy(fn.accuracy, fn.heldOutSize, spec, base.data.name === 'fashion_mnist' ? 'real test images' : 'held-out images');
+  } catch (e) {
+    fn.net.dispose();
+    await sets.close();
+    throw e;
+  }
+  if (o.featnetOnly) {
+    fn.net.dispose();
+    await sets.close();
+    log(`featnet: ${fnFile} passes the gate (accuracy ${fn.accuracy.toFixed(4)} >= ${spec.min_feature_accuracy}); --featnet-only: stopping`);
+    return { out, report: '', plots: [], methods: [], featnet: { file: fnFile, accuracy: fn.accuracy, space: featNetSpaceName(fnFile, fn.accuracy) }, seconds: (performance.now() - t0) / 1000 };
+  }
   const featSpace = featNetFeatureSpace(fn.net, fn, fnFile);
   const pixSpace = pixelFeatureSpace(spec.pixel_feature_size);
   const refImgs = await realImages(sets.reference, sets.refIdx, 'reference');
+  const floorImgs = sets.floorIdx ? await realImages(sets.reference, sets.floorIdx, 'real-vs-real floor') : null;
+  const floorLabels = sets.floorIdx ? (await sets.reference.load(sets.floorIdx, new Uint8Array(sets.floorIdx.length))).y : null;
   await sets.close();
   const spaces = [
     { space: featSpace, prefix: 'featnet' as const, ref: referenceFromFeatures(await extractFeatures(featSpace, refImgs), refImgs.N, featSpace.dim, featSpace.name, sets.note) },
     { space: pixSpace, prefix: 'pixel' as const, ref: referenceFromFeatures(await extractFeatures(pixSpace, refImgs), refImgs.N, pixSpace.dim, pixSpace.name, sets.note) },
   ];
   log(`reference: ${sets.note}; feature spaces ${featSpace.name} and ${pixSpace.name}`);
+  const conditional = base.model.num_classes > 0 && fn.net.config.numClasses === base.model.num_classes;
+  const classifier = conditional ? fn.net : null;
+  // The floor at every sample count an evaluation uses: FID and KID of a finite
+  // set are biased by its size, so each score is read against the floor of its own size.
+  const floors: Floor[] = [];
+  if (floorImgs && floorLabels) {
+    const classes = Math.max(1, base.model.num_classes);
+    const sizes = [...new Set(spec.samplers.flatMap((s) => [base.sample.num_per_class, s.last_num_per_class || base.sample.num_per_class]).map((k) => k * classes))].sort((a, b) => a - b);
+    const per = floorImgs.H * floorImgs.W * floorImgs.C;
+    for (const n of sizes) {
+      const imgs: ImageBatch = { data: floorImgs.data.subarray(0, n * per), N: n, H: floorImgs.H, W: floorImgs.W, C: floorImgs.C };
+      const metrics = await scoreImages(imgs, floorLabels.subarray(0, n), spaces, spec, classifier);
+      floors.push({ n, metrics, source: `${n} real images disjoint from the reference (${sets.note.split(' (')[0].replace(/^\d+ /, '')})` });
+      log(`real-vs-real floor (${n} images): ${Object.entries(metrics).map(([k, v]) => `${k} ${v === null || v === undefined ? 'n/a' : v.toFixed(4)}`).join(', ')}`);
+    }
+  }
+  writeFileSync(path.join(out, 'floors.json'), JSON.stringify({ feature_accuracy: fn.accuracy, held_out: fn.heldOutSize, floors }, null, 2) + '\n');
   const samplerNames = spec.samplers.map((sp) => `${sp.name}:${sp.sampler}:${sp.steps}:${sp.eta}:${sp.every}`).join();
 
   const results: MethodResult[] = [];
@@ -258,7 +395,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
         const ckpts = listCheckpoints(exp).filter((c) => expected.includes(Number(path.basename(c))));
         for (const ckpt of ckpts) {
           const i = expected.indexOf(Number(path.basename(ckpt))) + 1;
-          const e = await evaluateCheckpoint(ckpt, samplersAt(samplers, i, expected.length), spaces, spec);
+          const e = await evaluateCheckpoint(ckpt, samplersAt(samplers, i, expected.length), spaces, spec, i === expected.length, classifier);
           r.evals.push(e);
           const shown = Object.entries(e.metrics).filter(([k]) => k.endsWith('_fid')).map(([k, v]) => `${k} ${v?.toFixed(4)}`).join(', ');
           log(`seed ${seed} ${method} step ${e.step}: ${shown} (${Object.values(e.seconds).reduce((a, b) => a + b, 0).toFixed(1)} s)`);
@@ -276,7 +413,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   const rep = await writeReport(out, {
     spec, methods: results, quick: o.quick ?? false,
     featnet: { file: fnFile, accuracy: fn.accuracy, heldOutSize: fn.heldOutSize, space: featSpace.name, description: featSpace.description ?? '' },
-    pixelSpace: pixSpace.name, reference: sets.note, base, seconds: (performance.now() - t0) / 1000,
+    pixelSpace: pixSpace.name, reference: sets.note, base, seconds: (performance.now() - t0) / 1000, floors,
   });
   log(`report: ${rep.report}`);
   return { out, report: rep.report, plots: rep.plots, methods: results, featnet: { file: fnFile, accuracy: fn.accuracy, space: featSpace.name }, seconds: (performance.now() - t0) / 1000 };

@@ -27,6 +27,8 @@ export interface SamplerSpec {
   eta: number;
   /** evaluate at every `every`-th checkpoint (1: all); the last checkpoint always */
   every: number;
+  /** images per class at the last checkpoint (0: sample.num_per_class, as at the others) */
+  last_num_per_class: number;
 }
 
 export interface ExperimentSpec {
@@ -47,13 +49,28 @@ export interface ExperimentSpec {
   featnet: FeatNetSpec;
   /** command-line style overrides applied to every method's config */
   overrides: string[];
+  /**
+   * The experiment refuses to report (before training anything) when the
+   * feature network's held-out accuracy is below this: FID in the features of
+   * a classifier that has not learnt the classes measures little.
+   */
+  min_feature_accuracy: number;
+  /**
+   * The plateau criterion of the speed-up: the baseline's primary curve is flat
+   * when it changed by less than flat_tolerance (relative) over the last
+   * flat_fraction of the run; otherwise no speed-up factor is read.
+   */
+  flat_fraction: number;
+  flat_tolerance: number;
+  /** the primary endpoint in words, declared before the run; the report repeats it first */
+  declaration: string;
 }
 
-export const METRIC_KEYS = ['featnet_fid', 'featnet_kid', 'featnet_precision', 'featnet_recall', 'pixel_fid', 'pixel_kid', 'pixel_precision', 'pixel_recall'] as const;
+export const METRIC_KEYS = ['featnet_fid', 'featnet_kid', 'featnet_precision', 'featnet_recall', 'pixel_fid', 'pixel_kid', 'pixel_precision', 'pixel_recall', 'class_accuracy'] as const;
 export type MetricKey = (typeof METRIC_KEYS)[number];
-export const lowerIsBetter = (m: MetricKey): boolean => !m.endsWith('precision') && !m.endsWith('recall');
+export const lowerIsBetter = (m: MetricKey): boolean => !m.endsWith('precision') && !m.endsWith('recall') && !m.endsWith('accuracy');
 
-const DEFAULT_SAMPLER: SamplerSpec = { name: 'ddim20', sampler: 'ddim', steps: 'ddim20', eta: 0, every: 1 };
+const DEFAULT_SAMPLER: SamplerSpec = { name: 'ddim20', sampler: 'ddim', steps: 'ddim20', eta: 0, every: 1, last_num_per_class: 0 };
 
 const DEFAULTS: ExperimentSpec = {
   methods: ['uniform', 'speed', 'p2', 'min_snr', 'lognorm'],
@@ -69,6 +86,10 @@ const DEFAULTS: ExperimentSpec = {
   keep_checkpoints: false,
   featnet: { steps: 400, batch_size: 32, lr: 1e-3, weight_decay: 0.05, held_out_images: 1000, hidden_size: 64, depth: 4, num_heads: 4, mlp_ratio: 4 },
   overrides: [],
+  min_feature_accuracy: 0,
+  flat_fraction: 1 / 3,
+  flat_tolerance: 0.05,
+  declaration: '',
 };
 
 type Json = Record<string, unknown>;
@@ -122,10 +143,19 @@ function parseSamplers(v: unknown, key: string, file: string): SamplerSpec[] {
     if (typeof s.steps !== 'string' || s.steps.length === 0) throw new ConfigError(`${at}.steps`, `expected a respacing like "250" or "ddim50", found ${JSON.stringify(s.steps)}`, file);
     if (typeof s.eta !== 'number' || !(s.eta >= 0 && s.eta <= 1)) throw new ConfigError(`${at}.eta`, `expected a number in [0, 1], found ${JSON.stringify(s.eta)}`, file);
     if (!Number.isInteger(s.every) || s.every < 1) throw new ConfigError(`${at}.every`, `expected a positive integer, found ${JSON.stringify(s.every)}`, file);
+    if (!Number.isInteger(s.last_num_per_class) || s.last_num_per_class < 0) throw new ConfigError(`${at}.last_num_per_class`, `expected an integer >= 0 (0: sample.num_per_class), found ${JSON.stringify(s.last_num_per_class)}`, file);
     return s;
   });
   if (new Set(out.map((s) => s.name)).size !== out.length) throw new ConfigError(key, 'two samplers share a name', file);
   return out;
+}
+
+/** A spec as saved by an earlier version (report.json, experiment.json) with the keys it lacks at their defaults. */
+export function specWithDefaults(saved: Partial<ExperimentSpec>): ExperimentSpec {
+  const spec = { ...structuredClone(DEFAULTS), ...saved } as ExperimentSpec;
+  spec.featnet = { ...DEFAULTS.featnet, ...(saved.featnet ?? {}) };
+  spec.samplers = (saved.samplers ?? DEFAULTS.samplers).map((s) => ({ ...DEFAULT_SAMPLER, ...s }));
+  return spec;
 }
 
 /** experiment.json in `dir` (defaults when absent), with the `quick` section merged over it when asked. */
@@ -156,6 +186,9 @@ export function loadExperimentSpec(dir: string, quick: boolean): { spec: Experim
     if (!existsSync(path.join(dir, `${m}.yaml`))) throw new ConfigError('methods', `no config ${m}.yaml in ${dir}`, file);
   }
   if (!(spec.ci_level > 0 && spec.ci_level < 1)) throw new ConfigError('ci_level', `expected a number in (0, 1), found ${spec.ci_level}`, file);
+  if (!(spec.min_feature_accuracy >= 0 && spec.min_feature_accuracy <= 1)) throw new ConfigError('min_feature_accuracy', `expected a number in [0, 1], found ${spec.min_feature_accuracy}`, file);
+  if (!(spec.flat_fraction > 0 && spec.flat_fraction < 1)) throw new ConfigError('flat_fraction', `expected a number in (0, 1), found ${spec.flat_fraction}`, file);
+  if (!(spec.flat_tolerance > 0)) throw new ConfigError('flat_tolerance', `expected a number > 0, found ${spec.flat_tolerance}`, file);
   for (const k of ['reference_images', 'pixel_feature_size', 'kid_subsets', 'prdc_k'] as const) {
     if (!Number.isInteger(spec[k]) || spec[k] < 1) throw new ConfigError(k, `expected a positive integer, found ${spec[k]}`, file);
   }

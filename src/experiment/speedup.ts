@@ -57,3 +57,30 @@ export function speedupFactor(baseline: readonly CurvePoint[], method: readonly 
   const methodSteps = stepsToReach(method, target, lowerIsBetter);
   return { target, baselineSteps, methodSteps, factor: methodSteps === null || methodSteps <= 0 ? null : baselineSteps / methodSteps };
 }
+
+export interface Flatness {
+  /** relative change of the curve over its last `fraction` of steps: |v(end) - v(start)| / |v(start)| */
+  change: number;
+  /** the step the window starts at (the evaluation nearest to last step x (1 - fraction)) */
+  from: number;
+  to: number;
+  flat: boolean;
+}
+
+/**
+ * The declared plateau criterion: a speed-up factor (steps to reach the
+ * baseline's score) only means something where the baseline's curve has
+ * flattened; on a steep curve any method reads about 1. The curve is flat when
+ * its value changed by less than `tolerance` (relative) over the last
+ * `fraction` of the run. null with fewer than two evaluations.
+ */
+export function flatness(curve: readonly CurvePoint[], fraction: number, tolerance: number): Flatness | null {
+  const pts = curve.filter((p) => Number.isFinite(p.value));
+  if (pts.length < 2) return null;
+  const last = pts[pts.length - 1];
+  const want = last.step * (1 - fraction);
+  let start = pts[0];
+  for (const p of pts.slice(0, -1)) if (Math.abs(p.step - want) < Math.abs(start.step - want)) start = p;
+  const change = start.value === 0 ? (last.value === 0 ? 0 : Infinity) : Math.abs(last.value - start.value) / Math.abs(start.value);
+  return { change, from: start.step, to: last.step, flat: change < tolerance };
+}

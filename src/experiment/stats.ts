@@ -219,3 +219,53 @@ export function aggregateSeeds(perSeed: readonly { step: number; value: number |
     return { step, per_seed: vals, n: have.length, ci };
   });
 }
+
+// ---- paired tests across the ablation ----
+
+export interface PairedTest {
+  /** the per-seed log ratios log(method / baseline) */
+  log_ratios: number[];
+  /** geometric mean ratio and its t-interval */
+  ratio: Interval;
+  /** t statistic of mean(log ratio) = 0 (null with fewer than 2 seeds or zero spread) */
+  t: number | null;
+  df: number;
+  /** two-sided p-value of the one-sample t-test on the log ratios */
+  p: number | null;
+}
+
+/**
+ * The exact paired comparison of one method with the baseline at one endpoint:
+ * seed s of the method and seed s of the baseline share the initialisation, the
+ * data order and the evaluation noise, so the per-seed log ratios are the
+ * paired differences, tested with a one-sample t-test (normal errors assumed).
+ */
+export function pairedLogRatioTest(ratios: readonly number[], level = 0.95): PairedTest {
+  const ci = logInterval(ratios, level);
+  const logs = ratios.map(Math.log);
+  const n = logs.length;
+  if (n < 2 || ci.sd === null) return { log_ratios: logs, ratio: ci, t: null, df: n - 1, p: null };
+  const mean = logs.reduce((a, b) => a + b, 0) / n;
+  if (ci.sd === 0) return { log_ratios: logs, ratio: ci, t: null, df: n - 1, p: mean === 0 ? 1 : 0 };
+  const t = mean / (ci.sd / Math.sqrt(n));
+  const p = Math.min(1, 2 * tCdf(-Math.abs(t), n - 1));
+  return { log_ratios: logs, ratio: ci, t, df: n - 1, p };
+}
+
+/**
+ * Holm's step-down adjustment of m p-values (family-wise error control across
+ * the ablation's comparisons with the baseline): sort ascending, multiply the
+ * i-th smallest (0-based) by m - i, make the sequence non-decreasing, cap at 1.
+ * null p-values stay null and do not count in m.
+ */
+export function holmAdjust(ps: readonly (number | null)[]): (number | null)[] {
+  const idx = ps.map((p, i) => ({ p, i })).filter((x): x is { p: number; i: number } => x.p !== null).sort((a, b) => a.p - b.p);
+  const m = idx.length;
+  const out: (number | null)[] = ps.map(() => null);
+  let run = 0;
+  idx.forEach(({ p, i }, k) => {
+    run = Math.max(run, Math.min(1, (m - k) * p));
+    out[i] = run;
+  });
+  return out;
+}
