@@ -134,3 +134,19 @@ test('the real Fashion-MNIST files: 60000 + 10000 images, 10 balanced classes', 
   assert.ok(b.x.some((v) => v > 0));
   assert.equal(b.x[0], -1);
 });
+
+test('the -p evaluate reference of fashion_mnist comes from the test split, never the training split', async () => {
+  const { referenceImages } = await import('../src/eval/real.js');
+  // a training split of all-equal images and a test split of the fakeSet pattern, in one folder
+  const dir = fakeSet(6, [0, 1, 2, 3, 4, 5], { split: 't10k' });
+  const train = idx([3, 28, 28], new Uint8Array(3 * 784).fill(7));
+  writeFileSync(path.join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(train));
+  writeFileSync(path.join(dir, 'train-labels-idx1-ubyte.gz'), gzipSync(idx([3], Uint8Array.from([0, 1, 2]))));
+  const file = path.join(dir, 'c.yaml');
+  writeFileSync(file, `experiment_dir: ${dir}/exp\ndata:\n  name: fashion_mnist\n  root: ${dir}\n  image_size: 28\n  channels: 1\n  num_classes: 10\n`);
+  const ref = await referenceImages(loadConfig(file).config, 4);
+  assert.equal(ref.N, 4);
+  assert.match(ref.source, /test split/);
+  assert.ok(ref.data.some((v) => v !== 7), 'the reference holds test images, not the training split');
+  await assert.rejects(referenceImages(loadConfig(file).config, 7), (e: unknown) => e instanceof ConfigError && /test split has 6 images/.test((e as Error).message));
+});

@@ -1,4 +1,4 @@
-// Image decoding: the issue-13 inputs that crashed, OOM-killed or decoded to
+// Image decoding: the inputs that once crashed, OOM-killed or decoded to
 // black (each a DataError naming the file, or a counted skip), JPEG/PNG/WebP
 // folders, symlink loops and dangling links, and a seeded mutation fuzz of
 // PNG/JPEG/WebP decoding (FUZZ_ITERS; default sized to ~15 s on CI).
@@ -43,7 +43,7 @@ function pngFile(w: number, h: number, depth: number, colour: number, idat: Buff
 const isTypedError = (file: string, re?: RegExp) => (e: unknown) =>
   e instanceof DataError && e.file === file && e.message.startsWith(file + ': ') && (!re || re.test(e.message));
 
-test('issue 13 inputs: width 2^31-1, 8 x (2^31-1), a 20000x20000 zero bomb, 32 x 5.8M: refused from the header, naming the file', async () => {
+test('hostile headers: width 2^31-1, 8 x (2^31-1), a 20000x20000 zero bomb, 32 x 5.8M: refused from the header, naming the file', async () => {
   const dir = tmp();
   const tiny = deflateSync(Buffer.alloc(8)); // a few bytes of IDAT: the header is the lie
   const cases: [string, Buffer, RegExp][] = [

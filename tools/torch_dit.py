@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 # --------------------------------------------------------------------------- presets
 
-# name -> (depth, hidden_size, num_heads); reference §4 plus DiT-Ti for CPU work.
+# name -> (depth, hidden_size, num_heads) (DiT's table) plus DiT-Ti for CPU work.
 PRESETS: Dict[str, Tuple[int, int, int]] = {
     "Ti": (12, 192, 3),
     "S": (12, 384, 6),
@@ -262,7 +262,7 @@ class DiT(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self, generator: Optional[torch.Generator] = None) -> None:
-        """DiT's initialisation (reference §4): Xavier-uniform Linear weights and the patch
+        """DiT's initialisation: Xavier-uniform Linear weights and the patch
         weight viewed as [D, C p p], zero biases, N(0, 0.02) for the class table and the
         timestep MLP, zeros for every adaLN Linear and the final Linear."""
         with torch.no_grad():
@@ -319,7 +319,7 @@ def linear_betas(T: int) -> np.ndarray:
 
 
 def diffusion_tables(betas: np.ndarray) -> Dict[str, np.ndarray]:
-    """Per-timestep float64 tables of reference §1 (names as in native DiffusionTables)."""
+    """Per-timestep float64 tables of the diffusion schedule (IDDPM's betas and posterior coefficients; names as in native DiffusionTables)."""
     betas = np.asarray(betas, dtype=np.float64)
     alphas = 1.0 - betas
     abar = np.cumprod(alphas)

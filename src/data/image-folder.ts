@@ -261,7 +261,7 @@ export class ImageFolderDataset implements Dataset {
     // terminate() is pending (the loader's prefetch of a batch nobody takes) unref'd
     // the idle worker, the event loop emptied with terminate()'s promise unresolved,
     // and the process exited 0 in the middle of train()'s cleanup: after
-    // "checkpoint:", without the "trained" line and the sample grid (issue 13 item 8).
+    // "checkpoint:", without the "trained" line and the sample grid.
     w.ref();
     for (const p of this.pending.values()) p.reject(new DataError(this.o.root, 'the data set was closed before this batch was read'));
     this.pending.clear();

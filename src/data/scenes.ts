@@ -1,4 +1,4 @@
-// A harder generated data set for the speed-up experiment (issue 15): scenes of
+// A harder generated data set for the speed-up experiment: scenes of
 // 1-4 objects on a textured background. Unlike the built-in `synthetic` set
 // (one object whose shape and colour are fixed by the class), every factor here
 // is independent: the shape, colour, size and position of each object, the

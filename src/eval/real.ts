@@ -3,7 +3,7 @@
 import type { Config } from '../config/index.js';
 import path from 'node:path';
 
-import { imageLimits, ImageFolderDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
+import { FashionMnistDataset, imageLimits, ImageFolderDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
 import type { ImageSet } from './index.js';
 import { toUint8NHWC } from '../generate/images.js';
@@ -37,8 +37,8 @@ export function seededOrder(n: number, seed: number): Int32Array {
 /**
  * `n` real images of the configured data set. The generated sets (synthetic,
  * scenes) are functions of (data seed, index), so indices past data.num_samples were never trained
- * on: those are used. Other data sets give a seeded subset of their images (as
- * ImageNet FID uses training images).
+ * on: those are used. Fashion-MNIST gives a seeded subset of its test split. Other
+ * data sets give a seeded subset of their images (as ImageNet FID uses training images).
  */
 export async function referenceImages(c: Config, n: number, keyPath = 'evaluate.num_reference'): Promise<ImageSet> {
   const d = c.data;
@@ -69,6 +69,18 @@ export async function referenceImages(c: Config, n: number, keyPath = 'evaluate.
       return await realImages(folder, seededOrder(folder.size, c.seed).slice(0, n), `${folder.description}, ${n} images (seeded subset)`);
     } finally {
       await folder.close();
+    }
+  }
+  // Fashion-MNIST has a test split no run trains on: the reference comes from it.
+  if (d.name === 'fashion_mnist') {
+    const test = new FashionMnistDataset({
+      root: d.root ? path.resolve(d.root) : null, split: 't10k', imageSize: d.image_size, channels: d.channels, numClasses: d.num_classes, fit: d.fashion_mnist_fit,
+    });
+    try {
+      if (test.size < n) throw new ConfigError(keyPath, `the Fashion-MNIST test split has ${test.size} images, fewer than the ${n} asked for`);
+      return await realImages(test, seededOrder(test.size, c.seed).slice(0, n), `${test.description}, ${n} images (seeded subset; never trained on)`);
+    } finally {
+      await test.close();
     }
   }
   const data = makeDataset(c);
