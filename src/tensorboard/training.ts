@@ -78,7 +78,7 @@ export function writeEvalScalars(w: EventWriter, step: number, e: EvalLine): voi
     'eval/fid_cov_term': e.fid_cov_term,
     'eval/seconds': e.seconds,
   };
-  const optional: [string, number | null][] = [['eval/kid', e.kid_mean], ['eval/precision', e.precision], ['eval/recall', e.recall]];
+  const optional: [string, number | null][] = [['eval/kid', e.kid_mean], ['eval/precision', e.precision], ['eval/recall', e.recall], ['eval/inception_score', e.is_mean ?? null]];
   for (const [tag, v] of optional) if (v !== null) scalars[tag] = v;
   w.scalars(step, scalars);
 }

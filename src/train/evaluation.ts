@@ -14,7 +14,7 @@ import { sample, type SamplerName } from '../diffusion/sampler.js';
 import { spacedTimesteps } from '../diffusion/respace.js';
 import { ConfigError, SpeedTrainError } from '../errors.js';
 import {
-  evaluateFeatures, extractFeatures, isReferenceStatsFile, loadImageSet, loadReferenceStats, referenceFromFeatures, resolveFeatureSpace,
+  evaluateFeatures, extractAllFeatures, extractFeatures, inceptionScore, INCEPTION_SPACE, isReferenceStatsFile, loadImageSet, loadReferenceStats, referenceFromFeatures, resolveFeatureSpace,
   saveReferenceStats, type FeatureSpace, type ReferenceStats,
 } from '../eval/index.js';
 import { referenceImages } from '../eval/real.js';
@@ -35,6 +35,9 @@ export interface EvalLine {
   kid_std: number | null;
   precision: number | null;
   recall: number | null;
+  /** the Inception Score (mean and spread over splits) when the space is inception-v3; null otherwise */
+  is_mean: number | null;
+  is_std: number | null;
   /** wall time of the whole evaluation (sampling + features + metrics), and of the sampling alone */
   seconds: number;
   sample_seconds: number;
@@ -107,7 +110,8 @@ export class TrainingEval {
     if (w.isRoot) {
       let space: FeatureSpace;
       try {
-        space = await resolveFeatureSpace(c.eval.feature_space);
+        // the Inception network runs on the CPU backend (its CUDA path is not there yet), whatever trains
+        space = await resolveFeatureSpace(c.eval.feature_space, { inceptionPath: c.evaluate.inception.path ?? undefined, device: 'cpu', threads: c.threads || undefined });
       } catch (e) {
         throw new ConfigError('eval.feature_space', e instanceof Error ? e.message : String(e));
       }
@@ -183,8 +187,12 @@ export class TrainingEval {
     const sampleSeconds = (performance.now() - t0) / 1000;
     if (!images || !this.scorer) return null;
     const { space, ref } = this.scorer;
-    const features = await extractFeatures(space, { data: images, N, H, W: H, C });
+    // Inception-v3's logits give the Inception Score in the same pass; a classifier's logits are not an IS.
+    const wantIs = space.name === INCEPTION_SPACE && !!space.extras?.logits;
+    const all = wantIs ? await extractAllFeatures(space, { data: images, N, H, W: H, C }) : null;
+    const features = all ? all.features : await extractFeatures(space, { data: images, N, H, W: H, C });
     const m = evaluateFeatures(features, N, ref);
+    const is = all?.logits ? inceptionScore(all.logits, N, space.extras!.logits!) : null;
     return {
       feature_space: space.name,
       num_samples: N,
@@ -196,6 +204,8 @@ export class TrainingEval {
       kid_std: m.kid_std,
       precision: m.precision,
       recall: m.recall,
+      is_mean: is ? is.mean : null,
+      is_std: is ? is.std : null,
       seconds: (performance.now() - t0) / 1000,
       sample_seconds: sampleSeconds,
     };

@@ -208,7 +208,7 @@ export class Run {
     writeRunFile(this.metricsFile, JSON.stringify({ step: this.step, eval: e }) + '\n', { append: true });
     if (this.tb) writeEvalScalars(this.tb, this.step, e);
     this.progress!.line(this.step, {
-      [`FID(${e.feature_space})`]: e.fid, ...(e.kid_mean === null ? {} : { KID: e.kid_mean }), samples: e.num_samples, 'eval s': e.seconds,
+      [`FID(${e.feature_space})`]: e.fid, ...(e.kid_mean === null ? {} : { KID: e.kid_mean }), ...(e.is_mean == null ? {} : { IS: e.is_mean }), samples: e.num_samples, 'eval s': e.seconds,
     });
   }
 
