@@ -156,7 +156,10 @@ test('experiment_dir may not be the file-system root, a system folder or the hom
   assert.equal(systemFolderReason('/', '/home/u'), 'the file-system root');
   assert.equal(systemFolderReason('/home/u', '/home/u'), 'your home folder itself');
   // folders of their own inside them are fine
-  for (const ok of ['/home/u/results/run', '/var/tmp/run', '/usr/local/runs/a', '/tmp/x', 'results/run', '/library']) assert.equal(systemFolderReason(ok, '/home/u'), null, ok);
+  for (const ok of ['/home/u/results/run', '/var/tmp/run', '/usr/local/runs/a', '/tmp/x', 'results/run', '/library', '/dev/shm/run']) assert.equal(systemFolderReason(ok, '/home/u'), null, ok);
+  // /dev/shm is scratch space, but not a run's folder itself; the rest of /dev is refused
+  assert.equal(systemFolderReason('/dev/shm', '/home/u'), 'a system folder');
+  assert.match(systemFolderReason('/dev/sda1/x', '/home/u') ?? '', /inside the system folder \/dev/);
   // relative paths resolve against the working directory: "." run from / is the root
   assert.equal(systemFolderReason(path.relative(process.cwd(), '/')), 'the file-system root');
 });

@@ -269,7 +269,9 @@ export function validateTree(tree: Tree, prov: Provenance, problems?: Problems):
 
 /** Folders a run must not write into, nor (the first group) anywhere below. */
 const SYSTEM_TREES = ['/etc', '/bin', '/sbin', '/boot', '/proc', '/sys', '/dev'];
-const SYSTEM_FOLDERS = ['/', '/usr', '/var', '/opt', '/home', '/root', '/srv', '/run'];
+const SYSTEM_FOLDERS = ['/', '/usr', '/var', '/opt', '/home', '/root', '/srv', '/run', '/dev/shm'];
+/** Below a system tree, yet meant for files: /dev/shm is the shared-memory scratch space (a RAM disk). */
+const SCRATCH_TREES = ['/dev/shm'];
 
 /**
  * Why `dir` (resolved against the working directory) is no place for a run's
@@ -282,6 +284,7 @@ export function systemFolderReason(dir: string, home: string = homedir()): strin
   if (abs === path.parse(abs).root) return 'the file-system root';
   if (home && abs === path.resolve(home)) return 'your home folder itself';
   if (SYSTEM_FOLDERS.includes(abs)) return 'a system folder';
+  if (SCRATCH_TREES.some((t) => abs.startsWith(t + '/'))) return null;
   for (const t of SYSTEM_TREES) if (abs === t || abs.startsWith(t + '/')) return `inside the system folder ${t}`;
   if (/^\/lib(32|64|x32)?(\/|$)/.test(abs)) return `inside the system folder ${abs.split('/').slice(0, 2).join('/')}`;
   return null;

@@ -363,10 +363,13 @@ static void test_diffusion() {
     if (ls) cmp(tag + " vb", vb, 1e-5);
     cmp(tag + " dout", dout, 1e-5);
   }
-  // sampling steps: DDPM (learned sigma, noise), DDIM with clipping and CFG
-  for (int mode = 0; mode < 2; ++mode) {
+  // sampling steps: DDPM (learned sigma, noise), DDIM with clipping and CFG, and
+  // the same with DiT's rule of guiding only the first channels (guidance_channels)
+  for (int variant = 0; variant < 3; ++variant) {
+    int mode = variant == 0 ? 0 : 1;
     SampleStepCoefs k;
     k.mode = mode;
+    k.guidance_channels = variant == 2 ? Cc - 1 : 0;
     k.sqrt_recip_abar = 1.3; k.sqrt_recipm1_abar = 0.8; k.coef1 = 0.3; k.coef2 = 0.7;
     k.log_beta = -4.0; k.post_log_var = -4.5; k.sqrt_abar_prev = 0.9; k.eps_coef = 0.35;
     k.sigma = 0.1; k.add_noise = true; k.clip_x0 = mode == 1; k.cfg = mode == 1; k.guidance = 4.0;
@@ -374,7 +377,7 @@ static void test_diffusion() {
     PF mo(randn((size_t)rowsN * 2 * Cc * HW, rng)), x(randn(N * per, rng)), z(randn(N * per, rng));
     C->sample_step(mo.c.p, x.c.p, z.c.p, N, Cc, HW, true, k);
     G->sample_step(mo.g.p, x.g.p, z.g.p, N, Cc, HW, true, k);
-    cmp(mode ? "sample_step DDIM clip cfg" : "sample_step DDPM learned sigma", x, 1e-6);
+    cmp(variant == 2 ? "sample_step DDIM clip cfg, guidance_channels C-1" : mode ? "sample_step DDIM clip cfg" : "sample_step DDPM learned sigma", x, 1e-6);
   }
 }
 
