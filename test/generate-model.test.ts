@@ -53,3 +53,17 @@ test('a state.json naming DiT-XL/2 beside DiT-Ti tensors is refused from the hea
   editState(dir, (s) => Object.assign(s.config.model, { name: 'DiT-Ti/4', input_size: 8, in_channels: 3, num_classes: 4, depth: 3, hidden_size: 32, num_heads: 2 }));
   assert.throws(() => loadForGeneration(c, dir, () => {}, () => {}), /depth \(model\.name \/ model\.depth\): weights 2, config 3/);
 });
+
+test('a state.json whose keys pass the schema but cannot build a network (32 wide, 3 heads) is a CheckpointError naming it', () => {
+  const { config: c, exp } = tinyConfig();
+  const { model } = createModel(c);
+  const dir = writeCheckpoint(model, exp, { step: 1, config: c as unknown as Record<string, unknown>, train: trainState() } as Parameters<typeof writeCheckpoint>[2]);
+  model.dispose();
+  editState(dir, (s) => Object.assign(s.config.model, { num_heads: 3 }));
+  assert.throws(() => loadForGeneration(c, dir, () => {}, () => {}), (e: unknown) => {
+    assert.ok(e instanceof CheckpointError, String(e));
+    assert.equal(e.file, path.join(dir, 'state.json'));
+    assert.match(e.message, /its config cannot build a network: .*multiple of numHeads=3/);
+    return true;
+  });
+});

@@ -7,7 +7,7 @@ import { contradictions, describeInferred, isWeightsFile, loadWeightsFile, model
 import type { Config } from '../config/schema.js';
 import { CheckpointError } from '../errors.js';
 import type { DiffusionCoefs } from '../diffusion/coefs.js';
-import type { DiTModel } from '../native.js';
+import { NativeError, type DiTModel } from '../native.js';
 import { createModel, modelConfigOf } from '../train/model.js';
 
 export interface GenerationModel {
@@ -35,16 +35,23 @@ export function loadForGeneration(
   // from each candidate's own (validated) config.
   const { value } = useCheckpoint(spec, c.experiment_dir, (ckpt) => {
     const state = readState(ckpt);
-    const trained = checkStoredConfig(state.config, path.join(ckpt, STATE_FILE)) as unknown as Config;
-    checkWeightsMatch(trained, ckpt);
-    const { model, coefs } = createModel({
-      model: trained.model,
-      diffusion: trained.diffusion,
-      device: c.device,
-      threads: c.threads,
-      cuda_math: c.cuda_math,
-      seed: c.seed,
+    const stateFile = path.join(ckpt, STATE_FILE);
+    const trained = checkStoredConfig(state.config, stateFile) as unknown as Config;
+    // The schema checks each key; the addon checks how they combine (hidden_size a
+    // multiple of num_heads, sizes it can index): a state.json that passes the first
+    // and fails the second is a damaged checkpoint, named as such.
+    const built = asCheckpointError(stateFile, () => {
+      checkWeightsMatch(trained, ckpt);
+      return createModel({
+        model: trained.model,
+        diffusion: trained.diffusion,
+        device: c.device,
+        threads: c.threads,
+        cuda_math: c.cuda_math,
+        seed: c.seed,
+      });
     });
+    const { model, coefs } = built;
     try {
       loadCheckpoint(model, ckpt, { model: true, ema: true, optimizer: false, note: warn });
     } catch (e) {
@@ -54,6 +61,15 @@ export function loadForGeneration(
     return { model, coefs, ckpt, step: state.step, trained };
   }, warn);
   return value;
+}
+
+function asCheckpointError<T>(stateFile: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof NativeError) throw new CheckpointError(stateFile, `its config cannot build a network: ${e.message}`);
+    throw e;
+  }
 }
 
 /**
