@@ -114,4 +114,21 @@ Napi::Value write_param_js(const Napi::CallbackInfo& info, M& m, bool label_slot
   return env.Undefined();
 }
 
+// writeParam(name, Float32Array) on a model without slots (the VAE, Inception-v3),
+// whose write_param(name, data) takes only the name; `what` names the network.
+template <typename M>
+Napi::Value write_plain_param_js(const Napi::CallbackInfo& info, M& m, const char* what) {
+  Napi::Env env = info.Env();
+  const std::string name = require_string(info[0], "writeParam: name");
+  const speed::ParamInfo* p = find_param(m.params(), name);
+  if (!p) throw_error(env, std::string("writeParam: unknown ") + what + " parameter '" + name + "' (see params() for the names)");
+  size_t n = 0;
+  const float* data = view_f32(info[1], "writeParam: data", &n);
+  if (n != p->numel)
+    throw_error(env, "writeParam: data for '" + name + "' has " + std::to_string(n) + " elements, expected " +
+                         std::to_string(p->numel));
+  guard(env, "writeParam('" + name + "')", [&] { m.write_param(name, data); });
+  return env.Undefined();
+}
+
 }  // namespace speed_napi

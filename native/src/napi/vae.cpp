@@ -107,18 +107,7 @@ Napi::Value VAEModel::GetConfig(const Napi::CallbackInfo& info) { return vae_con
 
 // writeParam(name, Float32Array)
 Napi::Value VAEModel::WriteParam(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto& m = usable(env, "writeParam");
-  const std::string name = require_string(info[0], "writeParam: name");
-  const speed::ParamInfo* p = find_param(m.params(), name);
-  if (!p) throw_error(env, "writeParam: unknown VAE parameter '" + name + "' (see params() for the names)");
-  size_t n = 0;
-  const float* data = view_f32(info[1], "writeParam: data", &n);
-  if (n != p->numel)
-    throw_error(env, "writeParam: data for '" + name + "' has " + std::to_string(n) + " elements, expected " +
-                         std::to_string(p->numel));
-  guard(env, "writeParam('" + name + "')", [&] { m.write_param(name, data); });
-  return env.Undefined();
+  return write_plain_param_js(info, usable(info.Env(), "writeParam"), "VAE");
 }
 
 // readParam(name) -> Float32Array
