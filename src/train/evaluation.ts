@@ -191,7 +191,7 @@ export class TrainingEval {
     const wantIs = space.name === INCEPTION_SPACE && !!space.extras?.logits;
     const all = wantIs ? await extractAllFeatures(space, { data: images, N, H, W: H, C }) : null;
     const features = all ? all.features : await extractFeatures(space, { data: images, N, H, W: H, C });
-    const m = evaluateFeatures(features, N, ref);
+    const m = evaluateFeatures(features, N, ref, { floor: false }); // the log keeps no floor: it depends on the reference only
     const is = all?.logits ? inceptionScore(all.logits, N, space.extras!.logits!) : null;
     return {
       feature_space: space.name,
