@@ -13,7 +13,7 @@ import { listCheckpoints, stepDirName } from '../checkpoint/index.js';
 import { loadConfig, type Config } from '../config/index.js';
 import { FashionMnistDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
-import { evaluateFeatures, extractFeatures, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
+import { evaluateFeatures, extractFeatures, labelAccuracy, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
 import { featNetFeatureSpace, featNetSpaceName, imagesToModelInput, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet } from '../featnet/index.js';
 import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
 import { train } from '../train/index.js';
@@ -192,18 +192,14 @@ function metricsOf(prefix: 'featnet' | 'pixel', m: ReturnType<typeof evaluateFea
  */
 export async function classAccuracy(net: FeatNet, imgs: ImageBatch, labels: Int32Array, batch = 250): Promise<number> {
   const K = net.config.numClasses;
+  if (imgs.N === 0) return 0;
   const per = imgs.H * imgs.W * imgs.C;
-  let correct = 0;
+  const logits = new Float32Array(imgs.N * K);
   for (let a = 0; a < imgs.N; a += batch) {
     const n = Math.min(batch, imgs.N - a);
-    const z = await net.logits(imagesToModelInput({ ...imgs, data: imgs.data.subarray(a * per, (a + n) * per), N: n }));
-    for (let i = 0; i < n; i++) {
-      let arg = 0;
-      for (let k = 1; k < K; k++) if (z[i * K + k] > z[i * K + arg]) arg = k;
-      if (arg === labels[a + i]) correct++;
-    }
+    logits.set(await net.logits(imagesToModelInput({ ...imgs, data: imgs.data.subarray(a * per, (a + n) * per), N: n })), a * K);
   }
-  return imgs.N === 0 ? 0 : correct / imgs.N;
+  return labelAccuracy(logits, imgs.N, K, labels);
 }
 
 type Space = { space: FeatureSpace; ref: ReferenceStats; prefix: 'featnet' | 'pixel' };
