@@ -529,11 +529,6 @@ export class RunCheckpoints {
   /** `retention`: ckpt_keep / ckpt_keep_every, applied after every checkpoint written. */
   constructor(readonly experimentDir: string, private readonly retention: { keep: number; keepEvery: number } = { keep: 0, keepEvery: 0 }) {}
 
-  /** True when the folder holds at least one complete checkpoint. */
-  any(): boolean {
-    return listCheckpoints(this.experimentDir).length > 0;
-  }
-
   /** loadForResume: `spec` or "latest" (falling back past damaged ones) into `model`. */
   resume(model: CheckpointModel, spec: string, warn: (msg: string) => void): { dir: string; state: CheckpointState } {
     const r = loadForResume(model, spec, this.experimentDir, warn);
