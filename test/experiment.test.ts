@@ -12,7 +12,9 @@ import { PNG } from 'pngjs';
 import { useAddon } from './helpers-e2e.js';
 
 useAddon();
-const { runExperiment } = await import('../src/experiment/run.js');
+const { runExperiment, planRuns } = await import('../src/experiment/run.js');
+const { reusableSamples } = await import('../src/experiment/samples.js');
+const { loadExperimentSpec } = await import('../src/experiment/spec.js');
 
 const CONFIG = path.resolve('configs/experiments/speedup/base.yaml');
 
@@ -20,8 +22,20 @@ test('the --quick experiment runs end to end and writes the report', async () =>
   const out = mkdtempSync(path.join(tmpdir(), 'st-exp-'));
   const lines: string[] = [];
   const t0 = Date.now();
+  // --generate-only trains and draws every run's samples, and scores nothing
+  const g = await runExperiment({ config: CONFIG, quick: true, out, overrides: ['threads=1'], generateOnly: true, log: (l) => lines.push(l) });
+  assert.equal(g.featnet, null);
+  assert.equal(g.report, '');
+  assert.ok(!existsSync(path.join(out, 'featnet.safetensors')));
+  assert.ok(!existsSync(path.join(out, 'report.md')));
+  const kept = JSON.parse(readFileSync(path.join(out, 'seed-1', 'speed', 'samples.json'), 'utf8')) as { points: { step: number; sets: { sampler: string; file: string; n: number }[] }[] };
+  assert.deepEqual(kept.points.map((p) => [p.step, p.sets.map((s) => `${s.sampler}:${s.n}`).join()]), [[20, 'ddpm10:24,ddim5:24'], [40, 'ddpm10:24,ddim5:24']]);
+  for (const p of kept.points) for (const s of p.sets) assert.ok(existsSync(path.join(out, 'seed-1', 'speed', s.file)), s.file);
+  // then the same command without it scores the kept samples: nothing is trained again
   const r = await runExperiment({ config: CONFIG, quick: true, out, overrides: ['threads=1'], log: (l) => lines.push(l) });
   assert.ok(Date.now() - t0 < 180_000, `quick experiment took ${Date.now() - t0} ms`);
+  assert.equal(lines.filter((l) => /samples already drawn/.test(l)).length, 21);
+  assert.equal(lines.filter((l) => /: training \d+ steps/.test(l)).length, 21);
   const METHODS = ['uniform', 'speed', 'speed_sampling', 'speed_weighting', 'p2', 'min_snr', 'lognorm'];
   const SEEDS = [0, 1, 2];
   assert.deepEqual(r.methods.map((m) => `${m.seed}/${m.method}`), SEEDS.flatMap((s) => METHODS.map((m) => `${s}/${m}`)));
@@ -29,6 +43,7 @@ test('the --quick experiment runs end to end and writes the report', async () =>
     assert.deepEqual(m.evals.map((e) => e.step), [20, 40], m.method);
     for (const e of m.evals) {
       assert.equal(e.n_samples, 4 * 6);
+      assert.deepEqual(e.samples, { ddpm10: 24, ddim5: 24 });
       for (const sm of ['ddpm10', 'ddim5']) {
         for (const k of ['featnet_fid', 'pixel_fid', 'featnet_kid', 'featnet_precision', 'pixel_recall']) assert.ok(Number.isFinite(e.metrics[`${sm}/${k}`]), `${m.method} ${sm}/${k}`);
       }
@@ -44,7 +59,7 @@ test('the --quick experiment runs end to end and writes the report', async () =>
   // the seeds differ (model init, noise, time steps), the data do not
   const u = r.methods.filter((m) => m.method === 'uniform');
   assert.notEqual(u[0].evals[1].metrics['ddim5/pixel_fid'], u[1].evals[1].metrics['ddim5/pixel_fid']);
-  assert.match(r.featnet.space, /^featnet-vit\(featnet\.safetensors, acc \d\.\d{3}\)$/);
+  assert.match(r.featnet!.space, /^featnet-vit\(featnet\.safetensors, acc \d\.\d{3}\)$/);
   const md = readFileSync(r.report, 'utf8');
   assert.match(md, /## Speed-up on ddpm10: FID \(feature network\), at uniform's last evaluation/);
   // a factor only where uniform's curve has flattened by the declared criterion; otherwise the report says so
@@ -89,11 +104,18 @@ test('the --quick experiment runs end to end and writes the report', async () =>
   for (const a of fid.methods.uniform.speedup) assert.deepEqual(a.per_seed, [1, 1, 1]);
   for (const m of METHODS) assert.equal(fid.methods[m].speedup.length, 2);
 
-  // a second run reuses the feature network and the finished methods
+  // a second run reuses the feature network and the drawn samples, and scores them the same
   const again: string[] = [];
-  await runExperiment({ config: CONFIG, quick: true, out, overrides: ['threads=1'], log: (l) => again.push(l) });
+  const r2 = await runExperiment({ config: CONFIG, quick: true, out, overrides: ['threads=1'], log: (l) => again.push(l) });
   assert.ok(again.some((l) => /featnet: reusing/.test(l)), again.join('\n'));
-  assert.equal(again.filter((l) => /already evaluated/.test(l)).length, 21);
+  assert.equal(again.filter((l) => /samples already drawn/.test(l)).length, 21);
+  assert.deepEqual(r2.methods.map((m) => m.evals.map((e) => e.metrics)), r.methods.map((m) => m.evals.map((e) => e.metrics)));
+  // samples drawn under other settings are not reused
+  const spec = loadExperimentSpec(path.dirname(CONFIG), true).spec;
+  const plan = (extra: string[]) => planRuns(path.dirname(CONFIG), spec, [...spec.overrides, 'threads=1', 'sample_at_end=false', ...extra], out).bySeed[1].configs[1];
+  assert.notEqual(reusableSamples(plan([])), null);
+  assert.equal(reusableSamples(plan(['optimizer.lr=0.002'])), null);
+  assert.equal(reusableSamples(plan(['sample.guidance_scale=2'])), null);
 });
 
 test('methods must share model, data, seed and budget', async () => {

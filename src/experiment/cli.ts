@@ -1,5 +1,5 @@
 // CLI commands of the evaluation experiment, added to src/cli.ts's program:
-//   speed-train experiment -c configs/experiments/speedup/base.yaml [--quick] [--out DIR] [--featnet-only] [key=value ...]
+//   speed-train experiment -c configs/experiments/speedup/base.yaml [--quick] [--out DIR] [--featnet-only | --generate-only] [key=value ...]
 //   speed-train experiment-report DIR   (re-render report.md and the plots from DIR/report.json)
 //   speed-train featnet -c CONFIG [--steps N] [--out FILE]   (train the feature network on a config's data)
 // Heavy modules load lazily. Importing src/featnet registers `featnet:<file>` as a feature space.
@@ -24,10 +24,11 @@ export function addExperimentCommands(program: Command): void {
     .option('--quick', 'tiny model, few steps, small evaluation: checks the plumbing in under 3 minutes')
     .option('-o, --out <dir>', 'output folder (default results/speedup or results/speedup-quick)')
     .option('--featnet-only', 'train (or reuse) the feature network in the output folder, check it against min_feature_accuracy, and stop')
+    .option('--generate-only', 'train every run and draw its evaluation samples (kept in each run folder), then stop; the same command without it scores them')
     .argument('[overrides...]', 'config overrides key.path=value for every method')
-    .action(async (overrides: string[], o: { config?: string; quick?: boolean; out?: string; featnetOnly?: boolean }, cmd: Command) => {
+    .action(async (overrides: string[], o: { config?: string; quick?: boolean; out?: string; featnetOnly?: boolean; generateOnly?: boolean }, cmd: Command) => {
       const { runExperiment } = await import('./run.js');
-      const r = await runExperiment({ config: configOf(o, cmd), quick: o.quick, out: o.out, overrides, featnetOnly: o.featnetOnly });
+      const r = await runExperiment({ config: configOf(o, cmd), quick: o.quick, out: o.out, overrides, featnetOnly: o.featnetOnly, generateOnly: o.generateOnly });
       for (const p of r.plots) out(`plot: ${p}`);
     });
 

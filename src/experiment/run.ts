@@ -1,24 +1,23 @@
 // The speed-up experiment: for the same model, data, seed and step budget, train
-// every method with the trainer (src/train), evaluate each checkpoint's EMA
-// weights with the same sampler and the same starting noise, in a trained
-// feature space and in pixels, against held-out real images, then write
-// report.md, report.json and the plots (src/experiment/report.ts).
+// every method with the trainer (src/train), draw samples from each checkpoint's
+// EMA weights with the same sampler and the same starting noise (samples.ts),
+// score them in a trained feature space and in pixels against held-out real
+// images, then write report.md, report.json and the plots (report.ts).
 //
-// Results are written per method as they come (evals.json), so an interrupted
-// run continues where it stopped: finished methods are not trained again.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// Each run's samples are kept as they come (samples.json), so an interrupted
+// experiment continues where it stopped: finished runs are not trained again,
+// and scoring, which is cheap, is always done afresh from the kept samples.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { listCheckpoints, stepDirName } from '../checkpoint/index.js';
 import { loadConfig, type Config } from '../config/index.js';
 import { FashionMnistDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
 import { evaluateFeatures, extractFeatures, labelAccuracy, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
 import { featNetFeatureSpace, featNetSpaceName, imagesToModelInput, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet } from '../featnet/index.js';
-import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
-import { train } from '../train/index.js';
 import { loadExperimentSpec, type ExperimentSpec, type MetricKey, type SamplerSpec } from './spec.js';
 import { writeReport } from './report.js';
+import { readSampleSet, runSamples, type PlannedRun, type RunSamples } from './samples.js';
 import { curveKey, type EvalPoint, type Floor, type Metrics, type MethodResult } from './types.js';
 import { range, realImages, seededOrder } from '../eval/real.js';
 
@@ -33,9 +32,12 @@ export interface ExperimentOptions {
   log?: (line: string) => void;
   /** train (or reuse) the feature network, check it against min_feature_accuracy, and stop */
   featnetOnly?: boolean;
+  /** train every run and draw its samples, then stop: no feature network, no scores (a later run without it scores them) */
+  generateOnly?: boolean;
 }
 
 export { curveKey, type EvalPoint, type Floor, type Metrics, type MethodResult } from './types.js';
+export { samplersAt, type PlannedRun } from './samples.js';
 
 /**
  * The real-vs-real floor: a set of real images disjoint from the reference,
@@ -47,7 +49,8 @@ export interface ExperimentResult {
   report: string;
   plots: string[];
   methods: MethodResult[];
-  featnet: { file: string; accuracy: number; space: string };
+  /** null with --generate-only */
+  featnet: { file: string; accuracy: number; space: string } | null;
   seconds: number;
 }
 
@@ -216,45 +219,24 @@ async function scoreImages(imgs: ImageBatch, labels: Int32Array, spaces: Space[]
   return out;
 }
 
-/** Samples K images per class from a checkpoint's EMA weights with each sampler and scores them in both spaces. */
-async function evaluateCheckpoint(
-  ckpt: string, samplers: { spec: SamplerSpec; config: Config }[], spaces: Space[], spec: ExperimentSpec, last: boolean, classifier: FeatNet | null,
-): Promise<EvalPoint> {
-  const point: EvalPoint = { step: -1, metrics: {}, n_samples: 0, samples: {}, seconds: {} };
-  for (const { spec: sp, config: sampleCfg } of samplers) {
-    const t0 = performance.now();
-    const g = loadForGeneration(sampleCfg, ckpt);
-    try {
-      const { inChannels: C, inputSize: H, numClasses } = g.model.config;
-      const K = last && sp.last_num_per_class > 0 ? sp.last_num_per_class : sampleCfg.sample.num_per_class;
-      const classes = Math.max(1, numClasses);
-      const labels = Int32Array.from({ length: classes * K }, (_, i) => Math.floor(i / K));
-      // The model's noise stream starts from the same seed at every checkpoint:
-      // every evaluation (and every method of a seed) samples from the same x_T.
-      const x = await generate(g, { ...sampleCfg.sample, use_ema: true }, labels, sampleCfg.sample.batch_size);
-      const imgs: ImageBatch = { data: toUint8NHWC(x, labels.length, C, H, H), N: labels.length, H, W: H, C };
-      const m = await scoreImages(imgs, labels, spaces, spec, numClasses > 0 ? classifier : null);
-      for (const [k, v] of Object.entries(m)) point.metrics[`${sp.name}/${k}`] = v ?? null;
-      point.step = g.step;
-      point.n_samples = imgs.N;
-      point.samples![sp.name] = imgs.N;
-      point.seconds[sp.name] = (performance.now() - t0) / 1000;
-    } finally {
-      g.model.dispose();
+/** Scores every sample set of a run (samples.ts) in every space: the run's curve. */
+async function scoreRun(s: RunSamples, spaces: Space[], spec: ExperimentSpec, classifier: FeatNet | null): Promise<MethodResult> {
+  const r: MethodResult = {
+    method: s.method, seed: s.seed, sampling: s.sampling, weighting: s.weighting, experiment_dir: s.experiment_dir, train_seconds: s.train_seconds, evals: [],
+  };
+  for (const p of s.points) {
+    const e: EvalPoint = { step: p.step, metrics: {}, n_samples: 0, samples: {}, seconds: {} };
+    for (const set of p.sets) {
+      const { imgs, labels } = readSampleSet(s.experiment_dir, set);
+      const m = await scoreImages(imgs, labels, spaces, spec, classifier);
+      for (const [k, v] of Object.entries(m)) e.metrics[`${set.sampler}/${k}`] = v ?? null;
+      e.n_samples = set.n;
+      e.samples![set.sampler] = set.n;
+      e.seconds[set.sampler] = set.seconds;
     }
+    r.evals.push(e);
   }
-  return point;
-}
-
-/** The samplers to run at checkpoint number i (1-based) of n: each at its `every`, all at the last. */
-export function samplersAt<T extends { spec: SamplerSpec }>(samplers: T[], i: number, n: number): T[] {
-  return samplers.filter((s) => i === n || i % s.spec.every === 0);
-}
-
-export interface PlannedRun {
-  method: string;
-  config: Config;
-  samplers: { spec: SamplerSpec; config: Config }[];
+  return r;
 }
 
 /**
@@ -313,6 +295,13 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     throw new ConfigError('ckpt_every', 'the experiment evaluates every checkpoint: set ckpt_every > 0 and max_training_steps > 0 in base.yaml');
   }
   writeFileSync(path.join(out, 'experiment.json'), JSON.stringify({ spec, overrides, data_seed: dataSeed, config: o.config }, null, 2) + '\n');
+  if (o.generateOnly) {
+    let n = 0;
+    for (const { seed, configs } of bySeed) for (const run of configs) n += (await runSamples(run, seed, spec.keep_checkpoints, log)).points.length;
+    log(`--generate-only: the samples of ${bySeed.length * bySeed[0].configs.length} runs (${n} checkpoints) are drawn; ` +
+      'the same command without --generate-only trains the feature network, scores them and writes the report');
+    return { out, report: '', plots: [], methods: [], featnet: null, seconds: (performance.now() - t0) / 1000 };
+  }
 
   // Feature network and reference statistics, shared by every method and seed.
   const sets = heldOutData(base, spec);
@@ -359,47 +348,16 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     }
   }
   writeFileSync(path.join(out, 'floors.json'), JSON.stringify({ feature_accuracy: fn.accuracy, held_out: fn.heldOutSize, floors }, null, 2) + '\n');
-  const samplerNames = spec.samplers.map((sp) => `${sp.name}:${sp.sampler}:${sp.steps}:${sp.eta}:${sp.every}`).join();
-
   const results: MethodResult[] = [];
   try {
     for (const { seed, configs } of bySeed) {
-      for (const { method, config, samplers } of configs) {
-        const exp = config.experiment_dir;
-        const evalsFile = path.join(exp, 'evals.json');
-        const expected = Array.from({ length: Math.floor(config.max_training_steps / config.ckpt_every) }, (_, i) => (i + 1) * config.ckpt_every);
-        if (config.max_training_steps % config.ckpt_every !== 0) expected.push(config.max_training_steps);
-        if (existsSync(evalsFile)) {
-          const prev = JSON.parse(readFileSync(evalsFile, 'utf8')) as MethodResult & { featnet_space?: string; samplers?: string };
-          if (prev.featnet_space === featSpace.name && prev.samplers === samplerNames && prev.evals.map((e) => e.step).join() === expected.join()) {
-            log(`seed ${seed} ${method}: already evaluated (${evalsFile}); skipping`);
-            results.push(prev);
-            continue;
-          }
-        }
-        log(`seed ${seed} ${method}: training ${config.max_training_steps} steps (sampling ${config.diffusion.sampling}, weighting ${config.diffusion.weighting})`);
-        const tr = await train({
-          // Not evaluated yet: train this method again from scratch, replacing a partial earlier run.
-          // every checkpoint is an evaluation point: none may be pruned before it is evaluated
-          config: { ...config, overwrite: true, ckpt_keep: 0 }, resume: null, handleSignals: false, log: (l) => log(`seed ${seed} ${method}: ${l}`),
-          progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream,
-        });
-        if (tr.interrupted) throw new Error(`seed ${seed} ${method}: training was interrupted`);
-        const r: MethodResult & { featnet_space: string; samplers: string } = {
-          method, seed, sampling: config.diffusion.sampling, weighting: config.diffusion.weighting, experiment_dir: exp,
-          train_seconds: tr.seconds, evals: [], featnet_space: featSpace.name, samplers: samplerNames,
-        };
-        const ckpts = listCheckpoints(exp).filter((c) => expected.includes(Number(path.basename(c))));
-        for (const ckpt of ckpts) {
-          const i = expected.indexOf(Number(path.basename(ckpt))) + 1;
-          const e = await evaluateCheckpoint(ckpt, samplersAt(samplers, i, expected.length), spaces, spec, i === expected.length, classifier);
-          r.evals.push(e);
+      for (const run of configs) {
+        const r = await scoreRun(await runSamples(run, seed, spec.keep_checkpoints, log), spaces, spec, classifier);
+        for (const e of r.evals) {
           const shown = Object.entries(e.metrics).filter(([k]) => k.endsWith('_fid')).map(([k, v]) => `${k} ${v?.toFixed(4)}`).join(', ');
-          log(`seed ${seed} ${method} step ${e.step}: ${shown} (${Object.values(e.seconds).reduce((a, b) => a + b, 0).toFixed(1)} s)`);
-          // Checkpoints are large; keep the last one only, unless asked.
-          if (!spec.keep_checkpoints && !ckpt.endsWith(stepDirName(config.max_training_steps))) rmSync(ckpt, { recursive: true, force: true });
+          log(`seed ${seed} ${run.method} step ${e.step}: ${shown}`);
         }
-        writeFileSync(evalsFile, JSON.stringify(r, null, 2) + '\n');
+        writeFileSync(path.join(run.config.experiment_dir, 'evals.json'), JSON.stringify({ ...r, featnet_space: featSpace.name }, null, 2) + '\n');
         results.push(r);
       }
     }
