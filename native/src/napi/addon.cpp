@@ -1,5 +1,5 @@
 // The addon's entry point: the Model class and the free functions
-// (presetConfig, nativeInfo, cpuForceBuiltinGemm, sampleStepKernel, runBench).
+// (presetConfig, nativeInfo, cpuForceBuiltinGemm, sampleStepKernel, runBench, gramF32).
 // src/native.ts is its only user and wraps everything in typed functions.
 #include <napi.h>
 
@@ -11,6 +11,7 @@
 #include "bench_binding.h"
 #include "convert.h"
 #include "parallel.h"
+#include "gram.h"
 #include "guard.h"
 #include "inception.h"
 #include "model.h"
@@ -125,6 +126,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("VAEModel", VAEModel::Init(env));  // SD's VAE (src/vae)
   exports.Set("InceptionModel", InceptionModel::Init(env));  // pytorch-fid's Inception-v3 (src/eval/inception.ts)
   exports.Set("parallel", parallel_exports(env)); // data parallelism (src/parallel)
+  exports.Set("gramF32", Napi::Function::New<GramF32>(env, "gramF32"));  // k-NN distances of the evaluation (src/eval/gram.ts)
   return exports;
 }
 
