@@ -6,8 +6,9 @@ import { test } from 'node:test';
 import { useAddon } from './helpers-e2e.js';
 
 useAddon();
-const { GramDistances, nativeGram } = await import('../src/eval/gram.js');
-const { knnRadii2, precisionRecall, NATIVE_MIN_WORK } = await import('../src/eval/prdc.js');
+const { GramDistances, NATIVE_MIN_WORK, nativeGram } = await import('../src/eval/gram.js');
+const { knnRadii2, precisionRecall } = await import('../src/eval/prdc.js');
+const { kernelInceptionDistance } = await import('../src/eval/kid.js');
 const { seededNormal } = await import('../src/eval/rng.js');
 
 function gaussianSet(n: number, d: number, seed: number, shift = 0, scale = 1): Float64Array {
@@ -53,4 +54,19 @@ test('large sets take the GEMM path and agree with the exact loops', () => {
   const same = precisionRecall(ref, n, ref, n, d);
   assert.equal(same.precision, 1);
   assert.equal(same.recall, 1);
+});
+
+test('KID of large subsets takes its dot products from the GEMM and agrees with the exact loops', () => {
+  const n = 600;
+  const d = 1600;
+  const m = 300;
+  assert.ok(m * m * d >= NATIVE_MIN_WORK, 'the sizes must select the GEMM path');
+  const x = gaussianSet(n, d, 5, 0, 0.5);
+  const y = gaussianSet(n, d, 6, 0.02, 0.5);
+  const opts = { subsets: 4, subsetSize: m, seed: 3, precompute: false };
+  const e = kernelInceptionDistance(x, n, y, n, d, { ...opts, dots: 'exact' });
+  const f = kernelInceptionDistance(x, n, y, n, d, opts);
+  assert.ok(Math.abs(e.mean) > 1e-4, `the sets must differ: ${e.mean}`);
+  assert.ok(Math.abs(f.mean - e.mean) <= 1e-5 * Math.abs(e.mean) + 1e-9, `KID ${f.mean} vs exact ${e.mean}`);
+  assert.ok(Math.abs(f.std - e.std) <= 1e-4 * e.std + 1e-9, `std ${f.std} vs exact ${e.std}`);
 });

@@ -5,6 +5,14 @@
 // need three 50k x 50k x 2048 products: minutes this way, hours as scalar loops.
 import { addonExport, call, NativeError } from '../native.js';
 
+/**
+ * Work (points x points x dims) from which precision/recall and KID take their
+ * distances or dot products from the addon's GEMM (float32, as ADM's evaluator)
+ * instead of exact float64 loops: small sets stay exact and reproducible to the
+ * last bit by anyone.
+ */
+export const NATIVE_MIN_WORK = 1 << 27;
+
 type GramFn = (a: Float32Array, b: Float32Array, dims: { n: number; m: number; d: number; threads: number }) => Float32Array;
 
 let gramFn: GramFn | null | undefined;

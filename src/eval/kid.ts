@@ -6,6 +6,7 @@
 // set, and their spread (then 0) would say nothing about the estimate's noise.
 
 import { checkFeatures } from './fid.js';
+import { NATIVE_MIN_WORK, nativeGram } from './gram.js';
 import { sampleWithoutReplacement, seededUniform } from './rng.js';
 
 export interface KidOptions {
@@ -17,6 +18,8 @@ export interface KidOptions {
   seed?: number;
   /** precompute whole kernel matrices (default: when they fit in ~100 MB); same result either way */
   precompute?: boolean;
+  /** 'exact': float64 loops whatever the size; 'auto' (default): large subsets take their dot products from the addon's GEMM (float32) */
+  dots?: 'exact' | 'auto';
 }
 
 export interface KidResult {
@@ -89,6 +92,23 @@ function gram(a: ArrayLike<number>, na: number, b: ArrayLike<number>, nb: number
   return g;
 }
 
+/** mmd2Unbiased with the three dot-product matrices from one GEMM each (float32 dots, float64 kernel sums). */
+function mmd2Gemm(x: Float32Array, y: Float32Array, m: number, d: number, gram: NonNullable<ReturnType<typeof nativeGram>>): number {
+  const inv = 1 / d;
+  const offDiagonal = (a: Float32Array): number => {
+    const g = gram(a, a, { n: m, m, d, threads: 0 });
+    let s = 0;
+    for (let i = 0; i < m; i++) for (let j = i + 1; j < m; j++) s += kernel(g[i * m + j], inv);
+    return s;
+  };
+  const kxx = offDiagonal(x);
+  const kyy = offDiagonal(y);
+  const gxy = gram(x, y, { n: m, m, d, threads: 0 });
+  let kxy = 0;
+  for (let i = 0; i < m * m; i++) kxy += kernel(gxy[i], inv);
+  return (2 * kxx) / (m * (m - 1)) + (2 * kyy) / (m * (m - 1)) - (2 * kxy) / (m * m);
+}
+
 function gather(src: ArrayLike<number>, idx: Uint32Array, d: number): Float64Array {
   const out = new Float64Array(idx.length * d);
   for (let r = 0; r < idx.length; r++) {
@@ -143,10 +163,13 @@ export function kernelInceptionDistance(
       values[s] = (2 * kxx) / (m * (m - 1)) + (2 * kyy) / (m * (m - 1)) - (2 * kxy) / (m * m);
     }
   } else {
+    const gemm = (opts.dots ?? 'auto') === 'auto' && m * m * d >= NATIVE_MIN_WORK ? nativeGram() : null;
     for (let s = 0; s < subsets; s++) {
       const ix = sampleWithoutReplacement(nx, m, rand);
       const iy = sampleWithoutReplacement(ny, m, rand);
-      values[s] = mmd2Unbiased(gather(x, ix, d), m, gather(y, iy, d), m, d);
+      values[s] = gemm
+        ? mmd2Gemm(Float32Array.from(gather(x, ix, d)), Float32Array.from(gather(y, iy, d)), m, d, gemm)
+        : mmd2Unbiased(gather(x, ix, d), m, gather(y, iy, d), m, d);
     }
   }
   let mean = 0;

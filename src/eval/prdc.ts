@@ -10,14 +10,7 @@
 //   coverage  = share of reference balls that hold at least one sample
 
 import { checkFeatures } from './fid.js';
-import { GramDistances, nativeGram } from './gram.js';
-
-/**
- * Work (points x points x dims) from which the distances come from the addon's
- * GEMM (float32, as ADM's evaluator) instead of the exact scalar loops below:
- * small sets stay exact and reproducible to the last bit by anyone.
- */
-export const NATIVE_MIN_WORK = 1 << 27;
+import { GramDistances, NATIVE_MIN_WORK, nativeGram } from './gram.js';
 
 export interface PrdcOptions {
   /** neighbourhood size (default 3, as in Kynkäänniemi et al.) */
