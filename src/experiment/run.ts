@@ -34,6 +34,8 @@ export interface ExperimentOptions {
   featnetOnly?: boolean;
   /** train every run and draw its samples, then stop: no feature network, no scores (a later run without it scores them) */
   generateOnly?: boolean;
+  /** with generateOnly: only these of the declared seeds (to split the drawing over processes or machines) */
+  seeds?: number[];
 }
 
 export { curveKey, type EvalPoint, type Floor, type Metrics, type MethodResult } from './types.js';
@@ -295,11 +297,15 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     throw new ConfigError('ckpt_every', 'the experiment evaluates every checkpoint: set ckpt_every > 0 and max_training_steps > 0 in base.yaml');
   }
   writeFileSync(path.join(out, 'experiment.json'), JSON.stringify({ spec, overrides, data_seed: dataSeed, config: o.config }, null, 2) + '\n');
+  if (o.seeds && !o.generateOnly) throw new ConfigError('seeds', 'a subset of the seeds only draws samples (--generate-only): the report needs every declared seed');
+  const unknown = (o.seeds ?? []).filter((s) => !spec.seeds.includes(s));
+  if (unknown.length > 0) throw new ConfigError('seeds', `${unknown.join(', ')} ${unknown.length > 1 ? 'are' : 'is'} not among the declared seeds ${spec.seeds.join(', ')}`);
   if (o.generateOnly) {
     let n = 0;
-    for (const { seed, configs } of bySeed) for (const run of configs) n += (await runSamples(run, seed, spec.keep_checkpoints, log)).points.length;
-    log(`--generate-only: the samples of ${bySeed.length * bySeed[0].configs.length} runs (${n} checkpoints) are drawn; ` +
-      'the same command without --generate-only trains the feature network, scores them and writes the report');
+    const mine = bySeed.filter((b) => !o.seeds || o.seeds.includes(b.seed));
+    for (const { seed, configs } of mine) for (const run of configs) n += (await runSamples(run, seed, spec.keep_checkpoints, log)).points.length;
+    log(`--generate-only: the samples of ${mine.length * bySeed[0].configs.length} runs (${n} checkpoints) are drawn; ` +
+      'the same command without --generate-only (and --seeds) trains the feature network, scores them and writes the report');
     return { out, report: '', plots: [], methods: [], featnet: null, seconds: (performance.now() - t0) / 1000 };
   }
 

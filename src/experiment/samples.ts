@@ -74,8 +74,9 @@ export function samplerSignature(run: PlannedRun): string {
     `${s.name}:${s.sampler}:${s.steps}:${s.eta}:${s.every}:${s.last_num_per_class}:${c.sample.num_per_class}:${c.sample.guidance_scale}`).join();
 }
 
+/** The run's settings, hashed; `threads` is left out: training and sampling are bitwise the same for any thread count. */
 export function configHash(c: Config): string {
-  return createHash('sha256').update(JSON.stringify(c)).digest('hex').slice(0, 16);
+  return createHash('sha256').update(JSON.stringify({ ...c, threads: 0 })).digest('hex').slice(0, 16);
 }
 
 /** samples.json of a run when it holds every sample set the run needs now (same settings, files present); else null. */
