@@ -78,6 +78,13 @@ test('the --quick experiment runs end to end and writes the report', async () =>
   assert.match(md, /Student-t over the 3 seeds/);
   assert.match(md, /featnet-vit\(featnet\.safetensors, acc/);
   assert.equal(r.plots.length, 4);
+  // a grid of samples per method (first seed, primary sampler, last checkpoint), shown in the report
+  assert.match(md, /## Samples\n\nSeed 0, ddpm10, step 40/);
+  for (const m of METHODS) {
+    assert.match(md, new RegExp(`!\\[samples-${m}\\]\\(samples-${m}\\.png\\)`));
+    const png = PNG.sync.read(readFileSync(path.join(out, `samples-${m}.png`)));
+    assert.ok(png.height > 4 * 8 * 2 && png.width > 6 * 8 * 2, `samples-${m}.png: ${png.width}x${png.height}`);
+  }
   for (const p of r.plots) {
     const png = PNG.sync.read(readFileSync(p));
     assert.ok(png.width > 300 && png.height > 200, `${p}: ${png.width}x${png.height}`);

@@ -35,6 +35,8 @@ export interface ReportInput {
   seconds: number;
   /** the real-vs-real floors per evaluation size (none for data sets without spare real images) */
   floors?: Floor[];
+  /** sample grids beside report.md (file names), one per method: the first seed, the primary sampler, the last checkpoint */
+  grids?: string[];
 }
 
 // the baseline in black, the methods in distinct colours, the same on every panel
@@ -412,13 +414,18 @@ export async function writeReport(out: string, r: ReportInput): Promise<{ report
   for (const p of plots) md.push(`![${path.basename(p, '.png')}](${path.basename(p)})`, '');
   md.push('The per-time-step loss is the training loss as logged (metrics.jsonl `loss_per_bucket`, in four quarters of training): ' +
     "for weighted methods its mse term includes the method's weights.", '');
+  const grids = r.grids ?? [];
+  if (grids.length > 0) {
+    md.push('## Samples', '', `Seed ${spec.seeds[0]}, ${primarySampler}, step ${lastStep}, the first samples of each class (a row per class), as scored:`, '');
+    for (const g of grids) md.push(`![${path.basename(g, '.png')}](${path.basename(g)})`, '');
+  }
   md.push(`Total time ${(r.seconds / 60).toFixed(1)} min.`, '');
   const report = path.join(out, 'report.md');
   writeFileSync(report, md.join('\n'));
   writeFileSync(path.join(out, 'report.json'), JSON.stringify({
     spec, featnet: r.featnet, pixel_space: r.pixelSpace, reference: r.reference, seconds: r.seconds, quick: r.quick,
     intervals: `two-sided ${level} Student-t over seeds; values and steps linear, ratios and speed-ups on the log scale (geometric mean); null unless every seed has a value`,
-    floors, primary_endpoint: ep, baseline_flatness: flat,
+    floors, grids: grids.map((g) => path.basename(g)), primary_endpoint: ep, baseline_flatness: flat,
     curves: Object.fromEntries(curves.map((cr) => [curveKey(cr.sampler, cr.metric), cr])),
     runs: r.methods, config: r.base,
   }, null, 2) + '\n');
@@ -468,5 +475,6 @@ export async function rerenderReport(out: string): Promise<{ report: string; plo
   return writeReport(out, {
     spec, methods: j.runs as MethodResult[], quick: j.quick === true, featnet: j.featnet as ReportInput['featnet'], pixelSpace: j.pixel_space as string,
     reference: j.reference as string, base, seconds: j.seconds as number, floors: (j.floors as Floor[] | undefined) ?? [],
+    grids: ((j.grids as string[] | undefined) ?? []).filter((g) => existsSync(path.join(out, g))),
   });
 }

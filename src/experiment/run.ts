@@ -17,7 +17,7 @@ import { evaluateFeatures, extractFeatures, labelAccuracy, pixelFeatureSpace, re
 import { featNetFeatureSpace, featNetSpaceName, imagesToModelInput, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet } from '../featnet/index.js';
 import { loadExperimentSpec, type ExperimentSpec, type MetricKey, type SamplerSpec } from './spec.js';
 import { writeReport } from './report.js';
-import { readSampleSet, runSamples, type PlannedRun, type RunSamples } from './samples.js';
+import { readSampleSet, runSamples, writeSampleGrids, type PlannedRun, type RunSamples } from './samples.js';
 import { curveKey, type EvalPoint, type Floor, type Metrics, type MethodResult } from './types.js';
 import { range, realImages, seededOrder } from '../eval/real.js';
 
@@ -355,10 +355,13 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   }
   writeFileSync(path.join(out, 'floors.json'), JSON.stringify({ feature_accuracy: fn.accuracy, held_out: fn.heldOutSize, floors }, null, 2) + '\n');
   const results: MethodResult[] = [];
+  const drawn: RunSamples[] = [];
   try {
     for (const { seed, configs } of bySeed) {
       for (const run of configs) {
-        const r = await scoreRun(await runSamples(run, seed, spec.keep_checkpoints, log), spaces, spec, classifier);
+        const s = await runSamples(run, seed, spec.keep_checkpoints, log);
+        drawn.push(s);
+        const r = await scoreRun(s, spaces, spec, classifier);
         for (const e of r.evals) {
           const shown = Object.entries(e.metrics).filter(([k]) => k.endsWith('_fid')).map(([k, v]) => `${k} ${v?.toFixed(4)}`).join(', ');
           log(`seed ${seed} ${run.method} step ${e.step}: ${shown}`);
@@ -371,10 +374,11 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     fn.net.dispose();
   }
 
+  const grids = await writeSampleGrids(out, drawn, spec.samplers[0].name);
   const rep = await writeReport(out, {
     spec, methods: results, quick: o.quick ?? false,
     featnet: { file: fnFile, accuracy: fn.accuracy, heldOutSize: fn.heldOutSize, space: featSpace.name, description: featSpace.description ?? '' },
-    pixelSpace: pixSpace.name, reference: sets.note, base, seconds: (performance.now() - t0) / 1000, floors,
+    pixelSpace: pixSpace.name, reference: sets.note, base, seconds: (performance.now() - t0) / 1000, floors, grids,
   });
   log(`report: ${rep.report}`);
   return { out, report: rep.report, plots: rep.plots, methods: results, featnet: { file: fnFile, accuracy: fn.accuracy, space: featSpace.name }, seconds: (performance.now() - t0) / 1000 };

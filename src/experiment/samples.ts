@@ -19,6 +19,7 @@ import type { Config } from '../config/index.js';
 import { DataError } from '../errors.js';
 import type { ImageBatch } from '../eval/index.js';
 import { generate, loadForGeneration, toUint8NHWC } from '../generate/index.js';
+import { labelledGridPng } from '../generate/images.js';
 import { writeFileAtomic } from '../io/npy.js';
 import { readNpz, writeNpz } from '../io/npz.js';
 import { train } from '../train/index.js';
@@ -179,4 +180,34 @@ export function readSampleSet(exp: string, set: SampleSet): { imgs: ImageBatch; 
   }
   const [N, H, W, C] = x.shape;
   return { imgs: { data: x.data as Uint8Array, N, H, W, C }, labels: y.data as Int32Array };
+}
+
+/**
+ * One labelled grid per method of the first seed: `perClass` samples of each
+ * class (a row each) at the last checkpoint, drawn by `sampler`, so a reader
+ * sees what the scores are about. Returns the PNG files written in `out`.
+ */
+export async function writeSampleGrids(out: string, runs: RunSamples[], sampler: string, perClass = 8): Promise<string[]> {
+  const files: string[] = [];
+  const seed = runs[0]?.seed;
+  for (const r of runs.filter((x) => x.seed === seed)) {
+    const last = r.points[r.points.length - 1];
+    const set = last?.sets.find((s) => s.sampler === sampler);
+    if (!set) continue;
+    const { imgs, labels } = readSampleSet(r.experiment_dir, set);
+    const classes = Math.max(...labels) + 1;
+    const per = imgs.H * imgs.W * imgs.C;
+    const cols = Math.min(perClass, ...Array.from({ length: classes }, (_, k) => labels.filter((y) => y === k).length));
+    if (!(cols > 0) || (imgs.C !== 1 && imgs.C !== 3)) continue;
+    const pick = new Uint8Array(classes * cols * per);
+    for (let k = 0; k < classes; k++) {
+      const idx = labels.indexOf(k);
+      pick.set(imgs.data.subarray(idx * per, (idx + cols) * per), k * cols * per);
+    }
+    const g = await labelledGridPng(pick, classes, cols, imgs.H, imgs.W, imgs.C, Array.from({ length: classes }, (_, k) => `class ${k}`), 2, 2);
+    const file = path.join(out, `samples-${r.method}.png`);
+    writeFileAtomic(file, [g.png]);
+    files.push(file);
+  }
+  return files;
 }
