@@ -92,7 +92,7 @@ test('launcher world size and root-only commands from the environment', () => {
   assert.deepEqual(launcherWorldSize({ OMPI_COMM_WORLD_SIZE: '8' }), { size: 8, from: 'OMPI_COMM_WORLD_SIZE=8' });
   assert.deepEqual(launcherWorldSize({ SLURM_STEP_NUM_TASKS: '16' }), { size: 16, from: 'SLURM_STEP_NUM_TASKS=16' });
   assert.equal(rootOnlyCommand(['analyze', '-c', 'x.yaml'], { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '1' }), true);
-  assert.equal(rootOnlyCommand(['analyze', '-c', 'x.yaml'], { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' }, () => {}), false);
+  assert.equal(rootOnlyCommand(['analyze', '-c', 'x.yaml'], { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' }, () => true), false);
   assert.equal(rootOnlyCommand(['-c', 'x.yaml'], { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '1' }), false);
   assert.equal(rootOnlyCommand(['analyze'], {}), false);
 });
