@@ -134,6 +134,7 @@ test('methods must share model, data, seed and budget', async () => {
   await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), log: () => {} }), /optimizer\.weight_decay: differs between methods 'uniform' \(0\) and 'p2' \(0\.5\)/);
   writeFileSync(path.join(folder, 'p2.yaml'), 'diffusion: {sampling: uniform, weighting: p2}\n');
   await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), seeds: [1], log: () => {} }), /seeds: a subset of the seeds only draws samples \(--generate-only\)/);
+  await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), methods: ['nope'], generateOnly: true, log: () => {} }), /methods: nope is not among the declared methods uniform, speed/);
   await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), seeds: [1, 9], generateOnly: true, log: () => {} }), /seeds: 9 is not among the declared seeds 0, 1, 2/);
   writeFileSync(path.join(folder, 'experiment.json'), JSON.stringify({ methods: ['uniform'], seeds: [1, 1] }));
   await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), log: () => {} }), /seeds: lists a seed twice/);

@@ -26,8 +26,9 @@ export function addExperimentCommands(program: Command): void {
     .option('--featnet-only', 'train (or reuse) the feature network in the output folder, check it against min_feature_accuracy, and stop')
     .option('--generate-only', 'train every run and draw its evaluation samples (kept in each run folder), then stop; the same command without it scores them')
     .option('--seeds <list>', 'with --generate-only: only these declared seeds, e.g. 3,4 (split the drawing over processes or machines sharing --out)')
+    .option('--methods <list>', 'with --generate-only: only these declared methods, e.g. uniform,speed')
     .argument('[overrides...]', 'config overrides key.path=value for every method')
-    .action(async (overrides: string[], o: { config?: string; quick?: boolean; out?: string; featnetOnly?: boolean; generateOnly?: boolean; seeds?: string }, cmd: Command) => {
+    .action(async (overrides: string[], o: { config?: string; quick?: boolean; out?: string; featnetOnly?: boolean; generateOnly?: boolean; seeds?: string; methods?: string }, cmd: Command) => {
       const { runExperiment } = await import('./run.js');
       const { ConfigError } = await import('../errors.js');
       const seeds = o.seeds?.split(',').map((s) => {
@@ -35,7 +36,7 @@ export function addExperimentCommands(program: Command): void {
         if (s.trim() === '' || !Number.isInteger(v) || v < 0) throw new ConfigError('--seeds', `expected a comma-separated list of seed numbers, found ${JSON.stringify(o.seeds)}`);
         return v;
       });
-      const r = await runExperiment({ config: configOf(o, cmd), quick: o.quick, out: o.out, overrides, featnetOnly: o.featnetOnly, generateOnly: o.generateOnly, seeds });
+      const r = await runExperiment({ config: configOf(o, cmd), quick: o.quick, out: o.out, overrides, featnetOnly: o.featnetOnly, generateOnly: o.generateOnly, seeds, methods: o.methods?.split(',').map((m) => m.trim()) });
       for (const p of r.plots) out(`plot: ${p}`);
     });
 

@@ -36,6 +36,8 @@ export interface ExperimentOptions {
   generateOnly?: boolean;
   /** with generateOnly: only these of the declared seeds (to split the drawing over processes or machines) */
   seeds?: number[];
+  /** with generateOnly: only these of the declared methods */
+  methods?: string[];
 }
 
 export { curveKey, type EvalPoint, type Floor, type Metrics, type MethodResult } from './types.js';
@@ -297,15 +299,23 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     throw new ConfigError('ckpt_every', 'the experiment evaluates every checkpoint: set ckpt_every > 0 and max_training_steps > 0 in base.yaml');
   }
   writeFileSync(path.join(out, 'experiment.json'), JSON.stringify({ spec, overrides, data_seed: dataSeed, config: o.config }, null, 2) + '\n');
-  if (o.seeds && !o.generateOnly) throw new ConfigError('seeds', 'a subset of the seeds only draws samples (--generate-only): the report needs every declared seed');
-  const unknown = (o.seeds ?? []).filter((s) => !spec.seeds.includes(s));
-  if (unknown.length > 0) throw new ConfigError('seeds', `${unknown.join(', ')} ${unknown.length > 1 ? 'are' : 'is'} not among the declared seeds ${spec.seeds.join(', ')}`);
+  for (const [key, subset, declared] of [['seeds', o.seeds, spec.seeds], ['methods', o.methods, spec.methods]] as const) {
+    if (!subset) continue;
+    if (!o.generateOnly) throw new ConfigError(key, `a subset of the ${key} only draws samples (--generate-only): the report needs every declared one`);
+    const unknown = (subset as readonly (string | number)[]).filter((s) => !(declared as readonly (string | number)[]).includes(s));
+    if (unknown.length > 0) throw new ConfigError(key, `${unknown.join(', ')} ${unknown.length > 1 ? 'are' : 'is'} not among the declared ${key} ${declared.join(', ')}`);
+  }
   if (o.generateOnly) {
     let n = 0;
-    const mine = bySeed.filter((b) => !o.seeds || o.seeds.includes(b.seed));
-    for (const { seed, configs } of mine) for (const run of configs) n += (await runSamples(run, seed, spec.keep_checkpoints, log)).points.length;
-    log(`--generate-only: the samples of ${mine.length * bySeed[0].configs.length} runs (${n} checkpoints) are drawn; ` +
-      'the same command without --generate-only (and --seeds) trains the feature network, scores them and writes the report');
+    let runs = 0;
+    for (const { seed, configs } of bySeed.filter((b) => !o.seeds || o.seeds.includes(b.seed))) {
+      for (const run of configs.filter((c) => !o.methods || o.methods.includes(c.method))) {
+        n += (await runSamples(run, seed, spec.keep_checkpoints, log)).points.length;
+        runs++;
+      }
+    }
+    log(`--generate-only: the samples of ${runs} runs (${n} checkpoints) are drawn; ` +
+      'the same command without --generate-only (and --seeds, --methods) trains the feature network, scores them and writes the report');
     return { out, report: '', plots: [], methods: [], featnet: null, seconds: (performance.now() - t0) / 1000 };
   }
 
