@@ -5,16 +5,17 @@
 // block's activations (the model is small; one arena serves training, logits
 // and features, re-allocated only when the batch grows).
 //
-// The cross-entropy runs on the host after downloading the per-token logits
-// [N, L, classes]: a few thousand numbers, off the hot path, and it needs no
-// new backend op (softmax over a short row, a log-sum-exp and a mean over
-// tokens). Its gradient goes back up as d(logits per token) = g[n, :] / L.
+// The cross-entropy runs on the host (classifier.h) after downloading the
+// per-token logits [N, L, classes] and averaging them over tokens: a few
+// thousand numbers, off the hot path, and it needs no new backend op. Its
+// gradient goes back up as d(logits per token) = g[n, :] / L.
 #include "speed/vit.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "classifier.h"
 #include "layout.h"  // ParamLayout, InitRng, xavier_uniform, upload_pos_embed
 
 namespace speed {
@@ -75,7 +76,9 @@ struct ViTClassifier<T>::Impl {
   std::shared_ptr<Backend<T>> be_ptr;
   Backend<T>* be;
   VitLayout lay;
-  T *params = nullptr, *grads = nullptr, *m = nullptr, *v = nullptr, *pos = nullptr;
+  ClassifierBuffers<T> buf;
+  T *&params = buf.params, *&grads = buf.grads, *&m = buf.m, *&v = buf.v;
+  T* pos = nullptr;
   int64_t step = 0;
 
   // ---- the activation arena --------------------------------------------------
@@ -163,19 +166,6 @@ struct ViTClassifier<T>::Impl {
     cap = N;
   }
 
-  // ---- checks ------------------------------------------------------------------
-  void check_input(const T* x, int N, const char* what) const {
-    if (N < 1) throw Error(std::string(what) + ": batch size N must be >= 1, got " + std::to_string(N));
-    if (!x) throw Error(std::string(what) + ": x is null");
-  }
-  void check_labels(const int32_t* y, int N, const char* what) const {
-    if (!y) throw Error(std::string(what) + ": y (labels) is null");
-    for (int i = 0; i < N; ++i)
-      if (y[i] < 0 || y[i] >= cfg.num_classes)
-        throw Error(std::string(what) + ": y[" + std::to_string(i) + "] = " + std::to_string(y[i]) +
-                    " is outside [0, " + std::to_string(cfg.num_classes) + ")");
-  }
-
   // ---- forward: img -> hf (and, with `head`, per-token logits) ----------------
   void forward(int N, bool head) {
     Backend<T>& b = *be;
@@ -256,60 +246,30 @@ struct ViTClassifier<T>::Impl {
   }
 
   ViTStepResult loss_and_grad(const T* x, const int32_t* y, int N, const char* what) {
-    check_input(x, N, what);
-    check_labels(y, N, what);
+    check_classifier_input(x, N, what);
+    check_classifier_labels(y, N, cfg.num_classes, what);
     upload_images(x, N);
     forward(N, true);
     ViTStepResult r;
-    r.logits = pooled_logits(N);
+    std::vector<double> d = softmax_cross_entropy(pooled_logits(N), y, N, cfg.num_classes, r);
+    // each token's logits enter the pooled logits with weight 1/L
     const int L = cfg.num_tokens(), K = cfg.num_classes;
-    r.losses.assign(N, 0.0);
     std::vector<T> dtok(size_t(N) * L * K);
-    for (int n = 0; n < N; ++n) {
-      const double* z = &r.logits[size_t(n) * K];
-      int arg = 0;
-      double mx = z[0];
-      for (int k = 1; k < K; ++k)
-        if (z[k] > mx) { mx = z[k]; arg = k; }
-      if (arg == y[n]) ++r.correct;
-      double se = 0;
-      for (int k = 0; k < K; ++k) se += std::exp(z[k] - mx);
-      const double lse = mx + std::log(se);
-      r.losses[n] = lse - z[y[n]];
-      r.loss += r.losses[n] / N;
-      // d(mean_n loss_n)/d(logit_tok[n, l, k]) = (softmax_k - [k = y]) / (N L)
-      for (int k = 0; k < K; ++k) {
-        const double g = (std::exp(z[k] - lse) - (k == y[n] ? 1.0 : 0.0)) / (double(N) * L);
-        for (int l = 0; l < L; ++l) dtok[(size_t(n) * L + l) * K + k] = static_cast<T>(g);
-      }
-    }
+    for (int n = 0; n < N; ++n)
+      for (int l = 0; l < L; ++l)
+        for (int k = 0; k < K; ++k) dtok[(size_t(n) * L + l) * K + k] = static_cast<T>(d[size_t(n) * K + k] / L);
     be->to_device(dlogit_tok, dtok.data(), dtok.size() * sizeof(T));
     backward(N);
     return r;
   }
 
-  const ParamInfo& find(const std::string& name) const {
-    for (const ParamInfo& p : lay.params)
-      if (p.name == name) return p;
-    throw Error("unknown ViT parameter '" + name + "'; this model has " + std::to_string(lay.params.size()) +
-                " parameters: " + lay.params.front().name + ", " + lay.params[1].name + ", ..., " +
-                lay.params.back().name);
-  }
+  const ParamInfo& find(const std::string& name) const { return find_classifier_param(lay.params, name, "ViT"); }
   T* slot_ptr(const ParamInfo& p, Slot s, bool writing) const {
     if (!p.trainable) {
       if (s == Slot::Model) return pos;
       throw Error("parameter '" + p.name + "' is fixed: it has only the model slot");
     }
-    switch (s) {
-      case Slot::Model: return params + p.offset;
-      case Slot::AdamM: return m + p.offset;
-      case Slot::AdamV: return v + p.offset;
-      case Slot::Grad:
-        if (writing) throw Error("parameter '" + p.name + "': the grad slot is read-only");
-        return grads + p.offset;
-      case Slot::EMA: throw Error("the ViT classifier keeps no EMA of its weights (slot 'ema')");
-    }
-    throw Error("invalid Slot value");
+    return buf.slot(p, s, writing, "ViT");
   }
 };
 
@@ -373,23 +333,14 @@ template <typename T>
 ViTStepResult ViTClassifier<T>::train_step(const T* x, const int32_t* y, int N, const OptimHyper& hp) {
   Impl& I = *impl_;
   ViTStepResult r = I.loss_and_grad(x, y, N, "train_step");
-  std::vector<T> l(r.losses.begin(), r.losses.end());
-  I.be->to_device(I.losses, l.data(), l.size() * sizeof(T));
-  OptimHyper oh = hp;
-  oh.step = I.step + 1;
-  oh.ema_decay = -1.0;
-  OptimResult o = I.be->optimizer_step(I.params, I.grads, I.m, I.v, nullptr, I.lay.num_trainable, oh, I.losses, N);
-  if (!o.skipped) ++I.step;
-  r.grad_norm = o.grad_norm;
-  r.skipped = o.skipped;
-  r.step = I.step;
+  I.buf.optimizer_step(*I.be, I.lay.num_trainable, I.losses, hp, I.step, r);
   return r;
 }
 
 template <typename T>
 void ViTClassifier<T>::logits(const T* x, int N, T* out) {
   Impl& I = *impl_;
-  I.check_input(x, N, "logits");
+  check_classifier_input(x, N, "logits");
   if (!out) throw Error("logits: out is null");
   I.upload_images(x, N);
   I.forward(N, true);
@@ -400,7 +351,7 @@ void ViTClassifier<T>::logits(const T* x, int N, T* out) {
 template <typename T>
 void ViTClassifier<T>::features(const T* x, int N, T* out) {
   Impl& I = *impl_;
-  I.check_input(x, N, "features");
+  check_classifier_input(x, N, "features");
   if (!out) throw Error("features: out is null");
   I.upload_images(x, N);
   I.forward(N, false);
