@@ -243,6 +243,44 @@ speed::ViTConfig vit_config_from_js(const Napi::Value& v, const std::string& wha
 
 Napi::Object vit_config_to_js(Napi::Env env, const speed::ViTConfig& c) { return transformer_to_js(env, c); }
 
+// ---- CNNConfig ----------------------------------------------------------------------
+
+speed::CNNConfig cnn_config_from_js(const Napi::Value& v, const std::string& what) {
+  Napi::Object o = require_object(v, what);
+  speed::CNNConfig c;
+  auto i = [&](const char* key, int lo) {
+    return static_cast<int>(require_int(o.Get(key), what + "." + key, lo, 1 << 20));
+  };
+  c.input_size = i("inputSize", 1);
+  c.in_channels = i("inChannels", 1);
+  Napi::Value ch = o.Get("channels");
+  if (!ch.IsArray())
+    throw_error(v.Env(), what + ".channels must be an array of stage widths, got " + describe(ch), true);
+  Napi::Array a = ch.As<Napi::Array>();
+  if (a.Length() < 1 || a.Length() > 8)
+    throw_error(v.Env(), what + ".channels must list 1 to 8 stage widths, got " + std::to_string(a.Length()));
+  c.channels.clear();
+  for (uint32_t k = 0; k < a.Length(); ++k)
+    c.channels.push_back(
+        static_cast<int>(require_int(a.Get(k), what + ".channels[" + std::to_string(k) + "]", 1, 4096)));
+  c.fc_hidden = i("fcHidden", 1);
+  c.num_classes = i("numClasses", 2);
+  guard(v.Env(), what, [&] { c.validate(); });
+  return c;
+}
+
+Napi::Object cnn_config_to_js(Napi::Env env, const speed::CNNConfig& c) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("inputSize", c.input_size);
+  o.Set("inChannels", c.in_channels);
+  Napi::Array ch = Napi::Array::New(env, c.channels.size());
+  for (size_t k = 0; k < c.channels.size(); ++k) ch.Set(static_cast<uint32_t>(k), c.channels[k]);
+  o.Set("channels", ch);
+  o.Set("fcHidden", c.fc_hidden);
+  o.Set("numClasses", c.num_classes);
+  return o;
+}
+
 // ---- the rest -----------------------------------------------------------------------
 
 speed::Slot slot_from_js(const Napi::Value& v, const std::string& what) {
