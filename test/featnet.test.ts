@@ -1,6 +1,7 @@
-// The feature network from TypeScript: it learns the synthetic classes (held-out
-// accuracy far above chance), saves and loads bit-exactly, resolves as a named
-// feature space, and rejects bad arguments and foreign files.
+// The feature network from TypeScript, both architectures: it learns the
+// synthetic classes (held-out accuracy far above chance), saves and loads
+// bit-exactly, resolves as a named feature space, and rejects bad arguments and
+// foreign files; files saved before the CNN existed (no arch) load as a ViT.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,16 +13,18 @@ import { useAddon } from './helpers-e2e.js';
 useAddon();
 const { SyntheticDataset } = await import('../src/data/index.js');
 const fn = await import('../src/featnet/index.js');
+type FeatNetConfig = import('../src/featnet/index.js').FeatNetConfig;
 const { resolveFeatureSpace, extractFeatures } = await import('../src/eval/index.js');
 const { extractAllFeatures } = await import('../src/eval/features.js');
 const { checkFeatureSpaceAccuracy } = await import('../src/eval/evaluate.js');
 
-const tiny = { hiddenSize: 32, depth: 2, numHeads: 2, mlpRatio: 2 };
+const tiny = { arch: 'vit' as const, hiddenSize: 32, depth: 2, numHeads: 2, mlpRatio: 2 };
+const tinyCnn = { arch: 'cnn' as const, channels: [8, 16], fcHidden: 32 };
 const data = (size: number, seed = 5) => new SyntheticDataset({ seed, size, imageSize: 8, channels: 3, numClasses: 4 });
 
-test('the feature network learns the synthetic classes: held-out accuracy far above chance', async () => {
+for (const config of [tiny, tinyCnn]) test(`the ${config.arch} feature network learns the synthetic classes: held-out accuracy far above chance`, async () => {
   const t0 = Date.now();
-  const r = await fn.trainFeatNet({ dataset: data(800), heldOutFraction: 0.25, config: tiny, steps: 150, batchSize: 32, lr: 3e-3, seed: 1, threads: 1 });
+  const r = await fn.trainFeatNet({ dataset: data(800), heldOutFraction: 0.25, config, steps: 150, batchSize: 32, lr: 3e-3, seed: 1, threads: 1 });
   try {
     assert.equal(r.heldOutSize, 200);
     assert.equal(r.trainSize, 600);
@@ -40,6 +43,9 @@ test('the feature network learns the synthetic classes: held-out accuracy far ab
     const { net: back, info } = fn.loadFeatNet(file, { threads: 1 });
     assert.equal(info.accuracy, r.accuracy);
     assert.deepEqual(info.config, r.net.config);
+    assert.equal(info.config.arch, config.arch);
+    assert.equal(back.config.arch, config.arch);
+    if (config.arch === 'cnn') assert.deepEqual(back.params().map((p) => p.name).slice(0, 2), ['features.0.weight', 'features.0.bias']);
     const x = (await data(16, 9).load(Int32Array.from({ length: 16 }, (_, i) => i), new Uint8Array(16))).x;
     assert.deepEqual(await back.features(x), await r.net.features(x));
     assert.deepEqual(await back.logits(x), await r.net.logits(x));
@@ -47,9 +53,10 @@ test('the feature network learns the synthetic classes: held-out accuracy far ab
 
     // a named feature space: featnet:<file>
     const space = await resolveFeatureSpace(`featnet:${file}`);
-    assert.equal(space.name, `featnet-vit(net.safetensors, acc ${r.accuracy.toFixed(3)})`);
+    assert.equal(space.name, `featnet-${config.arch}(net.safetensors, acc ${r.accuracy.toFixed(3)})`);
     assert.equal(space.dim, 32);
     assert.match(space.description ?? '', /held-out accuracy/);
+    assert.match(space.description ?? '', config.arch === 'cnn' ? /^CNN classifier.*fc1 activations after ReLU/ : /^ViT classifier.*mean-pooled final LayerNorm/);
     const imgs = { data: new Uint8Array(5 * 8 * 8 * 3).map((_, i) => (i * 37) % 256), N: 5, H: 8, W: 8, C: 3 };
     const f = await extractFeatures(space, imgs, 2);
     assert.equal(f.length, 5 * 32);
@@ -74,14 +81,53 @@ test('the feature network learns the synthetic classes: held-out accuracy far ab
     const text = readFileSync(file);
     writeFileSync(bad, Buffer.from(text.toString('latin1').replace('speed-train-featnet/1', 'speed-train-featnet/9'), 'latin1'));
     assert.throws(() => fn.loadFeatNet(bad), /not a speed-train feature network/);
+    // an unknown arch in the file's config (same length: the header keeps its size)
+    const arch = `\\"arch\\":\\"${config.arch}\\"`;
+    assert.ok(text.toString('latin1').includes(arch), 'the saved config records the arch');
+    writeFileSync(bad, Buffer.from(text.toString('latin1').replace(arch, arch.replace(config.arch, 'rnn')), 'latin1'));
+    assert.throws(() => fn.loadFeatNet(bad), /bad feature-network config in metadata: config\.arch must be one of 'cnn', 'vit', got "rnn"/);
   } finally {
     r.net.dispose();
   }
   assert.ok(Date.now() - t0 < 60_000, `took ${Date.now() - t0} ms`);
 });
 
+test('a file saved before the CNN existed (no arch in its config) loads as the ViT it holds', async () => {
+  const net = fn.FeatNet.create({ config: fn.defaultFeatNetConfig(8, 3, 4, tiny), seed: 3, threads: 1 });
+  const dir = mkdtempSync(path.join(tmpdir(), 'st-featnet-old-'));
+  const file = path.join(dir, 'old.safetensors');
+  fn.saveFeatNet(file, net, { accuracy: 0.5, heldOutSize: 10, trainedOn: 'test', steps: 0 });
+  // blank out the arch key with spaces of the same length (the header keeps its size)
+  const text = readFileSync(file).toString('latin1');
+  const key = ',\\"arch\\":\\"vit\\"';
+  assert.ok(text.includes(key));
+  writeFileSync(file, Buffer.from(text.replace(key, ' '.repeat(key.length)), 'latin1'));
+  assert.ok(!readFileSync(file).toString('latin1').includes('arch'));
+  const { net: back, info } = fn.loadFeatNet(file, { threads: 1 });
+  try {
+    assert.equal(info.config.arch, 'vit');
+    assert.equal(back.config.arch, 'vit');
+    const x = new Float32Array(2 * 3 * 8 * 8).map((_, i) => Math.sin(i));
+    assert.deepEqual(await back.features(x), await net.features(x));
+    assert.match((await resolveFeatureSpaceOf(file)).name, /^featnet-vit\(old\.safetensors/);
+  } finally {
+    back.dispose();
+    net.dispose();
+  }
+});
+
+async function resolveFeatureSpaceOf(file: string) {
+  return resolveFeatureSpace(`featnet:${file}`);
+}
+
 test('feature network argument errors', async () => {
-  assert.throws(() => fn.FeatNet.create({ config: { ...fn.defaultFeatNetConfig(9, 3, 4), patchSize: 2 }, seed: 0 }), /not divisible by patchSize/);
+  assert.throws(() => fn.FeatNet.create({ config: { ...fn.defaultFeatNetConfig(9, 3, 4, { arch: 'vit' }), patchSize: 2 } as FeatNetConfig, seed: 0 }), /not divisible by patchSize/);
+  assert.throws(() => fn.FeatNet.create({ config: { ...fn.defaultFeatNetConfig(8, 3, 4, tinyCnn), arch: 'mlp' } as unknown as FeatNetConfig, seed: 0 }), /config\.arch must be one of 'cnn', 'vit', got "mlp"/);
+  assert.throws(() => fn.FeatNet.create({ config: fn.defaultFeatNetConfig(8, 3, 4, { channels: [] }), seed: 0 }), /config\.channels must be a list of 1 to 8 stage widths/);
+  assert.throws(() => fn.FeatNet.create({ config: fn.defaultFeatNetConfig(8, 3, 4, { channels: [8, 0] }), seed: 0 }), /config\.channels\[1\]/);
+  assert.throws(() => fn.FeatNet.create({ config: fn.defaultFeatNetConfig(8, 3, 4, { fcHidden: 0 }), seed: 0 }), /config\.fcHidden/);
+  // the new-network default is the CNN
+  assert.deepEqual(fn.defaultFeatNetConfig(28, 1, 10), { arch: 'cnn', inputSize: 28, inChannels: 1, numClasses: 10, channels: [32, 64], fcHidden: 128 });
   assert.throws(() => fn.FeatNet.create({ config: fn.defaultFeatNetConfig(8, 3, 1), seed: 0 }), /numClasses must be in \[2/);
   const net = fn.FeatNet.create({ config: fn.defaultFeatNetConfig(8, 3, 4, tiny), seed: 0, threads: 1 });
   const hp = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 0 };
@@ -95,6 +141,25 @@ test('feature network argument errors', async () => {
   assert.throws(() => net.readParam('nope'), /unknown parameter 'nope'/);
   net.dispose();
   await assert.rejects(net.logits(new Float32Array(192)), /disposed/);
-  assert.equal(fn.defaultFeatNetConfig(32, 3, 10).patchSize, 4);
-  assert.equal(fn.defaultFeatNetConfig(16, 3, 10).patchSize, 2);
+  const vitPatch = (size: number) => { const c = fn.defaultFeatNetConfig(size, 3, 10, { arch: 'vit' }); return c.arch === 'vit' ? c.patchSize : 0; };
+  assert.equal(vitPatch(32), 4);
+  assert.equal(vitPatch(16), 2);
+  // a CNN's whole API: the same methods as the ViT's
+  const cnn = fn.FeatNet.create({ config: fn.defaultFeatNetConfig(8, 3, 4, tinyCnn), seed: 0, threads: 1 });
+  try {
+    assert.equal(cnn.numTrainable(), cnn.params().reduce((a, p) => a + p.numel, 0));
+    await assert.rejects(cnn.trainStep(new Float32Array(192), Int32Array.of(4), hp), /y\[0\] = 4 is out of range/);
+    const r = await cnn.trainStep(new Float32Array(192 * 2).map((_, i) => Math.cos(i)), Int32Array.of(1, 2), hp);
+    assert.equal(r.step, 1);
+    assert.equal(cnn.getStep(), 1);
+    assert.equal(r.logits.length, 8);
+    assert.ok(Number.isFinite(r.loss) && r.gradNorm > 0);
+    assert.equal((await cnn.features(new Float32Array(192))).length, 32);
+    assert.throws(() => cnn.readParam('fc2.weight', 'ema' as 'model'), /no EMA|must be one of/);
+    assert.ok(cnn.readParam('fc2.weight', 'adam_v').some((v) => v > 0));
+    cnn.setStep(7);
+    assert.equal(cnn.getStep(), 7);
+  } finally {
+    cnn.dispose();
+  }
 });
