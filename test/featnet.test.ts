@@ -163,3 +163,25 @@ test('feature network argument errors', async () => {
     cnn.dispose();
   }
 });
+
+test("the experiment spec's featnet section: arch, channels and fc_hidden, validated", async () => {
+  const { loadExperimentSpec } = await import('../src/experiment/spec.js');
+  const dir = mkdtempSync(path.join(tmpdir(), 'st-featnet-spec-'));
+  writeFileSync(path.join(dir, 'uniform.yaml'), '{}\n');
+  const spec = (featnet: unknown) => {
+    writeFileSync(path.join(dir, 'experiment.json'), JSON.stringify({ methods: ['uniform'], featnet }));
+    return loadExperimentSpec(dir, false).spec.featnet;
+  };
+  const s = spec({ arch: 'cnn', channels: [16, 32, 64], fc_hidden: 96 });
+  assert.equal(s.arch, 'cnn');
+  assert.deepEqual(s.channels, [16, 32, 64]);
+  assert.equal(s.fc_hidden, 96);
+  // without an arch: the ViT, as experiment folders written before the CNN
+  assert.equal(spec({ steps: 10 }).arch, 'vit');
+  assert.throws(() => spec({ arch: 'rnn' }), /featnet\.arch.*expected one of cnn, vit, found "rnn"/);
+  assert.throws(() => spec({ channels: [32, 0] }), /featnet\.channels.*expected a list of 1 to 8 stage widths/);
+  assert.throws(() => spec({ channels: 32 }), /featnet\.channels/);
+  assert.throws(() => spec({ fc_hidden: -1 }), /featnet\.fc_hidden.*expected a number > 0/);
+  // the Fashion-MNIST experiment scores its samples with the CNN
+  assert.equal(loadExperimentSpec(path.resolve('configs/experiments/fashion'), false).spec.featnet.arch, 'cnn');
+});
