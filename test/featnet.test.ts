@@ -3,6 +3,7 @@
 // bit-exactly, resolves as a named feature space, and rejects bad arguments and
 // foreign files; files saved before the CNN existed (no arch) load as a ViT.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -184,4 +185,46 @@ test("the experiment spec's featnet section: arch, channels and fc_hidden, valid
   assert.throws(() => spec({ fc_hidden: -1 }), /featnet\.fc_hidden.*expected a number > 0/);
   // the Fashion-MNIST experiment scores its samples with the CNN
   assert.equal(loadExperimentSpec(path.resolve('configs/experiments/fashion'), false).spec.featnet.arch, 'cnn');
+});
+
+/** A python3 that imports torch, or null. */
+const TORCH_PY = (() => {
+  for (const py of ['python3', '/usr/bin/python3']) {
+    const r = spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8' });
+    if (r.status === 0) return py;
+  }
+  return null;
+})();
+
+test('the CNN matches the same nn.Module in PyTorch (tools/torch_cnn.py): names, logits, features, gradients', { skip: TORCH_PY ? false : 'no python3 with torch', timeout: 300_000 }, async () => {
+  const config = fn.defaultFeatNetConfig(8, 3, 5, { arch: 'cnn', channels: [4, 8], fcHidden: 16 });
+  const net = fn.FeatNet.create({ config, seed: 11, threads: 1 });
+  try {
+    const dir = mkdtempSync(path.join(tmpdir(), 'st-featnet-torch-'));
+    const file = path.join(dir, 'cnn.safetensors');
+    fn.saveFeatNet(file, net, { accuracy: 0.5, heldOutSize: 1, trainedOn: 'test', steps: 0 });
+    const N = 6;
+    const x = new Float32Array(N * 3 * 8 * 8).map((_, i) => Math.sin(i * 0.37) * 1.5);
+    const y = Int32Array.from({ length: N }, (_, i) => (i * 3) % 5);
+    writeFileSync(path.join(dir, 'x.f32'), new Uint8Array(x.buffer));
+    writeFileSync(path.join(dir, 'y.i32'), new Uint8Array(y.buffer));
+    const r = spawnSync(TORCH_PY!, ['tools/torch_cnn.py', 'check', file, path.join(dir, 'x.f32'), path.join(dir, 'y.i32'), path.join(dir, 'out.json')], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const ref = JSON.parse(readFileSync(path.join(dir, 'out.json'), 'utf8')) as { logits: number[]; features: number[]; loss: number; grads: Record<string, number[]> };
+    const relErr = (a: ArrayLike<number>, b: number[]) => {
+      assert.equal(a.length, b.length);
+      let num = 0, den = 0;
+      for (let i = 0; i < b.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+      return Math.sqrt(num / Math.max(den, 1e-30));
+    };
+    assert.ok(relErr(await net.features(x), ref.features) < 1e-5, 'features');
+    // the step computes its loss and gradient at the saved weights, then updates them
+    const s = await net.trainStep(x, y, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 0 });
+    assert.ok(relErr(s.logits, ref.logits) < 1e-5, 'logits');
+    assert.ok(Math.abs(s.loss - ref.loss) < 1e-5 * ref.loss, `loss ${s.loss} vs ${ref.loss}`);
+    assert.deepEqual(net.params().map((p) => p.name), Object.keys(ref.grads));
+    for (const p of net.params()) assert.ok(relErr(net.readParam(p.name, 'grad'), ref.grads[p.name]) < 1e-4, `gradient of ${p.name}`);
+  } finally {
+    net.dispose();
+  }
 });
