@@ -15,11 +15,12 @@ must be the module's, and computes in float64:
 Needs Debian's python3-torch (no download of any kind).
 """
 import json
-import struct
 import sys
 
 import torch
 from torch import nn
+
+from torch_vae import read_safetensors  # the same folder's minimal safetensors reader
 
 
 class CNN(nn.Module):
@@ -38,24 +39,9 @@ class CNN(nn.Module):
         return f, self.fc2(f)
 
 
-def read_safetensors(path):
-    with open(path, "rb") as fh:
-        n = struct.unpack("<Q", fh.read(8))[0]
-        header = json.loads(fh.read(n))
-        data = fh.read()
-    meta = header.pop("__metadata__", {})
-    tensors = {}
-    for name, e in header.items():
-        if e["dtype"] != "F32":
-            raise SystemExit(f"{path}: tensor {name} is {e['dtype']}, expected F32")
-        a, b = e["data_offsets"]
-        t = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).reshape(e["shape"])
-        tensors[name] = t.to(torch.float64)
-    return meta, tensors
-
-
 def check(net_file, x_file, y_file, out_file):
-    meta, sd = read_safetensors(net_file)
+    sd, meta = read_safetensors(net_file)
+    sd = {k: v.to(torch.float64) for k, v in sd.items()}
     cfg = json.loads(meta["config"])
     if cfg.get("arch") != "cnn":
         raise SystemExit(f"{net_file}: not a CNN feature network (arch {cfg.get('arch')!r})")

@@ -243,6 +243,19 @@ speed::ViTConfig vit_config_from_js(const Napi::Value& v, const std::string& wha
 
 Napi::Object vit_config_to_js(Napi::Env env, const speed::ViTConfig& c) { return transformer_to_js(env, c); }
 
+std::vector<int> require_int_list(const Napi::Value& v, const std::string& what, size_t max_len, int64_t lo,
+                                  int64_t hi) {
+  if (!v.IsArray()) throw_error(v.Env(), what + " must be an array of integers, got " + describe(v), true);
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() < 1 || a.Length() > max_len)
+    throw_error(v.Env(), what + " must have 1 to " + std::to_string(max_len) + " entries, got " +
+                             std::to_string(a.Length()));
+  std::vector<int> out;
+  for (uint32_t i = 0; i < a.Length(); ++i)
+    out.push_back(static_cast<int>(require_int(a.Get(i), what + "[" + std::to_string(i) + "]", lo, hi)));
+  return out;
+}
+
 // ---- CNNConfig ----------------------------------------------------------------------
 
 speed::CNNConfig cnn_config_from_js(const Napi::Value& v, const std::string& what) {
@@ -253,16 +266,7 @@ speed::CNNConfig cnn_config_from_js(const Napi::Value& v, const std::string& wha
   };
   c.input_size = i("inputSize", 1);
   c.in_channels = i("inChannels", 1);
-  Napi::Value ch = o.Get("channels");
-  if (!ch.IsArray())
-    throw_error(v.Env(), what + ".channels must be an array of stage widths, got " + describe(ch), true);
-  Napi::Array a = ch.As<Napi::Array>();
-  if (a.Length() < 1 || a.Length() > 8)
-    throw_error(v.Env(), what + ".channels must list 1 to 8 stage widths, got " + std::to_string(a.Length()));
-  c.channels.clear();
-  for (uint32_t k = 0; k < a.Length(); ++k)
-    c.channels.push_back(
-        static_cast<int>(require_int(a.Get(k), what + ".channels[" + std::to_string(k) + "]", 1, 4096)));
+  c.channels = require_int_list(o.Get("channels"), what + ".channels", 8, 1, 4096);
   c.fc_hidden = i("fcHidden", 1);
   c.num_classes = i("numClasses", 2);
   guard(v.Env(), what, [&] { c.validate(); });

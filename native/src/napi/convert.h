@@ -61,6 +61,10 @@ Napi::Object config_to_js(Napi::Env env, const speed::DiTConfig& c);
 speed::ViTConfig vit_config_from_js(const Napi::Value& v, const std::string& what);
 Napi::Object vit_config_to_js(Napi::Env env, const speed::ViTConfig& c);
 
+// An array of 1 to max_len safe integers in [lo, hi] (stage widths); `what` names it.
+std::vector<int> require_int_list(const Napi::Value& v, const std::string& what, size_t max_len, int64_t lo,
+                                  int64_t hi);
+
 // CNNConfig from { inputSize, inChannels, channels (array of ints), fcHidden,
 // numClasses } (all required); also runs CNNConfig::validate().
 speed::CNNConfig cnn_config_from_js(const Napi::Value& v, const std::string& what);
