@@ -108,4 +108,26 @@ inline std::shared_ptr<speed::Backend<float>> cuda_or_skip(speed::CudaMath m) {
   return speed::make_cuda_backend(o);
 }
 
+// The same tensor on the CPU backend (c) and the CUDA one (g): given values, or zeros on
+// the CPU and NaN on the GPU (poisoned: an output the GPU op does not write fails).
+struct PairBuf {
+  DBuf<float> c, g;
+  PairBuf(speed::Backend<float>& cpu, speed::Backend<float>& gpu, const std::vector<float>& h)
+      : c(cpu, h), g(gpu, h) {}
+  PairBuf(speed::Backend<float>& cpu, speed::Backend<float>& gpu, size_t n) : c(cpu, n), g(gpu, n) {
+    g.poison();
+    c.set(std::vector<float>(n, 0.f));
+  }
+  // the GPU copy against the CPU one
+  bool close(const std::string& what, double tol) const { return expect_close(what, g.get(), c.get(), tol); }
+};
+
+inline speed::Conv2dShape conv_shape(int N, int Ci, int H, int W, int Co, int k, int stride, int pad_t, int pad_l,
+                                     int pad_b, int pad_r) {
+  speed::Conv2dShape c;
+  c.N = N, c.Ci = Ci, c.H = H, c.W = W, c.Co = Co, c.kh = c.kw = k, c.stride = stride;
+  c.pad_t = pad_t, c.pad_l = pad_l, c.pad_b = pad_b, c.pad_r = pad_r;
+  return c;
+}
+
 }  // namespace cudatest

@@ -24,23 +24,12 @@ static bool want(const char* name) { return !g_filter || std::strstr(name, g_fil
 static double tol_mm() { return g_math == CudaMath::BF16 ? 2e-2 : g_math == CudaMath::TF32 ? 2e-3 : 1e-5; }
 static double tol_model() { return g_math == CudaMath::BF16 ? 5e-2 : g_math == CudaMath::TF32 ? 1e-2 : 1e-4; }
 
-struct PF {
-  DBuf<float> c, g;
-  explicit PF(const std::vector<float>& h) : c(*C, h), g(*G, h) {}
-  explicit PF(size_t n) : c(*C, n), g(*G, n) {
-    g.poison();
-    std::vector<float> z(n, 0.f);
-    c.set(z);
-  }
+// a tensor on both backends (cuda_test_util.h)
+struct PF : PairBuf {
+  explicit PF(const std::vector<float>& h) : PairBuf(*C, *G, h) {}
+  explicit PF(size_t n) : PairBuf(*C, *G, n) {}
 };
-static void cmp(const std::string& what, PF& p, double tol) { expect_close(what, p.g.get(), p.c.get(), tol); }
-
-static Conv2dShape shape(int N, int Ci, int H, int W, int Co, int k, int s, int t, int l, int b, int r) {
-  Conv2dShape c;
-  c.N = N; c.Ci = Ci; c.H = H; c.W = W; c.Co = Co; c.kh = c.kw = k; c.stride = s;
-  c.pad_t = t; c.pad_l = l; c.pad_b = b; c.pad_r = r;
-  return c;
-}
+static void cmp(const std::string& what, PF& p, double tol) { p.close(what, tol); }
 
 static void test_conv(const char* name, const Conv2dShape& s, bool accum) {
   const size_t nx = (size_t)s.N * s.Ci * s.H * s.W, nw = (size_t)s.Co * s.Ci * s.kh * s.kw;
@@ -59,12 +48,12 @@ static void test_conv(const char* name, const Conv2dShape& s, bool accum) {
 
 static void test_ops() {
   if (want("conv")) {
-    test_conv("3x3 pad1 N2 5x7x9->6", shape(2, 5, 7, 9, 6, 3, 1, 1, 1, 1, 1), false);
-    test_conv("3x3 s2 pad(0,0,1,1) N2 8x16x12->8", shape(2, 8, 16, 12, 8, 3, 2, 0, 0, 1, 1), false);
-    test_conv("1x1 direct N3 16x9x7->24", shape(3, 16, 9, 7, 24, 1, 1, 0, 0, 0, 0), true);
-    test_conv("3x3 pad1 accum N1 32x20x20->32", shape(1, 32, 20, 20, 32, 3, 1, 1, 1, 1, 1), true);
+    test_conv("3x3 pad1 N2 5x7x9->6", conv_shape(2, 5, 7, 9, 6, 3, 1, 1, 1, 1, 1), false);
+    test_conv("3x3 s2 pad(0,0,1,1) N2 8x16x12->8", conv_shape(2, 8, 16, 12, 8, 3, 2, 0, 0, 1, 1), false);
+    test_conv("1x1 direct N3 16x9x7->24", conv_shape(3, 16, 9, 7, 24, 1, 1, 0, 0, 0, 0), true);
+    test_conv("3x3 pad1 accum N1 32x20x20->32", conv_shape(1, 32, 20, 20, 32, 3, 1, 1, 1, 1, 1), true);
     // K = 4608, Ho*Wo = 9216: K*HW > 32M elements, so the GPU runs several pixel tiles
-    test_conv("3x3 tiled im2col N1 512x96x96->8", shape(1, 512, 96, 96, 8, 3, 1, 1, 1, 1, 1), false);
+    test_conv("3x3 tiled im2col N1 512x96x96->8", conv_shape(1, 512, 96, 96, 8, 3, 1, 1, 1, 1, 1), false);
   }
   if (want("group_norm")) {
     for (bool silu : {false, true}) {
