@@ -130,4 +130,33 @@ inline speed::Conv2dShape conv_shape(int N, int Ci, int H, int W, int Co, int k,
   return c;
 }
 
+// What a CPU-vs-CUDA test program holds: both backends, the math mode and the op filter
+// of its command line (`prog fp32|tf32|bf16 [filter]`), and the tolerances (relative
+// norm) that go with the math: matrix products and whole models.
+struct PairEnv {
+  std::shared_ptr<speed::Backend<float>> gpu, cpu;
+  speed::CudaMath math = speed::CudaMath::FP32;
+  const char* filter = nullptr;
+  // exits 77 (skipped) without a usable GPU
+  void init(int argc, char** argv) {
+    math = parse_math(argc, argv);
+    filter = argc > 2 ? argv[2] : nullptr;
+    gpu = cuda_or_skip(math);
+    cpu = speed::make_cpu_backend<float>(0);
+  }
+  bool want(const char* name) const { return !filter || std::strstr(name, filter); }
+  double tol_mm() const { return math == speed::CudaMath::BF16 ? 2e-2 : math == speed::CudaMath::TF32 ? 2e-3 : 1e-5; }
+  double tol_model() const {
+    return math == speed::CudaMath::BF16 ? 5e-2 : math == speed::CudaMath::TF32 ? 1e-2 : 1e-4;
+  }
+};
+inline PairEnv env;  // the program's
+
+// A tensor on both backends of env.
+struct PF : PairBuf {
+  explicit PF(const std::vector<float>& h) : PairBuf(*env.cpu, *env.gpu, h) {}
+  explicit PF(size_t n) : PairBuf(*env.cpu, *env.gpu, n) {}
+};
+inline void cmp(const std::string& what, const PairBuf& p, double tol) { p.close(what, tol); }
+
 }  // namespace cudatest

@@ -16,21 +16,9 @@
 using namespace speed;
 using namespace cudatest;
 
-static std::shared_ptr<Backend<float>> G, C;
-static CudaMath g_math;
+static std::shared_ptr<Backend<float>>& G = env.gpu;
+static std::shared_ptr<Backend<float>>& C = env.cpu;
 static std::mt19937 rng(2468);
-static const char* g_filter = nullptr;
-
-static bool want(const char* name) { return !g_filter || std::strstr(name, g_filter); }
-static double tol_mm() { return g_math == CudaMath::BF16 ? 2e-2 : g_math == CudaMath::TF32 ? 2e-3 : 1e-5; }
-static double tol_model() { return g_math == CudaMath::BF16 ? 5e-2 : g_math == CudaMath::TF32 ? 1e-2 : 1e-4; }
-
-// a tensor on both backends (cuda_test_util.h)
-struct PF : PairBuf {
-  explicit PF(const std::vector<float>& h) : PairBuf(*C, *G, h) {}
-  explicit PF(size_t n) : PairBuf(*C, *G, n) {}
-};
-static void cmp(const std::string& what, PF& p, double tol) { p.close(what, tol); }
 
 static void test_conv_backward(const char* name, const Conv2dShape& s, bool with_dx) {
   const size_t nx = (size_t)s.N * s.Ci * s.H * s.W, nw = (size_t)s.Co * s.Ci * s.kh * s.kw;
@@ -40,13 +28,13 @@ static void test_conv_backward(const char* name, const Conv2dShape& s, bool with
   C->conv2d_backward(x.c.p, w.c.p, dy.c.p, with_dx ? dx.c.p : nullptr, dw.c.p, db.c.p, s);
   G->conv2d_backward(x.g.p, w.g.p, dy.g.p, with_dx ? dx.g.p : nullptr, dw.g.p, db.g.p, s);
   const std::string tag = std::string("conv2d_backward ") + name;
-  if (with_dx) cmp(tag + " dx", dx, tol_mm());
-  cmp(tag + " dw", dw, tol_mm());
+  if (with_dx) cmp(tag + " dx", dx, env.tol_mm());
+  cmp(tag + " dw", dw, env.tol_mm());
   cmp(tag + " db", db, 1e-5);  // a sum of dy, no matrix product
 }
 
 static void test_ops() {
-  if (want("conv")) {
+  if (env.want("conv")) {
     test_conv_backward("3x3 pad1 N3 4x9x7->6", conv_shape(3, 4, 9, 7, 6, 3, 1, 1, 1, 1, 1), true);
     test_conv_backward("3x3 s2 pad1 N2 8x15x15->16", conv_shape(2, 8, 15, 15, 16, 3, 2, 1, 1, 1, 1), true);
     test_conv_backward("3x3 s2 pad(0,0,1,1) N2 5x12x10->7", conv_shape(2, 5, 12, 10, 7, 3, 2, 0, 0, 1, 1), true);
@@ -55,7 +43,7 @@ static void test_ops() {
     // K = 4608, Ho*Wo = 9216: K*HW > 32M elements, so the GPU runs several pixel tiles
     test_conv_backward("tiled im2col N1 512x96x96->4", conv_shape(1, 512, 96, 96, 4, 3, 1, 1, 1, 1, 1), true);
   }
-  if (want("relu")) {
+  if (env.want("relu")) {
     const size_t n = 100003;
     PF x(randn(n, rng)), y(n), dy(randn(n, rng)), dx(n);
     C->relu_forward(x.c.p, y.c.p, n);
@@ -99,15 +87,15 @@ static void test_model() {
 
   ClassifierStepResult rc = mc.loss_and_grad(x.data(), y.data(), N);
   ClassifierStepResult rg = mg.loss_and_grad(x.data(), y.data(), N);
-  expect_close("CNN loss", {(float)rg.loss}, {(float)rc.loss}, tol_model());
+  expect_close("CNN loss", {(float)rg.loss}, {(float)rc.loss}, env.tol_model());
   expect_close("CNN logits", std::vector<float>(rg.logits.begin(), rg.logits.end()),
-               std::vector<float>(rc.logits.begin(), rc.logits.end()), tol_model());
+               std::vector<float>(rc.logits.begin(), rc.logits.end()), env.tol_model());
   for (const ParamInfo& p : mc.params())
-    expect_close("CNN grad " + p.name, slot(mg, p, Slot::Grad), slot(mc, p, Slot::Grad), tol_model());
+    expect_close("CNN grad " + p.name, slot(mg, p, Slot::Grad), slot(mc, p, Slot::Grad), env.tol_model());
   std::vector<float> fc((size_t)N * cfg.fc_hidden), fg(fc.size());
   mc.features(x.data(), N, fc.data());
   mg.features(x.data(), N, fg.data());
-  expect_close("CNN features", fg, fc, tol_model());
+  expect_close("CNN features", fg, fc, env.tol_model());
 
   std::vector<std::vector<float>> w0;
   for (const ParamInfo& p : mc.params()) w0.push_back(slot(mc, p, Slot::Model));
@@ -124,16 +112,16 @@ static void test_model() {
       ++g_failures;
     }
     expect_close("CNN train_step " + std::to_string(s) + " grad norm", {(float)b.grad_norm}, {(float)a.grad_norm},
-                 tol_model());
+                 env.tol_model());
   }
   // The updates themselves (the weights are mostly their init): Adam's first steps move
   // each weight by about +-lr whatever its gradient's size, so a weight whose gradient is
   // near zero can move the other way on the other backend; hence the looser bound.
-  const double tol_update = g_math == CudaMath::BF16 ? 2e-1 : g_math == CudaMath::TF32 ? 5e-2 : 1e-3;
+  const double tol_update = env.math == CudaMath::BF16 ? 2e-1 : env.math == CudaMath::TF32 ? 5e-2 : 1e-3;
   size_t k = 0;
   for (const ParamInfo& p : mc.params()) {
     std::vector<float> a = slot(mc, p, Slot::Model), b = slot(mg, p, Slot::Model);
-    expect_close("CNN weights after 3 steps " + p.name, b, a, tol_model());
+    expect_close("CNN weights after 3 steps " + p.name, b, a, env.tol_model());
     for (size_t i = 0; i < a.size(); ++i) {
       a[i] -= w0[k][i];
       b[i] -= w0[k][i];
@@ -144,14 +132,11 @@ static void test_model() {
 }
 
 int main(int argc, char** argv) {
-  g_math = parse_math(argc, argv);
-  g_filter = argc > 2 ? argv[2] : nullptr;
-  G = cuda_or_skip(g_math);
-  C = make_cpu_backend<float>(0);
-  std::printf("CUDA CNN ops and classifier vs CPU, math %s\n", math_name(g_math));
+  env.init(argc, argv);
+  std::printf("CUDA CNN ops and classifier vs CPU, math %s\n", math_name(env.math));
   try {
     test_ops();
-    if (want("model")) test_model();
+    if (env.want("model")) test_model();
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
     ++g_failures;
