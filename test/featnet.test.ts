@@ -228,3 +228,20 @@ test('the CNN matches the same nn.Module in PyTorch (tools/torch_cnn.py): names,
     net.dispose();
   }
 });
+
+test('speed-train featnet --arch: a CNN from the command line; a bad arch or channel list is refused by name', () => {
+  const cli = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), 'featnet', '-c', 'configs/default.yaml', ...args], { encoding: 'utf8', env: process.env });
+  const dir = mkdtempSync(path.join(tmpdir(), 'st-featnet-cli-'));
+  const file = path.join(dir, 'cnn.safetensors');
+  const ok = cli(['--arch', 'cnn', '--channels', '4,8', '--fc-hidden', '16', '--steps', '4', '--batch', '8', '--held-out', '0.01', '-o', file, 'threads=1', 'data.num_samples=400']);
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /featnet: CNN classifier, stages \[4, 8\], fc 16/);
+  const info = fn.readFeatNetInfo(file);
+  assert.deepEqual(info.config, { arch: 'cnn', inputSize: 16, inChannels: 3, numClasses: 10, channels: [4, 8], fcHidden: 16 });
+  const bad = cli(['--arch', 'rnn', '-o', path.join(dir, 'x.safetensors')]);
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /--arch: expected one of cnn, vit, found "rnn"/);
+  const badCh = cli(['--channels', '4,x', '-o', path.join(dir, 'x.safetensors')]);
+  assert.notEqual(badCh.status, 0);
+  assert.match(badCh.stderr, /--channels: expected a positive integer, found "x"/);
+});
