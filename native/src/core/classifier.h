@@ -3,6 +3,7 @@
 // the slots of their flat buffers and the AdamW step with its step counter.
 // Internal to native/src/core.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,6 +34,23 @@ const ParamInfo& find_classifier_param(const std::vector<ParamInfo>& params, con
 template <typename T>
 struct ClassifierBuffers {
   T *params = nullptr, *grads = nullptr, *m = nullptr, *v = nullptr;
+
+  // n zeroed values each; on failure nothing stays allocated.
+  void allocate(Backend<T>& be, size_t n) {
+    try {
+      for (T** p : {&params, &grads, &m, &v}) *p = static_cast<T*>(be.alloc_bytes(std::max<size_t>(n, 1) * sizeof(T)));
+    } catch (...) {
+      release(be);
+      throw;
+    }
+    for (T* p : {params, grads, m, v}) be.fill(p, T(0), n);
+  }
+  void release(Backend<T>& be) {
+    for (T** p : {&params, &grads, &m, &v}) {
+      be.free_bytes(*p);
+      *p = nullptr;
+    }
+  }
 
   // Where slot `s` of trainable parameter p lives; Grad is read-only and there is no EMA.
   T* slot(const ParamInfo& p, Slot s, bool writing, const char* model) const {

@@ -91,7 +91,7 @@ struct CNNClassifier<T>::Impl {
   std::shared_ptr<Backend<T>> be_ptr;
   Backend<T>* be;
   CnnLayout lay;
-  ClassifierBuffers<T> buf;
+  ClassifierBuffers<T> buf;  // params, grads, Adam moments
   int64_t step = 0;
   int layers = 0;  // conv layers
 
@@ -108,27 +108,14 @@ struct CNNClassifier<T>::Impl {
     be = be_ptr.get();
     lay = make_cnn_layout(cfg);
     layers = 2 * cfg.stages();
-    const size_t n = lay.num_trainable;
-    try {
-      for (T** p : {&buf.params, &buf.grads, &buf.m, &buf.v}) *p = alloc(n);
-    } catch (...) {
-      free_params();
-      throw;
-    }
-    for (T* p : {buf.params, buf.grads, buf.m, buf.v}) be->fill(p, T(0), n);
+    buf.allocate(*be, lay.num_trainable);
   }
   ~Impl() {
     release_arena();
-    free_params();
+    buf.release(*be);
   }
 
   T* alloc(size_t n) { return static_cast<T*>(be->alloc_bytes(std::max<size_t>(n, 1) * sizeof(T))); }
-  void free_params() {
-    for (T** p : {&buf.params, &buf.grads, &buf.m, &buf.v}) {
-      be->free_bytes(*p);
-      *p = nullptr;
-    }
-  }
   void release_arena() {
     for (void* p : owned) be->free_bytes(p);
     owned.clear();

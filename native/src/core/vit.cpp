@@ -76,8 +76,7 @@ struct ViTClassifier<T>::Impl {
   std::shared_ptr<Backend<T>> be_ptr;
   Backend<T>* be;
   VitLayout lay;
-  ClassifierBuffers<T> buf;
-  T *&params = buf.params, *&grads = buf.grads, *&m = buf.m, *&v = buf.v;
+  ClassifierBuffers<T> buf;  // params, grads, Adam moments
   T* pos = nullptr;
   int64_t step = 0;
 
@@ -96,17 +95,13 @@ struct ViTClassifier<T>::Impl {
     be = be_ptr.get();
     lay = make_vit_layout(cfg);
     const size_t n = lay.num_trainable;
+    buf.allocate(*be, n);
     try {
-      params = alloc(n);
-      grads = alloc(n);
-      m = alloc(n);
-      v = alloc(n);
       pos = alloc(lay.pos_numel);
     } catch (...) {
       free_params();
       throw;
     }
-    for (T* p : {params, grads, m, v}) be->fill(p, T(0), n);
     upload_pos();
   }
   ~Impl() {
@@ -116,8 +111,9 @@ struct ViTClassifier<T>::Impl {
 
   T* alloc(size_t n) { return static_cast<T*>(be->alloc_bytes(std::max<size_t>(n, 1) * sizeof(T))); }
   void free_params() {
-    for (T* p : {params, grads, m, v, pos}) be->free_bytes(p);
-    params = grads = m = v = pos = nullptr;
+    buf.release(*be);
+    be->free_bytes(pos);
+    pos = nullptr;
   }
   void upload_pos() { upload_pos_embed(*be, pos, cfg.hidden_size, cfg.grid()); }
   void release_arena() {
@@ -169,7 +165,7 @@ struct ViTClassifier<T>::Impl {
   // ---- forward: img -> hf (and, with `head`, per-token logits) ----------------
   void forward(int N, bool head) {
     Backend<T>& b = *be;
-    const T* W = params;
+    const T* W = buf.params;
     const int L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden(), p = cfg.patch_size;
     const int C = cfg.in_channels, S = cfg.input_size, P = C * p * p, NL = N * L;
     b.patchify(img, tok_in, N, C, S, S, p, PatchLayout::CPP);
@@ -212,8 +208,8 @@ struct ViTClassifier<T>::Impl {
   // ---- backward: dlogit_tok -> grads -------------------------------------------
   void backward(int N) {
     Backend<T>& b = *be;
-    const T* W = params;
-    T* G = grads;
+    const T* W = buf.params;
+    T* G = buf.grads;
     const int L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden(), p = cfg.patch_size;
     const int P = cfg.in_channels * p * p, NL = N * L;
     b.linear_backward(hf, W + lay.head_w, dlogit_tok, nullptr, dhf, G + lay.head_w, G + lay.head_b, NL, D,
@@ -306,8 +302,8 @@ void ViTClassifier<T>::init(uint64_t seed) {
     xavier_uniform(host.data() + p.offset, p, seed, index, kVitInitTag);
   }
   const size_t bytes = host.size() * sizeof(T);
-  I.be->to_device(I.params, host.data(), bytes);
-  for (T* p : {I.grads, I.m, I.v}) I.be->fill(p, T(0), host.size());
+  I.be->to_device(I.buf.params, host.data(), bytes);
+  for (T* p : {I.buf.grads, I.buf.m, I.buf.v}) I.be->fill(p, T(0), host.size());
   I.upload_pos();
   I.step = 0;
 }
