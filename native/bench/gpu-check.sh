@@ -7,7 +7,7 @@
 # timeout is cut to the time that is left (minus a reserve for the summary). Steps in
 # order of value:
 #   (a) machine info  (b) build (-j16; only test_cuda_ops, test_cuda_train, test_cuda_curve,
-#       test_cuda_attn_bench, test_cuda_vae, bench_native, and the kernel-development programs
+#       test_cuda_attn_bench, test_cuda_vae, test_cuda_cnn, bench_native, and the kernel-development programs
 #       dev_cuda_attention, dev_cuda_norm of native/dev/cuda)
 #   (c) CUDA tests (bf16 attention first: when it fails, the bench runs with
 #       SPEED_CUDA_ATTENTION=fp32 so that it still produces numbers from the safe path);
@@ -226,10 +226,10 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
   step configure 60 5 "$BLOG" cmake -S . -B "$BUILD" $GEN -DSPEED_CUDA=ON \
     -DSPEED_CUDA_ARCHITECTURES="$ARCH" -DCMAKE_BUILD_TYPE=Release
-  if ! step build 200 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae bench_native dev_cuda_attention dev_cuda_norm; then
+  if ! step build 200 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae test_cuda_cnn bench_native dev_cuda_attention dev_cuda_norm; then
     # keep going with whatever did build (make: -k; ninja: -k 0)
     if [ -n "$GEN" ]; then K="-k 0"; else K="-k"; fi
-    step build-rest 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae bench_native dev_cuda_attention dev_cuda_norm -- $K
+    step build-rest 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae test_cuda_cnn bench_native dev_cuda_attention dev_cuda_norm -- $K
   fi
   grep -E "error|FAILED" "$BLOG" | head -8
 fi
@@ -263,6 +263,15 @@ if [ -x "$VAET" ]; then
     --models VAE-f8@256 --batches 8 --iters 3 --no-kernels --gemm 2048 --json
 else
   echo "vae: $VAET not built" | tee -a "$STATUS"
+fi
+# the CNN feature network's training ops (conv2d_backward, ReLU) and a whole CNNClassifier
+# train step against the CPU backend
+CNNT="$BUILD/test_cuda_cnn"
+if [ -x "$CNNT" ]; then
+  step cnn-fp32 40 10 "$TLOG" "$CNNT" fp32
+  step cnn-bf16 30 10 "$TLOG" "$CNNT" bf16
+else
+  echo "cnn: $CNNT not built" | tee -a "$STATUS"
 fi
 if [ -x "$TRAIN" ]; then
   step train-fp32 60 10 "$TLOG" "$TRAIN" fp32

@@ -6,9 +6,10 @@
 #include <cmath>
 
 #include "speed/vit.h"
-#include "test_dit_util.h"
+#include "classifier_test_util.h"
 
 using namespace speed;
+using clst::host_ce;
 
 static ViTConfig tiny() {
   ViTConfig c;
@@ -29,17 +30,6 @@ static void randomize(ViTClassifier<double>& m, std::mt19937_64& rng, double sca
     auto v = ditt::normal_vec<double>(rng, p.numel, scale);
     m.write_param(p.name, Slot::Model, v.data());
   }
-}
-
-static double host_ce(const std::vector<double>& z, const std::vector<int32_t>& y, int K) {
-  double s = 0;
-  const int N = static_cast<int>(y.size());
-  for (int n = 0; n < N; ++n) {
-    double se = 0;
-    for (int k = 0; k < K; ++k) se += std::exp(z[n * K + k]);
-    s += std::log(se) - z[n * K + y[n]];
-  }
-  return s / N;
 }
 
 static void gradcheck() {
@@ -81,42 +71,9 @@ static void gradcheck() {
     m.logits(x.data(), N, zz.data());
     return host_ce(zz, y, K);
   };
-  const double h = 1e-3;
-  double worst = 0;
-  int checked = 0;
-  for (const ParamInfo& p : m.params()) {
-    if (!p.trainable) continue;
-    std::vector<double> g(p.numel), val(p.numel);
-    m.read_param(p.name, Slot::Grad, g.data());
-    m.read_param(p.name, Slot::Model, val.data());
-    double gmax = 0;
-    for (double v : g) gmax = std::max(gmax, std::fabs(v));
-    CHECK(gmax > 0, "gradient of %s is all zero", p.name.c_str());
-    std::vector<size_t> idx = {0, p.numel - 1};
-    std::uniform_int_distribution<size_t> pick(0, p.numel - 1);
-    for (int k = 0; k < 5; ++k) idx.push_back(pick(rng));
-    for (size_t i : idx) {
-      const double keep = val[i];
-      auto at = [&](double d) {
-        val[i] = keep + d;
-        m.write_param(p.name, Slot::Model, val.data());
-        return objective();
-      };
-      // fourth-order central difference
-      const double f1 = at(h) - at(-h), f2 = at(2 * h) - at(-2 * h);
-      val[i] = keep;
-      m.write_param(p.name, Slot::Model, val.data());
-      const double num = (8 * f1 - f2) / (12 * h);
-      const double den = std::max(std::fabs(num), std::fabs(g[i]));
-      // relative error < 1e-6, with an absolute floor for coordinates whose
-      // true gradient is ~0 (the key bias: softmax is shift-invariant)
-      const bool ok = std::fabs(num - g[i]) <= 1e-6 * den + 1e-10;
-      if (den > 1e-6) worst = std::max(worst, std::fabs(num - g[i]) / den);
-      ++checked;
-      CHECK(ok, "%s[%zu]: analytic %.12g numeric %.12g", p.name.c_str(), i, g[i], num);
-    }
-  }
-  std::printf("gradcheck: %d coordinates, worst relative error %.3g\n", checked, worst);
+  // fourth-order central differences; relative error < 1e-6, with an absolute floor
+  // for coordinates whose true gradient is ~0 (the key bias: softmax is shift-invariant)
+  clst::check_gradients(m, objective, rng, 1e-3, 5, true, 1e-6, 1e-10, "gradcheck");
 }
 
 static void fits_a_batch() {

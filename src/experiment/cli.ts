@@ -1,7 +1,7 @@
 // CLI commands of the evaluation experiment, added to src/cli.ts's program:
 //   speed-train experiment -c configs/experiments/speedup/base.yaml [--quick] [--out DIR] [--featnet-only | --generate-only] [key=value ...]
 //   speed-train experiment-report DIR   (re-render report.md and the plots from DIR/report.json)
-//   speed-train featnet -c CONFIG [--steps N] [--out FILE]   (train the feature network on a config's data)
+//   speed-train featnet -c CONFIG [--arch cnn|vit] [--steps N] [--out FILE]   (train the feature network on a config's data)
 // Heavy modules load lazily. Importing src/featnet registers `featnet:<file>` as a feature space.
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -53,33 +53,41 @@ export function addExperimentCommands(program: Command): void {
 
   program
     .command('featnet')
-    .description("train the feature network (a small ViT classifier) on a config's data with a held-out split; evaluate with featnet:<file>")
+    .description("train the feature network (a small CNN or ViT classifier) on a config's data with a held-out split; evaluate with featnet:<file>")
     .option('-c, --config <file>', 'YAML config whose data: section is the labelled data set')
+    .option('--arch <arch>', 'cnn (convolutional) or vit (transformer)', 'cnn')
     .option('--steps <n>', 'training steps', '1500')
     .option('--batch <n>', 'batch size', '64')
     .option('--lr <x>', 'peak learning rate (warm-up, then cosine decay)', '0.001')
-    .option('--hidden <n>', 'width', '64')
-    .option('--depth <n>', 'blocks', '4')
-    .option('--heads <n>', 'attention heads', '4')
+    .option('--channels <list>', 'CNN: output channels of each stage, comma-separated', '32,64')
+    .option('--fc-hidden <n>', 'CNN: width of the features (fc1)', '128')
+    .option('--hidden <n>', 'ViT: width', '64')
+    .option('--depth <n>', 'ViT: blocks', '4')
+    .option('--heads <n>', 'ViT: attention heads', '4')
     .option('--held-out <fraction>', 'held-out fraction of the data', '0.1')
     .option('-o, --out <file>', 'where to save it (default <experiment_dir>/featnet.safetensors)')
     .argument('[overrides...]', 'config overrides key.path=value')
-    .action(async (overrides: string[], o: { config?: string; steps: string; batch: string; lr: string; hidden: string; depth: string; heads: string; heldOut: string; out?: string }, cmd: Command) => {
+    .action(async (overrides: string[], o: { config?: string; arch: string; steps: string; batch: string; lr: string; channels: string; fcHidden: string; hidden: string; depth: string; heads: string; heldOut: string; out?: string }, cmd: Command) => {
       const { loadConfig } = await import('../config/index.js');
       const { makeDataset } = await import('../data/index.js');
-      const { trainFeatNet, saveFeatNet } = await import('../featnet/index.js');
+      const { trainFeatNet, saveFeatNet, FEATNET_ARCHS } = await import('../featnet/index.js');
       const { SpeedTrainError } = await import('../errors.js');
       const num = (s: string, what: string, int: boolean) => {
         const v = Number(s);
         if (!Number.isFinite(v) || v <= 0 || (int && !Number.isInteger(v))) throw new SpeedTrainError(`--${what}: expected a positive ${int ? 'integer' : 'number'}, found ${JSON.stringify(s)}`);
         return v;
       };
+      const arch = FEATNET_ARCHS.find((a) => a === o.arch);
+      if (!arch) throw new SpeedTrainError(`--arch: expected one of ${FEATNET_ARCHS.join(', ')}, found ${JSON.stringify(o.arch)}`);
+      const config = arch === 'cnn'
+        ? { arch, channels: o.channels.split(',').map((v) => num(v.trim(), 'channels', true)), fcHidden: num(o.fcHidden, 'fc-hidden', true) }
+        : { arch, hiddenSize: num(o.hidden, 'hidden', true), depth: num(o.depth, 'depth', true), numHeads: num(o.heads, 'heads', true) };
       const c = loadConfig(configOf(o, cmd), { overrides, phase: 'train' }).config;
       const data = makeDataset(c, (m) => out(m));
       try {
         const r = await trainFeatNet({
           dataset: data, heldOutFraction: num(o.heldOut, 'held-out', false), steps: num(o.steps, 'steps', true), batchSize: num(o.batch, 'batch', true),
-          lr: num(o.lr, 'lr', false), config: { hiddenSize: num(o.hidden, 'hidden', true), depth: num(o.depth, 'depth', true), numHeads: num(o.heads, 'heads', true) },
+          lr: num(o.lr, 'lr', false), config,
           seed: c.seed, device: c.device, threads: c.threads || undefined, log: out,
         });
         const file = o.out ?? path.join(c.experiment_dir, 'featnet.safetensors');

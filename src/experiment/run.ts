@@ -14,7 +14,7 @@ import { loadConfig, type Config } from '../config/index.js';
 import { FashionMnistDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
 import { evaluateFeatures, extractFeatures, labelAccuracy, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
-import { featNetFeatureSpace, featNetSpaceName, imagesToModelInput, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet } from '../featnet/index.js';
+import { featNetFeatureSpace, featNetMatches, featNetSpaceName, imagesToModelInput, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet, type FeatNetOverrides } from '../featnet/index.js';
 import { loadExperimentSpec, type ExperimentSpec, type MetricKey, type SamplerSpec } from './spec.js';
 import { writeReport } from './report.js';
 import { readSampleSet, runSamples, writeSampleGrids, type PlannedRun, type RunSamples } from './samples.js';
@@ -168,11 +168,14 @@ function heldOutData(c: Config, spec: ExperimentSpec): HeldOut {
 }
 
 async function getFeatNet(file: string, c: Config, spec: ExperimentSpec, sets: { featTrain: Dataset; featHeld: Dataset }, log: (l: string) => void): Promise<{ net: FeatNet; accuracy: number; heldOutSize: number; trainedOn: string }> {
-  const want = { hiddenSize: spec.featnet.hidden_size, depth: spec.featnet.depth, numHeads: spec.featnet.num_heads, mlpRatio: spec.featnet.mlp_ratio };
+  const f = spec.featnet;
+  const want: FeatNetOverrides = f.arch === 'cnn'
+    ? { arch: 'cnn', channels: f.channels, fcHidden: f.fc_hidden }
+    : { arch: 'vit', hiddenSize: f.hidden_size, depth: f.depth, numHeads: f.num_heads, mlpRatio: f.mlp_ratio };
   if (existsSync(file)) {
     const info = readFeatNetInfo(file);
     const same = info.steps === spec.featnet.steps && info.trainedOn === sets.featTrain.description &&
-      info.config.hiddenSize === want.hiddenSize && info.config.depth === want.depth && info.config.inputSize === c.data.image_size;
+      featNetMatches(info.config, want) && info.config.inputSize === c.data.image_size;
     if (same) {
       const { net } = loadFeatNet(file, { device: c.device, threads: c.threads || undefined });
       log(`featnet: reusing ${file} (held-out accuracy ${info.accuracy.toFixed(4)})`);
@@ -334,7 +337,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     fn.net.dispose();
     await sets.close();
     log(`featnet: ${fnFile} passes the gate (accuracy ${fn.accuracy.toFixed(4)} >= ${spec.min_feature_accuracy}); --featnet-only: stopping`);
-    return { out, report: '', plots: [], methods: [], featnet: { file: fnFile, accuracy: fn.accuracy, space: featNetSpaceName(fnFile, fn.accuracy) }, seconds: (performance.now() - t0) / 1000 };
+    return { out, report: '', plots: [], methods: [], featnet: { file: fnFile, accuracy: fn.accuracy, space: featNetSpaceName(fnFile, fn.accuracy, fn.net.config.arch) }, seconds: (performance.now() - t0) / 1000 };
   }
   const featSpace = featNetFeatureSpace(fn.net, fn, fnFile);
   const pixSpace = pixelFeatureSpace(spec.pixel_feature_size);

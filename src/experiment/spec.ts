@@ -5,8 +5,18 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { ConfigError } from '../errors.js';
+import { FEATNET_ARCHS, type FeatNetArch } from '../featnet/arch.js';
 
 export interface FeatNetSpec {
+  /**
+   * the feature network's architecture; the other arch's keys are unused.
+   * Default 'vit': experiment folders written before the CNN existed keep their network.
+   */
+  arch: FeatNetArch;
+  /** CNN: output channels of each stage */
+  channels: number[];
+  /** CNN: width of the features (fc1) */
+  fc_hidden: number;
   steps: number;
   batch_size: number;
   lr: number;
@@ -84,7 +94,7 @@ const DEFAULTS: ExperimentSpec = {
   kid_subsets: 50,
   prdc_k: 3,
   keep_checkpoints: false,
-  featnet: { steps: 400, batch_size: 32, lr: 1e-3, weight_decay: 0.05, held_out_images: 1000, hidden_size: 64, depth: 4, num_heads: 4, mlp_ratio: 4 },
+  featnet: { arch: 'vit', channels: [32, 64], fc_hidden: 128, steps: 400, batch_size: 32, lr: 1e-3, weight_decay: 0.05, held_out_images: 1000, hidden_size: 64, depth: 4, num_heads: 4, mlp_ratio: 4 },
   overrides: [],
   min_feature_accuracy: 0,
   flat_fraction: 1 / 3,
@@ -105,7 +115,13 @@ function merge(file: string, base: ExperimentSpec, src: Json, prefix: string): E
       const fn = out.featnet as Json;
       for (const [fk, fv] of Object.entries(v)) {
         if (!(fk in fn)) throw new ConfigError(`${key}.${fk}`, `unknown key (expected one of: ${Object.keys(fn).join(', ')})`, file);
-        if (typeof fv !== 'number' || !(fv > 0)) throw new ConfigError(`${key}.${fk}`, `expected a number > 0, found ${JSON.stringify(fv)}`, file);
+        if (fk === 'arch') {
+          if (!FEATNET_ARCHS.includes(fv as FeatNetArch)) throw new ConfigError(`${key}.arch`, `expected one of ${FEATNET_ARCHS.join(', ')}, found ${JSON.stringify(fv)}`, file);
+        } else if (fk === 'channels') {
+          if (!Array.isArray(fv) || fv.length < 1 || fv.length > 8 || !fv.every((x) => Number.isInteger(x) && x >= 1 && x <= 4096)) {
+            throw new ConfigError(`${key}.channels`, `expected a list of 1 to 8 stage widths (integers in [1, 4096]), found ${JSON.stringify(fv)}`, file);
+          }
+        } else if (typeof fv !== 'number' || !(fv > 0)) throw new ConfigError(`${key}.${fk}`, `expected a number > 0, found ${JSON.stringify(fv)}`, file);
         fn[fk] = fv;
       }
       continue;

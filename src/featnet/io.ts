@@ -1,7 +1,9 @@
 // Saving and loading a trained feature network: one safetensors file with
-// every parameter (timm ViT names) and, in __metadata__, the network's config
-// and the held-out accuracy it was trained to, so that a feature space loaded
-// from the file can say how good its classifier is.
+// every parameter (the PyTorch module's names: timm's for the ViT) and, in
+// __metadata__, the network's config (with its arch) and the held-out accuracy
+// it was trained to, so that a feature space loaded from the file can say how
+// good its classifier is. Files written before the CNN existed have no arch in
+// their config: they hold a ViT.
 import { asFloat32, readSafetensorsHeader, safetensorsParts, withSafetensors, type LazyTensor } from '../io/safetensors.js';
 import { writeFileAtomic } from '../io/npy.js';
 import { CheckpointError } from '../errors.js';
@@ -42,7 +44,8 @@ export function readFeatNetInfo(file: string): FeatNetInfo {
   if (m.format !== FEATNET_FORMAT) throw new CheckpointError(file, `not a speed-train feature network (metadata format is ${JSON.stringify(m.format ?? null)}, expected "${FEATNET_FORMAT}")`);
   let config: FeatNetConfig;
   try {
-    config = JSON.parse(m.config ?? '') as FeatNetConfig;
+    const parsed: unknown = JSON.parse(m.config ?? '');
+    config = (typeof parsed === 'object' && parsed !== null && !('arch' in parsed) ? { ...parsed, arch: 'vit' } : parsed) as FeatNetConfig;
     checkFeatNetConfig(config, 'config');
   } catch (e) {
     throw new CheckpointError(file, `bad feature-network config in metadata: ${(e as Error).message}`);

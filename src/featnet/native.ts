@@ -1,6 +1,8 @@
-// The typed face of the addon's ViTModel (native/src/napi/vit.cpp): the small
-// ViT classifier used as a trained feature space. Arguments are checked here
-// first so messages name them in TypeScript terms; every error is a NativeError.
+// The typed face of the addon's feature networks, CNNModel and ViTModel
+// (native/src/napi/classifier.h): a small image classifier used as a trained
+// feature space, of either architecture, with the same methods. Arguments are
+// checked here first so messages name them in TypeScript terms; every error is
+// a NativeError.
 import {
   addonExport,
   addonPath,
@@ -15,8 +17,42 @@ import {
   type TransformerConfig,
 } from '../native.js';
 
-/** ViT hyper-parameters (native ViTConfig). */
-export type FeatNetConfig = TransformerConfig;
+import { FEATNET_ARCHS, type FeatNetArch } from './arch.js';
+
+export { FEATNET_ARCHS, type FeatNetArch };
+
+/** The ViT (native ViTConfig): patch embedding, transformer blocks, mean-pooled final LayerNorm as features. */
+export interface ViTFeatNetConfig extends TransformerConfig {
+  arch: 'vit';
+}
+
+/**
+ * The CNN (native CNNConfig): per stage two 3x3 convolutions (the second of
+ * stride 2) with ReLUs, then fc1 -> ReLU (the features, fcHidden wide) -> fc2.
+ */
+export interface CNNFeatNetConfig {
+  arch: 'cnn';
+  inputSize: number;
+  inChannels: number;
+  /** output channels of each stage */
+  channels: number[];
+  fcHidden: number;
+  numClasses: number;
+}
+
+export type FeatNetConfig = ViTFeatNetConfig | CNNFeatNetConfig;
+
+/** Length of a feature vector: the ViT's width, or the CNN's fc1 width. */
+export function featNetFeatureDim(c: FeatNetConfig): number {
+  return c.arch === 'cnn' ? c.fcHidden : c.hiddenSize;
+}
+
+/** The network in a few words, for logs and feature-space descriptions. */
+export function describeFeatNet(c: FeatNetConfig): string {
+  return c.arch === 'cnn'
+    ? `CNN classifier, stages [${c.channels.join(', ')}], fc ${c.fcHidden}`
+    : `ViT classifier ${c.depth}x${c.hiddenSize}, patch ${c.patchSize}`;
+}
 
 export interface FeatNetOptions {
   config: FeatNetConfig;
@@ -53,10 +89,10 @@ export interface FeatNetStepResult {
 
 export type FeatNetSlot = 'model' | 'adam_m' | 'adam_v' | 'grad';
 
-interface NativeViT {
+interface NativeClassifier {
   params(): ParamInfo[];
   numTrainable(): number;
-  config(): FeatNetConfig;
+  config(): Omit<ViTFeatNetConfig, 'arch'> | Omit<CNNFeatNetConfig, 'arch'>;
   readParam(name: string, slot: FeatNetSlot): Float32Array;
   writeParam(name: string, slot: FeatNetSlot, data: Float32Array): void;
   getStep(): number;
@@ -68,21 +104,33 @@ interface NativeViT {
   busy(): string | null;
 }
 
-type ViTCtor = new (config: FeatNetConfig, opts: Omit<FeatNetOptions, 'config'>) => NativeViT;
+type ClassifierCtor = new (config: FeatNetConfig, opts: Omit<FeatNetOptions, 'config'>) => NativeClassifier;
 
 // The addon src/native.ts loads (one instance, not a second copy).
-function ctor(): ViTCtor {
-  const vit = addonExport('ViTModel') as ViTCtor | undefined;
-  if (!vit) throw new NativeError(`the native addon ${addonPath()} has no ViTModel (feature network); rebuild it with \`npm run build:native\``);
-  return vit;
+function ctor(arch: FeatNetArch): ClassifierCtor {
+  const name = arch === 'cnn' ? 'CNNModel' : 'ViTModel';
+  const c = addonExport(name) as ClassifierCtor | undefined;
+  if (!c) throw new NativeError(`the native addon ${addonPath()} has no ${name} (feature network); rebuild it with \`npm run build:native\``);
+  return c;
 }
 
-const INT_KEYS = ['inputSize', 'patchSize', 'inChannels', 'hiddenSize', 'depth', 'numHeads'] as const;
+const VIT_INT_KEYS = ['inputSize', 'patchSize', 'inChannels', 'hiddenSize', 'depth', 'numHeads'] as const;
+const CNN_INT_KEYS = ['inputSize', 'inChannels', 'fcHidden'] as const;
 
 export function checkFeatNetConfig(c: FeatNetConfig, what: string): void {
   if (typeof c !== 'object' || c === null) throw new NativeError(`${what} must be an object`);
-  for (const k of INT_KEYS) checkInt(c[k], `${what}.${k}`, 1, 1 << 20);
+  const arch: unknown = c.arch;
+  if (arch !== 'cnn' && arch !== 'vit') throw new NativeError(`${what}.arch must be one of ${FEATNET_ARCHS.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(arch ?? null)}`);
   checkInt(c.numClasses, `${what}.numClasses`, 2, 1 << 20);
+  if (c.arch === 'cnn') {
+    for (const k of CNN_INT_KEYS) checkInt(c[k], `${what}.${k}`, 1, 1 << 16);
+    if (!Array.isArray(c.channels) || c.channels.length < 1 || c.channels.length > 8) {
+      throw new NativeError(`${what}.channels must be a list of 1 to 8 stage widths, got ${JSON.stringify(c.channels ?? null)}`);
+    }
+    c.channels.forEach((v, i) => checkInt(v, `${what}.channels[${i}]`, 1, 4096));
+    return;
+  }
+  for (const k of VIT_INT_KEYS) checkInt(c[k], `${what}.${k}`, 1, 1 << 20);
   if (typeof c.mlpRatio !== 'number' || !(c.mlpRatio > 0) || !Number.isFinite(c.mlpRatio)) {
     throw new NativeError(`${what}.mlpRatio must be a finite number > 0, got ${String(c.mlpRatio)}`);
   }
@@ -91,12 +139,12 @@ export function checkFeatNetConfig(c: FeatNetConfig, what: string): void {
   if (c.hiddenSize % c.numHeads !== 0) throw new NativeError(`${what}.numHeads ${c.numHeads} must divide hiddenSize ${c.hiddenSize}`);
 }
 
-/** The ViT classifier: a native model whose long calls run off the event loop. */
+/** The feature network (CNN or ViT): a native model whose long calls run off the event loop. */
 export class FeatNet extends NativeParamStore<FeatNetSlot, ParamInfo> {
   readonly config: FeatNetConfig;
-  readonly #native: NativeViT;
+  readonly #native: NativeClassifier;
 
-  private constructor(config: FeatNetConfig, native: NativeViT) {
+  private constructor(config: FeatNetConfig, native: NativeClassifier) {
     super(native, 'feature network', 'model');
     this.config = config;
     this.#native = native;
@@ -110,8 +158,8 @@ export class FeatNet extends NativeParamStore<FeatNetSlot, ParamInfo> {
     if (opts.threads !== undefined) checkInt(opts.threads, `${w}: threads`, 0, 4096);
     const { config, ...rest } = opts;
     return call(() => {
-      const native = new (ctor())(config, { ...rest, device: opts.device ?? 'cpu' });
-      return new FeatNet(native.config(), native);
+      const native = new (ctor(config.arch))(config, { ...rest, device: opts.device ?? 'cpu' });
+      return new FeatNet({ ...native.config(), arch: config.arch } as FeatNetConfig, native);
     });
   }
 
@@ -173,7 +221,7 @@ export class FeatNet extends NativeParamStore<FeatNetSlot, ParamInfo> {
       return this.#native.logits(x);
     });
   }
-  /** The pooled final-LayerNorm representation, [N, hiddenSize]. */
+  /** The features, [N, featNetFeatureDim(config)]: the CNN's fc1 activations after ReLU, or the ViT's mean-pooled final LayerNorm. */
   features(x: Float32Array): Promise<Float32Array> {
     return this.#async('features', () => {
       this.#images(x, 'features: x');

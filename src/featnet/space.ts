@@ -1,14 +1,15 @@
 // The trained feature network as an evaluation feature space: images -> the
-// pooled final-LayerNorm features of the ViT classifier. Its name carries the
-// file and the held-out accuracy, so every metric printed in this space says
-// which classifier defined it (e.g. "featnet-vit(featnet.safetensors, acc 0.973)");
+// classifier's features (the CNN's penultimate fc1 activations, or the ViT's
+// mean-pooled final LayerNorm). Its name carries the arch, the file and the
+// held-out accuracy, so every metric printed in this space says which
+// classifier defined it (e.g. "featnet-cnn(featnet.safetensors, acc 0.912)");
 // `classifier` carries the accuracy for the evaluation's threshold, and the
 // logits (extractAll) score conditional samples against their labels.
 import path from 'node:path';
 
 import { checkImageBatch, registerFeatureSpaceResolver, type FeatureOutputs, type FeatureSpace, type ImageBatch } from '../eval/features.js';
 import type { Device } from '../native.js';
-import type { FeatNet } from './native.js';
+import { describeFeatNet, featNetFeatureDim, type FeatNet, type FeatNetArch } from './native.js';
 import { loadFeatNet, type FeatNetInfo } from './io.js';
 
 export const FEATNET_SPEC_PREFIX = 'featnet:';
@@ -27,14 +28,14 @@ export function imagesToModelInput(images: ImageBatch): Float32Array {
   return out;
 }
 
-export function featNetSpaceName(file: string, accuracy: number): string {
-  return `featnet-vit(${path.basename(file)}, acc ${accuracy.toFixed(3)})`;
+export function featNetSpaceName(file: string, accuracy: number, arch: FeatNetArch): string {
+  return `featnet-${arch}(${path.basename(file)}, acc ${accuracy.toFixed(3)})`;
 }
 
 /** A FeatureSpace over a loaded network (it stays alive as long as the space). */
 export function featNetFeatureSpace(net: FeatNet, info: Pick<FeatNetInfo, 'accuracy' | 'heldOutSize' | 'trainedOn'>, file: string): FeatureSpace {
   const c = net.config;
-  const name = featNetSpaceName(file, info.accuracy);
+  const name = featNetSpaceName(file, info.accuracy, c.arch);
   const input = (images: ImageBatch): Float32Array => {
     checkImageBatch(images, `feature space ${name}`);
     if (images.H !== c.inputSize || images.W !== c.inputSize || images.C !== c.inChannels) {
@@ -44,9 +45,10 @@ export function featNetFeatureSpace(net: FeatNet, info: Pick<FeatNetInfo, 'accur
   };
   return {
     name,
-    dim: c.hiddenSize,
-    description: `ViT classifier ${c.depth}x${c.hiddenSize}, patch ${c.patchSize}, trained by speed-train on ${info.trainedOn}; ` +
-      `held-out accuracy ${info.accuracy.toFixed(4)} on ${info.heldOutSize} images; features = mean-pooled final LayerNorm`,
+    dim: featNetFeatureDim(c),
+    description: `${describeFeatNet(c)}, trained by speed-train on ${info.trainedOn}; ` +
+      `held-out accuracy ${info.accuracy.toFixed(4)} on ${info.heldOutSize} images; features = ` +
+      (c.arch === 'cnn' ? `the ${c.fcHidden} fc1 activations after ReLU (penultimate layer)` : 'mean-pooled final LayerNorm'),
     classifier: { numClasses: c.numClasses, heldOutAccuracy: info.accuracy, heldOutSize: info.heldOutSize },
     extras: { logits: c.numClasses },
     async extract(images: ImageBatch): Promise<Float64Array> {

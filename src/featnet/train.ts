@@ -4,13 +4,33 @@
 import { BatchLoader, type Batch, type Dataset } from '../data/index.js';
 import type { Device } from '../native.js';
 import { Rng } from '../rng.js';
-import { FeatNet, type FeatNetConfig } from './native.js';
+import { FeatNet, describeFeatNet, type CNNFeatNetConfig, type FeatNetArch, type FeatNetConfig, type ViTFeatNetConfig } from './native.js';
 
-/** Picks a patch size giving a 4x4 to 8x8 token grid (the classifier's cost grows with tokens squared). */
-export function defaultFeatNetConfig(inputSize: number, inChannels: number, numClasses: number, over: Partial<FeatNetConfig> = {}): FeatNetConfig {
+/** Settings of a network to build: its arch (default 'cnn') and any keys of that arch's config. */
+export type FeatNetOverrides = { arch?: FeatNetArch } & Partial<Omit<ViTFeatNetConfig, 'arch'>> & Partial<Omit<CNNFeatNetConfig, 'arch'>>;
+
+/**
+ * The config of a new network for inputSize x inputSize x inChannels images:
+ * `over`'s keys of its arch over the defaults (CNN: stages [32, 64], fc 128;
+ * ViT: width 128, depth 4, a patch size giving a 4x4 to 8x8 token grid, as its
+ * cost grows with tokens squared). Keys of the other arch are ignored.
+ */
+export function defaultFeatNetConfig(inputSize: number, inChannels: number, numClasses: number, over: FeatNetOverrides = {}): FeatNetConfig {
+  const base = { inputSize: over.inputSize ?? inputSize, inChannels: over.inChannels ?? inChannels, numClasses: over.numClasses ?? numClasses };
+  if ((over.arch ?? 'cnn') === 'cnn') return { arch: 'cnn', ...base, channels: over.channels ?? [32, 64], fcHidden: over.fcHidden ?? 128 };
   let patchSize = 1;
-  while (inputSize / patchSize > 8 && inputSize % (patchSize * 2) === 0) patchSize *= 2;
-  return { inputSize, patchSize, inChannels, hiddenSize: 128, depth: 4, numHeads: 4, mlpRatio: 4, numClasses, ...over };
+  while (base.inputSize / patchSize > 8 && base.inputSize % (patchSize * 2) === 0) patchSize *= 2;
+  return {
+    arch: 'vit', ...base, patchSize: over.patchSize ?? patchSize, hiddenSize: over.hiddenSize ?? 128, depth: over.depth ?? 4,
+    numHeads: over.numHeads ?? 4, mlpRatio: over.mlpRatio ?? 4,
+  };
+}
+
+/** Whether `config` (a saved network's) is the arch of `want` with every key `want` sets. */
+export function featNetMatches(config: FeatNetConfig, want: FeatNetOverrides): boolean {
+  if (config.arch !== (want.arch ?? 'cnn')) return false;
+  const have = config as unknown as Record<string, unknown>;
+  return Object.entries(want).every(([k, v]) => v === undefined || JSON.stringify(have[k]) === JSON.stringify(v));
 }
 
 /** The samples of `base` at `indices` (a split of a data set). */
@@ -62,7 +82,8 @@ export interface FeatNetTrainOptions {
   /** a separate held-out set; default: a seeded `heldOutFraction` of `dataset` */
   heldOut?: Dataset;
   heldOutFraction?: number;
-  config?: Partial<FeatNetConfig>;
+  /** the network's arch and settings (defaultFeatNetConfig) */
+  config?: FeatNetOverrides;
   steps: number;
   batchSize: number;
   lr?: number;
@@ -139,7 +160,7 @@ export async function trainFeatNet(o: FeatNetTrainOptions): Promise<FeatNetTrain
     const tail: number[] = [];
     let acc = 0;
     let seen = 0;
-    log(`featnet: ViT ${config.depth}x${config.hiddenSize} (patch ${config.patchSize}, ${net.numTrainable().toLocaleString('en')} parameters); ` +
+    log(`featnet: ${describeFeatNet(config)} (${net.numTrainable().toLocaleString('en')} parameters); ` +
       `${o.steps} steps of batch ${o.batchSize} on ${train.description}`);
     for (let s = 0; s < o.steps; s++) {
       const b = await loader.next();

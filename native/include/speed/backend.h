@@ -295,9 +295,25 @@ class Backend {
     unsupported("channel_copy");
   }
 
+  // ==== CNN classifier training ops (native/src/core/cnn.cpp) ====
+  // All NCHW, contiguous. The base versions throw, as the Inception ops' do.
+  //
+  // The gradients of conv2d_forward (accum = false) given dy [N, Co, Ho, Wo]:
+  // dx [N, Ci, H, W] (=, skipped if null: a network's first layer needs none),
+  // dw [Co, Ci, kh, kw] (=), db [Co] (=, skipped if null). x is the forward's input.
+  virtual void conv2d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, const Conv2dShape& s) {
+    unsupported("conv2d_backward", "a CNN training op");
+  }
+  // y = max(x, 0) (=); y may alias x
+  virtual void relu_forward(const T* x, T* y, size_t n) { unsupported("relu_forward", "a CNN training op"); }
+  // dx = dy where y > 0, else 0 (=); y is relu_forward's output; dx may alias dy
+  virtual void relu_backward(const T* y, const T* dy, T* dx, size_t n) {
+    unsupported("relu_backward", "a CNN training op");
+  }
+
  protected:
-  [[noreturn]] void unsupported(const char* op) const {
-    throw Error(name() + " backend: " + op + " (an Inception-v3 op) is not available on " +
+  [[noreturn]] void unsupported(const char* op, const char* family = "an Inception-v3 op") const {
+    throw Error(name() + " backend: " + op + " (" + family + ") is not available on " +
                 (name() == "cuda" ? std::string("CUDA") : name()) + " yet; use device 'cpu'");
   }
 };

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "speed/backend.h"
+#include "speed/classifier.h"
 #include "speed/dit.h"  // ParamInfo, Slot
 
 namespace speed {
@@ -41,15 +42,7 @@ struct ViTConfig {
   void validate() const;
 };
 
-struct ViTStepResult {
-  double loss = 0.0;            // batch-mean cross-entropy
-  std::vector<double> losses;   // per sample [N]
-  std::vector<double> logits;   // [N, num_classes]
-  int correct = 0;              // argmax(logits) == label
-  double grad_norm = 0.0;
-  bool skipped = false;         // non-finite loss or gradient: weights untouched
-  int64_t step = 0;             // optimizer steps taken so far
-};
+using ViTStepResult = ClassifierStepResult;
 
 template <typename T>
 class ViTClassifier {

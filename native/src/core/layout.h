@@ -1,4 +1,4 @@
-// Parameter layouts of the core's models (DiT and the ViT classifier): names,
+// Parameter layouts of the core's models (DiT, the ViT and CNN classifiers): names,
 // shapes and offsets in state_dict order, their seeded initialisation, the fixed
 // 2D sin-cos position embedding, and DiT's analytic FLOP counts.
 // Internal to native/src/core (the graphs and the bench use it).
@@ -74,6 +74,16 @@ void xavier_uniform(T* dst, const ParamInfo& p, uint64_t seed, uint32_t index, u
   const double bound = std::sqrt(6.0 / (fan_in + fan_out));
   InitRng r(seed, index, tag, false);
   for (size_t k = 0; k < p.numel; ++k) dst[k] = static_cast<T>((2.0 * r.next() - 1.0) * bound);
+}
+
+// torch's default init of a Conv2d / Linear weight or bias (kaiming_uniform_ with
+// a = sqrt(5) for the weight, which is uniform in +-1/sqrt(fan_in), and the same
+// bound for the bias): n values uniform in +-1/sqrt(fan_in), from InitRng(seed, index, tag).
+template <typename T>
+void torch_default_uniform(T* dst, size_t n, double fan_in, uint64_t seed, uint32_t index, uint32_t tag) {
+  const double bound = 1.0 / std::sqrt(fan_in);
+  InitRng r(seed, index, tag, false);
+  for (size_t k = 0; k < n; ++k) dst[k] = static_cast<T>((2.0 * r.next() - 1.0) * bound);
 }
 
 // Activations of one transformer block that backward reads (DiT and ViT blocks).

@@ -5,16 +5,17 @@
 // block's activations (the model is small; one arena serves training, logits
 // and features, re-allocated only when the batch grows).
 //
-// The cross-entropy runs on the host after downloading the per-token logits
-// [N, L, classes]: a few thousand numbers, off the hot path, and it needs no
-// new backend op (softmax over a short row, a log-sum-exp and a mean over
-// tokens). Its gradient goes back up as d(logits per token) = g[n, :] / L.
+// The cross-entropy runs on the host (classifier.h) after downloading the
+// per-token logits [N, L, classes] and averaging them over tokens: a few
+// thousand numbers, off the hot path, and it needs no new backend op. Its
+// gradient goes back up as d(logits per token) = g[n, :] / L.
 #include "speed/vit.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "classifier.h"
 #include "layout.h"  // ParamLayout, InitRng, xavier_uniform, upload_pos_embed
 
 namespace speed {
@@ -75,7 +76,8 @@ struct ViTClassifier<T>::Impl {
   std::shared_ptr<Backend<T>> be_ptr;
   Backend<T>* be;
   VitLayout lay;
-  T *params = nullptr, *grads = nullptr, *m = nullptr, *v = nullptr, *pos = nullptr;
+  ClassifierBuffers<T> buf;  // params, grads, Adam moments
+  T* pos = nullptr;
   int64_t step = 0;
 
   // ---- the activation arena --------------------------------------------------
@@ -93,17 +95,13 @@ struct ViTClassifier<T>::Impl {
     be = be_ptr.get();
     lay = make_vit_layout(cfg);
     const size_t n = lay.num_trainable;
+    buf.allocate(*be, n);
     try {
-      params = alloc(n);
-      grads = alloc(n);
-      m = alloc(n);
-      v = alloc(n);
       pos = alloc(lay.pos_numel);
     } catch (...) {
       free_params();
       throw;
     }
-    for (T* p : {params, grads, m, v}) be->fill(p, T(0), n);
     upload_pos();
   }
   ~Impl() {
@@ -113,8 +111,9 @@ struct ViTClassifier<T>::Impl {
 
   T* alloc(size_t n) { return static_cast<T*>(be->alloc_bytes(std::max<size_t>(n, 1) * sizeof(T))); }
   void free_params() {
-    for (T* p : {params, grads, m, v, pos}) be->free_bytes(p);
-    params = grads = m = v = pos = nullptr;
+    buf.release(*be);
+    be->free_bytes(pos);
+    pos = nullptr;
   }
   void upload_pos() { upload_pos_embed(*be, pos, cfg.hidden_size, cfg.grid()); }
   void release_arena() {
@@ -163,23 +162,10 @@ struct ViTClassifier<T>::Impl {
     cap = N;
   }
 
-  // ---- checks ------------------------------------------------------------------
-  void check_input(const T* x, int N, const char* what) const {
-    if (N < 1) throw Error(std::string(what) + ": batch size N must be >= 1, got " + std::to_string(N));
-    if (!x) throw Error(std::string(what) + ": x is null");
-  }
-  void check_labels(const int32_t* y, int N, const char* what) const {
-    if (!y) throw Error(std::string(what) + ": y (labels) is null");
-    for (int i = 0; i < N; ++i)
-      if (y[i] < 0 || y[i] >= cfg.num_classes)
-        throw Error(std::string(what) + ": y[" + std::to_string(i) + "] = " + std::to_string(y[i]) +
-                    " is outside [0, " + std::to_string(cfg.num_classes) + ")");
-  }
-
   // ---- forward: img -> hf (and, with `head`, per-token logits) ----------------
   void forward(int N, bool head) {
     Backend<T>& b = *be;
-    const T* W = params;
+    const T* W = buf.params;
     const int L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden(), p = cfg.patch_size;
     const int C = cfg.in_channels, S = cfg.input_size, P = C * p * p, NL = N * L;
     b.patchify(img, tok_in, N, C, S, S, p, PatchLayout::CPP);
@@ -222,8 +208,8 @@ struct ViTClassifier<T>::Impl {
   // ---- backward: dlogit_tok -> grads -------------------------------------------
   void backward(int N) {
     Backend<T>& b = *be;
-    const T* W = params;
-    T* G = grads;
+    const T* W = buf.params;
+    T* G = buf.grads;
     const int L = cfg.num_tokens(), D = cfg.hidden_size, H = cfg.mlp_hidden(), p = cfg.patch_size;
     const int P = cfg.in_channels * p * p, NL = N * L;
     b.linear_backward(hf, W + lay.head_w, dlogit_tok, nullptr, dhf, G + lay.head_w, G + lay.head_b, NL, D,
@@ -256,60 +242,30 @@ struct ViTClassifier<T>::Impl {
   }
 
   ViTStepResult loss_and_grad(const T* x, const int32_t* y, int N, const char* what) {
-    check_input(x, N, what);
-    check_labels(y, N, what);
+    check_classifier_input(x, N, what);
+    check_classifier_labels(y, N, cfg.num_classes, what);
     upload_images(x, N);
     forward(N, true);
     ViTStepResult r;
-    r.logits = pooled_logits(N);
+    std::vector<double> d = softmax_cross_entropy(pooled_logits(N), y, N, cfg.num_classes, r);
+    // each token's logits enter the pooled logits with weight 1/L
     const int L = cfg.num_tokens(), K = cfg.num_classes;
-    r.losses.assign(N, 0.0);
     std::vector<T> dtok(size_t(N) * L * K);
-    for (int n = 0; n < N; ++n) {
-      const double* z = &r.logits[size_t(n) * K];
-      int arg = 0;
-      double mx = z[0];
-      for (int k = 1; k < K; ++k)
-        if (z[k] > mx) { mx = z[k]; arg = k; }
-      if (arg == y[n]) ++r.correct;
-      double se = 0;
-      for (int k = 0; k < K; ++k) se += std::exp(z[k] - mx);
-      const double lse = mx + std::log(se);
-      r.losses[n] = lse - z[y[n]];
-      r.loss += r.losses[n] / N;
-      // d(mean_n loss_n)/d(logit_tok[n, l, k]) = (softmax_k - [k = y]) / (N L)
-      for (int k = 0; k < K; ++k) {
-        const double g = (std::exp(z[k] - lse) - (k == y[n] ? 1.0 : 0.0)) / (double(N) * L);
-        for (int l = 0; l < L; ++l) dtok[(size_t(n) * L + l) * K + k] = static_cast<T>(g);
-      }
-    }
+    for (int n = 0; n < N; ++n)
+      for (int l = 0; l < L; ++l)
+        for (int k = 0; k < K; ++k) dtok[(size_t(n) * L + l) * K + k] = static_cast<T>(d[size_t(n) * K + k] / L);
     be->to_device(dlogit_tok, dtok.data(), dtok.size() * sizeof(T));
     backward(N);
     return r;
   }
 
-  const ParamInfo& find(const std::string& name) const {
-    for (const ParamInfo& p : lay.params)
-      if (p.name == name) return p;
-    throw Error("unknown ViT parameter '" + name + "'; this model has " + std::to_string(lay.params.size()) +
-                " parameters: " + lay.params.front().name + ", " + lay.params[1].name + ", ..., " +
-                lay.params.back().name);
-  }
+  const ParamInfo& find(const std::string& name) const { return find_classifier_param(lay.params, name, "ViT"); }
   T* slot_ptr(const ParamInfo& p, Slot s, bool writing) const {
     if (!p.trainable) {
       if (s == Slot::Model) return pos;
       throw Error("parameter '" + p.name + "' is fixed: it has only the model slot");
     }
-    switch (s) {
-      case Slot::Model: return params + p.offset;
-      case Slot::AdamM: return m + p.offset;
-      case Slot::AdamV: return v + p.offset;
-      case Slot::Grad:
-        if (writing) throw Error("parameter '" + p.name + "': the grad slot is read-only");
-        return grads + p.offset;
-      case Slot::EMA: throw Error("the ViT classifier keeps no EMA of its weights (slot 'ema')");
-    }
-    throw Error("invalid Slot value");
+    return buf.slot(p, s, writing, "ViT");
   }
 };
 
@@ -346,8 +302,8 @@ void ViTClassifier<T>::init(uint64_t seed) {
     xavier_uniform(host.data() + p.offset, p, seed, index, kVitInitTag);
   }
   const size_t bytes = host.size() * sizeof(T);
-  I.be->to_device(I.params, host.data(), bytes);
-  for (T* p : {I.grads, I.m, I.v}) I.be->fill(p, T(0), host.size());
+  I.be->to_device(I.buf.params, host.data(), bytes);
+  for (T* p : {I.buf.grads, I.buf.m, I.buf.v}) I.be->fill(p, T(0), host.size());
   I.upload_pos();
   I.step = 0;
 }
@@ -373,23 +329,14 @@ template <typename T>
 ViTStepResult ViTClassifier<T>::train_step(const T* x, const int32_t* y, int N, const OptimHyper& hp) {
   Impl& I = *impl_;
   ViTStepResult r = I.loss_and_grad(x, y, N, "train_step");
-  std::vector<T> l(r.losses.begin(), r.losses.end());
-  I.be->to_device(I.losses, l.data(), l.size() * sizeof(T));
-  OptimHyper oh = hp;
-  oh.step = I.step + 1;
-  oh.ema_decay = -1.0;
-  OptimResult o = I.be->optimizer_step(I.params, I.grads, I.m, I.v, nullptr, I.lay.num_trainable, oh, I.losses, N);
-  if (!o.skipped) ++I.step;
-  r.grad_norm = o.grad_norm;
-  r.skipped = o.skipped;
-  r.step = I.step;
+  I.buf.optimizer_step(*I.be, I.lay.num_trainable, I.losses, hp, I.step, r);
   return r;
 }
 
 template <typename T>
 void ViTClassifier<T>::logits(const T* x, int N, T* out) {
   Impl& I = *impl_;
-  I.check_input(x, N, "logits");
+  check_classifier_input(x, N, "logits");
   if (!out) throw Error("logits: out is null");
   I.upload_images(x, N);
   I.forward(N, true);
@@ -400,7 +347,7 @@ void ViTClassifier<T>::logits(const T* x, int N, T* out) {
 template <typename T>
 void ViTClassifier<T>::features(const T* x, int N, T* out) {
   Impl& I = *impl_;
-  I.check_input(x, N, "features");
+  check_classifier_input(x, N, "features");
   if (!out) throw Error("features: out is null");
   I.upload_images(x, N);
   I.forward(N, false);

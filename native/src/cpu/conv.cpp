@@ -112,6 +112,33 @@ void im2col_tile(const T* xs, T* col, const Conv2dShape& s, int Ho_unused, int W
       }
 }
 
+// The adjoint of im2col_tile: dxs [Ci, H, W] (+=) gets every col [K, cols] value at the
+// input position im2col_tile read it from (padding positions are dropped).
+template <typename T>
+void col2im_tile(const T* col, T* dxs, const Conv2dShape& s, int Wo, int64_t p0, int cols) {
+  const int H = s.H, W = s.W, st = s.stride;
+  const int oy0 = static_cast<int>(p0 / Wo), ox0 = static_cast<int>(p0 % Wo);
+  int k = 0;
+  for (int ci = 0; ci < s.Ci; ++ci)
+    for (int ky = 0; ky < s.kh; ++ky)
+      for (int kx = 0; kx < s.kw; ++kx, ++k) {
+        const T* src = col + static_cast<size_t>(k) * cols;
+        T* plane = dxs + static_cast<size_t>(ci) * H * W;
+        int oy = oy0, ox = ox0;
+        for (int j = 0; j < cols; ++j) {
+          const int iy = oy * st - s.pad_t + ky, ix = ox * st - s.pad_l + kx;
+          if (iy >= 0 && iy < H && ix >= 0 && ix < W) plane[static_cast<size_t>(iy) * W + ix] += src[j];
+          if (++ox == Wo) {
+            ox = 0;
+            ++oy;
+          }
+        }
+      }
+}
+
+// Sample groups of conv2d_backward_cpu: enough tasks for any pool, few dw partials to sum.
+constexpr int kConvBackwardGroups = 16;
+
 }  // namespace
 
 // ---- Winograd F(2x2, 3x3) ----------------------------------------------------------------
@@ -346,6 +373,74 @@ void conv2d_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vec
         const T bc = b[co];
         for (int j = 0; j < cols; ++j) r[j] += bc;
       }
+  });
+}
+
+template <typename T>
+void conv2d_backward_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vector<T>& shared, const T* x,
+                         const T* w, const T* dy, T* dx, T* dw, T* db, const Conv2dShape& s) {
+  s.validate("cpu backend: conv2d_backward");
+  if (!x || !w || !dy || !dw) fail("conv2d_backward", "x, w, dy and dw must not be null");
+  const int Ho = s.Ho(), Wo = s.Wo();
+  const int64_t HWo = static_cast<int64_t>(Ho) * Wo;
+  const int K = s.Ci * s.kh * s.kw, Co = s.Co;
+  const size_t wsz = static_cast<size_t>(Co) * K;
+  // db[co]: one task per channel, summed in float64 over samples and pixels in order
+  if (db)
+    parallel_for(pool, Co, 1, [&](int64_t c0, int64_t c1, int) {
+      for (int64_t co = c0; co < c1; ++co) {
+        double acc = 0;
+        for (int n = 0; n < s.N; ++n) {
+          const T* r = dy + (static_cast<size_t>(n) * Co + co) * HWo;
+          for (int64_t j = 0; j < HWo; ++j) acc += static_cast<double>(r[j]);
+        }
+        db[co] = T(acc);
+      }
+    });
+  if (s.N == 0) {
+    std::fill(dw, dw + wsz, T(0));
+    return;
+  }
+  const int groups = std::min(s.N, kConvBackwardGroups);
+  const int tile = conv_tile_pixels(K);
+  const int64_t tiles = (HWo + tile - 1) / tile;
+  const size_t need = 2 * static_cast<size_t>(K) * tile;  // col, dcol
+  for (auto& v : scratch)
+    if (v.size() < need) v.resize(need);
+  if (shared.size() < groups * wsz) shared.resize(groups * wsz);
+  const size_t in_per = static_cast<size_t>(s.Ci) * s.H * s.W, out_per = static_cast<size_t>(Co) * HWo;
+  const int ld = static_cast<int>(HWo);
+  pool.run(groups, [&](int64_t g, int th) {
+    const int n0 = static_cast<int>(g * s.N / groups), n1 = static_cast<int>((g + 1) * s.N / groups);
+    T* part = shared.data() + g * wsz;
+    std::fill(part, part + wsz, T(0));
+    T* col = scratch[th].data();
+    T* dcol = col + static_cast<size_t>(K) * tile;
+    for (int n = n0; n < n1; ++n) {
+      const T* xs = x + n * in_per;
+      T* dxs = dx ? dx + n * in_per : nullptr;
+      if (dxs) std::fill(dxs, dxs + in_per, T(0));
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t p0 = t * tile;
+        const int cols = static_cast<int>(std::min<int64_t>(tile, HWo - p0));
+        const T* dys = dy + n * out_per + p0;  // [Co, cols] at row stride HWo
+        im2col_tile(xs, col, s, Ho, Wo, p0, cols);
+        // part [Co, K] += dy [Co, cols] · col [K, cols]ᵀ
+        gemm_serial<T>(false, true, Co, K, cols, T(1), dys, ld, col, cols, T(1), part, K);
+        if (dxs) {
+          // dcol [K, cols] = W [Co, K]ᵀ · dy [Co, cols]
+          gemm_serial<T>(true, false, K, cols, Co, T(1), w, K, dys, ld, T(0), dcol, cols);
+          col2im_tile(dcol, dxs, s, Wo, p0, cols);
+        }
+      }
+    }
+  });
+  parallel_for(pool, static_cast<int64_t>(wsz), 1 << 12, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T acc = shared[i];
+      for (int g = 1; g < groups; ++g) acc += shared[g * wsz + i];
+      dw[i] = acc;
+    }
   });
 }
 
@@ -613,6 +708,8 @@ void channel_copy_cpu(ThreadPool& pool, const T* x, T* y, int N, int C, int HW, 
 #define SPEED_INST(T)                                                                                          \
   template void conv2d_cpu<T>(ThreadPool&, std::vector<std::vector<T>>&, std::vector<T>&, const T*, const T*,  \
                               const T*, T*, const Conv2dShape&, bool);                                         \
+  template void conv2d_backward_cpu<T>(ThreadPool&, std::vector<std::vector<T>>&, std::vector<T>&, const T*,     \
+                                       const T*, const T*, T*, T*, T*, const Conv2dShape&);                   \
   template void group_norm_cpu<T>(ThreadPool&, const T*, const T*, const T*, T*, int, int, int, int, double,  \
                                   bool);                                                                       \
   template void upsample_nearest2x_cpu<T>(ThreadPool&, const T*, T*, int, int, int, int);                     \

@@ -30,6 +30,15 @@ bool conv_uses_winograd(const Conv2dShape& s);
 // Output tiles (2x2 each) per Winograd task: depends only on the channel counts.
 int winograd_tile_block(int Ci, int Co);
 
+// The gradients of conv2d_cpu (include/speed/backend.h, conv2d_backward). The batch is cut
+// into a fixed number of sample groups (it depends on N only); one task per group gathers
+// each im2col tile as the forward does and runs two GEMMs on it: dw_group += dy · colᵀ and
+// dcol = Wᵀ · dy, which col2im scatters into the group's own dx samples. The group
+// partials of dw are then summed in group order, so results do not depend on the thread count.
+template <typename T>
+void conv2d_backward_cpu(ThreadPool& pool, std::vector<std::vector<T>>& scratch, std::vector<T>& shared, const T* x,
+                         const T* w, const T* dy, T* dx, T* dw, T* db, const Conv2dShape& s);
+
 template <typename T>
 void group_norm_cpu(ThreadPool& pool, const T* x, const T* gamma, const T* beta, T* y, int N, int C,
                     int HW, int groups, double eps, bool silu);

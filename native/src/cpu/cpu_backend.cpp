@@ -970,10 +970,25 @@ class CpuBackend final : public Backend<T> {
     channel_copy_cpu<T>(pool_, x, y, N, C, HW, Ctot, c_off, relu);
   }
 
+  // ---- CNN classifier training ops (native/src/cpu/conv.cpp) --------------------------------
+  void conv2d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, const Conv2dShape& s) override {
+    conv2d_backward_cpu<T>(pool_, scratch_, conv_shared_, x, w, dy, dx, dw, db, s);
+  }
+  void relu_forward(const T* x, T* y, size_t n) override {
+    parallel_for(pool_, n, kElemGrain, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+    });
+  }
+  void relu_backward(const T* y, const T* dy, T* dx, size_t n) override {
+    parallel_for(pool_, n, kElemGrain, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+    });
+  }
+
  private:
   ThreadPool pool_;
   std::vector<std::vector<T>> scratch_;  // per-thread scratch (attention, conv tiles)
-  std::vector<T> conv_shared_;           // Winograd-transformed conv weights of one call
+  std::vector<T> conv_shared_;           // Winograd-transformed conv weights / dw partials of one call
 };
 
 }  // namespace

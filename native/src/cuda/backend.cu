@@ -85,6 +85,7 @@ class CudaBackend final : public Backend<float> {
     cudaFree(scratch_b_);
     cudaFree(scratch_f_);
     cudaFree(scratch_col_);
+    cudaFree(scratch_dcol_);
     cudaFree(scratch_s_);
     cudaFree(scratch_pb_);
     cudaFree(opt_scratch_);
@@ -390,10 +391,7 @@ class CudaBackend final : public Backend<float> {
     const int K = s.Ci * s.kh * s.kw;
     const bool direct = s.kh == 1 && s.kw == 1 && s.stride == 1 && s.pad_t == 0 && s.pad_l == 0 &&
                         s.pad_b == 0 && s.pad_r == 0;
-    constexpr long long kColElems = 32ll << 20;  // im2col tile cap: 64 MiB bf16 / 128 MiB fp32
-    long long tile = HWo;
-    if (!direct && (long long)K * HWo > kColElems)
-      tile = std::max<long long>(256, (kColElems / K) / 256 * 256);
+    const long long tile = direct ? HWo : conv_tile(K, HWo);
     const void* wop = weight_operand(w, (size_t)s.Co * K);
     void* col = direct ? nullptr : scratch(&scratch_col_, &cap_col_, (size_t)K * tile * esz);
     const size_t in_per = (size_t)s.Ci * s.H * s.W;
@@ -421,6 +419,75 @@ class CudaBackend final : public Backend<float> {
       }
     }
     if (b) cuda::conv_bias_add(y, b, s.N, s.Co, HWo, stream_);
+  }
+  // conv2d_backward: per sample and per pixel tile of the forward, im2col again, then
+  //   dW [Co, K] (+)= dy [Co, tile] col [K, tile]^T  (column-major: dW^T [K x Co] = col^T' dy^T),
+  //   dcol [K, tile] = W^T dy                         (column-major: dcol^T [tile x K] = dy^T W),
+  // and col2im gathers dcol into dx. dW accumulates over the stream's GEMMs in sample
+  // order (beta 1 after the first), so the result does not depend on timing.
+  void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                       const Conv2dShape& s) override {
+    s.validate("cuda backend: conv2d_backward");
+    if (!x || !w || !dy || !dw) throw Error("cuda backend: conv2d_backward: x, w, dy and dw must not be null");
+    const long long HWo = (long long)s.Ho() * s.Wo();
+    const int K = s.Ci * s.kh * s.kw;
+    if (db) cuda::conv_bias_grad(dy, db, s.N, s.Co, HWo, stream_);
+    if (s.N == 0) {
+      cuda::fill(dw, 0.f, (size_t)s.Co * K, stream_);
+      return;
+    }
+    const bool bf16 = opts_.math == CudaMath::BF16;
+    const size_t esz = bf16 ? 2 : 4;
+    const long long tile = conv_tile(K, HWo);
+    void* col = scratch(&scratch_col_, &cap_col_, (size_t)K * tile * esz);
+    float* dcol = dx ? static_cast<float*>(scratch(&scratch_dcol_, &cap_dcol_, (size_t)K * tile * 4)) : nullptr;
+    const void* wop = dx ? weight_operand(w, (size_t)s.Co * K) : nullptr;
+    const size_t in_per = (size_t)s.Ci * s.H * s.W;
+    for (int n = 0; n < s.N; ++n) {
+      const float* xs = x + n * in_per;
+      const char* dyop = static_cast<const char*>(act_operand(dy + (size_t)n * s.Co * HWo, (size_t)s.Co * HWo, 0));
+      float* dxs = dx ? dx + n * in_per : nullptr;
+      if (dxs) SPEED_CUDA_CHECK(cudaMemsetAsync(dxs, 0, in_per * sizeof(float), stream_));
+      for (long long p0 = 0; p0 < HWo; p0 += tile) {
+        const int cols = (int)std::min<long long>(tile, HWo - p0);
+        cuda::im2col(xs, col, bf16, s, p0, cols, stream_);
+        GemmCall c;
+        c.transa = true;
+        c.transb = false;
+        c.m = K;
+        c.n = s.Co;
+        c.k = cols;
+        c.A = col;
+        c.lda = cols;
+        c.B = dyop + p0 * esz;
+        c.ldb = HWo;
+        c.D = dw;
+        c.ldd = K;
+        c.beta = (n == 0 && p0 == 0) ? 0.0f : 1.0f;
+        lt_matmul(lt_, c);
+        if (dxs) {
+          GemmCall d;
+          d.transa = false;
+          d.transb = true;
+          d.m = cols;
+          d.n = K;
+          d.k = s.Co;
+          d.A = dyop + p0 * esz;
+          d.lda = HWo;
+          d.B = wop;
+          d.ldb = K;
+          d.D = dcol;
+          d.ldd = cols;
+          d.beta = 0.0f;
+          lt_matmul(lt_, d);
+          cuda::col2im(dcol, dxs, s, p0, cols, stream_);
+        }
+      }
+    }
+  }
+  void relu_forward(const float* x, float* y, size_t n) override { cuda::relu_forward(x, y, n, stream_); }
+  void relu_backward(const float* y, const float* dy, float* dx, size_t n) override {
+    cuda::relu_backward(y, dy, dx, n, stream_);
   }
   void group_norm_forward(const float* x, const float* gamma, const float* beta, float* y, int N, int C,
                           int HW, int groups, double eps, bool silu) override {
@@ -503,6 +570,14 @@ class CudaBackend final : public Backend<float> {
                   std::to_string(H) + " W=" + std::to_string(W) + " p=" + std::to_string(p));
   }
 
+  // Output pixels per im2col tile of a conv with reduction length K: all of them unless the
+  // tile [K, pixels] would exceed 32M elements (64 MiB bf16 / 128 MiB fp32).
+  static long long conv_tile(int K, long long HWo) {
+    constexpr long long kColElems = 32ll << 20;
+    if ((long long)K * HWo <= kColElems) return HWo;
+    return std::max<long long>(256, (kColElems / K) / 256 * 256);
+  }
+
   // Grows a scratch buffer (synchronising first: a kernel may still read it).
   void* scratch(void** buf, size_t* cap, size_t bytes) {
     if (bytes > *cap) {
@@ -582,8 +657,10 @@ class CudaBackend final : public Backend<float> {
   size_t cap_b_ = 0;
   void* scratch_f_ = nullptr;
   size_t cap_f_ = 0;
-  void* scratch_col_ = nullptr;  // conv2d im2col tile (VAE)
+  void* scratch_col_ = nullptr;  // conv2d im2col tile (VAE, CNN)
   size_t cap_col_ = 0;
+  void* scratch_dcol_ = nullptr;  // conv2d_backward's dcol tile (CNN)
+  size_t cap_dcol_ = 0;
   void* scratch_s_ = nullptr;  // attention_forward_gemm scores [L, L] (VAE)
   size_t cap_s_ = 0;
   void* scratch_pb_ = nullptr;  // their bf16 copy

@@ -3,8 +3,10 @@
 // add, GroupNorm (+ SiLU), nearest x2 upsampling, batched transpose, the
 // diagonal-Gaussian sample, and the row softmax of the GEMM-based attention
 // for head dims the fused attention kernels do not serve (the VAE's
-// single-head attention has head_dim = C = 512). CUDA runtime only (no
-// cuBLAS), so this file is compiled on machines without cuBLASLt too.
+// single-head attention has head_dim = C = 512). And the CNN classifier's
+// training ops (backend.h, "CNN classifier training ops"): col2im (the adjoint
+// of im2col, for conv2d_backward's dx), the bias gradient, ReLU. CUDA runtime
+// only (no cuBLAS), so this file is compiled on machines without cuBLASLt too.
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -45,6 +47,61 @@ __global__ void bias_add_k(float* __restrict__ y, const float* __restrict__ b, i
     const int co = (int)((i / HW) % Co);
     y[i] += b[co];
   }
+}
+
+// dxs [Ci, H, W] (+=) of one sample: each input position gathers the dcol [K, cols] values
+// that im2col_k read from it, for output pixels [p0, p0 + cols). A gather (one thread per
+// input value, a fixed loop order), so no atomics and the same result every run.
+__global__ void col2im_k(const float* __restrict__ dcol, float* __restrict__ dxs, int Ci, int H, int W, int kh,
+                         int kw, int stride, int pad_t, int pad_l, int Wo, long long p0, int cols) {
+  const size_t total = (size_t)Ci * H * W;
+  GRID_STRIDE(i, total) {
+    const int ix = (int)(i % W), iy = (int)((i / W) % H), ci = (int)(i / ((size_t)H * W));
+    float acc = 0.f;
+    for (int ky = 0; ky < kh; ++ky) {
+      const int ty = iy + pad_t - ky;  // = oy * stride
+      if (ty < 0 || ty % stride) continue;
+      const int oy = ty / stride;
+      for (int kx = 0; kx < kw; ++kx) {
+        const int tx = ix + pad_l - kx;  // = ox * stride
+        if (tx < 0 || tx % stride) continue;
+        const int ox = tx / stride;
+        if (ox >= Wo) continue;
+        const long long j = (long long)oy * Wo + ox - p0;
+        if (j < 0 || j >= cols) continue;
+        acc += dcol[((size_t)(ci * kh + ky) * kw + kx) * cols + j];
+      }
+    }
+    dxs[i] += acc;
+  }
+}
+
+// db[co] = the sum of dy [N, Co, HW] over samples and pixels: one block per channel,
+// float64 partial sums in a fixed stride order, a fixed-shape tree.
+constexpr int kBgThreads = 256;
+__global__ void bias_grad_k(const float* __restrict__ dy, float* __restrict__ db, int N, int Co, long long HW) {
+  const int co = blockIdx.x;
+  __shared__ double red[kBgThreads];
+  double acc = 0;
+  const long long total = (long long)N * HW;
+  for (long long i = threadIdx.x; i < total; i += kBgThreads) {
+    const long long n = i / HW, p = i % HW;
+    acc += (double)dy[((size_t)n * Co + co) * HW + p];
+  }
+  red[threadIdx.x] = acc;
+  __syncthreads();
+  for (int o = kBgThreads / 2; o > 0; o >>= 1) {
+    if (threadIdx.x < o) red[threadIdx.x] += red[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) db[co] = (float)red[0];
+}
+
+__global__ void relu_forward_k(const float* x, float* y, size_t n) {
+  GRID_STRIDE(i, n) y[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+__global__ void relu_backward_k(const float* y, const float* dy, float* dx, size_t n) {
+  GRID_STRIDE(i, n) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
 }
 
 // One block per (n, g): float64 partial sums per thread in a fixed stride
@@ -186,6 +243,32 @@ void im2col(const float* xs, void* col, bool bf16, const Conv2dShape& sh, long l
     im2col_k<float><<<grid_for(total), kThreads, 0, s>>>(xs, static_cast<float*>(col), sh.Ci, sh.H, sh.W, sh.kh,
                                                         sh.kw, sh.stride, sh.pad_t, sh.pad_l, sh.Wo(), p0, cols);
   SPEED_CUDA_LAUNCH_CHECK("im2col");
+}
+
+void col2im(const float* dcol, float* dxs, const Conv2dShape& sh, long long p0, int cols, cudaStream_t s) {
+  const size_t total = (size_t)sh.Ci * sh.H * sh.W;
+  if (!total || cols <= 0) return;
+  col2im_k<<<grid_for(total), kThreads, 0, s>>>(dcol, dxs, sh.Ci, sh.H, sh.W, sh.kh, sh.kw, sh.stride, sh.pad_t,
+                                                sh.pad_l, sh.Wo(), p0, cols);
+  SPEED_CUDA_LAUNCH_CHECK("col2im");
+}
+
+void conv_bias_grad(const float* dy, float* db, int N, int Co, long long HW, cudaStream_t s) {
+  if (Co <= 0) return;
+  bias_grad_k<<<Co, kBgThreads, 0, s>>>(dy, db, N, Co, HW);
+  SPEED_CUDA_LAUNCH_CHECK("conv bias grad");
+}
+
+void relu_forward(const float* x, float* y, size_t n, cudaStream_t s) {
+  if (!n) return;
+  relu_forward_k<<<grid_for(n), kThreads, 0, s>>>(x, y, n);
+  SPEED_CUDA_LAUNCH_CHECK("relu_forward");
+}
+
+void relu_backward(const float* y, const float* dy, float* dx, size_t n, cudaStream_t s) {
+  if (!n) return;
+  relu_backward_k<<<grid_for(n), kThreads, 0, s>>>(y, dy, dx, n);
+  SPEED_CUDA_LAUNCH_CHECK("relu_backward");
 }
 
 void conv_bias_add(float* y, const float* b, int N, int Co, long long HW, cudaStream_t s) {

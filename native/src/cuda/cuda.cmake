@@ -134,6 +134,11 @@ if(SPEED_CUDA_BUILT AND SPEED_BUILD_TESTS)
     add_test(NAME cuda_vae_bf16 COMMAND test_cuda_vae bf16)
     set_tests_properties(cuda_vae_fp32 cuda_vae_bf16 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
   endif()
+  if(TARGET test_cuda_cnn)
+    add_test(NAME cuda_cnn_fp32 COMMAND test_cuda_cnn fp32)
+    add_test(NAME cuda_cnn_bf16 COMMAND test_cuda_cnn bf16)
+    set_tests_properties(cuda_cnn_fp32 cuda_cnn_bf16 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+  endif()
   # 200 DiT-S/2 steps (batch 4) on the GPU (FP32) against the CPU backend's loss
   # curve; the CPU side takes most of the time, so the program judges what it
   # managed within --budget-s on a slower machine.

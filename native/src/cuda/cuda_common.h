@@ -148,6 +148,13 @@ void attention_tc_backward(const float* qkv, const float* out, const float* dout
 void im2col(const float* xs, void* col, bool bf16, const Conv2dShape& sh, long long p0, int cols,
             cudaStream_t s);
 void conv_bias_add(float* y, const float* b, int N, int Co, long long HW, cudaStream_t s);
+// CNN training: dxs [Ci, H, W] (+=) of one sample from dcol [Ci*kh*kw, cols] (float32), the
+// adjoint of im2col over output pixels [p0, p0 + cols); db [Co] (=) = sum of dy [N, Co, HW]
+// over n and pixels; ReLU (y may alias x, dx may alias dy).
+void col2im(const float* dcol, float* dxs, const Conv2dShape& sh, long long p0, int cols, cudaStream_t s);
+void conv_bias_grad(const float* dy, float* db, int N, int Co, long long HW, cudaStream_t s);
+void relu_forward(const float* x, float* y, size_t n, cudaStream_t s);
+void relu_backward(const float* y, const float* dy, float* dx, size_t n, cudaStream_t s);
 void group_norm(const float* x, const float* gamma, const float* beta, float* y, int N, int C, int HW,
                 int groups, double eps, bool silu, cudaStream_t s);
 void upsample_nearest2x(const float* x, float* y, int N, int C, int H, int W, cudaStream_t s);

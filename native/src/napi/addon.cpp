@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "bench_binding.h"
+#include "cnn.h"
 #include "convert.h"
 #include "parallel.h"
 #include "gram.h"
@@ -122,7 +123,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sampleStepKernel", Napi::Function::New<SampleStepKernel>(env, "sampleStepKernel"));
   exports.Set("liveModels", Napi::Function::New<LiveModels>(env, "liveModels"));
   exports.Set("runBench", Napi::Function::New<RunBench>(env, "runBench"));
-  exports.Set("ViTModel", ViTModel::Init(env));  // the feature network (src/featnet)
+  exports.Set("ViTModel", ViTModel::Init(env));  // the feature networks (src/featnet)
+  exports.Set("CNNModel", CNNModel::Init(env));
   exports.Set("VAEModel", VAEModel::Init(env));  // SD's VAE (src/vae)
   exports.Set("InceptionModel", InceptionModel::Init(env));  // pytorch-fid's Inception-v3 (src/eval/inception.ts)
   exports.Set("parallel", parallel_exports(env)); // data parallelism (src/parallel)

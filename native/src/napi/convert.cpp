@@ -243,6 +243,48 @@ speed::ViTConfig vit_config_from_js(const Napi::Value& v, const std::string& wha
 
 Napi::Object vit_config_to_js(Napi::Env env, const speed::ViTConfig& c) { return transformer_to_js(env, c); }
 
+std::vector<int> require_int_list(const Napi::Value& v, const std::string& what, size_t max_len, int64_t lo,
+                                  int64_t hi) {
+  if (!v.IsArray()) throw_error(v.Env(), what + " must be an array of integers, got " + describe(v), true);
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() < 1 || a.Length() > max_len)
+    throw_error(v.Env(), what + " must have 1 to " + std::to_string(max_len) + " entries, got " +
+                             std::to_string(a.Length()));
+  std::vector<int> out;
+  for (uint32_t i = 0; i < a.Length(); ++i)
+    out.push_back(static_cast<int>(require_int(a.Get(i), what + "[" + std::to_string(i) + "]", lo, hi)));
+  return out;
+}
+
+// ---- CNNConfig ----------------------------------------------------------------------
+
+speed::CNNConfig cnn_config_from_js(const Napi::Value& v, const std::string& what) {
+  Napi::Object o = require_object(v, what);
+  speed::CNNConfig c;
+  auto i = [&](const char* key, int lo) {
+    return static_cast<int>(require_int(o.Get(key), what + "." + key, lo, 1 << 20));
+  };
+  c.input_size = i("inputSize", 1);
+  c.in_channels = i("inChannels", 1);
+  c.channels = require_int_list(o.Get("channels"), what + ".channels", 8, 1, 4096);
+  c.fc_hidden = i("fcHidden", 1);
+  c.num_classes = i("numClasses", 2);
+  guard(v.Env(), what, [&] { c.validate(); });
+  return c;
+}
+
+Napi::Object cnn_config_to_js(Napi::Env env, const speed::CNNConfig& c) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("inputSize", c.input_size);
+  o.Set("inChannels", c.in_channels);
+  Napi::Array ch = Napi::Array::New(env, c.channels.size());
+  for (size_t k = 0; k < c.channels.size(); ++k) ch.Set(static_cast<uint32_t>(k), c.channels[k]);
+  o.Set("channels", ch);
+  o.Set("fcHidden", c.fc_hidden);
+  o.Set("numClasses", c.num_classes);
+  return o;
+}
+
 // ---- the rest -----------------------------------------------------------------------
 
 speed::Slot slot_from_js(const Napi::Value& v, const std::string& what) {

@@ -14,6 +14,7 @@
 #include "guard.h"
 #include "speed/backend.h"
 #include "speed/dit.h"
+#include "speed/cnn.h"
 #include "speed/vit.h"
 
 namespace speed_napi {
@@ -60,6 +61,15 @@ Napi::Object config_to_js(Napi::Env env, const speed::DiTConfig& c);
 speed::ViTConfig vit_config_from_js(const Napi::Value& v, const std::string& what);
 Napi::Object vit_config_to_js(Napi::Env env, const speed::ViTConfig& c);
 
+// An array of 1 to max_len safe integers in [lo, hi] (stage widths); `what` names it.
+std::vector<int> require_int_list(const Napi::Value& v, const std::string& what, size_t max_len, int64_t lo,
+                                  int64_t hi);
+
+// CNNConfig from { inputSize, inChannels, channels (array of ints), fcHidden,
+// numClasses } (all required); also runs CNNConfig::validate().
+speed::CNNConfig cnn_config_from_js(const Napi::Value& v, const std::string& what);
+Napi::Object cnn_config_to_js(Napi::Env env, const speed::CNNConfig& c);
+
 speed::Slot slot_from_js(const Napi::Value& v, const std::string& what);
 const char* slot_name(speed::Slot s);  // "model", "ema", ...
 speed::SampleStepCoefs coefs_from_js(const Napi::Value& v, const std::string& what);
@@ -76,7 +86,7 @@ std::shared_ptr<speed::Backend<float>> backend_from_js(Napi::Env env, const Napi
                                                        const std::string& device,
                                                        const std::string& what);
 
-// ---- parameters (DiT and ViT alike) ------------------------------------------------
+// ---- parameters (DiT and the classifiers alike) ------------------------------------------------
 // params() -> [{ name, shape, numel, trainable }]
 Napi::Array params_to_js(Napi::Env env, const std::vector<speed::ParamInfo>& ps);
 const speed::ParamInfo* find_param(const std::vector<speed::ParamInfo>& ps, const std::string& name);

@@ -24,15 +24,7 @@ speed::VAEConfig vae_config_from_js(const Napi::Value& v, const std::string& w) 
   c.latent_channels = get("latentChannels", 1, 256);
   c.layers_per_block = get("layersPerBlock", 1, 16);
   c.norm_num_groups = get("normNumGroups", 1, 1024);
-  Napi::Value b = o.Get("blockOutChannels");
-  if (!b.IsArray()) throw_error(o.Env(), w + ".blockOutChannels must be an array of integers, got " + describe(b), true);
-  Napi::Array a = b.As<Napi::Array>();
-  if (a.Length() < 1 || a.Length() > 8)
-    throw_error(o.Env(), w + ".blockOutChannels must have 1 to 8 entries, got " + std::to_string(a.Length()));
-  c.block_out_channels.clear();
-  for (uint32_t i = 0; i < a.Length(); ++i)
-    c.block_out_channels.push_back(static_cast<int>(
-        require_int(a.Get(i), w + ".blockOutChannels[" + std::to_string(i) + "]", 1, 8192)));
+  c.block_out_channels = require_int_list(o.Get("blockOutChannels"), w + ".blockOutChannels", 8, 1, 8192);
   guard(o.Env(), w, [&] { c.validate(); });
   return c;
 }

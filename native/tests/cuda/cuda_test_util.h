@@ -108,4 +108,55 @@ inline std::shared_ptr<speed::Backend<float>> cuda_or_skip(speed::CudaMath m) {
   return speed::make_cuda_backend(o);
 }
 
+// The same tensor on the CPU backend (c) and the CUDA one (g): given values, or zeros on
+// the CPU and NaN on the GPU (poisoned: an output the GPU op does not write fails).
+struct PairBuf {
+  DBuf<float> c, g;
+  PairBuf(speed::Backend<float>& cpu, speed::Backend<float>& gpu, const std::vector<float>& h)
+      : c(cpu, h), g(gpu, h) {}
+  PairBuf(speed::Backend<float>& cpu, speed::Backend<float>& gpu, size_t n) : c(cpu, n), g(gpu, n) {
+    g.poison();
+    c.set(std::vector<float>(n, 0.f));
+  }
+  // the GPU copy against the CPU one
+  bool close(const std::string& what, double tol) const { return expect_close(what, g.get(), c.get(), tol); }
+};
+
+inline speed::Conv2dShape conv_shape(int N, int Ci, int H, int W, int Co, int k, int stride, int pad_t, int pad_l,
+                                     int pad_b, int pad_r) {
+  speed::Conv2dShape c;
+  c.N = N, c.Ci = Ci, c.H = H, c.W = W, c.Co = Co, c.kh = c.kw = k, c.stride = stride;
+  c.pad_t = pad_t, c.pad_l = pad_l, c.pad_b = pad_b, c.pad_r = pad_r;
+  return c;
+}
+
+// What a CPU-vs-CUDA test program holds: both backends, the math mode and the op filter
+// of its command line (`prog fp32|tf32|bf16 [filter]`), and the tolerances (relative
+// norm) that go with the math: matrix products and whole models.
+struct PairEnv {
+  std::shared_ptr<speed::Backend<float>> gpu, cpu;
+  speed::CudaMath math = speed::CudaMath::FP32;
+  const char* filter = nullptr;
+  // exits 77 (skipped) without a usable GPU
+  void init(int argc, char** argv) {
+    math = parse_math(argc, argv);
+    filter = argc > 2 ? argv[2] : nullptr;
+    gpu = cuda_or_skip(math);
+    cpu = speed::make_cpu_backend<float>(0);
+  }
+  bool want(const char* name) const { return !filter || std::strstr(name, filter); }
+  double tol_mm() const { return math == speed::CudaMath::BF16 ? 2e-2 : math == speed::CudaMath::TF32 ? 2e-3 : 1e-5; }
+  double tol_model() const {
+    return math == speed::CudaMath::BF16 ? 5e-2 : math == speed::CudaMath::TF32 ? 1e-2 : 1e-4;
+  }
+};
+inline PairEnv env;  // the program's
+
+// A tensor on both backends of env.
+struct PF : PairBuf {
+  explicit PF(const std::vector<float>& h) : PairBuf(*env.cpu, *env.gpu, h) {}
+  explicit PF(size_t n) : PairBuf(*env.cpu, *env.gpu, n) {}
+};
+inline void cmp(const std::string& what, const PairBuf& p, double tol) { p.close(what, tol); }
+
 }  // namespace cudatest

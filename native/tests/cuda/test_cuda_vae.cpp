@@ -15,32 +15,9 @@
 using namespace speed;
 using namespace cudatest;
 
-static std::shared_ptr<Backend<float>> G, C;
-static CudaMath g_math;
+static std::shared_ptr<Backend<float>>& G = env.gpu;
+static std::shared_ptr<Backend<float>>& C = env.cpu;
 static std::mt19937 rng(4321);
-static const char* g_filter = nullptr;
-
-static bool want(const char* name) { return !g_filter || std::strstr(name, g_filter); }
-static double tol_mm() { return g_math == CudaMath::BF16 ? 2e-2 : g_math == CudaMath::TF32 ? 2e-3 : 1e-5; }
-static double tol_model() { return g_math == CudaMath::BF16 ? 5e-2 : g_math == CudaMath::TF32 ? 1e-2 : 1e-4; }
-
-struct PF {
-  DBuf<float> c, g;
-  explicit PF(const std::vector<float>& h) : c(*C, h), g(*G, h) {}
-  explicit PF(size_t n) : c(*C, n), g(*G, n) {
-    g.poison();
-    std::vector<float> z(n, 0.f);
-    c.set(z);
-  }
-};
-static void cmp(const std::string& what, PF& p, double tol) { expect_close(what, p.g.get(), p.c.get(), tol); }
-
-static Conv2dShape shape(int N, int Ci, int H, int W, int Co, int k, int s, int t, int l, int b, int r) {
-  Conv2dShape c;
-  c.N = N; c.Ci = Ci; c.H = H; c.W = W; c.Co = Co; c.kh = c.kw = k; c.stride = s;
-  c.pad_t = t; c.pad_l = l; c.pad_b = b; c.pad_r = r;
-  return c;
-}
 
 static void test_conv(const char* name, const Conv2dShape& s, bool accum) {
   const size_t nx = (size_t)s.N * s.Ci * s.H * s.W, nw = (size_t)s.Co * s.Ci * s.kh * s.kw;
@@ -54,19 +31,19 @@ static void test_conv(const char* name, const Conv2dShape& s, bool accum) {
   }
   C->conv2d_forward(x.c.p, w.c.p, b.c.p, y.c.p, s, accum);
   G->conv2d_forward(x.g.p, w.g.p, b.g.p, y.g.p, s, accum);
-  cmp(std::string("conv2d ") + name + (accum ? " accum" : ""), y, tol_mm());
+  cmp(std::string("conv2d ") + name + (accum ? " accum" : ""), y, env.tol_mm());
 }
 
 static void test_ops() {
-  if (want("conv")) {
-    test_conv("3x3 pad1 N2 5x7x9->6", shape(2, 5, 7, 9, 6, 3, 1, 1, 1, 1, 1), false);
-    test_conv("3x3 s2 pad(0,0,1,1) N2 8x16x12->8", shape(2, 8, 16, 12, 8, 3, 2, 0, 0, 1, 1), false);
-    test_conv("1x1 direct N3 16x9x7->24", shape(3, 16, 9, 7, 24, 1, 1, 0, 0, 0, 0), true);
-    test_conv("3x3 pad1 accum N1 32x20x20->32", shape(1, 32, 20, 20, 32, 3, 1, 1, 1, 1, 1), true);
+  if (env.want("conv")) {
+    test_conv("3x3 pad1 N2 5x7x9->6", conv_shape(2, 5, 7, 9, 6, 3, 1, 1, 1, 1, 1), false);
+    test_conv("3x3 s2 pad(0,0,1,1) N2 8x16x12->8", conv_shape(2, 8, 16, 12, 8, 3, 2, 0, 0, 1, 1), false);
+    test_conv("1x1 direct N3 16x9x7->24", conv_shape(3, 16, 9, 7, 24, 1, 1, 0, 0, 0, 0), true);
+    test_conv("3x3 pad1 accum N1 32x20x20->32", conv_shape(1, 32, 20, 20, 32, 3, 1, 1, 1, 1, 1), true);
     // K = 4608, Ho*Wo = 9216: K*HW > 32M elements, so the GPU runs several pixel tiles
-    test_conv("3x3 tiled im2col N1 512x96x96->8", shape(1, 512, 96, 96, 8, 3, 1, 1, 1, 1, 1), false);
+    test_conv("3x3 tiled im2col N1 512x96x96->8", conv_shape(1, 512, 96, 96, 8, 3, 1, 1, 1, 1, 1), false);
   }
-  if (want("group_norm")) {
+  if (env.want("group_norm")) {
     for (bool silu : {false, true}) {
       const int N = 2, Cc = 64, HW = 33 * 17, groups = 32;
       auto xh = randn((size_t)N * Cc * HW, rng, 2.0f);
@@ -80,7 +57,7 @@ static void test_ops() {
       cmp(std::string("group_norm in place") + (silu ? "+silu" : ""), x, 1e-5);
     }
   }
-  if (want("small")) {
+  if (env.want("small")) {
     PF x(randn(2 * 3 * 5 * 7, rng)), y(2 * 3 * 10 * 14);
     C->upsample_nearest2x(x.c.p, y.c.p, 2, 3, 5, 7);
     G->upsample_nearest2x(x.g.p, y.g.p, 2, 3, 5, 7);
@@ -98,7 +75,7 @@ static void test_ops() {
     G->gaussian_sample(m.g.p, nullptr, zm.g.p, 2, 4, 50);
     cmp("gaussian_sample mean", zm, 0);
   }
-  if (want("attention")) {
+  if (env.want("attention")) {
     struct A { int N, L, heads, hd; };
     for (A a : {A{2, 1024, 1, 512}, A{1, 37, 2, 96}, A{3, 64, 1, 16 * 3}}) {
       const size_t D = (size_t)a.heads * a.hd;
@@ -107,8 +84,8 @@ static void test_ops() {
       G->attention_forward(qkv.g.p, out.g.p, lse.g.p, a.N, a.L, a.heads, a.hd);
       const std::string tag = "attention (GEMM path) N" + std::to_string(a.N) + " L" + std::to_string(a.L) + " h" +
                               std::to_string(a.heads) + " hd" + std::to_string(a.hd);
-      cmp(tag + " out", out, tol_mm());
-      cmp(tag + " lse", lse, g_math == CudaMath::BF16 ? 5e-3 : 1e-5);
+      cmp(tag + " out", out, env.tol_mm());
+      cmp(tag + " lse", lse, env.math == CudaMath::BF16 ? 5e-3 : 1e-5);
     }
   }
 }
@@ -137,26 +114,23 @@ static void test_model(const char* name, const VAEConfig& cfg, int N, int S) {
   std::vector<float> mc((size_t)N * 2 * zc * h * h), mg(mc.size());
   vc.encode_moments(x.data(), N, S, S, mc.data(), N);
   vg.encode_moments(x.data(), N, S, S, mg.data(), 2);
-  expect_close(std::string("VAE ") + name + " encoder moments", mg, mc, tol_model());
+  expect_close(std::string("VAE ") + name + " encoder moments", mg, mc, env.tol_model());
   std::vector<float> zs_c((size_t)N * zc * h * h), zs_g(zs_c.size());
   vc.encode(x.data(), N, S, S, zs_c.data(), true, 5, 9, N);
   vg.encode(x.data(), N, S, S, zs_g.data(), true, 5, 9, 1);
-  expect_close(std::string("VAE ") + name + " sampled latents (Philox eps on both)", zs_g, zs_c, tol_model());
+  expect_close(std::string("VAE ") + name + " sampled latents (Philox eps on both)", zs_g, zs_c, env.tol_model());
   std::vector<float> yc((size_t)N * cfg.out_channels * S * S), yg(yc.size());
   vc.decode(zs_c.data(), N, h, h, yc.data(), N);
   vg.decode(zs_c.data(), N, h, h, yg.data(), 1);
-  expect_close(std::string("VAE ") + name + " decoded", yg, yc, tol_model());
+  expect_close(std::string("VAE ") + name + " decoded", yg, yc, env.tol_model());
 }
 
 int main(int argc, char** argv) {
-  g_math = parse_math(argc, argv);
-  g_filter = argc > 2 ? argv[2] : nullptr;
-  G = cuda_or_skip(g_math);
-  C = make_cpu_backend<float>(0);
-  std::printf("CUDA VAE ops and model vs CPU, math %s\n", math_name(g_math));
+  env.init(argc, argv);
+  std::printf("CUDA VAE ops and model vs CPU, math %s\n", math_name(env.math));
   try {
     test_ops();
-    if (want("model")) {
+    if (env.want("model")) {
       VAEConfig tiny;
       tiny.block_out_channels = {32, 64};
       tiny.layers_per_block = 1;
