@@ -22,6 +22,7 @@ import { useAddon } from './helpers-e2e.js';
 useAddon();
 const { InceptionV3, inceptionFeatureSpace, PYTORCH_FID_WEIGHTS_URL } = await import('../src/eval/inception.js');
 const { CheckpointError } = await import('../src/errors.js');
+const { NativeError, nativeInfo } = await import('../src/native.js');
 const { encodeSafetensors, f32Tensor } = await import('../src/io/safetensors.js');
 const { readNpz } = await import('../src/io/npz.js');
 const { convertPt } = await import('../src/convert/index.js');
@@ -131,7 +132,8 @@ test('bad weight files and devices are clear errors', async () => {
     assert.ok(e.message.includes(PYTORCH_FID_WEIGHTS_URL) && e.message.includes(path.resolve(missing)), e.message);
     return true;
   });
-  await assert.rejects(InceptionV3.load(missing, { device: 'cuda' }), /not available on CUDA yet/);
+  await assert.rejects(InceptionV3.load(missing, { device: 'gpu' as 'cuda' }), /InceptionV3\.load: device must be 'cpu' or 'cuda', got gpu/);
+  await assert.rejects(InceptionV3.load(missing, { device: 'cuda', cudaMath: 'fp16' as 'fp32' }), /InceptionV3\.load: cudaMath must be 'bf16', 'tf32' or 'fp32', got "fp16"/);
 
   const good = path.join(dir, 'good.safetensors');
   writeSynthetic(good);
@@ -176,6 +178,60 @@ test('bad weight files and devices are clear errors', async () => {
   await assert.rejects(net.run({ data: new Uint8Array(7), N: 1, H: 2, W: 2, C: 3 }), /expected N·H·W·C/);
   net.dispose();
   await assert.rejects(net.run({ data: new Uint8Array(12), N: 1, H: 2, W: 2, C: 3 }), /disposed/);
+});
+
+// Seeded He-uniform convs with BatchNorm scale 1 (writeSynthetic's convs are zero): the features
+// then depend on every conv, pool, resize and concat of the network.
+function randomConvs(tensors: [string, ReturnType<typeof f32Tensor>][]): void {
+  let state = 12345;
+  const next = (): number => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    return state / 2 ** 32 - 0.5;
+  };
+  for (let i = 0; i < tensors.length; i++) {
+    const [name, t] = tensors[i];
+    const shape = t.shape;
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (name.endsWith('.conv.weight')) {
+      const bound = Math.sqrt(6 / (n / shape[0]));
+      tensors[i] = [name, f32Tensor(Float32Array.from({ length: n }, () => 2 * bound * next()), shape)];
+    } else if (name.endsWith('.bn.weight')) {
+      tensors[i] = [name, f32Tensor(new Float32Array(n).fill(1), shape)];
+    }
+  }
+}
+
+test('device cuda: a clear error without a CUDA backend or GPU; with one, the CPU\'s features', async () => {
+  const dir = tmp();
+  const file = path.join(dir, 'random.safetensors');
+  writeSynthetic(file, randomConvs);
+  const cuda = nativeInfo().cuda;
+  if (!cuda.available) {
+    // refused before the 95 MB of weights are read, naming why (a CPU-only build, no driver, no device)
+    await assert.rejects(InceptionV3.load(file, { device: 'cuda' }), (e: Error) => {
+      assert.ok(e instanceof NativeError, String(e));
+      assert.ok(e.message.includes(`InceptionV3.load: device 'cuda' is not available: ${cuda.reason}`), e.message);
+      return true;
+    });
+    return;
+  }
+  const N = 3, H = 32, W = 32, C = 3;
+  const data = Uint8Array.from({ length: N * H * W * C }, (_, i) => (i * 2654435761) >>> 24);
+  const cpu = await InceptionV3.load(file, { threads: 2 });
+  const gpu = await InceptionV3.load(file, { device: 'cuda' });
+  try {
+    assert.equal(gpu.device, 'cuda');
+    const a = await cpu.run({ data, N, H, W, C }, 3);
+    const b = await gpu.run({ data, N, H, W, C }, 2);
+    for (const o of ['pool3', 'logits', 'spatial'] as const) {
+      const err = relErr(b[o], a[o]);
+      console.log(`# cuda vs cpu ${o}: max rel err ${err.toExponential(2)}`);
+      assert.ok(err < 1e-4, `${o}: ${err}`);
+    }
+  } finally {
+    cpu.dispose();
+    gpu.dispose();
+  }
 });
 
 test('matches PyTorch (tools/torch_inception.py) on seeded weights within 1e-4', { skip: TORCH_PY ? false : 'no python3 with torch and torchvision', timeout: 900_000 }, async () => {

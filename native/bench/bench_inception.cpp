@@ -1,23 +1,28 @@
-// Inception-v3 (pytorch-fid's FID network) on the CPU: where a forward's time goes.
+// Inception-v3 (pytorch-fid's FID network) on the CPU or a GPU: where a forward's time goes.
 // Random weights (the speed does not depend on them), `batch` uint8 images of S x S
-// resized to 299, on `threads` threads: images/s (wall) and CPU seconds per image
+// resized to 299, on `threads` threads (CPU): images/s (wall) and CPU seconds per image
 // (process CPU time, all threads), then the same run through the profiling backend,
 // its op time grouped by kind (convs by kernel shape) with each group's share and
 // GFLOP/s, beside the single-thread 1024^3 GEMM rate. Shares come from wall-clock op
-// timings, so on a busy machine read them as proportions.
-//   bench_inception [size (32)] [batch (8)] [threads (2)] [reps (2)]
+// timings, so on a busy machine read them as proportions. With device cuda the network runs
+// on the CUDA backend (operands `math`, fp32 by default as evaluation runs it); the images/s
+// line is then the GPU's, and the host's CPU time per image is what feeding it costs.
+//   bench_inception [size (32)] [batch (8)] [threads (2)] [reps (2)] [device cpu|cuda (cpu)]
+//                   [math fp32|tf32|bf16 (fp32)]
 #include <time.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "../src/cpu/gemm.h"
 #include "speed/cpu.h"
+#include "speed/cuda.h"
 #include "speed/inception.h"
 #include "speed/profile.h"
 
@@ -48,11 +53,35 @@ static void fill(InceptionV3<float>& net) {
 int main(int argc, char** argv) {
   const int S = argc > 1 ? std::atoi(argv[1]) : 32, B = argc > 2 ? std::atoi(argv[2]) : 8,
             T = argc > 3 ? std::atoi(argv[3]) : 2, reps = argc > 4 ? std::max(1, std::atoi(argv[4])) : 2;
+  const std::string device = argc > 5 ? argv[5] : "cpu", math = argc > 6 ? argv[6] : "fp32";
+  if (device != "cpu" && device != "cuda") {
+    std::fprintf(stderr, "bench_inception: device must be cpu or cuda, got %s\n", device.c_str());
+    return 2;
+  }
+  std::shared_ptr<Backend<float>> inner;
+  if (device == "cuda") {
+    std::string why;
+    if (!cuda_available(&why)) {
+      std::printf("SKIPPED: %s\n", why.c_str());
+      return 77;
+    }
+    CudaOptions co;
+    if (math == "fp32") co.math = CudaMath::FP32;
+    else if (math == "tf32") co.math = CudaMath::TF32;
+    else if (math == "bf16") co.math = CudaMath::BF16;
+    else {
+      std::fprintf(stderr, "bench_inception: math must be fp32, tf32 or bf16, got %s\n", math.c_str());
+      return 2;
+    }
+    inner = make_cuda_backend(co);
+  } else {
+    inner = make_cpu_backend<float>(T);
+  }
   std::vector<uint8_t> img(size_t(B) * S * S * 3);
   for (size_t i = 0; i < img.size(); ++i) img[i] = uint8_t((i * 2654435761u) >> 24);
   std::vector<float> pool3(size_t(B) * 2048), logits(size_t(B) * 1008), spatial(size_t(B) * 2023);
 
-  auto prof = make_profiling_backend<float>(make_cpu_backend<float>(T));
+  auto prof = make_profiling_backend<float>(inner);
   InceptionV3<float> net(prof);
   fill(net);
   const double gflop = net.flops() * 1e-9;
@@ -64,8 +93,12 @@ int main(int argc, char** argv) {
     wall = std::min(wall, wall_s() - w0);
     cpu = std::min(cpu, cpu_s() - c0);
   }
-  std::printf("inception %dx%d -> 299, batch %d, %d threads, gemm %s: %.2f images/s, %.3f cpu-s/image, %.1f GFLOP/cpu-s\n",
-              S, S, B, T, cpu_gemm_name(), B / wall, cpu / B, gflop * B / cpu);
+  if (device == "cuda")
+    std::printf("inception %dx%d -> 299, batch %d, cuda %s: %.2f images/s, %.1f GFLOP/s, host %.3f cpu-s/image\n", S,
+                S, B, math.c_str(), B / wall, gflop * B / wall, cpu / B);
+  else
+    std::printf("inception %dx%d -> 299, batch %d, %d threads, gemm %s: %.2f images/s, %.3f cpu-s/image, %.1f GFLOP/cpu-s\n",
+                S, S, B, T, cpu_gemm_name(), B / wall, cpu / B, gflop * B / cpu);
 
   prof->record(true);
   net.run(img.data(), B, S, S, 3, pool3.data(), logits.data(), spatial.data(), B);

@@ -7,8 +7,8 @@
 # timeout is cut to the time that is left (minus a reserve for the summary). Steps in
 # order of value:
 #   (a) machine info  (b) build (-j16; only test_cuda_ops, test_cuda_train, test_cuda_curve,
-#       test_cuda_attn_bench, test_cuda_vae, test_cuda_cnn, bench_native, and the kernel-development programs
-#       dev_cuda_attention, dev_cuda_norm of native/dev/cuda)
+#       test_cuda_attn_bench, test_cuda_vae, test_cuda_cnn, test_cuda_inception, bench_native, bench_inception,
+#       and the kernel-development programs dev_cuda_attention, dev_cuda_norm of native/dev/cuda)
 #   (c) CUDA tests (bf16 attention first: when it fails, the bench runs with
 #       SPEED_CUDA_ATTENTION=fp32 so that it still produces numbers from the safe path);
 #       the optimizer's non-finite-update check kernels on their own (ops-optimizer-skip); the
@@ -167,6 +167,8 @@ for (model, b, v), rs in groups.items():
     print(f"profile {model} b{b} [{v}]: {tot['ms'] if tot else 0:.1f} ms summed over ops; " +
           "; ".join(f"{r['what'][5:]} x{r.get('calls', 0)} {r['ms']:.1f}ms {100*r['share']:.0f}%" +
                     (f" {r['gflops']/1e3:.0f}TF/s" if r.get("gflops") else "") for r in ops))
+for l in re.findall(r"^inception \d+x\d+ -> 299.*cuda.*$", t, re.M):  # bench_inception on the GPU
+    print("Inception-v3 " + l[len("inception "):])
 for r in (r for r in nat if str(r.get("what", "")).startswith("vae ")):  # the VAE rows
     print(f"VAE {r['model']} b{r['batch']} {r['what'][4:]}: {r.get('imagesPerSec', 0):.1f} images/s, "
           f"{r.get('gflops', 0)/1e3:.1f} TFLOP/s, {r.get('ratioToGemm', 0):.2f} x GEMM, {r.get('activationMB', 0):.0f} MiB")
@@ -226,10 +228,10 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
   step configure 60 5 "$BLOG" cmake -S . -B "$BUILD" $GEN -DSPEED_CUDA=ON \
     -DSPEED_CUDA_ARCHITECTURES="$ARCH" -DCMAKE_BUILD_TYPE=Release
-  if ! step build 200 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae test_cuda_cnn bench_native dev_cuda_attention dev_cuda_norm; then
+  if ! step build 200 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae test_cuda_cnn test_cuda_inception bench_native bench_inception dev_cuda_attention dev_cuda_norm; then
     # keep going with whatever did build (make: -k; ninja: -k 0)
     if [ -n "$GEN" ]; then K="-k 0"; else K="-k"; fi
-    step build-rest 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae test_cuda_cnn bench_native dev_cuda_attention dev_cuda_norm -- $K
+    step build-rest 90 10 "$BLOG" cmake --build "$BUILD" -j16 --target test_cuda_ops test_cuda_train test_cuda_curve test_cuda_attn_bench test_cuda_vae test_cuda_cnn test_cuda_inception bench_native bench_inception dev_cuda_attention dev_cuda_norm -- $K
   fi
   grep -E "error|FAILED" "$BLOG" | head -8
 fi
@@ -272,6 +274,19 @@ if [ -x "$CNNT" ]; then
   step cnn-bf16 30 10 "$TLOG" "$CNNT" bf16
 else
   echo "cnn: $CNNT not built" | tee -a "$STATUS"
+fi
+
+# Inception-v3 (FID's network): its ops (pools, global average, resize to 299, channel-slot
+# copy, the convs at its kernel shapes) and the whole network's pool3 / logits / spatial
+# features against the CPU backend, then images/s at 256x256 with fp32 operands (as
+# evaluation runs it; the "inception ... cuda" line of tests.txt, quoted in the summary)
+INCT="$BUILD/test_cuda_inception"
+if [ -x "$INCT" ]; then
+  step inception-fp32 60 10 "$TLOG" "$INCT" fp32
+  step inception-tf32 40 10 "$TLOG" "$INCT" tf32
+  [ -x "$BUILD/bench_inception" ] && step bench-inception 40 10 "$TLOG" "$BUILD/bench_inception" 256 32 16 2 cuda fp32
+else
+  echo "inception: $INCT not built" | tee -a "$STATUS"
 fi
 if [ -x "$TRAIN" ]; then
   step train-fp32 60 10 "$TLOG" "$TRAIN" fp32
@@ -354,6 +369,12 @@ if [ -n "$SAN" ] && [ -x "$OPS" ] && [ $(( $(left) - RESERVE )) -ge 60 ]; then
       step memcheck-fp32-vae-$f 25 8 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$VAET" fp32 $f
     done
     step racecheck-fp32-vae-group_norm 25 8 "$TLOG" "$SAN" --tool racecheck --error-exitcode 9 "$VAET" fp32 group_norm
+  fi
+  # the Inception kernels (pool.cu), op by op
+  if [ -x "$INCT" ]; then
+    for f in pool gap resize copy; do
+      step memcheck-fp32-inception-$f 25 8 "$TLOG" "$SAN" --tool memcheck --error-exitcode 9 "$INCT" fp32 $f
+    done
   fi
 else
   echo "sanitizer SKIPPED ($( [ -n "$SAN" ] && echo "$(( $(left) - RESERVE ))s left" || echo "not found"))" | tee -a "$STATUS"

@@ -14,7 +14,7 @@ import { openPt } from '../convert/pt.js';
 import type { PtTensor, PyValue } from '../convert/unpickle.js';
 import { CheckpointError } from '../errors.js';
 import { asFloat32, SafetensorsReader, type SafeDtype, type SafeTensor } from '../io/safetensors.js';
-import { addonExport, addonPath, call, callAsync, checkInt, NativeError, type Device, type ParamInfo } from '../native.js';
+import { addonExport, addonPath, call, callAsync, checkInt, NativeError, type CudaMath, type Device, type ParamInfo } from '../native.js';
 import { sha256File } from '../vae/index.js';
 import { checkImageBatch, type FeatureOutputs, type FeatureSpace, type ImageBatch } from './features.js';
 
@@ -43,7 +43,7 @@ interface NativeInception {
   dispose(): void;
   busy(): string | null;
 }
-type InceptionCtor = new (opts: { device: Device; threads?: number }) => NativeInception;
+type InceptionCtor = new (opts: { device: Device; threads?: number; cudaDevice?: number; cudaMath?: CudaMath }) => NativeInception;
 
 function ctor(): InceptionCtor {
   const c = addonExport('InceptionModel') as InceptionCtor | undefined;
@@ -110,6 +110,16 @@ async function checkHash(file: string): Promise<void> {
   }
 }
 
+export interface InceptionLoadOptions {
+  device?: Device;
+  /** CPU threads (0: all cores) */
+  threads?: number;
+  /** which GPU (device 'cuda'); default 0 */
+  cudaDevice?: number;
+  /** operand precision of the convs and the fc on CUDA; default 'fp32' */
+  cudaMath?: CudaMath;
+}
+
 export class InceptionV3 {
   #native: NativeInception | null;
   readonly file: string;
@@ -124,12 +134,26 @@ export class InceptionV3 {
   /**
    * Loads pytorch-fid's FID Inception weights from `weightsPath` (the .pth it publishes,
    * or a .safetensors converted from it). Every tensor is checked by name and shape.
+   * On `device: 'cuda'` the convs and the fc run with float32 operands unless `cudaMath`
+   * says otherwise ('tf32' or 'bf16' trade the metrics' precision for speed).
    */
-  static async load(weightsPath: string, opts: { device?: 'cpu' | 'cuda'; threads?: number } = {}): Promise<InceptionV3> {
+  static async load(weightsPath: string, opts: InceptionLoadOptions = {}): Promise<InceptionV3> {
+    const w = 'InceptionV3.load';
     const device = opts.device ?? 'cpu';
-    const threads = opts.threads === undefined ? undefined : checkInt(opts.threads, 'InceptionV3.load: threads', 0, 4096);
-    // the device first: a CUDA request fails before 95 MB are read
-    const native = call(() => new (ctor())({ device, ...(threads === undefined ? {} : { threads }) }));
+    if (device !== 'cpu' && device !== 'cuda') throw new NativeError(`${w}: device must be 'cpu' or 'cuda', got ${String(device)}`);
+    const threads = opts.threads === undefined ? undefined : checkInt(opts.threads, `${w}: threads`, 0, 4096);
+    if (opts.cudaDevice !== undefined) checkInt(opts.cudaDevice, `${w}: cudaDevice`, 0, 1024);
+    if (opts.cudaMath !== undefined && !['bf16', 'tf32', 'fp32'].includes(opts.cudaMath)) {
+      throw new NativeError(`${w}: cudaMath must be 'bf16', 'tf32' or 'fp32', got ${JSON.stringify(opts.cudaMath)}`);
+    }
+    const o = {
+      device,
+      ...(threads === undefined ? {} : { threads }),
+      ...(opts.cudaDevice === undefined ? {} : { cudaDevice: opts.cudaDevice }),
+      ...(opts.cudaMath === undefined ? {} : { cudaMath: opts.cudaMath }),
+    };
+    // the device first: a CUDA request on a build or machine without one fails before 95 MB are read
+    const native = call(() => new (ctor())(o));
     try {
       if (!existsSync(weightsPath) || !statSync(weightsPath).isFile()) {
         throw new CheckpointError(

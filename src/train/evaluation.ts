@@ -110,8 +110,8 @@ export class TrainingEval {
     if (w.isRoot) {
       let space: FeatureSpace;
       try {
-        // the Inception network runs on the CPU backend (its CUDA path is not there yet), whatever trains
-        space = await resolveFeatureSpace(c.eval.feature_space, { inceptionPath: c.evaluate.inception.path ?? undefined, device: 'cpu', threads: c.threads || undefined });
+        // the Inception network (inception-v3) runs on the device the model trains on (rank 0: GPU 0 under device=cuda)
+        space = await resolveFeatureSpace(c.eval.feature_space, { inceptionPath: c.evaluate.inception.path ?? undefined, device: c.device, threads: c.threads || undefined });
       } catch (e) {
         throw new ConfigError('eval.feature_space', e instanceof Error ? e.message : String(e));
       }

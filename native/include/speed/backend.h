@@ -270,8 +270,8 @@ class Backend {
   virtual void gaussian_sample(const T* moments, const T* eps, T* z, int N, int C, int HW) = 0;
 
   // ==== Inception-v3 ops (forward only; native/src/core/inception.cpp) ====
-  // All NCHW, contiguous. The base versions throw: a backend without its own (CUDA for
-  // now) says so by name instead of failing to compile or running something else.
+  // All NCHW, contiguous (CPU and CUDA implement them). The base versions throw: a backend
+  // without its own says so by name instead of failing to compile or running something else.
   //
   // y [N, C, Ho, Wo] (=), Ho = (H + 2 pad - k) / stride + 1 (floor, as torch's
   // ceil_mode=False), pad < k on every side. Max ignores the padded positions (torch pads

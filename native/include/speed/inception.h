@@ -41,7 +41,8 @@ class InceptionV3 {
   static constexpr int kSpatialC = 7, kSpatialHW = 17;    // mixed_6/conv[..., :7] at 17x17
   static constexpr int kSpatial = kSpatialC * kSpatialHW * kSpatialHW;  // 2023
 
-  // Throws speed::Error for a backend that lacks the Inception ops (CUDA for now).
+  // Any backend with the Inception ops (CPU, CUDA); one without them throws speed::Error
+  // naming the op at the first run().
   explicit InceptionV3(std::shared_ptr<Backend<T>> backend);
   ~InceptionV3();
   InceptionV3(const InceptionV3&) = delete;

@@ -206,9 +206,6 @@ struct InceptionV3<T>::Impl {
 
   explicit Impl(std::shared_ptr<Backend<T>> b) : be_ptr(std::move(b)) {
     if (!be_ptr) throw Error("InceptionV3: backend is null");
-    if (be_ptr->name() == "cuda")
-      throw Error("InceptionV3: the network is not available on CUDA yet (its pool, resize and concat ops have no "
-                  "CUDA kernels); use device 'cpu'");
     be = be_ptr.get();
     net = make_net();
     raw.assign(net.lay.raw_numel, T(0));

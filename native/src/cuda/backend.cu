@@ -510,6 +510,21 @@ class CudaBackend final : public Backend<float> {
     cuda::gaussian_sample(moments, eps, z, N, C, HW, stream_);
   }
 
+  // ---- Inception-v3 ops (pool.cu) -------------------------------------------------------
+  void pool2d_forward(const float* x, float* y, int N, int C, int H, int W, int k, int stride, int pad,
+                      PoolMode mode) override {
+    cuda::pool2d(x, y, N, C, H, W, k, stride, pad, mode, stream_);
+  }
+  void global_avg_pool(const float* x, float* y, int N, int C, int HW) override {
+    cuda::global_avg_pool(x, y, N, C, HW, stream_);
+  }
+  void resize_bilinear(const float* x, float* y, int N, int C, int H, int W, int Ho, int Wo) override {
+    cuda::resize_bilinear(x, y, N, C, H, W, Ho, Wo, stream_);
+  }
+  void channel_copy(const float* x, float* y, int N, int C, int HW, int Ctot, int c_off, bool relu) override {
+    cuda::channel_copy(x, y, N, C, HW, Ctot, c_off, relu, stream_);
+  }
+
  private:
   // Attention through two GEMMs per (sample, head) and a row softmax, for head dims
   // the fused kernels do not serve: S [L, L] = Q K^T (column-major D[j, i] = K[j] . Q[i]),

@@ -30,7 +30,8 @@ set(SPEED_CUDA_RUNTIME_SOURCES
   ${SPEED_CUDA_DIR}/diffusion.cu
   ${SPEED_CUDA_DIR}/optimizer.cu
   ${SPEED_CUDA_DIR}/sampling.cu
-  ${SPEED_CUDA_DIR}/conv.cu)
+  ${SPEED_CUDA_DIR}/conv.cu
+  ${SPEED_CUDA_DIR}/pool.cu)
 set(SPEED_CUDA_BUILT FALSE)
 set(SPEED_CUDA_WHY "")
 
@@ -138,6 +139,13 @@ if(SPEED_CUDA_BUILT AND SPEED_BUILD_TESTS)
     add_test(NAME cuda_cnn_fp32 COMMAND test_cuda_cnn fp32)
     add_test(NAME cuda_cnn_bf16 COMMAND test_cuda_cnn bf16)
     set_tests_properties(cuda_cnn_fp32 cuda_cnn_bf16 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+  endif()
+  # Inception-v3 (the FID network): its ops and the whole network against the CPU backend;
+  # evaluation uses fp32 operands by default, tf32 is the faster option
+  if(TARGET test_cuda_inception)
+    add_test(NAME cuda_inception_fp32 COMMAND test_cuda_inception fp32)
+    add_test(NAME cuda_inception_tf32 COMMAND test_cuda_inception tf32)
+    set_tests_properties(cuda_inception_fp32 cuda_inception_tf32 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
   endif()
   # 200 DiT-S/2 steps (batch 4) on the GPU (FP32) against the CPU backend's loss
   # curve; the CPU side takes most of the time, so the program judges what it

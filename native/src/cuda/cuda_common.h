@@ -163,5 +163,13 @@ void gaussian_sample(const float* m, const float* eps, float* z, int N, int C, i
 // S [rows, L] -> softmax(scale S) in place; a bf16 copy into pb when not null; lse [rows] when not null.
 void softmax_rows_scaled(float* S, void* pb, float* lse, int rows, int L, float scale, cudaStream_t s);
 
+// ---- pool.cu (Inception-v3 ops) -------------------------------------------------------
+// Each validates its shape (throwing speed::Error named after the backend op) and launches.
+void pool2d(const float* x, float* y, int N, int C, int H, int W, int k, int stride, int pad, PoolMode mode,
+            cudaStream_t s);
+void global_avg_pool(const float* x, float* y, int N, int C, int HW, cudaStream_t s);
+void resize_bilinear(const float* x, float* y, int N, int C, int H, int W, int Ho, int Wo, cudaStream_t s);
+void channel_copy(const float* x, float* y, int N, int C, int HW, int Ctot, int c_off, bool relu, cudaStream_t s);
+
 }  // namespace cuda
 }  // namespace speed

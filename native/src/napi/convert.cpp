@@ -378,7 +378,7 @@ std::string device_from_js(const Napi::Object& options, const std::string& what)
 
 std::shared_ptr<speed::Backend<float>> backend_from_js(Napi::Env env, const Napi::Object& o,
                                                        const std::string& device,
-                                                       const std::string& w) {
+                                                       const std::string& w, const char* default_math) {
   if (device == "cpu") {
     Napi::Value th = o.Get("threads");
     int threads = th.IsUndefined() ? 0 : static_cast<int>(require_int(th, w + ": threads", 0, 4096));
@@ -390,7 +390,7 @@ std::shared_ptr<speed::Backend<float>> backend_from_js(Napi::Env env, const Napi
   Napi::Value cd = o.Get("cudaDevice");
   co.device = cd.IsUndefined() ? 0 : static_cast<int>(require_int(cd, w + ": cudaDevice", 0, 1024));
   Napi::Value cm = o.Get("cudaMath");
-  std::string math = cm.IsUndefined() ? "bf16" : require_string(cm, w + ": cudaMath");
+  std::string math = cm.IsUndefined() ? default_math : require_string(cm, w + ": cudaMath");
   if (math == "bf16") co.math = speed::CudaMath::BF16;
   else if (math == "tf32") co.math = speed::CudaMath::TF32;
   else if (math == "fp32") co.math = speed::CudaMath::FP32;

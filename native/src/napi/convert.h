@@ -81,10 +81,12 @@ speed::TrainHyper hyper_from_js(const Napi::Value& v, const std::string& what, b
 // ---- model construction ------------------------------------------------------------
 // options.device: 'cpu' (when undefined) or 'cuda'.
 std::string device_from_js(const Napi::Object& options, const std::string& what);
-// The float32 backend for `device`, from options { threads, cudaDevice, cudaMath }.
+// The float32 backend for `device`, from options { threads, cudaDevice, cudaMath };
+// cudaMath, when undefined, is `default_math` ('bf16', 'tf32' or 'fp32').
 std::shared_ptr<speed::Backend<float>> backend_from_js(Napi::Env env, const Napi::Object& options,
                                                        const std::string& device,
-                                                       const std::string& what);
+                                                       const std::string& what,
+                                                       const char* default_math = "bf16");
 
 // ---- parameters (DiT and the classifiers alike) ------------------------------------------------
 // params() -> [{ name, shape, numel, trainable }]
