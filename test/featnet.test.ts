@@ -14,7 +14,7 @@ const { SyntheticDataset } = await import('../src/data/index.js');
 const fn = await import('../src/featnet/index.js');
 const { resolveFeatureSpace, extractFeatures } = await import('../src/eval/index.js');
 const { extractAllFeatures } = await import('../src/eval/features.js');
-const { checkFeatureSpaceAccuracy } = await import('../src/eval/evaluate.js');
+const { checkFeatureSpaceAccuracy, classifierAccuracy } = await import('../src/eval/evaluate.js');
 
 const tiny = { hiddenSize: 32, depth: 2, numHeads: 2, mlpRatio: 2 };
 const data = (size: number, seed = 5) => new SyntheticDataset({ seed, size, imageSize: 8, channels: 3, numClasses: 4 });
@@ -65,9 +65,11 @@ test('the feature network learns the synthetic classes: held-out accuracy far ab
     const z = await r.net.logits(fn.imagesToModelInput(imgs));
     assert.ok(all.logits!.every((v, i) => v === z[i]) && all.logits!.length === 5 * 4);
     assert.equal(all.spatial, null);
-    assert.equal(checkFeatureSpaceAccuracy(space, 0.5), false);
-    assert.throws(() => checkFeatureSpaceAccuracy(space, r.accuracy + 0.01), /is a classifier with held-out accuracy .* below the required/);
-    assert.equal(checkFeatureSpaceAccuracy(space, r.accuracy + 0.01, true), true);
+    const measured = classifierAccuracy(space)!;
+    assert.deepEqual(measured, { space: space.name, accuracy: r.accuracy, heldOutSize: 200, measuredOn: 'images', numClasses: 4 });
+    assert.equal(checkFeatureSpaceAccuracy({ ...measured, min: 0.5, allow: false }), false);
+    assert.throws(() => checkFeatureSpaceAccuracy({ ...measured, min: r.accuracy + 0.01, allow: false }), /is a classifier with held-out accuracy .* below the required/);
+    assert.equal(checkFeatureSpaceAccuracy({ ...measured, min: r.accuracy + 0.01, allow: true }), true);
 
     // a file that is not a feature network
     const bad = path.join(dir, 'bad.safetensors');
