@@ -18,7 +18,7 @@ const { train } = await import('../src/train/index.js');
 const NAMES = JSON.parse(readFileSync(path.resolve('test/fixtures/inception/state_dict.json'), 'utf8')) as [string, number[]][];
 const quiet = { log: () => {}, handleSignals: false, progressStream: { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream };
 
-test('eval.feature_space=inception-v3: FID and the Inception Score during training', async () => {
+test('evaluate.feature_space=inception-v3: FID and the Inception Score during training', async () => {
   const file = path.join(mkdtempSync(path.join(tmpdir(), 'st-inc-')), 'inception.safetensors');
   const tensors = NAMES.map(([name, shape]) => {
     const d = new Float32Array(shape.reduce((a, b) => a * b, 1));
@@ -27,7 +27,7 @@ test('eval.feature_space=inception-v3: FID and the Inception Score during traini
     return [name, f32Tensor(d, shape)] as [string, ReturnType<typeof f32Tensor>];
   });
   writeFileSync(file, Buffer.concat(encodeSafetensors(tensors).map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength))));
-  const a = tinyConfig(['max_training_steps=4', 'eval.every=4', 'eval.num_samples=6', 'eval.sampler=ddim3', 'eval.feature_space=inception-v3',
+  const a = tinyConfig(['max_training_steps=4', 'evaluate.every=4', 'evaluate.num_samples=6', 'evaluate.sampler=ddim3', 'evaluate.feature_space=inception-v3',
     `evaluate.inception.path=${file}`, 'inference.per_proc_batch_size=6', 'evaluate.num_reference=6']);
   await train({ config: a.config, ...quiet });
   const rows = readFileSync(path.join(a.exp, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'eval' in l);
