@@ -136,7 +136,7 @@ export interface FeatureAccuracyCheck {
  * is weak (below `min` and allowed).
  */
 export function checkFeatureSpaceAccuracy(g: FeatureAccuracyCheck): boolean {
-  if (!(g.accuracy < g.min)) return false;
+  if (g.accuracy >= g.min) return false; // a NaN accuracy (a failed measurement) never passes
   if (g.allow) return true;
   const allowKey = g.allowKey === undefined ? 'evaluate.allow_weak_features' : g.allowKey;
   const chance = g.numClasses ? ` (chance ${(1 / g.numClasses).toFixed(3)})` : '';
