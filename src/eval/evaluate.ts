@@ -332,7 +332,7 @@ export async function runEvaluate(opts: EvaluateOptions): Promise<EvalResult> {
   }
   const measured = classifierAccuracy(space);
   const weak = measured !== null && checkFeatureSpaceAccuracy({ ...measured, min: opts.minFeatureAccuracy ?? DEFAULT_MIN_FEATURE_ACCURACY, allow: opts.allowWeakFeatures ?? false });
-  if (weak) log(`warning: feature space ${space.name} is a weak classifier (held-out accuracy ${space.classifier!.heldOutAccuracy.toFixed(4)}); evaluating in it because weak features are allowed`);
+  if (weak) log(`warning: feature space ${space.name} is a weak classifier (held-out accuracy ${measured.accuracy.toFixed(4)}); evaluating in it because weak features are allowed`);
 
   const sm = await featurise(space, opts.samples, 'samples', log);
   let labels = opts.labels ?? null;

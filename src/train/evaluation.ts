@@ -1,9 +1,10 @@
 // FID during training (evaluate.every): every N steps and at the end,
 // evaluate.num_samples images from the EMA weights, scored as -p evaluate scores:
-// against its reference, in evaluate.feature_space, behind its feature-accuracy gate. Each evaluation starts from the same labels and the same
-// noise (a seed derived from the run's seed, never the training noise stream,
-// which is saved and restored around it), so two evaluations differ only by the
-// weights, and a resumed run logs the values an uninterrupted one does.
+// against its reference, in evaluate.feature_space, behind its feature-accuracy
+// gate. Each evaluation starts from the same labels and the same noise (a seed
+// derived from the run's seed, never the training noise stream, which is saved
+// and restored around it), so two evaluations differ only by the weights, and a
+// resumed run logs the values an uninterrupted one does.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import * as zlib from 'node:zlib';
