@@ -18,7 +18,7 @@ test('speed-train -c trains, prints the resolved config, and ends with a sample 
   assert.match(r.stdout, /# speed-train train: resolved config/);
   assert.match(r.stdout, /max_training_steps: 3/);
   assert.match(r.stdout, /trained 3\/3 steps/);
-  assert.ok(existsSync(path.join(exp, 'samples', 'grid-0000003.png')));
+  assert.ok(existsSync(path.join(exp, 'samples', 'grid-0000003-ddim5-cfg2.png')));
   assert.ok(existsSync(path.join(exp, 'config.yaml')));
   assert.match(r.stderr + r.stdout, /train 3\/3/); // plain progress lines when not a TTY
 });

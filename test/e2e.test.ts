@@ -20,7 +20,7 @@ test('train, then sample a grid and run inference: outputs decode with the promi
 
   const sc = loadConfig(file, { phase: 'sample', overrides: ['sample.sample_classes=[1, 3, 0]'] }).config;
   const s = await runSample(sc, quiet);
-  assert.equal(s.file, path.join(exp, 'samples', 'grid-0000004.png'));
+  assert.equal(s.file, path.join(exp, 'samples', 'grid-0000004-ddim5-cfg2.png'));
   const png = PNG.sync.read(readFileSync(s.file));
   // 3 rows x 2 columns of 8x8 images enlarged 8x, 2-pixel gaps, after a column of row labels
   assert.equal(png.width, labelColumnWidth(['1', '3', '0'], 64 + 2) + 2 * (64 + 2) + 2);

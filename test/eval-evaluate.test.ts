@@ -6,12 +6,12 @@ import * as path from 'node:path';
 import pngjs from 'pngjs';
 import { areaWeights, pixelFeatureSpace, resolveFeatureSpace, registerFeatureSpaceResolver, extractFeatures, type FeatureSpace } from '../src/eval/features.js';
 import { loadImageSet } from '../src/eval/samples.js';
-import { runEvaluate, formatEvalTable } from '../src/eval/evaluate.js';
+import { runEvaluate, formatEvalTable, checkFeatureSpaceAccuracy, classifierAccuracy } from '../src/eval/evaluate.js';
 import { loadReferenceStats, saveReferenceStats, referenceFromFeatures } from '../src/eval/reference.js';
 import { writeNpz } from '../src/io/npz.js';
 import { writeNpy } from '../src/io/npy.js';
 import { seededUniform } from '../src/eval/rng.js';
-import { DataError } from '../src/errors.js';
+import { ConfigError, DataError } from '../src/errors.js';
 
 const { PNG } = pngjs;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eval-test-'));
@@ -214,4 +214,27 @@ test('runEvaluate: files, eval.json, cached reference statistics', async () => {
     sigma: { dtype: 'float64', shape: [4], data: r0.sigma },
   });
   assert.throws(() => loadReferenceStats(bad), /bad-stats\.npz: sigma must be float64 \[2, 2\], found float64 \[4\]/);
+});
+
+test('checkFeatureSpaceAccuracy: the one gate, for a config key pair and for an experiment.json field without an override', () => {
+  const measured = { space: 'featnet-vit(featnet.safetensors, acc 0.874)', accuracy: 0.8737, heldOutSize: 10000, measuredOn: 'real test images', numClasses: 10 };
+  // -p evaluate and FID during training: the evaluate.* keys, with the override
+  assert.throws(() => checkFeatureSpaceAccuracy({ ...measured, min: 0.9, allow: false }), (e: unknown) => e instanceof ConfigError && e.keyPath === 'evaluate.min_feature_accuracy' &&
+    /^evaluate\.min_feature_accuracy: feature space featnet-vit\(featnet\.safetensors, acc 0\.874\) is a classifier with held-out accuracy 0\.8737 on 10000 real test images \(chance 0\.100\), below the required 0\.9: metrics in it would not mean much \(train the feature network further, or set evaluate\.allow_weak_features=true to evaluate in it anyway\)$/.test(e.message));
+  assert.equal(checkFeatureSpaceAccuracy({ ...measured, min: 0.9, allow: true }), true); // weak, allowed
+  assert.equal(checkFeatureSpaceAccuracy({ ...measured, min: 0.8737, allow: false }), false); // at the minimum passes
+  // the experiment's form: its experiment.json field and file, no override, its own remedy
+  const file = '/x/configs/experiments/fashion/experiment.json';
+  assert.throws(() => checkFeatureSpaceAccuracy({ ...measured, min: 0.9, allow: false, minKey: 'min_feature_accuracy', allowKey: null, file,
+    remedy: 'train it longer or wider in experiment.json featnet, or lower min_feature_accuracy and say so' }), (e: unknown) => e instanceof ConfigError && e.file === file &&
+    e.message === `${file}: min_feature_accuracy: feature space ${measured.space} is a classifier with held-out accuracy 0.8737 on 10000 real test images (chance 0.100), ` +
+      'below the required 0.9: metrics in it would not mean much (train it longer or wider in experiment.json featnet, or lower min_feature_accuracy and say so)');
+  // allow is the caller's flag: with allowKey null the experiment passes allow: false, and nothing names an override
+  assert.throws(() => checkFeatureSpaceAccuracy({ ...measured, min: 0.95, allow: false, allowKey: null }), (e: unknown) => !/=true/.test((e as Error).message));
+  // a NaN accuracy (a broken measurement) is refused, never taken as passing
+  assert.throws(() => checkFeatureSpaceAccuracy({ ...measured, accuracy: Number.NaN, min: 0.5, allow: false }), /held-out accuracy NaN/);
+  // a space that is no classifier has nothing to gate; a classifier space gives its inputs
+  assert.equal(classifierAccuracy(pixelFeatureSpace(8)), null);
+  assert.deepEqual(classifierAccuracy({ ...pixelFeatureSpace(4), name: 'c', classifier: { numClasses: 4, heldOutAccuracy: 0.31, heldOutSize: 500 } }),
+    { space: 'c', accuracy: 0.31, heldOutSize: 500, measuredOn: 'images', numClasses: 4 });
 });

@@ -4,7 +4,7 @@
 // held-out reference) and digits (finite data, reference = the training set)
 // experiments run end to end with --quick.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -12,9 +12,10 @@ import { test } from 'node:test';
 import { useAddon } from './helpers-e2e.js';
 
 useAddon();
-const { runExperiment, checkComparable, planRuns, checkFeatureAccuracy } = await import('../src/experiment/run.js');
+const { runExperiment, checkComparable, planRuns } = await import('../src/experiment/run.js');
 const { loadExperimentSpec } = await import('../src/experiment/spec.js');
 const { loadConfig } = await import('../src/config/index.js');
+const { ConfigError } = await import('../src/errors.js');
 
 const ROOT = path.resolve('configs/experiments');
 const FOLDERS = ['speedup', 'scenes', 'scenes/gpu', 'digits', 'digits/short', 'fashion', 'fashion/gpu', 'fashion/reduced'];
@@ -76,10 +77,16 @@ test('paired seeds: within a seed every method shares the seed (initialisation, 
   }
 });
 
-test('the feature-space gate refuses a classifier below min_feature_accuracy', () => {
-  assert.throws(() => checkFeatureAccuracy(0.8737, 10000, { min_feature_accuracy: 0.9 }, 'real test images'),
-    /featnet: the feature network's accuracy on 10000 real test images is 0\.8737, below the declared min_feature_accuracy 0\.9/);
-  checkFeatureAccuracy(0.9, 10000, { min_feature_accuracy: 0.9 }, 'real test images');
+test('the experiment refuses a feature network below min_feature_accuracy (the one gate of every featnet space)', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'st-exp-gate-'));
+  const folder = path.join(dir, 'configs', 'x');
+  cpSync(path.join(ROOT, 'speedup'), folder, { recursive: true });
+  cpSync(path.resolve('configs/base.yaml'), path.join(dir, 'configs', 'base.yaml'));
+  const spec = JSON.parse(readFileSync(path.join(folder, 'experiment.json'), 'utf8')) as { quick: Record<string, unknown> };
+  spec.quick.min_feature_accuracy = 0.999;
+  writeFileSync(path.join(folder, 'experiment.json'), JSON.stringify(spec));
+  await assert.rejects(runExperiment({ config: path.join(folder, 'base.yaml'), quick: true, out: path.join(dir, 'out'), featnetOnly: true, overrides: ['threads=1'], log: () => {} }),
+    (e: unknown) => e instanceof ConfigError && /min_feature_accuracy/.test(e.message) && /0\.999/.test(e.message) && /train it longer or wider in experiment\.json featnet/.test(e.message));
 });
 
 test('the --quick fashion experiment: conditional, test-split reference, floors, class accuracy of the samples', { skip: existsSync('/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz') ? false : 'Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)' }, async () => {

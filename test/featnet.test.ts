@@ -17,7 +17,7 @@ const fn = await import('../src/featnet/index.js');
 type FeatNetConfig = import('../src/featnet/index.js').FeatNetConfig;
 const { resolveFeatureSpace, extractFeatures } = await import('../src/eval/index.js');
 const { extractAllFeatures } = await import('../src/eval/features.js');
-const { checkFeatureSpaceAccuracy } = await import('../src/eval/evaluate.js');
+const { checkFeatureSpaceAccuracy, classifierAccuracy } = await import('../src/eval/evaluate.js');
 
 const tiny = { arch: 'vit' as const, hiddenSize: 32, depth: 2, numHeads: 2, mlpRatio: 2 };
 const tinyCnn = { arch: 'cnn' as const, channels: [8, 16], fcHidden: 32 };
@@ -73,9 +73,11 @@ for (const config of [tiny, tinyCnn]) test(`the ${config.arch} feature network l
     const z = await r.net.logits(fn.imagesToModelInput(imgs));
     assert.ok(all.logits!.every((v, i) => v === z[i]) && all.logits!.length === 5 * 4);
     assert.equal(all.spatial, null);
-    assert.equal(checkFeatureSpaceAccuracy(space, 0.5), false);
-    assert.throws(() => checkFeatureSpaceAccuracy(space, r.accuracy + 0.01), /is a classifier with held-out accuracy .* below the required/);
-    assert.equal(checkFeatureSpaceAccuracy(space, r.accuracy + 0.01, true), true);
+    const measured = classifierAccuracy(space)!;
+    assert.deepEqual(measured, { space: space.name, accuracy: r.accuracy, heldOutSize: 200, measuredOn: 'images', numClasses: 4 });
+    assert.equal(checkFeatureSpaceAccuracy({ ...measured, min: 0.5, allow: false }), false);
+    assert.throws(() => checkFeatureSpaceAccuracy({ ...measured, min: r.accuracy + 0.01, allow: false }), /is a classifier with held-out accuracy .* below the required/);
+    assert.equal(checkFeatureSpaceAccuracy({ ...measured, min: r.accuracy + 0.01, allow: true }), true);
 
     // a file that is not a feature network
     const bad = path.join(dir, 'bad.safetensors');

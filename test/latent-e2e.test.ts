@@ -91,7 +91,7 @@ evaluate: {num_reference: 8}
   const other = run(['-c', file, '-p', 'sample', `vae.path=${await writeTinyVae(path.join(dir, 'vae-other'), { naming: 'diffusers', seed: 6 })}`, `sample.out=${dir}/other.png`]);
   ok(other, 'sample with another VAE');
   assert.match(other.stdout, /warning: vae\.path .* is not the VAE that encoded the training data/);
-  const grid = await sharp(path.join(exp, 'samples', 'grid-0000020.png')).metadata();
+  const grid = await sharp(path.join(exp, 'samples', 'grid-0000020-ddim5-cfg2.png')).metadata();
   // 2 classes x 2 images of 16x16 (decoded from 8x8 latents), enlarged 4x, 2-pixel gaps,
   // after a column of row labels (the class indices 0 and 1).
   assert.deepEqual([grid.width, grid.height], [labelColumnWidth(['0', '1'], 64 + 2) + 2 * (64 + 2) + 2, 2 * (64 + 2) + 2]);

@@ -166,7 +166,7 @@ test('train step, 2 processes vs 1: losses, gradients and weights within 1e-6; b
 test('FID during training on 2 processes: the samples split over the ranks score bitwise as on one process', { skip }, () => {
   // the same shard on both ranks keeps the weights bitwise equal (see above), so any
   // difference would come from how the evaluation splits and gathers its samples
-  const { file } = tinyConfigFile('eval: {every: 5, num_samples: 11, sampler: ddim5, feature_space: pixels-4x4}\nevaluate: {num_reference: 40}\n');
+  const { file } = tinyConfigFile('evaluate: {every: 5, num_samples: 11, sampler: ddim5, feature_space: pixels-4x4, num_reference: 40}\n');
   const a = driver('eval', 1, {}, file);
   const b = driver('eval', 2, {}, file);
   assert.deepEqual(b.weights, a.weights);

@@ -272,6 +272,6 @@ test('image folder, 6 steps of batch 4, 8 times: every run prints "trained" and 
       'model.num_classes=2', 'model.depth=1', `data={name: image_folder, root: ${root}, image_size: 8, channels: 3, num_classes: 2, batch_size: 4}`]);
     assert.equal(r.status, 0, `run ${i}: ${r.stderr}`);
     assert.match(r.stdout, /checkpoint: .*0000006\n(.|\n)*trained 6\/6 steps/, `run ${i}: ${r.stdout.slice(-400)}`);
-    assert.ok(existsSync(path.join(exp, 'samples', 'grid-0000006.png')), `run ${i}: the sample grid`);
+    assert.ok(existsSync(path.join(exp, 'samples', 'grid-0000006-ddim5-cfg2.png')), `run ${i}: the sample grid`);
   }
 });

@@ -35,9 +35,9 @@ function writeWeights(): string {
   return file;
 }
 
-test('eval.feature_space=inception-v3: FID and the Inception Score during training', async () => {
+test('evaluate.feature_space=inception-v3: FID and the Inception Score during training', async () => {
   const file = writeWeights();
-  const a = tinyConfig(['max_training_steps=4', 'eval.every=4', 'eval.num_samples=6', 'eval.sampler=ddim3', 'eval.feature_space=inception-v3',
+  const a = tinyConfig(['max_training_steps=4', 'evaluate.every=4', 'evaluate.num_samples=6', 'evaluate.sampler=ddim3', 'evaluate.feature_space=inception-v3',
     `evaluate.inception.path=${file}`, 'inference.per_proc_batch_size=6', 'evaluate.num_reference=6']);
   await train({ config: a.config, ...quiet });
   const rows = readFileSync(path.join(a.exp, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'eval' in l);
@@ -51,17 +51,17 @@ test('eval.feature_space=inception-v3: FID and the Inception Score during traini
 
 test('FID during training loads the Inception network on the configured device', async () => {
   const file = writeWeights();
-  const a = tinyConfig(['device=cuda', 'eval.every=4', 'eval.num_samples=6', 'eval.feature_space=inception-v3', `evaluate.inception.path=${file}`, 'evaluate.num_reference=6']);
+  const a = tinyConfig(['device=cuda', 'evaluate.every=4', 'evaluate.num_samples=6', 'evaluate.feature_space=inception-v3', `evaluate.inception.path=${file}`, 'evaluate.num_reference=6']);
   const cuda = nativeInfo().cuda;
   if (!cuda.available) {
     // the CUDA request reaches the network (it used to be loaded on the CPU whatever trained)
     await assert.rejects(TrainingEval.open(a.config, world(), () => {}), (e: Error) => {
-      assert.ok(e instanceof ConfigError && e.message.includes('eval.feature_space'), String(e));
+      assert.ok(e instanceof ConfigError && e.message.includes('evaluate.feature_space'), String(e));
       assert.ok(e.message.includes(`InceptionV3.load: device 'cuda' is not available: ${cuda.reason}`), e.message);
       return true;
     });
     return;
   }
   const ev = await TrainingEval.open(a.config, world(), () => {});
-  assert.ok(ev, 'eval.every=4 gives an evaluator');
+  assert.ok(ev, 'evaluate.every=4 gives an evaluator');
 });

@@ -149,25 +149,22 @@ export const SCHEMA: Section = section('speed-train configuration', {
     save_png: { kind: 'bool', default: true, doc: 'also write one PNG per image' },
     save_latents: { kind: 'bool', default: false, doc: 'latent models: also write latents.npy (UNSCALED: divided by vae.scale_factor, what the VAE decoder takes) + labels.npy' },
   }),
-  evaluate: section('-p evaluate: FID, KID and precision/recall of a sample set against real images', {
+  evaluate: section('-p evaluate: FID, KID and precision/recall of a sample set against real images; with every > 0, the same scoring of the EMA weights during training (metrics.jsonl, TensorBoard)', {
     samples: { kind: 'string', default: null, nullable: true, doc: 'samples.npz, a uint8 .npy or a PNG folder (null: samples.npz of the newest inference-* folder in experiment_dir)' },
     reference: { kind: 'string', default: null, nullable: true, doc: 'real images (.npz/.npy uint8, a PNG folder) or cached statistics (.npz); null: images of the configured data set' },
     num_reference: { kind: 'int', default: 1000, min: 2, doc: 'reference images taken from the data set when reference is null' },
-    feature_space: { kind: 'string', default: 'pixels-8x8', doc: 'pixels-<n>x<n>, inception-v3 (FID\'s Inception network: FID, sFID, IS, as DiT/SpeeD/ADM report; needs evaluate.inception.path), or featnet:<file> (a network trained by speed-train featnet)' },
+    feature_space: { kind: 'string', default: 'pixels-8x8', doc: 'of -p evaluate and of evaluation during training: pixels-<n>x<n>, inception-v3 (FID\'s Inception network: FID, sFID, IS, as DiT/SpeeD/ADM report; needs evaluate.inception.path), or featnet:<file> (a network trained by speed-train featnet)' },
     inception: section('FID\'s Inception-v3 network (feature_space inception-v3)', {
       path: { kind: 'string', default: null, nullable: true, doc: 'the Inception-v3 weights file (--inception FILE on the command line overrides it)' },
     }),
-    min_feature_accuracy: { kind: 'number', default: 0.5, min: 0, max: 1, doc: 'a featnet feature space whose held-out accuracy is below this is refused (its distances mean little)' },
+    min_feature_accuracy: { kind: 'number', default: 0.5, min: 0, max: 1, doc: 'a featnet feature space whose held-out accuracy is below this is refused, by -p evaluate and during training (its distances mean little)' },
     allow_weak_features: { kind: 'bool', default: false, doc: 'evaluate in a featnet space below min_feature_accuracy anyway (the result is marked WEAK)' },
     cache_reference: { kind: 'string', default: null, nullable: true, doc: 'also save the reference statistics here (.npz) for reuse' },
     k: { kind: 'int', default: 3, min: 1, doc: 'k of the k-nearest-neighbour manifolds (precision/recall)' },
     out: { kind: 'string', default: null, nullable: true, doc: 'eval.json path or folder (default: experiment_dir)' },
-  }),
-  eval: section('FID during training: samples from the EMA weights scored against the -p evaluate reference (evaluate.reference / evaluate.num_reference), logged to metrics.jsonl and TensorBoard', {
-    every: { kind: 'int', default: 0, min: 0, doc: 'steps between evaluations, and one at the end of training (0: off)' },
-    num_samples: { kind: 'int', default: 10000, min: 2, doc: 'images generated per evaluation (split over the processes; the same labels and starting noise every time)' },
-    sampler: { kind: 'string', default: 'ddim50', pattern: /^(ddpm|ddim)[1-9][0-9]*$/, patternDoc: 'a sampler and its step count, e.g. "ddpm100" or "ddim50"', doc: 'reverse process and steps, e.g. ddpm100 or ddim50 (guidance_scale, eta and per_proc_batch_size are inference\'s)' },
-    feature_space: { kind: 'string', default: 'pixels-8x8', doc: 'as evaluate.feature_space: pixels-<n>x<n>, featnet:<file>, or any space -p evaluate resolves' },
+    every: { kind: 'int', default: 0, min: 0, doc: 'during training: steps between evaluations of the EMA weights, and one at the end of training (0: off)' },
+    num_samples: { kind: 'int', default: 10000, min: 2, doc: 'during training: images generated per evaluation (split over the processes; the same labels and starting noise every time)' },
+    sampler: { kind: 'string', default: 'ddim50', pattern: /^(ddpm|ddim)[1-9][0-9]*$/, patternDoc: 'a sampler and its step count, e.g. "ddpm100" or "ddim50"', doc: 'during training: reverse process and steps, e.g. ddpm100 or ddim50 (guidance_scale, eta and per_proc_batch_size are inference\'s)' },
   }),
   train: section('-p train: overrides of the global keys while training', {}),
 });
@@ -271,8 +268,10 @@ export interface Config {
     cache_reference: string | null;
     k: number;
     out: string | null;
+    every: number;
+    num_samples: number;
+    sampler: string;
   };
-  eval: { every: number; num_samples: number; sampler: string; feature_space: string };
   train: Record<string, never>;
 }
 

@@ -46,6 +46,37 @@ const ALIASES: Record<string, string> = {
   num_sampling_steps: 'sample.steps', global_seed: 'seed', ckpt_every_steps: 'ckpt_every',
 };
 
+/**
+ * Keys speed-train itself once had, and the key that holds each now. A config
+ * that still writes the old one is refused with the new name (silently mapping
+ * it would leave two spellings of one key in circulation).
+ */
+export const RENAMED: Readonly<Record<string, { to: string; why: string }>> = {
+  'eval.every': { to: 'evaluate.every', why: 'FID during training moved into the evaluate: section' },
+  'eval.num_samples': { to: 'evaluate.num_samples', why: 'FID during training moved into the evaluate: section' },
+  'eval.sampler': { to: 'evaluate.sampler', why: 'FID during training moved into the evaluate: section' },
+  'eval.feature_space': { to: 'evaluate.feature_space', why: 'one feature space for -p evaluate and FID during training' },
+};
+
+/** The old key paths under `p` (itself included) that `v` sets, each with its message. */
+function renamedUnder(p: string, v: unknown): { path: string; message: string }[] {
+  const hit = RENAMED[p];
+  if (hit) return [{ path: p, message: `renamed to ${hit.to} (${hit.why})` }];
+  if (!isMap(v)) return [];
+  const inside = Object.keys(RENAMED).filter((k) => k.startsWith(p + '.'));
+  if (inside.length === 0) return [];
+  const out: { path: string; message: string }[] = [];
+  for (const [k, x] of Object.entries(v)) {
+    const q = `${p}.${k}`;
+    const found = renamedUnder(q, x);
+    if (found.length > 0) out.push(...found);
+    else out.push({ path: q, message: `unknown key: the section ${p}: is gone (its keys were ${inside.map((o) => `${o} -> ${RENAMED[o].to}`).join(', ')})` });
+  }
+  // `eval: {}` sets nothing, yet is the old section all the same
+  if (out.length === 0) out.push({ path: p, message: `unknown key: the section ${p}: is gone (its keys were ${inside.map((o) => `${o} -> ${RENAMED[o].to}`).join(', ')})` });
+  return out;
+}
+
 /** Sections whose keys only matter for one phase or command: named after the training keys. */
 const SIDE = /^(sample|inference|evaluate|encode)\./;
 
@@ -118,6 +149,17 @@ export function checkUnknownKeys(tree: Tree, prov: Provenance, problems?: Proble
       let child = Object.hasOwn(node.keys, k) ? node.keys[k] : undefined;
       if (!child && extra && Object.hasOwn(extra.keys, k) && !(PHASES as readonly string[]).includes(k)) child = extra.keys[k];
       if (!child) {
+        // Under a phase section the key path is that of the global key it overrides.
+        const inPhase = extra !== undefined;
+        const renamed = renamedUnder(inPhase ? k : p, v);
+        if (renamed.length > 0) {
+          for (const r of renamed) {
+            const at = inPhase ? `${prefix}.${r.path}` : r.path;
+            sink.add(at, r.message, sourceOf(at, prov));
+          }
+          delete t[k];
+          continue;
+        }
         const cands = [...Object.keys(node.keys), ...(extra ? Object.keys(extra.keys).filter((x) => !(PHASES as readonly string[]).includes(x)) : [])];
         sink.add(p, `unknown key${suggest(k, cands, prefix)}`, sourceOf(p, prov));
         delete t[k];

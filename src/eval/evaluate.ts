@@ -100,20 +100,59 @@ function isStats(r: EvaluateOptions['reference']): r is ReferenceStats {
 export const DEFAULT_MIN_FEATURE_ACCURACY = 0.5;
 
 /**
- * Refuses a classifier feature space whose held-out accuracy is below `min`
- * (distances in a classifier that cannot tell the classes apart say little about
- * the images), unless `allow`; returns whether the space is weak.
+ * What the feature-accuracy gate weighs: the accuracy of the classifier that
+ * defines a feature space, where it was measured, and the threshold with the
+ * keys (or experiment.json fields) that set it.
  */
-export function checkFeatureSpaceAccuracy(space: FeatureSpace, min = DEFAULT_MIN_FEATURE_ACCURACY, allow = false, keys = { min: 'evaluate.min_feature_accuracy', allow: 'evaluate.allow_weak_features' }): boolean {
-  const c = space.classifier;
-  if (!c || c.heldOutAccuracy >= min) return false;
-  if (allow) return true;
+export interface FeatureAccuracyCheck {
+  /** the feature space (or network) the message names */
+  space: string;
+  /** top-1 accuracy of its classifier on `heldOutSize` images it was not trained on */
+  accuracy: number;
+  heldOutSize: number;
+  /** what those images are, e.g. "images" or "real test images" */
+  measuredOn: string;
+  /** classes of the classifier (the message gives chance, 1 / numClasses) */
+  numClasses?: number;
+  /** the lowest accuracy accepted */
+  min: number;
+  /** go on below `min` (the caller marks its results weak) */
+  allow: boolean;
+  /** the key that sets `min` (default evaluate.min_feature_accuracy) */
+  minKey?: string;
+  /** the key that would allow a weak space (default evaluate.allow_weak_features; null: no override exists) */
+  allowKey?: string | null;
+  /** the file that sets them (an experiment.json); none for config keys, whose file the key names */
+  file?: string;
+  /** what to do instead, said when there is no override (default: train the feature network further) */
+  remedy?: string;
+}
+
+/**
+ * The one feature-accuracy gate (-p evaluate, FID during training, the
+ * experiment): refuses a classifier feature space whose held-out accuracy is
+ * below `min`, since distances in a classifier that cannot tell the classes
+ * apart say little about the images, unless `allow`; returns whether the space
+ * is weak (below `min` and allowed).
+ */
+export function checkFeatureSpaceAccuracy(g: FeatureAccuracyCheck): boolean {
+  if (g.accuracy >= g.min) return false; // a NaN accuracy (a failed measurement) never passes
+  if (g.allow) return true;
+  const allowKey = g.allowKey === undefined ? 'evaluate.allow_weak_features' : g.allowKey;
+  const chance = g.numClasses ? ` (chance ${(1 / g.numClasses).toFixed(3)})` : '';
   throw new ConfigError(
-    keys.min,
-    `feature space ${space.name} is a classifier with held-out accuracy ${c.heldOutAccuracy.toFixed(4)} on ${c.heldOutSize} images ` +
-      `(chance ${(1 / c.numClasses).toFixed(3)}), below the required ${min}: metrics in it would not mean much. ` +
-      `Train the feature network further, or set ${keys.allow}=true to evaluate in it anyway`,
+    g.minKey ?? 'evaluate.min_feature_accuracy',
+    `feature space ${g.space} is a classifier with held-out accuracy ${g.accuracy.toFixed(4)} on ${g.heldOutSize} ${g.measuredOn}${chance}, ` +
+      `below the required ${g.min}: metrics in it would not mean much (${g.remedy ?? 'train the feature network further'}` +
+      `${allowKey ? `, or set ${allowKey}=true to evaluate in it anyway` : ''})`,
+    g.file,
   );
+}
+
+/** The gate's inputs for a space defined by a classifier (null: not one, so there is nothing to gate). */
+export function classifierAccuracy(space: FeatureSpace): Pick<FeatureAccuracyCheck, 'space' | 'accuracy' | 'heldOutSize' | 'measuredOn' | 'numClasses'> | null {
+  const c = space.classifier;
+  return c ? { space: space.name, accuracy: c.heldOutAccuracy, heldOutSize: c.heldOutSize, measuredOn: 'images', numClasses: c.numClasses } : null;
 }
 
 /** Optional inputs of evaluateFeatures beyond the pool features. */
@@ -291,8 +330,9 @@ export async function runEvaluate(opts: EvaluateOptions): Promise<EvalResult> {
   if (cached?.spatial && spatialDim !== undefined && cached.spatial.dim !== spatialDim) {
     throw new DataError(cached.source, `spatial statistics (mu_s, sigma_s) have dimension ${cached.spatial.dim}, feature space '${space.name}' has ${spatialDim} spatial features`);
   }
-  const weak = checkFeatureSpaceAccuracy(space, opts.minFeatureAccuracy, opts.allowWeakFeatures);
-  if (weak) log(`warning: feature space ${space.name} is a weak classifier (held-out accuracy ${space.classifier!.heldOutAccuracy.toFixed(4)}); evaluating in it because weak features are allowed`);
+  const measured = classifierAccuracy(space);
+  const weak = measured !== null && checkFeatureSpaceAccuracy({ ...measured, min: opts.minFeatureAccuracy ?? DEFAULT_MIN_FEATURE_ACCURACY, allow: opts.allowWeakFeatures ?? false });
+  if (weak) log(`warning: feature space ${space.name} is a weak classifier (held-out accuracy ${measured.accuracy.toFixed(4)}); evaluating in it because weak features are allowed`);
 
   const sm = await featurise(space, opts.samples, 'samples', log);
   let labels = opts.labels ?? null;

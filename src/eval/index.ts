@@ -5,11 +5,13 @@ export {
   formatEvalTable,
   writeEvalJson,
   checkFeatureSpaceAccuracy,
+  classifierAccuracy,
   realFloor,
   DEFAULT_MIN_FEATURE_ACCURACY,
   type EvaluateOptions,
   type EvaluateFeaturesOptions,
   type EvalResult,
+  type FeatureAccuracyCheck,
 } from './evaluate.js';
 export {
   type FeatureSpace,

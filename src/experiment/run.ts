@@ -13,7 +13,7 @@ import path from 'node:path';
 import { loadConfig, type Config } from '../config/index.js';
 import { FashionMnistDataset, makeDataset, SceneDataset, SyntheticDataset, type Dataset } from '../data/index.js';
 import { ConfigError } from '../errors.js';
-import { evaluateFeatures, extractFeatures, labelAccuracy, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
+import { checkFeatureSpaceAccuracy, evaluateFeatures, extractFeatures, labelAccuracy, pixelFeatureSpace, referenceFromFeatures, type FeatureSpace, type ImageBatch, type ReferenceStats } from '../eval/index.js';
 import { featNetFeatureSpace, featNetMatches, featNetSpaceName, imagesToModelInput, loadFeatNet, readFeatNetInfo, saveFeatNet, SubsetDataset, trainFeatNet, type FeatNet, type FeatNetOverrides } from '../featnet/index.js';
 import { loadExperimentSpec, type ExperimentSpec, type MetricKey, type SamplerSpec } from './spec.js';
 import { writeReport } from './report.js';
@@ -277,15 +277,6 @@ export function planRuns(dir: string, spec: ExperimentSpec, overrides: string[],
   return { dataSeed, bySeed };
 }
 
-/** Refuses a feature space whose classifier is below the declared accuracy: its FID would measure little. */
-export function checkFeatureAccuracy(accuracy: number, heldOutSize: number, spec: Pick<ExperimentSpec, 'min_feature_accuracy'>, what: string): void {
-  if (accuracy < spec.min_feature_accuracy) {
-    throw new ConfigError('featnet', `the feature network's accuracy on ${heldOutSize} ${what} is ${accuracy.toFixed(4)}, below the declared ` +
-      `min_feature_accuracy ${spec.min_feature_accuracy}: the experiment does not report in a feature space whose classifier has not learnt the classes ` +
-      '(train it longer or wider in experiment.json featnet, or lower min_feature_accuracy and say so)');
-  }
-}
-
 export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
   const t0 = performance.now();
   const log = o.log ?? ((l: string) => process.stdout.write(l + '\n'));
@@ -327,7 +318,13 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   const fnFile = path.join(out, 'featnet.safetensors');
   const fn = await getFeatNet(fnFile, base, spec, sets, log);
   try {
-    checkFeatureAccuracy(fn.accuracy, fn.heldOutSize, spec, base.data.name === 'fashion_mnist' ? 'real test images' : 'held-out images');
+    // the gate of every featnet space (-p evaluate, FID during training), with experiment.json's field and no override
+    checkFeatureSpaceAccuracy({
+      space: featNetSpaceName(fnFile, fn.accuracy, fn.net.config.arch), accuracy: fn.accuracy, heldOutSize: fn.heldOutSize,
+      measuredOn: base.data.name === 'fashion_mnist' ? 'real test images' : 'held-out images', numClasses: fn.net.config.numClasses,
+      min: spec.min_feature_accuracy, allow: false, minKey: 'min_feature_accuracy', allowKey: null, file: specFile ?? undefined,
+      remedy: 'train it longer or wider in experiment.json featnet, or lower min_feature_accuracy and say so',
+    });
   } catch (e) {
     fn.net.dispose();
     await sets.close();

@@ -1,6 +1,7 @@
 // -p sample: a PNG grid, one row per class (sample.sample_classes or all), from
-// the EMA weights of a checkpoint (grid-<step>.png) or its raw weights
-// (grid-<step>-raw.png, so that neither overwrites the other).
+// the EMA weights of a checkpoint or its raw weights, named after the step and
+// the sampling settings (grid-<step>-ddim50-cfg4.png, ...-raw.png for the raw
+// weights), so that grids of other settings never overwrite each other.
 import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
@@ -78,9 +79,24 @@ export function imageFolderClassNames(c: Config, numClasses: number): string[] |
   return names.length > 0 && names.length <= numClasses ? names : null;
 }
 
-/** The grid's file when sample.out is not set: the raw weights' grid is named apart from the EMA one. */
+/**
+ * The settings that change what a grid draws, as a file-name part: the sampler
+ * and its respacing ("ddim50": DDIM over the DDIM-strided 50 steps, "ddpm250",
+ * "ddim-250": DDIM over 250 evenly spaced steps, "ddpm-ddim50"), DDIM's eta when
+ * not 0, the guidance scale, and the guided channels when they are not DiT's.
+ */
+export function samplingTag(s: Pick<Config['sample'], 'sampler' | 'steps' | 'eta' | 'guidance_scale' | 'guidance_channels'>): string {
+  const steps = s.steps.replace(/,/g, '_');
+  const own = s.sampler === 'ddim' ? /^ddim[0-9]+$/.test(s.steps) : /^[0-9_]+$/.test(steps);
+  const sampler = own ? (s.sampler === 'ddim' ? steps : `ddpm${steps}`) : `${s.sampler}-${steps}`;
+  const eta = s.sampler === 'ddim' && s.eta !== 0 ? `-eta${s.eta}` : '';
+  const channels = s.guidance_scale !== 1 && s.guidance_channels === 'all' ? '-all' : '';
+  return `${sampler}${eta}-cfg${s.guidance_scale}${channels}`;
+}
+
+/** The grid's file when sample.out is not set: named after the step and the settings, the raw weights' apart from the EMA one. */
 export function defaultGridFile(c: Config, step: number): string {
-  return path.join(c.experiment_dir, 'samples', `grid-${stepDirName(step)}${c.sample.use_ema ? '' : '-raw'}.png`);
+  return path.join(c.experiment_dir, 'samples', `grid-${stepDirName(step)}-${samplingTag(c.sample)}${c.sample.use_ema ? '' : '-raw'}.png`);
 }
 
 export async function runSample(c: Config, opts: { ckpt?: string | null; log?: (m: string) => void; progressStream?: NodeJS.WriteStream } = {}): Promise<SampleResult> {

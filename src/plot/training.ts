@@ -15,7 +15,7 @@ const MAX_BYTES = 512 * 1024 * 1024;
 
 const NUMBER_KEYS = ['step', 'loss', 'mse', 'vb', 'images_per_sec', 'lr', 'grad_norm', 'skipped'] as const;
 
-/** An evaluation during training as metrics.jsonl holds it (eval.every). */
+/** An evaluation during training as metrics.jsonl holds it (evaluate.every). */
 export interface EvalPoint {
   step: number;
   eval: EvalLine;

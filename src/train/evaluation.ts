@@ -1,9 +1,10 @@
-// FID during training (eval.every): every N steps and at the end, eval.num_samples
-// images from the EMA weights, scored against the reference -p evaluate uses, in
-// eval.feature_space. Each evaluation starts from the same labels and the same
-// noise (a seed derived from the run's seed, never the training noise stream,
-// which is saved and restored around it), so two evaluations differ only by the
-// weights, and a resumed run logs the values an uninterrupted one does.
+// FID during training (evaluate.every): every N steps and at the end,
+// evaluate.num_samples images from the EMA weights, scored as -p evaluate scores:
+// against its reference, in evaluate.feature_space, behind its feature-accuracy
+// gate. Each evaluation starts from the same labels and the same noise (a seed
+// derived from the run's seed, never the training noise stream, which is saved
+// and restored around it), so two evaluations differ only by the weights, and a
+// resumed run logs the values an uninterrupted one does.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import * as zlib from 'node:zlib';
@@ -14,7 +15,7 @@ import { sample, type SamplerName } from '../diffusion/sampler.js';
 import { spacedTimesteps } from '../diffusion/respace.js';
 import { ConfigError, SpeedTrainError } from '../errors.js';
 import {
-  evaluateFeatures, extractAllFeatures, extractFeatures, inceptionScore, INCEPTION_SPACE, isReferenceStatsFile, loadImageSet, loadReferenceStats, referenceFromFeatures, resolveFeatureSpace,
+  checkFeatureSpaceAccuracy, classifierAccuracy, evaluateFeatures, extractAllFeatures, extractFeatures, inceptionScore, INCEPTION_SPACE, isReferenceStatsFile, loadImageSet, loadReferenceStats, referenceFromFeatures, resolveFeatureSpace,
   saveReferenceStats, type FeatureSpace, type ReferenceStats,
 } from '../eval/index.js';
 import { referenceImages } from '../eval/real.js';
@@ -43,10 +44,28 @@ export interface EvalLine {
   sample_seconds: number;
 }
 
+/** The training an evaluation is weighed against, as the run adds it to the evaluation's line in metrics.jsonl. */
+export interface TrainedSince {
+  /** the step of the previous evaluation (or where this session's training began) */
+  since_step: number;
+  /** wall time of the training since then (checkpoints and log lines included, evaluations not) */
+  train_seconds: number;
+}
+
+/**
+ * An evaluation's cost as the share of the training it interrupts, for the log:
+ * "12.3 s = 4.1% of training since step 2000" (evaluating during training is
+ * meant to stay under a tenth of it).
+ */
+export function evalShare(evalSeconds: number, trainSeconds: number, sinceStep: number): string {
+  const share = trainSeconds > 0 ? `${((100 * evalSeconds) / trainSeconds).toFixed(1)}%` : 'n/a';
+  return `${evalSeconds.toFixed(1)} s = ${share} of training since step ${sinceStep}`;
+}
+
 /** "ddpm100" -> DDPM over 100 evenly spaced steps; "ddim50" -> DDIM with the stride giving 50 steps. */
 export function parseEvalSampler(spec: string): { sampler: SamplerName; steps: string } {
   const m = /^(ddpm|ddim)([1-9][0-9]*)$/.exec(spec);
-  if (!m) throw new ConfigError('eval.sampler', `${JSON.stringify(spec)} is not valid: expected a sampler and its step count, e.g. "ddpm100" or "ddim50"`);
+  if (!m) throw new ConfigError('evaluate.sampler', `${JSON.stringify(spec)} is not valid: expected a sampler and its step count, e.g. "ddpm100" or "ddim50"`);
   return m[1] === 'ddim' ? { sampler: 'ddim', steps: `ddim${m[2]}` } : { sampler: 'ddpm', steps: m[2] };
 }
 
@@ -67,7 +86,7 @@ async function referenceStats(c: Config, space: FeatureSpace, log: (m: string) =
   if (e.reference !== null && e.reference.endsWith('.npz') && isReferenceStatsFile(e.reference)) {
     const ref = loadReferenceStats(e.reference);
     if (ref.featureSpace !== space.name) {
-      throw new ConfigError('eval.feature_space', `'${space.name}', but the reference statistics ${e.reference} (evaluate.reference) are in '${ref.featureSpace}'`);
+      throw new ConfigError('evaluate.feature_space', `'${space.name}', but the reference statistics ${e.reference} (evaluate.reference) are in '${ref.featureSpace}'`);
     }
     return ref;
   }
@@ -96,37 +115,42 @@ export class TrainingEval {
     private readonly scorer: { space: FeatureSpace; ref: ReferenceStats } | null,
   ) {}
 
-  /** null when eval.every is 0. Rank 0 resolves the feature space and the reference before the first step, so a bad one fails early. */
+  /** null when evaluate.every is 0. Rank 0 resolves the feature space and the reference before the first step, so a bad one fails early. */
   static async open(c: Config, w: World, log: (m: string) => void): Promise<TrainingEval | null> {
-    if (c.eval.every === 0) return null;
-    const spec = parseEvalSampler(c.eval.sampler);
+    if (c.evaluate.every === 0) return null;
+    const spec = parseEvalSampler(c.evaluate.sampler);
     if (c.data.name === 'latents') {
-      throw new ConfigError('eval.every', 'FID during training draws images, and this model generates VAE latents: set eval.every=0 and score a checkpoint with -p inference (which decodes with vae.path) and -p evaluate');
+      throw new ConfigError('evaluate.every', 'FID during training draws images, and this model generates VAE latents: set evaluate.every=0 and score a checkpoint with -p inference (which decodes with vae.path) and -p evaluate');
     }
     if (c.model.in_channels !== 1 && c.model.in_channels !== 3) {
-      throw new ConfigError('eval.every', `FID during training needs images of 1 or 3 channels; model.in_channels is ${c.model.in_channels}`);
+      throw new ConfigError('evaluate.every', `FID during training needs images of 1 or 3 channels; model.in_channels is ${c.model.in_channels}`);
     }
     let scorer = null;
     if (w.isRoot) {
       let space: FeatureSpace;
       try {
         // the Inception network (inception-v3) runs on the device the model trains on (rank 0: GPU 0 under device=cuda)
-        space = await resolveFeatureSpace(c.eval.feature_space, { inceptionPath: c.evaluate.inception.path ?? undefined, device: c.device, threads: c.threads || undefined });
+        space = await resolveFeatureSpace(c.evaluate.feature_space, { inceptionPath: c.evaluate.inception.path ?? undefined, device: c.device, threads: c.threads || undefined });
       } catch (e) {
-        throw new ConfigError('eval.feature_space', e instanceof Error ? e.message : String(e));
+        throw new ConfigError('evaluate.feature_space', e instanceof Error ? e.message : String(e));
+      }
+      // the gate of -p evaluate: a run would otherwise log a curve in a space -p evaluate refuses
+      const measured = classifierAccuracy(space);
+      if (measured && checkFeatureSpaceAccuracy({ ...measured, min: c.evaluate.min_feature_accuracy, allow: c.evaluate.allow_weak_features })) {
+        log(`warning: feature space ${space.name} is a weak classifier (held-out accuracy ${measured.accuracy.toFixed(4)}); FID during training in it because evaluate.allow_weak_features is set`);
       }
       scorer = { space, ref: await referenceStats(c, space, log) };
     }
     return new TrainingEval(c, w, spec, scorer);
   }
 
-  /** Evaluations run at every multiple of eval.every and at the last step. */
+  /** Evaluations run at every multiple of evaluate.every and at the last step. */
   due(step: number, totalSteps: number): boolean {
-    return step % this.c.eval.every === 0 || step === totalSteps;
+    return step % this.c.evaluate.every === 0 || step === totalSteps;
   }
 
   /**
-   * Samples eval.num_samples images on every rank's share (batch k of
+   * Samples evaluate.num_samples images on every rank's share (batch k of
    * inference.per_proc_batch_size on rank k % size, with the noise one process
    * would draw for it: the result does not depend on the number of processes),
    * gathers them on rank 0 and scores them there. Returns the line on rank 0,
@@ -137,7 +161,7 @@ export class TrainingEval {
     const w = this.w;
     const t0 = performance.now();
     const { inChannels: C, inputSize: H, numClasses } = model.config;
-    const N = c.eval.num_samples;
+    const N = c.evaluate.num_samples;
     const B = c.inference.per_proc_batch_size;
     const per = C * H * H;
     const seed = evalSeed(c.seed);
@@ -196,7 +220,7 @@ export class TrainingEval {
     return {
       feature_space: space.name,
       num_samples: N,
-      sampler: c.eval.sampler,
+      sampler: c.evaluate.sampler,
       fid: m.fid,
       fid_mean_term: m.fid_mean_term,
       fid_cov_term: m.fid_cov_term,

@@ -18,7 +18,7 @@ import { attachCollective } from '../parallel/train.js';
 import { Progress } from '../progress.js';
 import { Rng, type RngState } from '../rng.js';
 import { EventWriter, writeEvalScalars, writeMetricsLine } from '../tensorboard/index.js';
-import { TrainingEval, type EvalLine } from './evaluation.js';
+import { evalShare, TrainingEval, type EvalLine, type TrainedSince } from './evaluation.js';
 import { prepareFreshRun, resolveResume } from './fresh-run.js';
 import { installStopSignals, signalNamed, signalNumber, skipReason, SkipGuard, type StopSignal } from './guard.js';
 import { initFrom } from './init-from.js';
@@ -78,6 +78,8 @@ export class Run {
   private progress: Progress | undefined;
   private guard: SkipGuard | undefined;
   private evaluator: TrainingEval | null = null;
+  /** where the training time an evaluation is weighed against began: the previous evaluation's end, or this session's first step */
+  private trainedSince = { step: 0, at: Date.now() };
   private removeSignals = () => {};
   private stopSignal: StopSignal | undefined;
   /** the checkpoint this run wrote last ('' before the first) */
@@ -151,6 +153,7 @@ export class Run {
     this.progress = new Progress('train', totalSteps, w.isRoot ? this.opts.progressStream : quietStream(), this.step, { plainFraction: 0, plainSeconds: 60 });
     this.guard = new SkipGuard(c.max_consecutive_skips, this.step, () => this.lastSaved || this.checkpoints.newest());
     this.intervalStart = Date.now();
+    this.trainedSince = { step: this.step, at: Date.now() }; // the reference statistics above are set-up, not training
   }
 
   get stopRequested(): boolean {
@@ -192,23 +195,26 @@ export class Run {
   }
 
   /**
-   * FID during training when it is due (every eval.every steps and at the last):
+   * FID during training when it is due (every evaluate.every steps and at the last):
    * every rank samples its share, rank 0 scores and logs. Its time is kept out of
    * the throughput of the interval it falls in.
    */
   async maybeEvaluate(model: DiTModel, coefs: DiffusionCoefs, totalSteps: number): Promise<void> {
     if (!this.evaluator || !this.evaluator.due(this.step, totalSteps)) return;
     const t0 = Date.now();
+    const trained = { since_step: this.trainedSince.step, train_seconds: (t0 - this.trainedSince.at) / 1000 };
     const e = await this.evaluator.run(model, coefs);
-    if (e) this.logEval(e);
+    if (e) this.logEval({ ...e, ...trained });
     this.intervalStart += Date.now() - t0;
+    this.trainedSince = { step: this.step, at: Date.now() };
   }
 
-  private logEval(e: EvalLine): void {
+  private logEval(e: EvalLine & TrainedSince): void {
     writeRunFile(this.metricsFile, JSON.stringify({ step: this.step, eval: e }) + '\n', { append: true });
     if (this.tb) writeEvalScalars(this.tb, this.step, e);
     this.progress!.line(this.step, {
-      [`FID(${e.feature_space})`]: e.fid, ...(e.kid_mean === null ? {} : { KID: e.kid_mean }), ...(e.is_mean == null ? {} : { IS: e.is_mean }), samples: e.num_samples, 'eval s': e.seconds,
+      [`FID(${e.feature_space})`]: e.fid, ...(e.kid_mean === null ? {} : { KID: e.kid_mean }), ...(e.is_mean == null ? {} : { IS: e.is_mean }), samples: e.num_samples,
+      eval: evalShare(e.seconds, e.train_seconds, e.since_step),
     });
   }
 

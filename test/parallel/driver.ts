@@ -8,8 +8,8 @@
 //   throw: rank 1 throws at step 3; the error path must end every rank
 //   nan:   as split, but global sample 6 (rank 1's slice) of step 2 holds a
 //          NaN: the step must be skipped on every rank, as on one process
-//   eval:  as same, then one FID-during-training evaluation with the eval.* and
-//          inference.* keys of CONFIG: its samples are split over the ranks and
+//   eval:  as same, then one FID-during-training evaluation with the evaluate.*
+//          and inference.* keys of CONFIG: its samples are split over the ranks and
 //          must score exactly as on one process; the line goes into "eval"
 import { writeFileSync } from 'node:fs';
 
