@@ -1,5 +1,6 @@
 // FID during training (evaluate.every): every N steps and at the end,
-// evaluate.num_samples images from the EMA weights, scored as -p evaluate scores:
+// evaluate.num_samples images from the EMA weights (a latent model's decoded by
+// the VAE of vae.path, on the rank that drew them), scored as -p evaluate scores:
 // against its reference, in evaluate.feature_space, behind its feature-accuracy
 // gate. Each evaluation starts from the same labels and the same noise (a seed
 // derived from the run's seed, never the training noise stream, which is saved
@@ -19,8 +20,11 @@ import {
   saveReferenceStats, type FeatureSpace, type ReferenceStats,
 } from '../eval/index.js';
 import { referenceImages } from '../eval/real.js';
+import { unscaleLatents } from '../generate/decode.js';
 import { toUint8NHWC } from '../generate/images.js';
 import type { DiTModel } from '../native.js';
+import type { VAE } from '../vae/index.js';
+import { loadConfiguredVae } from '../vae/configured.js';
 import { gatherBytes, type World } from '../parallel/index.js';
 import { Rng } from '../rng.js';
 
@@ -113,35 +117,60 @@ export class TrainingEval {
     private readonly spec: { sampler: SamplerName; steps: string },
     /** rank 0 only: the space and the reference it scores against */
     private readonly scorer: { space: FeatureSpace; ref: ReferenceStats } | null,
+    /** a latent model's VAE (every rank decodes the batches it draws); null for pixel models */
+    private readonly decoder: VAE | null,
   ) {}
+
+  /** Releases the VAE of a latent model. */
+  close(): void {
+    this.decoder?.dispose();
+  }
 
   /** null when evaluate.every is 0. Rank 0 resolves the feature space and the reference before the first step, so a bad one fails early. */
   static async open(c: Config, w: World, log: (m: string) => void): Promise<TrainingEval | null> {
     if (c.evaluate.every === 0) return null;
     const spec = parseEvalSampler(c.evaluate.sampler);
+    let decoder: VAE | null = null;
     if (c.data.name === 'latents') {
-      throw new ConfigError('evaluate.every', 'FID during training draws images, and this model generates VAE latents: set evaluate.every=0 and score a checkpoint with -p inference (which decodes with vae.path) and -p evaluate');
-    }
-    if (c.model.in_channels !== 1 && c.model.in_channels !== 3) {
+      // The curve the SpeeD comparison needs is of latent DiTs: their samples are decoded as -p inference decodes them.
+      if (!c.vae.path) {
+        throw new ConfigError('vae.path', 'FID during training (evaluate.every) decodes the sampled latents to images with the VAE that encoded the data: set vae.path, or evaluate.every=0');
+      }
+      try {
+        decoder = await loadConfiguredVae(c, log);
+      } catch (e) {
+        throw new ConfigError('vae.path', e instanceof Error ? e.message : String(e));
+      }
+      if (decoder.config.latentChannels !== c.model.in_channels) {
+        decoder.dispose();
+        throw new ConfigError('vae.path', `the VAE has ${decoder.config.latentChannels} latent channels, the model (model.in_channels) ${c.model.in_channels}`);
+      }
+    } else if (c.model.in_channels !== 1 && c.model.in_channels !== 3) {
       throw new ConfigError('evaluate.every', `FID during training needs images of 1 or 3 channels; model.in_channels is ${c.model.in_channels}`);
     }
-    let scorer = null;
-    if (w.isRoot) {
-      let space: FeatureSpace;
-      try {
-        // the Inception network (inception-v3) runs on the device the model trains on (rank 0: GPU 0 under device=cuda)
-        space = await resolveFeatureSpace(c.evaluate.feature_space, { inceptionPath: c.evaluate.inception.path ?? undefined, device: c.device, threads: c.threads || undefined });
-      } catch (e) {
-        throw new ConfigError('evaluate.feature_space', e instanceof Error ? e.message : String(e));
-      }
-      // the gate of -p evaluate: a run would otherwise log a curve in a space -p evaluate refuses
-      const measured = classifierAccuracy(space);
-      if (measured && checkFeatureSpaceAccuracy({ ...measured, min: c.evaluate.min_feature_accuracy, allow: c.evaluate.allow_weak_features })) {
-        log(`warning: feature space ${space.name} is a weak classifier (held-out accuracy ${measured.accuracy.toFixed(4)}); FID during training in it because evaluate.allow_weak_features is set`);
-      }
-      scorer = { space, ref: await referenceStats(c, space, log) };
+    try {
+      return new TrainingEval(c, w, spec, w.isRoot ? await TrainingEval.scorer(c, log) : null, decoder);
+    } catch (e) {
+      decoder?.dispose();
+      throw e;
     }
-    return new TrainingEval(c, w, spec, scorer);
+  }
+
+  /** Rank 0's feature space (behind the accuracy gate) and its reference statistics. */
+  private static async scorer(c: Config, log: (m: string) => void): Promise<{ space: FeatureSpace; ref: ReferenceStats }> {
+    let space: FeatureSpace;
+    try {
+      // the Inception network (inception-v3) runs on the device the model trains on (rank 0: GPU 0 under device=cuda)
+      space = await resolveFeatureSpace(c.evaluate.feature_space, { inceptionPath: c.evaluate.inception.path ?? undefined, device: c.device, threads: c.threads || undefined });
+    } catch (e) {
+      throw new ConfigError('evaluate.feature_space', e instanceof Error ? e.message : String(e));
+    }
+    // the gate of -p evaluate: a run would otherwise log a curve in a space -p evaluate refuses
+    const measured = classifierAccuracy(space);
+    if (measured && checkFeatureSpaceAccuracy({ ...measured, min: c.evaluate.min_feature_accuracy, allow: c.evaluate.allow_weak_features })) {
+      log(`warning: feature space ${space.name} is a weak classifier (held-out accuracy ${measured.accuracy.toFixed(4)}); FID during training in it because evaluate.allow_weak_features is set`);
+    }
+    return { space, ref: await referenceStats(c, space, log) };
   }
 
   /** Evaluations run at every multiple of evaluate.every and at the last step. */
@@ -160,10 +189,15 @@ export class TrainingEval {
     const c = this.c;
     const w = this.w;
     const t0 = performance.now();
-    const { inChannels: C, inputSize: H, numClasses } = model.config;
+    const { inChannels: ZC, inputSize: Z, numClasses } = model.config;
+    const dec = this.decoder;
+    // the images scored: the model's own, or its latents decoded (f times larger, the VAE's channels)
+    const C = dec ? dec.config.outChannels : ZC;
+    const H = dec ? Z * dec.downFactor : Z;
     const N = c.evaluate.num_samples;
     const B = c.inference.per_proc_batch_size;
     const per = C * H * H;
+    const zper = ZC * Z * Z;
     const seed = evalSeed(c.seed);
     const rng = new Rng(seed);
     const labels = Int32Array.from({ length: N }, () => (numClasses > 0 ? rng.int(numClasses) : 0));
@@ -178,19 +212,20 @@ export class TrainingEval {
         for (let k = k0; k < Math.min(batches, k0 + w.size); k++) {
           const a = k * B;
           const y = labels.slice(a, Math.min(N, a + B));
-          const blocks = noiseBlocks(y.length, per, samplerSteps);
+          const blocks = noiseBlocks(y.length, zper, samplerSteps);
           if (k % w.size === w.rank) {
             model.setNoiseState({ seed, offset });
             const x = await sample(model, coefs, {
               N: y.length, y, sampler: this.spec.sampler, steps: this.spec.steps, eta: c.inference.eta,
-              guidanceScale: c.inference.guidance_scale, clipDenoised: c.inference.clip_denoised ?? true, useEma: true,
+              guidanceScale: c.inference.guidance_scale, clipDenoised: c.inference.clip_denoised ?? !dec, useEma: true,
             });
             const drawn = model.getNoiseState().offset - offset;
             if (drawn !== blocks) {
               throw new SpeedTrainError(`eval: batch ${k} drew ${drawn} noise blocks, the split over processes assumed ${blocks}; ` +
                 'the sampler changed how it draws noise (src/train/evaluation.ts must follow)');
             }
-            mine = toUint8NHWC(x, y.length, C, H, H);
+            const img = dec ? await dec.decode(unscaleLatents(x, c.vae.scale_factor), y.length, Z, Z, { chunk: c.vae.chunk }) : x;
+            mine = toUint8NHWC(img, y.length, C, H, H);
           }
           offset += blocks;
         }

@@ -261,6 +261,7 @@ export class Run {
   close(): void {
     this.removeSignals();
     this.tb?.close();
+    this.evaluator?.close();
   }
 }
 
