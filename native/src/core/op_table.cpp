@@ -597,6 +597,44 @@ OpCase optimizer_step(size_t n, const OptimHyper& hp, bool ema_on, const std::st
   return c;
 }
 
+// ---- 2D convolution (the VAE's; forward only so far) ------------------------------------------
+// A backward joins as c.din(x) / c.din(w) / c.din(b) plus c.backward(...): the drivers then check
+// it against finite differences (grad) and the CPU (test) with no other change.
+OpCase conv2d(const Conv2dShape& s, bool bias, unsigned modes) {
+  OpCase c;
+  c.op = "conv2d";
+  c.section = "conv";
+  c.modes = modes;
+  c.uses_gemm = true;
+  c.name = "conv2d" + dims({{"N", s.N}, {"Ci", s.Ci}, {"H", s.H}, {"W", s.W}, {"Co", s.Co}, {"k", s.kh}, {"stride", s.stride}}) +
+           " pad " + std::to_string(s.pad_t) + "/" + std::to_string(s.pad_l) + "/" + std::to_string(s.pad_b) + "/" +
+           std::to_string(s.pad_r) + (bias ? " bias" : " nobias");
+  const int Ho = s.Ho(), Wo = s.Wo();
+  const int x = c.in("x", size_t(s.N) * s.Ci * s.H * s.W), w = c.in("w", size_t(s.Co) * s.Ci * s.kh * s.kw);
+  const int b = bias ? c.in("b", s.Co) : -1;
+  const int y = c.out("y", size_t(s.N) * s.Co * Ho * Wo, Tol::gemm());
+  c.forward([=](auto& be, auto& t) { be.conv2d_forward(t[x], t[w], t[b], t[y], s, false); });
+  c.reference = [=](Host& h) {  // cross-correlation, zero padding
+    V& o = h.out(y);
+    for (int n = 0; n < s.N; ++n)
+      for (int co = 0; co < s.Co; ++co)
+        for (int i = 0; i < Ho; ++i)
+          for (int j = 0; j < Wo; ++j) {
+            double acc = b >= 0 ? h[b][co] : 0;
+            for (int ci = 0; ci < s.Ci; ++ci)
+              for (int ky = 0; ky < s.kh; ++ky)
+                for (int kx = 0; kx < s.kw; ++kx) {
+                  const int yy = i * s.stride + ky - s.pad_t, xx = j * s.stride + kx - s.pad_l;
+                  if (yy < 0 || yy >= s.H || xx < 0 || xx >= s.W) continue;
+                  acc += h[x][((size_t(n) * s.Ci + ci) * s.H + yy) * s.W + xx] *
+                         h[w][((size_t(co) * s.Ci + ci) * s.kh + ky) * s.kw + kx];
+                }
+            o[((size_t(n) * s.Co + co) * Ho + i) * Wo + j] = acc;
+          }
+  };
+  return c;
+}
+
 // ---- error cases (grad mode: forward must throw a speed::Error) -------------------------------------
 OpCase throws_patchify() {
   OpCase c;
@@ -697,6 +735,20 @@ std::vector<OpCase> build_cases() {
     OpCase c = attention(2, 67, 2, 16, kF32, Fill::uniform(-2, 2));
     for (auto& s : c.t) s.f32 = s.name == "out" ? 1e-5 : s.name == "lse" ? 1e-6 : 0;
     v.push_back(std::move(c));
+  }
+  // convolution: 3x3 same padding, SD's stride-2 downsample with its asymmetric padding, 1x1
+  {
+    auto shape = [](int N, int Ci, int H, int W, int Co, int k, int stride, int pt, int pl, int pb, int pr) {
+      Conv2dShape s;
+      s.N = N, s.Ci = Ci, s.H = H, s.W = W, s.Co = Co, s.kh = s.kw = k, s.stride = stride;
+      s.pad_t = pt, s.pad_l = pl, s.pad_b = pb, s.pad_r = pr;
+      return s;
+    };
+    for (bool bias : {true, false}) {
+      v.push_back(conv2d(shape(2, 3, 7, 6, 4, 3, 1, 1, 1, 1, 1), bias, G));
+      v.push_back(conv2d(shape(1, 2, 8, 7, 3, 3, 2, 0, 0, 1, 1), bias, G));
+    }
+    v.push_back(conv2d(shape(2, 4, 5, 5, 2, 1, 1, 0, 0, 0, 0), true, G));
   }
   // embeddings
   v.push_back(timestep_embedding({0, 7, 999}, 10, 1e-6, G));
