@@ -213,7 +213,7 @@ OpCase ln_modulate(int N, int L, int D, int chunks, unsigned modes, const std::s
   const int dx = c.din(x, true, {}, Fill::normal());
   const int dmod = c.din(mod, false, {}, Fill::constant(7.0));
   c.t[dmod].region = [=](size_t i) { return int(i % stride) < 2 * D; };
-  c.det_bwd = 7;
+  c.det_bwd = kAllMaths;
   c.forward([=](auto& be, auto& t) {
     be.ln_modulate_forward(t[x], t[mod], t[mod] + D, stride, t[y], t[mean], t[rstd], N, L, D, eps);
   });
@@ -260,7 +260,7 @@ OpCase gated_residual(int N, int L, int D, unsigned modes, const std::string& se
   const int dx = c.dout(x, Fill::normal());
   const int dh = c.din(h, false, Tol::all(1e-6)), dmod = c.din(mod, false, {}, Fill::constant(5.0));
   c.t[dmod].region = [=](size_t i) { return int(i % stride) >= goff && int(i % stride) < goff + D; };
-  c.det_bwd = 7;
+  c.det_bwd = kAllMaths;
   c.forward([=](auto& be, auto& t) { be.gated_residual_forward(t[x], t[mod] + goff, stride, t[h], N, L, D); });
   c.backward([=](auto& be, auto& t, bool) {
     be.gated_residual_backward(t[dx], t[mod] + goff, stride, t[h], t[dh], t[dmod] + goff, N, L, D);
@@ -967,6 +967,9 @@ CaseRun<T>::~CaseRun() {
 template <typename T>
 void CaseRun<T>::upload(int i, const std::vector<double>& v) {
   const TensorSpec& s = c_.t[i];
+  if (v.size() != s.n)
+    throw Error("op table: case '" + c_.name + "' tensor '" + s.name + "' holds " + std::to_string(s.n) +
+                " elements, got " + std::to_string(v.size()) + " values");
   if (s.is_int) {
     std::vector<int32_t> h(v.begin(), v.end());
     be_.to_device(b_.p[i], h.data(), h.size() * sizeof(int32_t));
@@ -1012,7 +1015,9 @@ void CaseRun<T>::fill_for_perf() {
     const TensorSpec& s = c_.t[i];
     const Fill& f = s.fill;
     if (s.is_int || f.kind == Fill::Values) {
-      upload(int(i), f.values);
+      std::vector<double> v = f.values;
+      v.resize(s.n, 0.0);
+      upload(int(i), v);
     } else if (f.kind == Fill::Const) {
       be_.fill(static_cast<T*>(b_.p[i]), T(f.a), s.n);
     } else {

@@ -1,7 +1,7 @@
 // The op table: every Backend<T> op, with the shapes it is checked and timed at, in one
 // place (as ggml's test-backend-ops). Three drivers walk it:
 //   grad   native/tests/test_ops_grad.cpp      CPU float64: forward against a float64
-//          reference written here, backward against central finite differences, (=) and (+=)
+//          reference (op_table.cpp), backward against central finite differences, (=) and (+=)
 //   test   native/tests/cuda/test_cuda_ops.cpp CUDA against the CPU backend (fp32|tf32|bf16)
 //   perf   native/src/core/bench.cpp           `speed-train bench`'s per-op rows at a model's shapes
 // and native/tests/test_cpu_ops.cpp runs the `threads` and `f32` cases (float32 CPU: bitwise
@@ -11,7 +11,9 @@
 // (inputs with their seeded fills, outputs, upstream gradients, input gradients), its forward
 // and backward on any Backend<T> (one generic lambda each, instantiated for float and double),
 // an optional float64 reference and its tolerances; then one line per shape in op_cases()
-// (and in perf_cases() for a bench row). All drivers pick it up from there.
+// (and in perf_cases() for a bench row). All drivers pick it up from there. A case's `modes`
+// say which drivers run it: tiny shapes for the finite differences (kGrad), odd and DiT-sized
+// ones for CUDA (kTest).
 //
 // It lives in the core, not in native/tests, because bench.cpp (the product's bench behind
 // `speed-train bench`) times the same entries; the float64 references cost nothing at run time.
@@ -35,6 +37,9 @@ enum Mode : unsigned {
   kThreads = 4u,  // test_cpu_ops: float32 CPU, identical bits for 1, 2 and 3 threads
   kF32 = 8u,      // test_cpu_ops: float32 CPU against the float64 reference (TensorSpec::f32)
 };
+
+// CUDA math modes as bits (1 << int(CudaMath)), for OpCase::maths and OpCase::det_bwd.
+constexpr unsigned kAllMaths = (1u << int(CudaMath::BF16)) | (1u << int(CudaMath::TF32)) | (1u << int(CudaMath::FP32));
 
 // How a tensor is filled before a run; every random fill is seeded from the case's name.
 struct Fill {
@@ -143,7 +148,7 @@ struct OpCase {
   unsigned det_bwd = 0;      // test mode: bit 1 << int(CudaMath): a second CUDA backward gives the same bits
   double scalar_tol = 1e-9;  // test mode: relative, for Bufs::scalars
   std::vector<int> optional_grads;  // test mode: DIn the CUDA backward may skip (null): run once more without each
-  unsigned maths = 7;               // test mode: bit 1 << int(CudaMath) for each math mode that runs it
+  unsigned maths = kAllMaths;               // test mode: bit 1 << int(CudaMath) for each math mode that runs it
   std::vector<std::pair<std::string, std::string>> env;  // test mode: environment set around the case
   // test mode, bf16 only: also against a CUDA backend in float32 math (2e-2), and on the bf16
   // backend again with `fallback_env` set (the float32 kernels: the fp32 tolerance against the CPU)
