@@ -11,6 +11,8 @@
 //   linear fwd / bwd      2·M·K·N / 4·M·K·N
 //   attention fwd / bwd   4·N·L²·D / 8·N·L²·D
 // Bytes (memory-bound kernels) count each tensor read or written once.
+// The kernel rows are the perf cases of the op table (native/src/core/op_table.h, perf_cases):
+// a new op gets a row by a line there.
 // With `profile`, one more train step per (model, batch) runs under a
 // ProfilingBackend (speed/profile.h): a row per op (and shape, for matrix
 // products and attention) with its calls, total ms, GFLOP/s and share.

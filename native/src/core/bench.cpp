@@ -11,6 +11,7 @@
 #include <random>
 
 #include "layout.h"
+#include "op_table.h"
 #include "speed/cpu.h"
 
 namespace speed {
@@ -115,12 +116,6 @@ struct Buffers {
     }
     return p;
   }
-  int32_t* i32(const std::vector<int32_t>& host) {
-    auto* p = static_cast<int32_t*>(be.alloc_bytes(std::max<size_t>(host.size(), 1) * sizeof(int32_t)));
-    owned.push_back(p);
-    be.to_device(p, host.data(), host.size() * sizeof(int32_t));
-    return p;
-  }
 };
 
 }  // namespace
@@ -201,7 +196,6 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
     emit("-", 0, "gemm " + std::to_string(G) + "^3 " + impl, ms, 0, flops, 0);
   }
 
-  const double F = sizeof(float);
   DiffusionTables tabs = linear_diffusion_tables(1000);
   for (size_t mi = 0; mi < cfgs.size(); ++mi) {
     const DiTConfig& c = cfgs[mi];
@@ -211,8 +205,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
     model.set_tables(tabs);
     model.set_recompute(o.recompute);
     const double fwd = dit_forward_flops_per_image(c);
-    const int L = c.num_tokens(), D = c.hidden_size, H = c.mlp_hidden(), C = c.in_channels;
-    const int Co = c.out_channels(), S = c.input_size, HW = S * S, p = c.patch_size, heads = c.num_heads;
+    const int C = c.in_channels, Co = c.out_channels(), HW = c.input_size * c.input_size;
     for (int B : o.batches) {
       std::mt19937_64 rng(1234 + B);
       std::normal_distribution<float> nd(0.f, 0.5f);
@@ -244,127 +237,20 @@ std::vector<BenchRow> run_bench(const BenchOptions& o, const std::function<void(
       }
       if (!o.kernels) continue;
 
-      // each kernel alone at this model's shapes
-      Buffers buf(be);
-      const size_t NL = size_t(B) * L, BLD = NL * D;
-      const int M = static_cast<int>(NL);
-      float* h = buf.f(BLD, 10);
-      float* qkv_w = buf.f(size_t(3) * D * D, 11, 0.05);
-      float* qkv_b = buf.f(size_t(3) * D, 12, 0.05);
-      float* qkv = buf.f(3 * BLD, 13);
-      float* dqkv = buf.f(3 * BLD, 14);
-      float* dh = buf.f(BLD, 15);
-      float* dw = buf.f(size_t(H) * D, 16);
-      float* db = buf.f(H, 17);
-      float* fc1_w = buf.f(size_t(H) * D, 18, 0.05);
-      float* f1 = buf.f(NL * H, 19);
-      float* f1pre = buf.f(NL * H, 20);
-      float* df1 = buf.f(NL * H, 21);
-      float* att = buf.f(BLD, 22);
-      float* datt = buf.f(BLD, 23);
-      float* lse = buf.f(size_t(B) * heads * L, 24);
-      float* mod = buf.f(size_t(B) * 6 * D, 25, 0.1);
-      float* dmod = buf.f(size_t(B) * 6 * D, 26);
-      float* mean = buf.f(NL, 27);
-      float* rstd = buf.f(NL, 28);
-      float* xs = buf.f(BLD, 29);
-      const double lin_qkv = 2.0 * M * D * 3.0 * D, lin_fc1 = 2.0 * M * D * double(H);
-      ms = median_ms(be, o.iters, [&] { be.linear_forward(h, qkv_w, qkv_b, qkv, nullptr, M, D, 3 * D, Act::None); });
-      emit(name, B, "linear_fwd qkv", ms, 0, lin_qkv, 0);
-      ms = median_ms(be, o.iters, [&] {
-        be.linear_backward(h, qkv_w, dqkv, nullptr, dh, dw, db, M, D, 3 * D, Act::None, false);
-      });
-      emit(name, B, "linear_bwd qkv", ms, 0, 2 * lin_qkv, 0);
-      ms = median_ms(be, o.iters, [&] { be.linear_forward(h, fc1_w, db, f1, f1pre, M, D, H, Act::GeluTanh); });
-      emit(name, B, "linear_fwd fc1+gelu", ms, 0, lin_fc1, 0);
-      ms = median_ms(be, o.iters, [&] {
-        be.linear_backward(h, fc1_w, df1, f1pre, dh, dw, db, M, D, H, Act::GeluTanh, false);
-      });
-      emit(name, B, "linear_bwd fc1+gelu", ms, 0, 2 * lin_fc1, 0);
-      const double att_f = 4.0 * B * double(L) * L * D;
-      ms = median_ms(be, o.iters, [&] { be.attention_forward(qkv, att, lse, B, L, heads, c.head_dim()); });
-      emit(name, B, "attention_fwd", ms, 0, att_f, 0);
-      ms = median_ms(be, o.iters, [&] {
-        be.attention_backward(qkv, att, datt, lse, dqkv, B, L, heads, c.head_dim());
-      });
-      emit(name, B, "attention_bwd", ms, 0, 2 * att_f, 0);
-      ms = median_ms(be, o.iters, [&] {
-        be.ln_modulate_forward(xs, mod, mod + D, 6 * D, h, mean, rstd, B, L, D, kLnEps);
-      });
-      emit(name, B, "ln_modulate_fwd", ms, 0, 0, (2.0 * BLD + 2.0 * NL) * F);
-      ms = median_ms(be, o.iters, [&] {
-        be.ln_modulate_backward(dh, xs, mean, rstd, mod + D, 6 * D, datt, dmod, dmod + D, B, L, D, false);
-      });
-      emit(name, B, "ln_modulate_bwd", ms, 0, 0, (3.0 * BLD + 2.0 * NL) * F);
-      ms = median_ms(be, o.iters, [&] { be.gated_residual_forward(xs, mod + 2 * D, 6 * D, att, B, L, D); });
-      emit(name, B, "gated_residual_fwd", ms, 0, 0, 3.0 * BLD * F);
-      ms = median_ms(be, o.iters, [&] { be.gated_residual_backward(dh, mod + 2 * D, 6 * D, att, datt, dmod, B, L, D); });
-      emit(name, B, "gated_residual_bwd", ms, 0, 0, 3.0 * BLD * F);
-
-      const size_t img = size_t(B) * C * HW, oimg = size_t(B) * Co * HW;
-      float* xi = buf.f(img, 30, 0.5);
-      float* tok = buf.f(img, 31);
-      ms = median_ms(be, o.iters, [&] { be.patchify(xi, tok, B, C, S, S, p, PatchLayout::CPP); });
-      emit(name, B, "patchify", ms, 0, 0, 2.0 * img * F);
-      float* mo = buf.f(oimg, 32, 0.5);
-      float* eps = buf.f(img, 33);
-      float* xt = buf.f(img, 34);
-      float* dout = buf.f(oimg, 35);
-      float* ls = buf.f(size_t(B) * 3, 36);
-      float* wt = buf.f(B, 37);
-      be.fill(wt, 1.0f, B);
-      int32_t* td = buf.i32(t);
-      float* tabd = buf.f(8 * 1000, 38);
-      {
-        std::vector<float> host;
-        const std::vector<double>* cols[] = {&tabs.sqrt_abar, &tabs.sqrt_1m_abar, &tabs.sqrt_recip_abar,
-                                             &tabs.sqrt_recipm1_abar, &tabs.coef1, &tabs.coef2,
-                                             &tabs.log_beta, &tabs.post_log_var};
-        for (auto* col : cols) host.insert(host.end(), col->begin(), col->end());
-        be.to_device(tabd, host.data(), host.size() * sizeof(float));
+      // each kernel alone at this model's shapes: the op table's perf cases (op_table.h), in
+      // their order, each with its own buffers filled on the backend
+      for (const ops::OpCase& k : ops::perf_cases(c, B, model.num_trainable(), tabs, t)) {
+        ops::CaseRun<float> run(be, k);
+        run.fill_for_perf();
+        if (!k.perf_fwd.empty()) {
+          ms = median_ms(be, o.iters, [&] { run.forward(); });
+          emit(name, B, k.perf_fwd, ms, 0, k.fwd_flops, k.fwd_bytes);
+        }
+        if (!k.perf_bwd.empty()) {
+          ms = median_ms(be, o.iters, [&] { run.backward(false); });
+          emit(name, B, k.perf_bwd, ms, 0, k.bwd_flops, k.bwd_bytes);
+        }
       }
-      DiffusionTablesView<float> tv;
-      tv.steps = 1000;
-      tv.sqrt_abar = tabd;
-      tv.sqrt_1m_abar = tabd + 1000;
-      tv.sqrt_recip_abar = tabd + 2000;
-      tv.sqrt_recipm1_abar = tabd + 3000;
-      tv.coef1 = tabd + 4000;
-      tv.coef2 = tabd + 5000;
-      tv.log_beta = tabd + 6000;
-      tv.post_log_var = tabd + 7000;
-      be.q_sample(xi, eps, td, tv, xt, B, size_t(C) * HW);
-      ms = median_ms(be, o.iters, [&] {
-        be.iddpm_loss(mo, xi, xt, eps, td, wt, tv, 1.0, c.learn_sigma, ls, ls + B, ls + 2 * B, dout, B, C, HW);
-      });
-      emit(name, B, "iddpm_loss", ms, 0, 0, (2.0 * oimg + 3.0 * img) * F);
-      SampleStepCoefs sc;
-      sc.mode = SampleStepCoefs::DDPM;
-      sc.sqrt_recip_abar = tabs.sqrt_recip_abar[500];
-      sc.sqrt_recipm1_abar = tabs.sqrt_recipm1_abar[500];
-      sc.coef1 = tabs.coef1[500];
-      sc.coef2 = tabs.coef2[500];
-      sc.log_beta = tabs.log_beta[500];
-      sc.post_log_var = tabs.post_log_var[500];
-      sc.add_noise = true;
-      ms = median_ms(be, o.iters, [&] { be.sample_step(mo, xt, eps, B, C, HW, c.learn_sigma, sc); });
-      emit(name, B, "sample_step", ms, 0, 0, (double(oimg) + 3.0 * img) * F);
-
-      // AdamW + clip + EMA over all trainable parameters (batch-independent;
-      // reported with each batch so every row group is complete)
-      const size_t n = model.num_trainable();
-      float* prm = buf.f(n, 40, 0.02);
-      float* grd = buf.f(n, 41, 1e-3);
-      float* m1 = buf.f(n, 42, 0.0);
-      float* v1 = buf.f(n, 43, 0.0);
-      float* ema = buf.f(n, 44, 0.02);
-      be.fill(ls, 0.5f, B);
-      OptimHyper oh;
-      oh.max_grad_norm = 1.0;
-      ms = median_ms(be, o.iters, [&] { be.optimizer_step(prm, grd, m1, v1, ema, n, oh, ls, B); });
-      // bytes moved: norm pass 1 array, check pass 5 (p, g, m, v, EMA: the update is
-      // checked for non-finite values before anything is written), update 5 read + 4 written
-      emit(name, B, "optimizer_step", ms, 0, 0, 15.0 * n * F);
     }
   }
   // ---- VAE encode / decode (random weights; speed/vae.h) --------------------------------
