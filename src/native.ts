@@ -18,7 +18,7 @@ export type Device = 'cpu' | 'cuda';
 export type CudaMath = 'bf16' | 'tf32' | 'fp32';
 export type Slot = 'model' | 'ema' | 'adam_m' | 'adam_v' | 'grad';
 
-/** The transformer's shape: the keys the DiT (ModelConfig) and the feature network's ViT (FeatNetConfig) share. */
+/** The transformer's shape: the keys the DiT (ModelConfig) and the feature network's ViT (ViTFeatNetConfig) share. */
 export interface TransformerConfig {
   inputSize: number;
   patchSize: number;
