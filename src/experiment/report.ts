@@ -419,7 +419,11 @@ export async function writeReport(out: string, r: ReportInput): Promise<{ report
     md.push('## Samples', '', `Seed ${spec.seeds[0]}, ${primarySampler}, step ${lastStep}, the first samples of each class (a row per class), as scored:`, '');
     for (const g of grids) md.push(`![${path.basename(g, '.png')}](${path.basename(g)})`, '');
   }
-  md.push(`Total time ${(r.seconds / 60).toFixed(1)} min.`, '');
+  const trainS = r.methods.reduce((a, m) => a + m.train_seconds, 0);
+  const drawS = r.methods.reduce((a, m) => a + m.evals.reduce((b, e) => b + Object.values(e.seconds).reduce((x, y) => x + y, 0), 0), 0);
+  md.push(`Time: the runs' training ${(trainS / 60).toFixed(1)} min and sampling ${(drawS / 60).toFixed(1)} min, summed over the ${r.methods.length} runs ` +
+    `(runs drawn with --generate-only in parallel processes overlap in wall time); the command that wrote this report ${(r.seconds / 60).toFixed(1)} min ` +
+    '(everything not reused from earlier invocations: the feature network, the reference, the scoring).', '');
   const report = path.join(out, 'report.md');
   writeFileSync(report, md.join('\n'));
   writeFileSync(path.join(out, 'report.json'), JSON.stringify({
