@@ -790,7 +790,8 @@ OpCase transpose_batched(int B, int R, int C, unsigned modes) {
   return c;
 }
 
-// moments [N, 2C, HW]: the log-variances span both clamp bounds (-30, 20); eps null: z = mean.
+// moments [N, 2C, HW]: means in [-2, 2], log-variances across both clamp bounds (-30, 20);
+// eps null: z = mean.
 OpCase gaussian_sample(int N, int C, int HW, bool with_eps, unsigned modes) {
   OpCase c;
   c.op = "gaussian_sample";
@@ -799,7 +800,17 @@ OpCase gaussian_sample(int N, int C, int HW, bool with_eps, unsigned modes) {
   c.name = "gaussian_sample" + dims({{"N", N}, {"C", C}, {"HW", HW}}) + (with_eps ? "" : " (eps null: the mean)");
   Tol tol = Tol::all(1e-5);
   tol.elementwise = true;  // exp(10) next to values near 0
-  const int mom = c.in("moments", size_t(N) * 2 * C * HW, Fill::uniform(-34, 24));
+  V m(size_t(N) * 2 * C * HW);
+  std::mt19937_64 rng(0x9a55u + m.size());
+  std::uniform_real_distribution<double> u(-2, 2), lvd(-34, 24);
+  for (int n = 0; n < N; ++n)
+    for (size_t i = 0; i < size_t(C) * HW; ++i) {
+      m[size_t(n) * 2 * C * HW + i] = u(rng);
+      m[(size_t(n) * 2 + 1) * C * HW + i] = lvd(rng);
+    }
+  const double edges[] = {-35, -30.5, 20.5, 23};  // both clamps, on every seed
+  for (size_t i = 0; i < 4 && i < size_t(C) * HW; ++i) m[size_t(C) * HW + i] = edges[i];
+  const int mom = c.in("moments", m.size(), Fill::of(m));
   const int eps = with_eps ? c.in("eps", size_t(N) * C * HW, Fill::normal()) : -1;
   const int z = c.out("z", size_t(N) * C * HW, tol);
   c.forward([=](auto& be, auto& t) { be.gaussian_sample(t[mom], t[eps], t[z], N, C, HW); });
