@@ -1064,18 +1064,23 @@ std::vector<OpCase> build_cases() {
     // the CPU's tiling: 1600 output pixels (two im2col tiles), more samples than dw's sample groups
     v.push_back(conv2d(shape(1, 1, 40, 40, 2, 3, 3, 1, 1, 1, 1, 1), true, G, ConvGrads::All));
     v.push_back(conv2d(shape(19, 2, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1), true, G, ConvGrads::All));
-    // CUDA: the CNN's layers at its default sizes (28x28, channels 32 and 64) at batch 3; the
-    // VAE's 3x3 and stride-2 downsample; Inception's 1x7, 7x1 and 3x3 stride 2 unpadded
+    // CUDA: the CNN's layers at its default sizes (28x28, channels 32 and 64) at batch 3 and a
+    // backward with SD's asymmetric pads; the VAE's 3x3 and stride-2 downsample; Inception's
+    // 1x7 / 7x1 / 1x3 / 3x1, 3x3 stride 2 unpadded (its first layer on 299x299), 5x5 and 1x1
     v.push_back(conv2d(shape(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1), true, T, ConvGrads::NoDx));
     v.push_back(conv2d(shape(3, 32, 28, 28, 32, 3, 3, 2, 1, 1, 1, 1), true, T, ConvGrads::All));
     v.push_back(conv2d(shape(3, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1), true, T, ConvGrads::All));
     v.push_back(conv2d(shape(3, 64, 14, 14, 64, 3, 3, 2, 1, 1, 1, 1), true, T, ConvGrads::All));
+    v.push_back(conv2d(shape(2, 5, 12, 10, 7, 3, 3, 2, 0, 0, 1, 1), true, T, ConvGrads::All));
     v.push_back(conv2d(shape(1, 128, 32, 32, 128, 3, 3, 1, 1, 1, 1, 1), true, T));
     v.push_back(conv2d(shape(1, 128, 32, 32, 128, 3, 3, 2, 0, 0, 1, 1), true, T));
     v.push_back(conv2d(shape(2, 64, 17, 17, 80, 1, 7, 1, 0, 3, 0, 3), true, T));
     v.push_back(conv2d(shape(2, 64, 17, 17, 80, 7, 1, 1, 3, 0, 3, 0), true, T));
     v.push_back(conv2d(shape(2, 48, 35, 35, 64, 3, 3, 2, 0, 0, 0, 0), true, T));
     v.push_back(conv2d(shape(2, 48, 35, 35, 64, 5, 5, 1, 2, 2, 2, 2), true, T));
+    v.push_back(conv2d(shape(2, 32, 8, 8, 16, 1, 3, 1, 0, 1, 0, 1), true, T));
+    v.push_back(conv2d(shape(2, 32, 8, 8, 16, 3, 1, 1, 1, 0, 1, 0), true, T));
+    v.push_back(conv2d(shape(2, 3, 299, 299, 32, 3, 3, 2, 0, 0, 0, 0), true, T));
     v.push_back(conv2d(shape(3, 768, 17, 17, 192, 1, 1, 1, 0, 0, 0, 0), true, T));
     v.push_back(conv2d(shape(2, 16, 6, 6, 8, 1, 1, 1, 0, 0, 0, 0), true, T, ConvGrads::All));
     // K = 4608, Ho*Wo = 9216: K*HW > 32M elements, so the GPU's backward runs several pixel tiles
@@ -1119,6 +1124,7 @@ std::vector<OpCase> build_cases() {
   v.push_back(pool2d(1, 2, 1, 1, 3, 1, 1, PoolMode::AvgExcludePad, Fill::uniform(), G));
   v.push_back(pool2d(2, 64, 147, 147, 3, 2, 0, PoolMode::Max, Fill::normal(), T));
   v.push_back(pool2d(2, 3, 9, 10, 3, 2, 1, PoolMode::Max, Fill::uniform(-2, -1), T));
+  v.push_back(pool2d(2, 11, 8, 8, 3, 1, 1, PoolMode::Max, Fill::normal(), T));
   v.push_back(pool2d(2, 192, 35, 35, 3, 1, 1, PoolMode::AvgExcludePad, Fill::normal(), T));
   v.push_back(pool2d(1, 5, 9, 10, 3, 2, 1, PoolMode::AvgExcludePad, Fill::normal(), T));
   v.push_back(pool2d(1, 4, 5, 6, 2, 2, 1, PoolMode::Max, Fill::normal(), T));
@@ -1133,6 +1139,7 @@ std::vector<OpCase> build_cases() {
   v.push_back(resize_bilinear(1, 2, 1, 1, 3, 4, G));
   v.push_back(resize_bilinear(2, 3, 32, 32, 299, 299, T));
   v.push_back(resize_bilinear(1, 3, 512, 384, 299, 299, T));
+  v.push_back(resize_bilinear(1, 3, 45, 37, 299, 299, T));
   v.push_back(resize_bilinear(1, 2, 7, 9, 5, 13, T));
   v.push_back(resize_bilinear(1, 1, 1, 1, 299, 299, T));
   for (bool relu_on : {false, true}) {
