@@ -597,23 +597,28 @@ OpCase optimizer_step(size_t n, const OptimHyper& hp, bool ema_on, const std::st
   return c;
 }
 
-// ---- 2D convolution (the VAE's; forward only so far) ------------------------------------------
-// A backward joins as c.din(x) / c.din(w) / c.din(b) plus c.backward(...): the drivers then check
-// it against finite differences (grad) and the CPU (test) with no other change.
-OpCase conv2d(const Conv2dShape& s, bool bias, unsigned modes) {
+// ---- 2D convolution (the VAE's, Inception's and the CNN's) -------------------------------------------
+// Which gradients a conv2d case checks: none (forward only), all of dx, dw and db, or dw and db with
+// dx null (a network's first layer, whose input is the image).
+enum class ConvGrads { None, All, NoDx };
+// accum: forward adds into y (an InOut whose initial value the reference adds to).
+OpCase conv2d(const Conv2dShape& s, bool bias, unsigned modes, ConvGrads grads = ConvGrads::None, bool accum = false) {
   OpCase c;
   c.op = "conv2d";
   c.section = "conv";
   c.modes = modes;
   c.uses_gemm = true;
-  c.name = "conv2d" + dims({{"N", s.N}, {"Ci", s.Ci}, {"H", s.H}, {"W", s.W}, {"Co", s.Co}, {"k", s.kh}, {"stride", s.stride}}) +
-           " pad " + std::to_string(s.pad_t) + "/" + std::to_string(s.pad_l) + "/" + std::to_string(s.pad_b) + "/" +
-           std::to_string(s.pad_r) + (bias ? " bias" : " nobias");
+  c.name = "conv2d" + dims({{"N", s.N}, {"Ci", s.Ci}, {"H", s.H}, {"W", s.W}, {"Co", s.Co}}) + " k" + std::to_string(s.kh) +
+           "x" + std::to_string(s.kw) + dims({{"stride", s.stride}}) + " pad " + std::to_string(s.pad_t) + "/" +
+           std::to_string(s.pad_l) + "/" + std::to_string(s.pad_b) + "/" + std::to_string(s.pad_r) +
+           (bias ? " bias" : " nobias") + (accum ? " (+=)" : "") +
+           (grads == ConvGrads::All ? " +backward" : grads == ConvGrads::NoDx ? " +backward dx null" : "");
   const int Ho = s.Ho(), Wo = s.Wo();
+  const size_t ny = size_t(s.N) * s.Co * Ho * Wo;
   const int x = c.in("x", size_t(s.N) * s.Ci * s.H * s.W), w = c.in("w", size_t(s.Co) * s.Ci * s.kh * s.kw);
   const int b = bias ? c.in("b", s.Co) : -1;
-  const int y = c.out("y", size_t(s.N) * s.Co * Ho * Wo, Tol::gemm());
-  c.forward([=](auto& be, auto& t) { be.conv2d_forward(t[x], t[w], t[b], t[y], s, false); });
+  const int y = accum ? c.inout("y", ny, Fill::uniform(), Tol::gemm()) : c.out("y", ny, Tol::gemm());
+  c.forward([=](auto& be, auto& t) { be.conv2d_forward(t[x], t[w], t[b], t[y], s, accum); });
   c.reference = [=](Host& h) {  // cross-correlation, zero padding
     V& o = h.out(y);
     for (int n = 0; n < s.N; ++n)
@@ -629,9 +634,313 @@ OpCase conv2d(const Conv2dShape& s, bool bias, unsigned modes) {
                   acc += h[x][((size_t(n) * s.Ci + ci) * s.H + yy) * s.W + xx] *
                          h[w][((size_t(co) * s.Ci + ci) * s.kh + ky) * s.kw + kx];
                 }
-            o[((size_t(n) * s.Co + co) * Ho + i) * Wo + j] = acc;
+            double& r = o[((size_t(n) * s.Co + co) * Ho + i) * Wo + j];
+            r = accum ? r + acc : acc;
           }
   };
+  if (grads != ConvGrads::None) {
+    // conv2d_backward: every gradient (=); dx and db may be null (the CUDA driver also runs it
+    // without each and expects the others unchanged)
+    const int dy = c.dout(y, Fill::normal());
+    const int dx = grads == ConvGrads::All ? c.din(x, false, Tol::gemm()) : -1;
+    const int dw = c.din(w, false, Tol::gemm());
+    const int db = bias ? c.din(b, false, Tol::all(1e-5)) : -1;
+    c.backward([=](auto& be, auto& t, bool) { be.conv2d_backward(t[x], t[w], t[dy], t[dx], t[dw], t[db], s); });
+    if (dx >= 0) c.optional_grads.push_back(dx);
+    if (db >= 0) c.optional_grads.push_back(db);
+  }
+  return c;
+}
+
+Conv2dShape conv_shape(int N, int Ci, int H, int W, int Co, int kh, int kw, int stride, int pt, int pl, int pb, int pr) {
+  Conv2dShape s;
+  s.N = N, s.Ci = Ci, s.H = H, s.W = W, s.Co = Co, s.kh = kh, s.kw = kw, s.stride = stride;
+  s.pad_t = pt, s.pad_l = pl, s.pad_b = pb, s.pad_r = pr;
+  return s;
+}
+
+// ---- ReLU (the CNN's) -----------------------------------------------------------------------------
+// Inputs kept at least 0.05 away from the kink, so that the finite differences see one side only.
+V relu_inputs(size_t n, uint64_t seed, double scale) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.05, 1.0);
+  V v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = scale * ((i % 3 == 1) ? -u(rng) : u(rng));
+  return v;
+}
+
+OpCase relu(size_t n, double scale, unsigned modes) {
+  OpCase c;
+  c.op = c.section = "relu";
+  c.name = "relu n" + std::to_string(n);
+  c.modes = modes;
+  const int x = c.in("x", n, Fill::of(relu_inputs(n, 0x7e1u + n, scale))), y = c.out("y", n, Tol::all(0));
+  const int dy = c.dout(y, Fill::normal()), dx = c.din(x, false, Tol::all(0));
+  c.forward([=](auto& be, auto& t) { be.relu_forward(t[x], t[y], n); });
+  c.backward([=](auto& be, auto& t, bool) { be.relu_backward(t[y], t[dy], t[dx], n); });
+  c.reference = [=](Host& h) {
+    for (size_t i = 0; i < n; ++i) h.out(y)[i] = std::max(h[x][i], 0.0);
+  };
+  c.ref_tol = 0;
+  return c;
+}
+
+// The CNN runs both in place: relu_forward with y = x, relu_backward with dx = dy.
+OpCase relu_in_place(size_t n, bool backward, unsigned modes) {
+  OpCase c;
+  c.op = c.section = "relu";
+  c.name = std::string(backward ? "relu_backward n" : "relu_forward n") + std::to_string(n) +
+           (backward ? " (dx aliases dy)" : " (y aliases x)");
+  c.modes = modes;
+  const V v = relu_inputs(n, 0x7e2u + n, 1.0);
+  if (!backward) {
+    const int x = c.inout("x", n, Fill::of(v), Tol::all(0));
+    c.forward([=](auto& be, auto& t) { be.relu_forward(t[x], t[x], n); });
+    c.reference = [=](Host& h) {
+      for (double& e : h.out(x)) e = std::max(e, 0.0);
+    };
+  } else {
+    V yv(n);
+    for (size_t i = 0; i < n; ++i) yv[i] = std::max(v[i], 0.0);  // a ReLU output: zeros and positives
+    const int y = c.in("y", n, Fill::of(yv)), d = c.inout("dy", n, Fill::normal(), Tol::all(0));
+    c.forward([=](auto& be, auto& t) { be.relu_backward(t[y], t[d], t[d], n); });
+    c.reference = [=](Host& h) {
+      V& o = h.out(d);
+      for (size_t i = 0; i < n; ++i) o[i] = h[y][i] > 0 ? o[i] : 0.0;
+    };
+  }
+  c.ref_tol = 0;
+  return c;
+}
+
+// ---- the VAE's forward-only ops ----------------------------------------------------------------------
+// GroupNorm (+ SiLU); gamma/beta null when !affine, y aliases x when in_place.
+OpCase group_norm(int N, int C, int HW, int groups, bool silu_on, bool affine, bool in_place, Fill f, double tol,
+                  unsigned modes) {
+  OpCase c;
+  c.op = "group_norm";
+  c.section = "vae";
+  c.modes = modes;
+  c.name = "group_norm" + dims({{"N", N}, {"C", C}, {"HW", HW}, {"groups", groups}}) + (silu_on ? " silu" : "") +
+           (affine ? "" : " no affine") + (in_place ? " (y aliases x)" : "");
+  const double eps = 1e-6;
+  const size_t n = size_t(N) * C * HW;
+  const int x = in_place ? c.inout("x", n, f, Tol::all(tol)) : c.in("x", n, f);
+  const int gamma = affine ? c.in("gamma", C, Fill::uniform(0.5, 1.5)) : -1;
+  const int beta = affine ? c.in("beta", C, Fill::uniform(-0.5, 0.5)) : -1;
+  const int y = in_place ? x : c.out("y", n, Tol::all(tol));
+  c.forward([=](auto& be, auto& t) { be.group_norm_forward(t[x], t[gamma], t[beta], t[y], N, C, HW, groups, eps, silu_on); });
+  c.reference = [=](Host& h) {
+    const V xs = h[x];
+    V& o = h.out(y);
+    const int cg = C / groups;
+    const size_t m = size_t(cg) * HW;
+    for (int i = 0; i < N; ++i)
+      for (int g = 0; g < groups; ++g) {
+        const size_t base = (size_t(i) * C + size_t(g) * cg) * HW;
+        double mu = 0, var = 0;
+        for (size_t k = 0; k < m; ++k) mu += xs[base + k] / double(m);
+        for (size_t k = 0; k < m; ++k) var += (xs[base + k] - mu) * (xs[base + k] - mu) / double(m);
+        for (size_t k = 0; k < m; ++k) {
+          const int ch = g * cg + int(k / HW);
+          double v = (xs[base + k] - mu) / std::sqrt(var + eps);
+          if (affine) v = v * h[gamma][ch] + h[beta][ch];
+          o[base + k] = silu_on ? v / (1 + std::exp(-v)) : v;
+        }
+      }
+  };
+  c.ref_tol = 1e-13;
+  return c;
+}
+
+OpCase upsample_nearest2x(int N, int C, int H, int W, unsigned modes) {
+  OpCase c;
+  c.op = "upsample_nearest2x";
+  c.section = "vae";
+  c.modes = modes;
+  c.name = "upsample_nearest2x" + dims({{"N", N}, {"C", C}, {"H", H}, {"W", W}});
+  const int x = c.in("x", size_t(N) * C * H * W, Fill::normal());
+  const int y = c.out("y", size_t(N) * C * 4 * H * W, Tol::all(0));
+  c.forward([=](auto& be, auto& t) { be.upsample_nearest2x(t[x], t[y], N, C, H, W); });
+  c.reference = [=](Host& h) {
+    V& o = h.out(y);
+    for (int p = 0; p < N * C; ++p)
+      for (int i = 0; i < 2 * H; ++i)
+        for (int j = 0; j < 2 * W; ++j) o[(size_t(p) * 2 * H + i) * 2 * W + j] = h[x][(size_t(p) * H + i / 2) * W + j / 2];
+  };
+  c.ref_tol = 0;
+  return c;
+}
+
+OpCase transpose_batched(int B, int R, int C, unsigned modes) {
+  OpCase c;
+  c.op = "transpose_batched";
+  c.section = "vae";
+  c.modes = modes;
+  c.name = "transpose_batched" + dims({{"B", B}, {"R", R}, {"C", C}});
+  const int x = c.in("x", size_t(B) * R * C, Fill::normal()), y = c.out("y", size_t(B) * R * C, Tol::all(0));
+  c.forward([=](auto& be, auto& t) { be.transpose_batched(t[x], t[y], B, R, C); });
+  c.reference = [=](Host& h) {
+    V& o = h.out(y);
+    for (int b = 0; b < B; ++b)
+      for (int r = 0; r < R; ++r)
+        for (int k = 0; k < C; ++k) o[(size_t(b) * C + k) * R + r] = h[x][(size_t(b) * R + r) * C + k];
+  };
+  c.ref_tol = 0;
+  return c;
+}
+
+// moments [N, 2C, HW]: means in [-2, 2], log-variances across both clamp bounds (-30, 20);
+// eps null: z = mean.
+OpCase gaussian_sample(int N, int C, int HW, bool with_eps, unsigned modes) {
+  OpCase c;
+  c.op = "gaussian_sample";
+  c.section = "vae";
+  c.modes = modes;
+  c.name = "gaussian_sample" + dims({{"N", N}, {"C", C}, {"HW", HW}}) + (with_eps ? "" : " (eps null: the mean)");
+  Tol tol = Tol::all(1e-5);
+  tol.elementwise = true;  // exp(10) next to values near 0
+  V m(size_t(N) * 2 * C * HW);
+  std::mt19937_64 rng(0x9a55u + m.size());
+  std::uniform_real_distribution<double> u(-2, 2), lvd(-34, 24);
+  for (int n = 0; n < N; ++n)
+    for (size_t i = 0; i < size_t(C) * HW; ++i) {
+      m[size_t(n) * 2 * C * HW + i] = u(rng);
+      m[(size_t(n) * 2 + 1) * C * HW + i] = lvd(rng);
+    }
+  const double edges[] = {-35, -30.5, 20.5, 23};  // both clamps, on every seed
+  for (size_t i = 0; i < 4 && i < size_t(C) * HW; ++i) m[size_t(C) * HW + i] = edges[i];
+  const int mom = c.in("moments", m.size(), Fill::of(m));
+  const int eps = with_eps ? c.in("eps", size_t(N) * C * HW, Fill::normal()) : -1;
+  const int z = c.out("z", size_t(N) * C * HW, tol);
+  c.forward([=](auto& be, auto& t) { be.gaussian_sample(t[mom], t[eps], t[z], N, C, HW); });
+  c.reference = [=](Host& h) {
+    V& o = h.out(z);
+    for (int n = 0; n < N; ++n)
+      for (size_t i = 0; i < size_t(C) * HW; ++i) {
+        const double mean = h[mom][size_t(n) * 2 * C * HW + i];
+        const double lv = std::min(20.0, std::max(-30.0, h[mom][(size_t(n) * 2 + 1) * C * HW + i]));
+        o[size_t(n) * C * HW + i] = mean + (with_eps ? std::exp(0.5 * lv) * h[eps][size_t(n) * C * HW + i] : 0.0);
+      }
+  };
+  c.ref_tol = 1e-15;
+  return c;
+}
+
+// ---- Inception-v3's forward-only ops -------------------------------------------------------------------
+OpCase pool2d(int N, int C, int H, int W, int k, int stride, int pad, PoolMode mode, Fill f, unsigned modes) {
+  OpCase c;
+  const bool mx = mode == PoolMode::Max;
+  c.op = "pool2d";
+  c.section = "inception";
+  c.modes = modes;
+  c.name = std::string(mx ? "pool2d max" : "pool2d avg exclude-pad") + dims({{"N", N}, {"C", C}, {"H", H}, {"W", W}}) +
+           dims({{"k", k}, {"stride", stride}, {"pad", pad}});
+  const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  const int x = c.in("x", size_t(N) * C * H * W, std::move(f));
+  const int y = c.out("y", size_t(N) * C * Ho * Wo, Tol::all(mx ? 0 : 1e-6));
+  c.forward([=](auto& be, auto& t) { be.pool2d_forward(t[x], t[y], N, C, H, W, k, stride, pad, mode); });
+  c.reference = [=](Host& h) {  // padded positions take no part (max: -inf, avg: not counted)
+    V& o = h.out(y);
+    for (int p = 0; p < N * C; ++p)
+      for (int i = 0; i < Ho; ++i)
+        for (int j = 0; j < Wo; ++j) {
+          double best = -std::numeric_limits<double>::infinity(), sum = 0;
+          int cnt = 0;
+          for (int ky = 0; ky < k; ++ky)
+            for (int kx = 0; kx < k; ++kx) {
+              const int yy = i * stride - pad + ky, xx = j * stride - pad + kx;
+              if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+              const double v = h[x][(size_t(p) * H + yy) * W + xx];
+              best = std::max(best, v);
+              sum += v;
+              ++cnt;
+            }
+          o[(size_t(p) * Ho + i) * Wo + j] = mx ? best : sum / cnt;
+        }
+  };
+  c.ref_tol = mx ? 0 : 1e-15;
+  return c;
+}
+
+OpCase global_avg_pool(int N, int C, int HW, unsigned modes) {
+  OpCase c;
+  c.op = "global_avg_pool";
+  c.section = "inception";
+  c.modes = modes;
+  c.name = "global_avg_pool" + dims({{"N", N}, {"C", C}, {"HW", HW}});
+  const int x = c.in("x", size_t(N) * C * HW, Fill::normal(1, 0.5)), y = c.out("y", size_t(N) * C, Tol::all(1e-6));
+  c.forward([=](auto& be, auto& t) { be.global_avg_pool(t[x], t[y], N, C, HW); });
+  c.reference = [=](Host& h) {
+    V& o = h.out(y);
+    for (int p = 0; p < N * C; ++p) {
+      double s = 0;
+      for (int i = 0; i < HW; ++i) s += h[x][size_t(p) * HW + i];
+      o[p] = s / HW;
+    }
+  };
+  c.ref_tol = 1e-14;
+  return c;
+}
+
+// F.interpolate(mode='bilinear', align_corners=False, antialias=False): per axis the source
+// coordinate (o + 0.5) in/out - 0.5, clamped below at 0; its floor and the next sample
+// (clamped at the edge) weighted by the fraction.
+OpCase resize_bilinear(int N, int C, int H, int W, int Ho, int Wo, unsigned modes) {
+  OpCase c;
+  c.op = "resize_bilinear";
+  c.section = "inception";
+  c.modes = modes;
+  c.name = "resize_bilinear" + dims({{"N", N}, {"C", C}, {"H", H}, {"W", W}}) + " ->" + dims({{"Ho", Ho}, {"Wo", Wo}});
+  const int x = c.in("x", size_t(N) * C * H * W), y = c.out("y", size_t(N) * C * Ho * Wo, Tol::all(1e-5));
+  c.forward([=](auto& be, auto& t) { be.resize_bilinear(t[x], t[y], N, C, H, W, Ho, Wo); });
+  c.reference = [=](Host& h) {
+    auto axis = [](int o, int in, int out, int& i0, int& i1, double& l) {
+      const double src = std::max(0.0, (o + 0.5) * double(in) / out - 0.5);
+      i0 = std::min(int(std::floor(src)), in - 1);
+      i1 = std::min(i0 + 1, in - 1);
+      l = src - i0;
+    };
+    V& o = h.out(y);
+    for (int p = 0; p < N * C; ++p)
+      for (int i = 0; i < Ho; ++i)
+        for (int j = 0; j < Wo; ++j) {
+          int y0, y1, x0, x1;
+          double ly, lx;
+          axis(i, H, Ho, y0, y1, ly);
+          axis(j, W, Wo, x0, x1, lx);
+          const double* s = &h[x][size_t(p) * H * W];
+          o[(size_t(p) * Ho + i) * Wo + j] = (1 - ly) * ((1 - lx) * s[y0 * W + x0] + lx * s[y0 * W + x1]) +
+                                             ly * ((1 - lx) * s[y1 * W + x0] + lx * s[y1 * W + x1]);
+        }
+  };
+  c.ref_tol = 1e-13;
+  return c;
+}
+
+// One branch into its channel slot of a concatenation; the other channels of y keep their
+// values. in_place: Ctot == C, y == x (Inception's in-place ReLU).
+OpCase channel_copy(int N, int C, int HW, int Ctot, int c_off, bool relu_on, bool in_place, unsigned modes) {
+  OpCase c;
+  c.op = "channel_copy";
+  c.section = "inception";
+  c.modes = modes;
+  c.name = "channel_copy" + dims({{"N", N}, {"C", C}, {"HW", HW}, {"Ctot", Ctot}, {"c_off", c_off}}) +
+           (relu_on ? " relu" : "") + (in_place ? " (y aliases x)" : "");
+  const int x = in_place ? c.inout("x", size_t(N) * C * HW, Fill::uniform(), Tol::all(0)) : c.in("x", size_t(N) * C * HW);
+  const int y = in_place ? x : c.inout("y", size_t(N) * Ctot * HW, Fill::constant(7.0), Tol::all(0));
+  c.forward([=](auto& be, auto& t) { be.channel_copy(t[x], t[y], N, C, HW, Ctot, c_off, relu_on); });
+  c.reference = [=](Host& h) {
+    const V xs = h[x];
+    V& o = h.out(y);
+    for (int n = 0; n < N; ++n)
+      for (int ch = 0; ch < C; ++ch)
+        for (int i = 0; i < HW; ++i) {
+          const double v = xs[(size_t(n) * C + ch) * HW + i];
+          o[(size_t(n) * Ctot + c_off + ch) * HW + i] = relu_on ? std::max(v, 0.0) : v;
+        }
+  };
+  c.ref_tol = 0;
   return c;
 }
 
@@ -736,20 +1045,109 @@ std::vector<OpCase> build_cases() {
     for (auto& s : c.t) s.f32 = s.name == "out" ? 1e-5 : s.name == "lse" ? 1e-6 : 0;
     v.push_back(std::move(c));
   }
-  // convolution: 3x3 same padding, SD's stride-2 downsample with its asymmetric padding, 1x1
+  // convolution, forward and conv2d_backward: 3x3 same padding, SD's stride-2 downsample with its
+  // asymmetric padding, 1x1, the CNN's 3x3 stride 2 pad 1, Inception's 1x7 / 7x1 and 3x3 stride 2
+  // without padding, a first layer (dx null), and a forward that accumulates (+=)
   {
-    auto shape = [](int N, int Ci, int H, int W, int Co, int k, int stride, int pt, int pl, int pb, int pr) {
-      Conv2dShape s;
-      s.N = N, s.Ci = Ci, s.H = H, s.W = W, s.Co = Co, s.kh = s.kw = k, s.stride = stride;
-      s.pad_t = pt, s.pad_l = pl, s.pad_b = pb, s.pad_r = pr;
-      return s;
-    };
+    auto shape = conv_shape;
     for (bool bias : {true, false}) {
-      v.push_back(conv2d(shape(2, 3, 7, 6, 4, 3, 1, 1, 1, 1, 1), bias, G));
-      v.push_back(conv2d(shape(1, 2, 8, 7, 3, 3, 2, 0, 0, 1, 1), bias, G));
+      v.push_back(conv2d(shape(2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 1), bias, G, ConvGrads::All));
+      v.push_back(conv2d(shape(1, 2, 8, 7, 3, 3, 3, 2, 0, 0, 1, 1), bias, G, ConvGrads::All));
     }
-    v.push_back(conv2d(shape(2, 4, 5, 5, 2, 1, 1, 0, 0, 0, 0), true, G));
+    v.push_back(conv2d(shape(2, 4, 5, 5, 2, 1, 1, 1, 0, 0, 0, 0), true, G, ConvGrads::All));
+    v.push_back(conv2d(shape(2, 3, 6, 7, 2, 3, 3, 2, 1, 1, 1, 1), true, G, ConvGrads::All));
+    v.push_back(conv2d(shape(1, 2, 5, 9, 3, 1, 7, 1, 0, 3, 0, 3), true, G, ConvGrads::All));
+    v.push_back(conv2d(shape(1, 2, 9, 4, 3, 7, 1, 1, 3, 0, 3, 0), false, G, ConvGrads::All));
+    v.push_back(conv2d(shape(2, 2, 7, 7, 3, 3, 3, 2, 0, 0, 0, 0), true, G, ConvGrads::All));
+    v.push_back(conv2d(shape(2, 1, 6, 6, 3, 3, 3, 1, 1, 1, 1, 1), true, G, ConvGrads::NoDx));
+    v.push_back(conv2d(shape(2, 3, 5, 4, 2, 3, 3, 1, 1, 1, 1, 1), true, G, ConvGrads::None, true));
+    // the CPU's tiling: 1600 output pixels (two im2col tiles), more samples than dw's sample groups
+    v.push_back(conv2d(shape(1, 1, 40, 40, 2, 3, 3, 1, 1, 1, 1, 1), true, G, ConvGrads::All));
+    v.push_back(conv2d(shape(19, 2, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1), true, G, ConvGrads::All));
+    // CUDA: the CNN's layers at its default sizes (28x28, channels 32 and 64) at batch 3 and a
+    // backward with SD's asymmetric pads; the VAE's 3x3 and stride-2 downsample; Inception's
+    // 1x7 / 7x1 / 1x3 / 3x1, 3x3 stride 2 unpadded (its first layer on 299x299), 5x5 and 1x1
+    v.push_back(conv2d(shape(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1), true, T, ConvGrads::NoDx));
+    v.push_back(conv2d(shape(3, 32, 28, 28, 32, 3, 3, 2, 1, 1, 1, 1), true, T, ConvGrads::All));
+    v.push_back(conv2d(shape(3, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1), true, T, ConvGrads::All));
+    v.push_back(conv2d(shape(3, 64, 14, 14, 64, 3, 3, 2, 1, 1, 1, 1), true, T, ConvGrads::All));
+    v.push_back(conv2d(shape(2, 5, 12, 10, 7, 3, 3, 2, 0, 0, 1, 1), true, T, ConvGrads::All));
+    v.push_back(conv2d(shape(1, 128, 32, 32, 128, 3, 3, 1, 1, 1, 1, 1), true, T));
+    v.push_back(conv2d(shape(1, 128, 32, 32, 128, 3, 3, 2, 0, 0, 1, 1), true, T));
+    v.push_back(conv2d(shape(2, 64, 17, 17, 80, 1, 7, 1, 0, 3, 0, 3), true, T));
+    v.push_back(conv2d(shape(2, 64, 17, 17, 80, 7, 1, 1, 3, 0, 3, 0), true, T));
+    v.push_back(conv2d(shape(2, 48, 35, 35, 64, 3, 3, 2, 0, 0, 0, 0), true, T));
+    v.push_back(conv2d(shape(2, 48, 35, 35, 64, 5, 5, 1, 2, 2, 2, 2), true, T));
+    v.push_back(conv2d(shape(2, 32, 8, 8, 16, 1, 3, 1, 0, 1, 0, 1), true, T));
+    v.push_back(conv2d(shape(2, 32, 8, 8, 16, 3, 1, 1, 1, 0, 1, 0), true, T));
+    v.push_back(conv2d(shape(2, 3, 299, 299, 32, 3, 3, 2, 0, 0, 0, 0), true, T));
+    v.push_back(conv2d(shape(3, 768, 17, 17, 192, 1, 1, 1, 0, 0, 0, 0), true, T));
+    v.push_back(conv2d(shape(2, 16, 6, 6, 8, 1, 1, 1, 0, 0, 0, 0), true, T, ConvGrads::All));
+    // K = 4608, Ho*Wo = 9216: K*HW > 32M elements, so the GPU's backward runs several pixel tiles
+    v.push_back(conv2d(shape(1, 512, 96, 96, 4, 3, 3, 1, 1, 1, 1, 1), true, T, ConvGrads::All));
+    v.push_back(conv2d(shape(2, 16, 9, 11, 8, 3, 3, 1, 1, 1, 1, 1), true, T, ConvGrads::None, true));
   }
+  // ReLU (the CNN's; relu_forward in place, relu_backward with dx = dy)
+  v.push_back(relu(37, 1.0, G));
+  v.push_back(relu(10007, 2.0, T));
+  for (bool bwd : {false, true}) {
+    v.push_back(relu_in_place(37, bwd, G));
+    v.push_back(relu_in_place(10007, bwd, T));
+  }
+  // the VAE's ops: GroupNorm at SD's 32 groups and widths, odd HW, without affine, in place
+  for (bool silu_on : {false, true}) v.push_back(group_norm(2, 6, 5, 3, silu_on, true, false, Fill::uniform(-2, 3), 0, G));
+  v.push_back(group_norm(2, 4, 3, 2, true, false, false, Fill::uniform(-2, 3), 0, G));
+  v.push_back(group_norm(1, 6, 7, 3, true, true, true, Fill::uniform(-2, 3), 0, G));
+  v.push_back(group_norm(1, 128, 32 * 32, 32, true, true, false, Fill::normal(2, 0.5), 1e-5, T));
+  v.push_back(group_norm(2, 512, 8 * 8, 32, false, true, false, Fill::normal(2, 0.5), 1e-5, T));
+  v.push_back(group_norm(3, 64, 37, 32, true, false, false, Fill::normal(), 1e-5, T));
+  v.push_back(group_norm(2, 256, 16 * 16, 32, true, true, true, Fill::normal(), 1e-5, T));
+  v.push_back(upsample_nearest2x(2, 3, 3, 4, G));
+  v.push_back(upsample_nearest2x(1, 512, 8, 8, T));
+  v.push_back(upsample_nearest2x(2, 3, 5, 7, T));
+  v.push_back(transpose_batched(2, 3, 5, G));
+  v.push_back(transpose_batched(2, 64, 512, T));
+  v.push_back(transpose_batched(1, 37, 65, T));
+  for (bool e : {true, false}) {
+    v.push_back(gaussian_sample(2, 3, 5, e, G));
+    v.push_back(gaussian_sample(3, 4, 37, e, e ? T | kThreads : T));
+  }
+  // Inception-v3's ops: its max pools (3x3 stride 2, unpadded), its exclude-pad average pools
+  // (3x3 stride 1 pad 1), both padded at stride 2 with negative inputs (a padded zero would
+  // win a max), global average pooling, the resize to 299 (up, down, identity), channel_copy
+  v.push_back(pool2d(2, 3, 7, 6, 3, 2, 0, PoolMode::Max, Fill::uniform(), G));
+  v.push_back(pool2d(2, 3, 5, 6, 3, 2, 1, PoolMode::Max, Fill::uniform(-2, -1), G));
+  v.push_back(pool2d(2, 3, 5, 5, 3, 1, 1, PoolMode::AvgExcludePad, Fill::uniform(), G));
+  v.push_back(pool2d(1, 2, 6, 7, 3, 2, 1, PoolMode::AvgExcludePad, Fill::uniform(), G));
+  v.push_back(pool2d(1, 2, 5, 6, 2, 2, 1, PoolMode::Max, Fill::uniform(-2, -1), G));
+  v.push_back(pool2d(1, 2, 4, 13, 5, 3, 2, PoolMode::AvgExcludePad, Fill::uniform(), G));
+  v.push_back(pool2d(1, 2, 1, 1, 3, 1, 1, PoolMode::AvgExcludePad, Fill::uniform(), G));
+  v.push_back(pool2d(2, 64, 147, 147, 3, 2, 0, PoolMode::Max, Fill::normal(), T));
+  v.push_back(pool2d(2, 3, 9, 10, 3, 2, 1, PoolMode::Max, Fill::uniform(-2, -1), T));
+  v.push_back(pool2d(2, 11, 8, 8, 3, 1, 1, PoolMode::Max, Fill::normal(), T));
+  v.push_back(pool2d(2, 192, 35, 35, 3, 1, 1, PoolMode::AvgExcludePad, Fill::normal(), T));
+  v.push_back(pool2d(1, 5, 9, 10, 3, 2, 1, PoolMode::AvgExcludePad, Fill::normal(), T));
+  v.push_back(pool2d(1, 4, 5, 6, 2, 2, 1, PoolMode::Max, Fill::normal(), T));
+  v.push_back(pool2d(2, 3, 4, 13, 5, 3, 2, PoolMode::AvgExcludePad, Fill::normal(), T));
+  v.push_back(pool2d(2, 3, 1, 1, 3, 1, 1, PoolMode::AvgExcludePad, Fill::normal(), T));
+  v.push_back(global_avg_pool(2, 3, 5, G));
+  v.push_back(global_avg_pool(2, 2048, 64, T));
+  v.push_back(global_avg_pool(3, 5, 37, T));
+  v.push_back(resize_bilinear(1, 2, 4, 5, 9, 7, G));
+  v.push_back(resize_bilinear(2, 3, 9, 7, 4, 3, G));
+  v.push_back(resize_bilinear(1, 2, 5, 6, 5, 6, G));
+  v.push_back(resize_bilinear(1, 2, 1, 1, 3, 4, G));
+  v.push_back(resize_bilinear(2, 3, 32, 32, 299, 299, T));
+  v.push_back(resize_bilinear(1, 3, 512, 384, 299, 299, T));
+  v.push_back(resize_bilinear(1, 3, 45, 37, 299, 299, T));
+  v.push_back(resize_bilinear(1, 2, 7, 9, 5, 13, T));
+  v.push_back(resize_bilinear(1, 1, 1, 1, 299, 299, T));
+  for (bool relu_on : {false, true}) {
+    v.push_back(channel_copy(2, 3, 5, 7, 2, relu_on, false, G));
+    v.push_back(channel_copy(2, 192, 35 * 35, 256, 64, relu_on, false, T));
+  }
+  v.push_back(channel_copy(2, 3, 5, 3, 0, true, true, G));
+  v.push_back(channel_copy(3, 64, 37, 64, 0, true, true, T));
   // embeddings
   v.push_back(timestep_embedding({0, 7, 999}, 10, 1e-6, G));
   v.push_back(timestep_embedding({0, 7, 999}, 7, 1e-6, G));
@@ -837,6 +1235,16 @@ std::vector<OpCase> build_cases() {
     v.push_back(patch(2, 3, 16, 16, 2, PatchLayout::PPC, false, Fill::uniform(), kThreads));
     v.push_back(embedding(3, D, {1, 1, 0, 2}, Fill::uniform(), 0, kThreads));
     v.push_back(normal(100003, 1234, 77, kThreads));
+    // the CNN's, VAE's and Inception's ops, at sizes that span several conv tiles and planes
+    v.push_back(conv2d(conv_shape(3, 8, 30, 30, 16, 3, 3, 1, 1, 1, 1, 1), true, kThreads, ConvGrads::All));
+    v.push_back(conv2d(conv_shape(3, 16, 30, 30, 16, 3, 3, 2, 1, 1, 1, 1), true, kThreads, ConvGrads::All));
+    v.push_back(conv2d(conv_shape(2, 16, 17, 17, 24, 1, 7, 1, 0, 3, 0, 3), true, kThreads));
+    v.push_back(relu(size_t(M) * D, 1.0, kThreads));
+    v.push_back(group_norm(2, 64, 37, 32, true, true, false, Fill::normal(), 0, kThreads));
+    v.push_back(pool2d(2, 16, 35, 35, 3, 1, 1, PoolMode::AvgExcludePad, Fill::normal(), kThreads));
+    v.push_back(pool2d(2, 16, 35, 35, 3, 2, 0, PoolMode::Max, Fill::normal(), kThreads));
+    v.push_back(global_avg_pool(3, 64, 37, kThreads));
+    v.push_back(resize_bilinear(2, 3, 32, 32, 299, 299, kThreads));
   }
   return v;
 }

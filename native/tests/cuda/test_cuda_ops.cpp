@@ -35,7 +35,7 @@ struct Pair {  // the same tensor on both backends
   void set(const std::vector<T>& h) { c.set(h); g.set(h); }
   void poison() { g.poison(); }
 };
-using PF = Pair<float>;
+using PairF = Pair<float>;  // not cudatest::PF (PairBuf), which test_cuda_ops does not use
 
 static std::vector<float> region_of(const std::vector<double>& v, const TensorSpec& s) {
   std::vector<float> o;
@@ -228,7 +228,7 @@ static void test_optimizer_skip() {
   int N = 4;
   auto ph = randn(n, rng), gh = randn(n, rng, 0.01f), mh = randn(n, rng, 0.001f), vh = randn(n, rng, 0.001f);
   for (auto& v : vh) v = v * v;
-  PF p(ph), g(gh), m(mh), v(vh), ema(ph), losses(std::vector<float>{0.5f, 0.25f, 1.f, 2.f});
+  PairF p(ph), g(gh), m(mh), v(vh), ema(ph), losses(std::vector<float>{0.5f, 0.25f, 1.f, 2.f});
   OptimHyper hp;
   hp.lr = 1e-3; hp.weight_decay = 0.01; hp.max_grad_norm = 1.0; hp.ema_decay = 0.99; hp.step = 3;
   OptimResult rc = C->optimizer_step(p.c.p, g.c.p, m.c.p, v.c.p, ema.c.p, n, hp, losses.c.p, N);
@@ -288,7 +288,7 @@ static void test_errors() {
   expect(threw, "alloc_bytes: OOM is a speed::Error saying so");
   threw = false;
   try {
-    PF q(4 * 3 * 2 * 40), o(4 * 2 * 40), l(4 * 2);
+    PairF q(4 * 3 * 2 * 40), o(4 * 2 * 40), l(4 * 2);
     G->attention_forward(q.g.p, o.g.p, l.g.p, 1, 4, 2, 40);
   } catch (const Error& e) {
     threw = true;
