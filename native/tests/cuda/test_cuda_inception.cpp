@@ -42,20 +42,20 @@ static double tol_model() { return g_math == CudaMath::BF16 ? 5e-2 : g_math == C
 
 // One tensor on both backends: the same values, or (size only) zero on the CPU and NaN on
 // the GPU, so that an element the GPU kernel never writes fails the comparison.
-struct PF {
+struct IPF {
   DBuf<float> c, g;
-  explicit PF(const std::vector<float>& h) : c(*C, h), g(*G, h) {}
-  explicit PF(size_t n) : c(*C, n), g(*G, n) {
+  explicit IPF(const std::vector<float>& h) : c(*C, h), g(*G, h) {}
+  explicit IPF(size_t n) : c(*C, n), g(*G, n) {
     g.poison();
     std::vector<float> z(n, 0.f);
     c.set(z);
   }
 };
-static void cmp(const std::string& what, PF& p, double tol) { expect_close(what, p.g.get(), p.c.get(), tol); }
+static void cmp(const std::string& what, IPF& p, double tol) { expect_close(what, p.g.get(), p.c.get(), tol); }
 
 static void test_pool(int N, int Cc, int H, int W, int k, int stride, int pad, PoolMode m) {
   const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
-  PF x(randn((size_t)N * Cc * H * W, rng)), y((size_t)N * Cc * Ho * Wo);
+  IPF x(randn((size_t)N * Cc * H * W, rng)), y((size_t)N * Cc * Ho * Wo);
   C->pool2d_forward(x.c.p, y.c.p, N, Cc, H, W, k, stride, pad, m);
   G->pool2d_forward(x.g.p, y.g.p, N, Cc, H, W, k, stride, pad, m);
   const bool mx = m == PoolMode::Max;
@@ -69,7 +69,7 @@ static void test_resize(int N, int Cc, int H, int W, int Ho, int Wo) {
   std::uniform_real_distribution<float> u(0.f, 1.f);  // image values, as the network resizes them
   std::vector<float> h((size_t)N * Cc * H * W);
   for (float& v : h) v = u(rng);
-  PF x(h), y((size_t)N * Cc * Ho * Wo);
+  IPF x(h), y((size_t)N * Cc * Ho * Wo);
   C->resize_bilinear(x.c.p, y.c.p, N, Cc, H, W, Ho, Wo);
   G->resize_bilinear(x.g.p, y.g.p, N, Cc, H, W, Ho, Wo);
   cmp("resize_bilinear N" + std::to_string(N) + " C" + std::to_string(Cc) + " " + std::to_string(H) + "x" +
@@ -88,8 +88,8 @@ static Conv2dShape shape(int N, int Ci, int H, int W, int Co, int kh, int kw, in
 static void test_conv(const char* name, const Conv2dShape& s) {
   const size_t nx = (size_t)s.N * s.Ci * s.H * s.W, nw = (size_t)s.Co * s.Ci * s.kh * s.kw;
   const size_t ny = (size_t)s.N * s.Co * s.Ho() * s.Wo();
-  PF x(randn(nx, rng)), w(randn(nw, rng, 1.0f / std::sqrt((float)(s.Ci * s.kh * s.kw)))), b(randn(s.Co, rng, 0.3f));
-  PF y(ny);
+  IPF x(randn(nx, rng)), w(randn(nw, rng, 1.0f / std::sqrt((float)(s.Ci * s.kh * s.kw)))), b(randn(s.Co, rng, 0.3f));
+  IPF y(ny);
   C->conv2d_forward(x.c.p, w.c.p, b.c.p, y.c.p, s, false);
   G->conv2d_forward(x.g.p, w.g.p, b.g.p, y.g.p, s, false);
   cmp(std::string("conv2d ") + name, y, tol_mm());
@@ -129,7 +129,7 @@ static void test_ops() {
     for (S s : {S{3, 2048, 64}, S{2, 5, 289}, S{1, 3, 1}, S{4, 7, 1225}}) {
       auto h = randn((size_t)s.N * s.C * s.HW, rng);
       for (float& v : h) v = std::fabs(v);  // post-ReLU values
-      PF x(h), y((size_t)s.N * s.C);
+      IPF x(h), y((size_t)s.N * s.C);
       C->global_avg_pool(x.c.p, y.c.p, s.N, s.C, s.HW);
       G->global_avg_pool(x.g.p, y.g.p, s.N, s.C, s.HW);
       cmp("global_avg_pool N" + std::to_string(s.N) + " C" + std::to_string(s.C) + " HW" + std::to_string(s.HW), y,
@@ -147,12 +147,12 @@ static void test_ops() {
     const int N = 3, Cc = 5, HW = 17 * 17, Ctot = 12, off = 4;
     for (bool relu : {true, false}) {
       auto yh = randn((size_t)N * Ctot * HW, rng);  // the other channels must stay as they are
-      PF x(randn((size_t)N * Cc * HW, rng)), y(yh);
+      IPF x(randn((size_t)N * Cc * HW, rng)), y(yh);
       C->channel_copy(x.c.p, y.c.p, N, Cc, HW, Ctot, off, relu);
       G->channel_copy(x.g.p, y.g.p, N, Cc, HW, Ctot, off, relu);
       cmp(std::string("channel_copy into [4, 9) of 12") + (relu ? " +relu" : ""), y, 0);
     }
-    PF z(randn((size_t)N * Cc * HW, rng));
+    IPF z(randn((size_t)N * Cc * HW, rng));
     C->channel_copy(z.c.p, z.c.p, N, Cc, HW, Cc, 0, true);
     G->channel_copy(z.g.p, z.g.p, N, Cc, HW, Cc, 0, true);
     cmp("channel_copy in-place relu", z, 0);
