@@ -24,6 +24,7 @@ import { writeFileAtomic } from '../io/npy.js';
 import { readNpz, writeNpz } from '../io/npz.js';
 import { train } from '../train/index.js';
 import type { SamplerSpec } from './spec.js';
+import type { MethodResult } from './types.js';
 
 export const SAMPLES_FORMAT = 'speed-train-experiment-samples/1';
 
@@ -37,15 +38,9 @@ export interface SampleSet {
   seconds: number;
 }
 
-/** What samples.json records of one run. */
-export interface RunSamples {
+/** What samples.json records of one run: the run as the report names it, and its sample sets. */
+export interface RunSamples extends Omit<MethodResult, 'evals'> {
   format: string;
-  method: string;
-  seed: number;
-  sampling: string;
-  weighting: string;
-  experiment_dir: string;
-  train_seconds: number;
   /** the samplers' settings and the run's config, hashed: samples drawn under other settings are not reused */
   samplers: string;
   config_hash: string;
