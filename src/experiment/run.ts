@@ -292,13 +292,14 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   if (base.ckpt_every <= 0 || base.max_training_steps <= 0) {
     throw new ConfigError('ckpt_every', 'the experiment evaluates every checkpoint: set ckpt_every > 0 and max_training_steps > 0 in base.yaml');
   }
-  writeFileSync(path.join(out, 'experiment.json'), JSON.stringify({ spec, overrides, data_seed: dataSeed, config: o.config }, null, 2) + '\n');
+  // a refused subset writes nothing
   for (const [key, subset, declared] of [['seeds', o.seeds, spec.seeds], ['methods', o.methods, spec.methods]] as const) {
     if (!subset) continue;
     if (!o.generateOnly) throw new ConfigError(key, `a subset of the ${key} only draws samples (--generate-only): the report needs every declared one`);
     const unknown = (subset as readonly (string | number)[]).filter((s) => !(declared as readonly (string | number)[]).includes(s));
     if (unknown.length > 0) throw new ConfigError(key, `${unknown.join(', ')} ${unknown.length > 1 ? 'are' : 'is'} not among the declared ${key} ${declared.join(', ')}`);
   }
+  writeFileSync(path.join(out, 'experiment.json'), JSON.stringify({ spec, overrides, data_seed: dataSeed, config: o.config }, null, 2) + '\n');
   if (o.generateOnly) {
     let n = 0;
     let runs = 0;

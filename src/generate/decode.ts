@@ -13,13 +13,13 @@ import { loadConfiguredVae } from '../vae/configured.js';
 import type { GenerationModel } from './model.js';
 
 /** A model trained on latents (from its own config), or on images. */
-export function isLatentModel(g: Pick<GenerationModel, 'trained' | 'model'>): boolean {
+export function isLatentModel(g: Pick<DecodedModel, 'trained' | 'model'>): boolean {
   const C = g.model.config.inChannels;
   return g.trained?.data?.name === 'latents' || (C !== 1 && C !== 3);
 }
 
 /** clip_denoised as set, or by default: clip pixels, never latents (DiT samples latents with clip_denoised=False). */
-export function clipDenoisedFor(g: Pick<GenerationModel, 'trained' | 'model'>, s: Pick<Config['sample'], 'clip_denoised'>): boolean {
+export function clipDenoisedFor(g: Pick<DecodedModel, 'trained' | 'model'>, s: Pick<Config['sample'], 'clip_denoised'>): boolean {
   return s.clip_denoised ?? !isLatentModel(g);
 }
 
@@ -40,7 +40,10 @@ export interface LatentDecoder {
 }
 
 /** The configured VAE as a decoder of this model's samples, or null when vae.path is not set. */
-export async function latentDecoder(c: Config, g: GenerationModel, log: (m: string) => void): Promise<LatentDecoder | null> {
+/** What the decoder needs of the model: its latent shape and the config it was trained with (whose data manifest names the VAE that encoded its latents). */
+export type DecodedModel = Pick<GenerationModel, 'trained'> & { model: { config: { inChannels: number; inputSize: number } } };
+
+export async function latentDecoder(c: Config, g: DecodedModel, log: (m: string) => void): Promise<LatentDecoder | null> {
   if (!c.vae.path) return null;
   const vae = await loadConfiguredVae(c, log);
   const { inChannels: zc, inputSize: h } = g.model.config;

@@ -20,11 +20,9 @@ import {
   saveReferenceStats, type FeatureSpace, type ReferenceStats,
 } from '../eval/index.js';
 import { referenceImages } from '../eval/real.js';
-import { unscaleLatents } from '../generate/decode.js';
+import { clipDenoisedFor, latentDecoder, unscaleLatents, type LatentDecoder } from '../generate/decode.js';
 import { toUint8NHWC } from '../generate/images.js';
 import type { DiTModel } from '../native.js';
-import type { VAE } from '../vae/index.js';
-import { loadConfiguredVae } from '../vae/configured.js';
 import { gatherBytes, type World } from '../parallel/index.js';
 import { Rng } from '../rng.js';
 
@@ -118,7 +116,7 @@ export class TrainingEval {
     /** rank 0 only: the space and the reference it scores against */
     private readonly scorer: { space: FeatureSpace; ref: ReferenceStats } | null,
     /** a latent model's VAE (every rank decodes the batches it draws); null for pixel models */
-    private readonly decoder: VAE | null,
+    private readonly decoder: LatentDecoder | null,
   ) {}
 
   /** Releases the VAE of a latent model. */
@@ -130,20 +128,16 @@ export class TrainingEval {
   static async open(c: Config, w: World, log: (m: string) => void): Promise<TrainingEval | null> {
     if (c.evaluate.every === 0) return null;
     const spec = parseEvalSampler(c.evaluate.sampler);
-    let decoder: VAE | null = null;
+    let decoder: LatentDecoder | null = null;
     if (c.data.name === 'latents') {
       // The curve the SpeeD comparison needs is of latent DiTs: their samples are decoded as -p inference decodes them.
       if (!c.vae.path) {
         throw new ConfigError('vae.path', 'FID during training (evaluate.every) decodes the sampled latents to images with the VAE that encoded the data: set vae.path, or evaluate.every=0');
       }
       try {
-        decoder = await loadConfiguredVae(c, log);
+        decoder = await latentDecoder(c, { trained: c, model: { config: { inChannels: c.model.in_channels, inputSize: c.model.input_size } } }, log);
       } catch (e) {
         throw new ConfigError('vae.path', e instanceof Error ? e.message : String(e));
-      }
-      if (decoder.config.latentChannels !== c.model.in_channels) {
-        decoder.dispose();
-        throw new ConfigError('vae.path', `the VAE has ${decoder.config.latentChannels} latent channels, the model (model.in_channels) ${c.model.in_channels}`);
       }
     } else if (c.model.in_channels !== 1 && c.model.in_channels !== 3) {
       throw new ConfigError('evaluate.every', `FID during training needs images of 1 or 3 channels; model.in_channels is ${c.model.in_channels}`);
@@ -192,8 +186,8 @@ export class TrainingEval {
     const { inChannels: ZC, inputSize: Z, numClasses } = model.config;
     const dec = this.decoder;
     // the images scored: the model's own, or its latents decoded (f times larger, the VAE's channels)
-    const C = dec ? dec.config.outChannels : ZC;
-    const H = dec ? Z * dec.downFactor : Z;
+    const C = dec ? dec.vae.config.outChannels : ZC;
+    const H = dec ? Z * dec.vae.downFactor : Z;
     const N = c.evaluate.num_samples;
     const B = c.inference.per_proc_batch_size;
     const per = C * H * H;
@@ -217,14 +211,14 @@ export class TrainingEval {
             model.setNoiseState({ seed, offset });
             const x = await sample(model, coefs, {
               N: y.length, y, sampler: this.spec.sampler, steps: this.spec.steps, eta: c.inference.eta,
-              guidanceScale: c.inference.guidance_scale, clipDenoised: c.inference.clip_denoised ?? !dec, useEma: true,
+              guidanceScale: c.inference.guidance_scale, clipDenoised: clipDenoisedFor({ trained: c, model }, c.inference), useEma: true,
             });
             const drawn = model.getNoiseState().offset - offset;
             if (drawn !== blocks) {
               throw new SpeedTrainError(`eval: batch ${k} drew ${drawn} noise blocks, the split over processes assumed ${blocks}; ` +
                 'the sampler changed how it draws noise (src/train/evaluation.ts must follow)');
             }
-            const img = dec ? await dec.decode(unscaleLatents(x, c.vae.scale_factor), y.length, Z, Z, { chunk: c.vae.chunk }) : x;
+            const img = dec ? await dec.vae.decode(unscaleLatents(x, dec.scale), y.length, Z, Z, { chunk: c.vae.chunk }) : x;
             mine = toUint8NHWC(img, y.length, C, H, H);
           }
           offset += blocks;
